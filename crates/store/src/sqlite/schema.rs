@@ -1,0 +1,87 @@
+//! The SQLite schema, pragmas and the `meta` counters.
+//!
+//! `log` holds every version of every key, keyed by its revision (a tombstone has a NULL value);
+//! `latest` maps each live key to its newest revision; `meta` holds the current and compacted
+//! revisions, which are stored explicitly so that compaction can never make revisions go backwards.
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::{Revision, StoreError, StoreResult};
+
+/// Bumped whenever the on-disk layout changes incompatibly.
+const SCHEMA_VERSION: i64 = 1;
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    rev        INTEGER PRIMARY KEY,
+    key        BLOB    NOT NULL,
+    value      BLOB,
+    create_rev INTEGER NOT NULL,
+    prev_rev   INTEGER
+);
+CREATE INDEX IF NOT EXISTS log_key_rev ON log (key, rev);
+CREATE TABLE IF NOT EXISTS latest (
+    key BLOB    PRIMARY KEY,
+    rev INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('current_rev', 0), ('compact_rev', 0);
+";
+
+/// Opens the writer's connection, creating and checking the schema.
+pub(crate) fn open_writer(path: &std::path::Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // auto_vacuum must be chosen before the first table exists; it lets compaction hand pages
+    // back to the file system (`incremental_vacuum`) so the file shrinks with its contents.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: in WAL mode every commit fsyncs the WAL, so an acknowledged write is durable.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let has_tables: bool = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'",
+            [],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if has_tables && version != SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version}, this skiff expects {SCHEMA_VERSION}"
+        )));
+    }
+    conn.execute_batch(DDL)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection for the reader pool.
+pub(crate) fn open_reader(path: &std::path::Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// The current and compacted revisions, as seen by `conn`'s transaction.
+pub(crate) fn revisions(conn: &Connection) -> rusqlite::Result<(Revision, Revision)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT (SELECT value FROM meta WHERE name = 'current_rev'),
+                (SELECT value FROM meta WHERE name = 'compact_rev')",
+    )?;
+    stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+}
+
+/// Sets one of the `meta` counters.
+pub(crate) fn set_meta(conn: &Connection, name: &str, value: Revision) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE meta SET value = ?2 WHERE name = ?1")?
+        .execute(rusqlite::params![name, value])?;
+    Ok(())
+}
