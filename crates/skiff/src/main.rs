@@ -1,1 +1,64 @@
-fn main() {}
+//! `skiff`: Kubernetes in one small binary. This file only parses the command line and hands
+//! each subcommand to its module; the components themselves live in the workspace's crates.
+
+mod bench;
+mod datastore;
+mod debug;
+mod snapshot;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes in one small binary.
+#[derive(Parser)]
+#[command(name = "skiff", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the cluster's state lives.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DatastoreArgs {
+    /// The server's data directory; the embedded SQLite store lives in its `db/` folder.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// Use etcd instead of the embedded store: `http://HOST:PORT[,http://HOST:PORT...]`.
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up or restore the cluster's state.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Measure skiff on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Tools for skiff's own tests.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Snapshot(command) => snapshot::run(command).await,
+            Command::Bench(command) => bench::run(command).await,
+            Command::Debug(command) => debug::run(command).await,
+        }
+    })
+}

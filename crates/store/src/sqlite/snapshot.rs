@@ -90,20 +90,18 @@ pub fn restore(dir: &Path, file: &Path) -> StoreResult<SnapshotInfo> {
 
 /// Checks that `file` is an intact skiff SQLite store and returns its revision.
 fn check_snapshot(file: &Path) -> StoreResult<Revision> {
-    let conn = schema::open_reader(file)
-        .map_err(|error| StoreError::Corrupt(format!("{}: {error}", file.display())))?;
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
-    if integrity != "ok" {
-        return Err(StoreError::Corrupt(format!(
-            "{} failed its integrity check: {integrity}",
-            file.display()
-        )));
-    }
-    let (revision, _) = schema::revisions(&conn).map_err(|error| {
+    let check = || -> StoreResult<Revision> {
+        let conn = schema::open_reader(file)?;
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+        if integrity != "ok" {
+            return Err(StoreError::Corrupt(format!("integrity check: {integrity}")));
+        }
+        Ok(schema::revisions(&conn)?.0)
+    };
+    check().map_err(|error| {
         StoreError::Corrupt(format!(
-            "{} is not a skiff snapshot: {error}",
+            "{} is not a usable skiff snapshot: {error}",
             file.display()
         ))
-    })?;
-    Ok(revision)
+    })
 }

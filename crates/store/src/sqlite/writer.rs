@@ -103,15 +103,17 @@ impl Writer {
         let (current, compacted) = (self.current, self.compacted);
         match self.apply(batch) {
             Ok((results, events, vacuum)) => {
+                // After compaction: hand freed pages back to the file system and fold the WAL
+                // into the database, so the files shrink with their contents before the
+                // compaction is acknowledged.
+                if vacuum && let Err(error) = shrink(&self.conn) {
+                    tracing::warn!(%error, "incremental vacuum after compaction failed");
+                }
                 for (request, result) in batch.drain(..).zip(results) {
                     let _ = request.reply.send(result);
                 }
                 for event in events {
                     self.hub.publish(event);
-                }
-                if vacuum && let Err(error) = self.conn.execute_batch("PRAGMA incremental_vacuum;")
-                {
-                    tracing::warn!(%error, "incremental vacuum after compaction failed");
                 }
             }
             Err(error) => {
@@ -197,6 +199,20 @@ impl Writer {
         tx.commit()?;
         Ok((results, events, vacuum))
     }
+}
+
+/// Returns free pages to the file system and truncates the WAL. Both pragmas do their work one
+/// row at a time, so every row is stepped through.
+fn shrink(conn: &Connection) -> rusqlite::Result<()> {
+    for pragma in [
+        "PRAGMA incremental_vacuum",
+        "PRAGMA wal_checkpoint(TRUNCATE)",
+    ] {
+        let mut stmt = conn.prepare(pragma)?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+    }
+    Ok(())
 }
 
 /// One compaction step of at most [`COMPACT_STEP`] revisions towards `target`.

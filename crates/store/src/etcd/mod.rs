@@ -4,7 +4,7 @@
 //! Selected with `--datastore-endpoint http://HOST:PORT[,...]`. etcd must accept requests of at
 //! least 2 MiB (`--max-request-bytes=2097152`) to hold skiff's largest values.
 
-use std::path::Path;
+mod snapshot;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,7 +13,6 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -26,6 +25,8 @@ use crate::{
 
 /// Largest gRPC message accepted from etcd (a range of many large values).
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+pub use snapshot::RestoreInfo;
 
 /// A store backed by an etcd cluster.
 #[derive(Clone)]
@@ -63,25 +64,6 @@ impl EtcdStore {
             client,
             watch_capacity: watch_capacity.max(1),
         })
-    }
-
-    /// Streams etcd's own snapshot of the whole keyspace into `file` (which must not exist).
-    pub async fn snapshot_save(&self, file: &Path) -> StoreResult<()> {
-        let partial = file.with_extension("partial");
-        let mut out = tokio::fs::File::create_new(&partial).await?;
-        let mut stream = self
-            .client
-            .maintenance_client()
-            .snapshot()
-            .await
-            .map_err(etcd_error)?;
-        while let Some(chunk) = stream.message().await.map_err(etcd_error)? {
-            out.write_all(chunk.blob()).await?;
-        }
-        out.sync_all().await?;
-        drop(out);
-        tokio::fs::rename(&partial, file).await?;
-        Ok(())
     }
 }
 

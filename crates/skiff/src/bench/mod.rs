@@ -1,0 +1,48 @@
+//! `skiff bench`: measurements reported in BENCHMARKS.md, always as ratios taken in one run.
+
+mod store;
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+/// Benchmark subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable writes/s of each store backend (1 and 64 writers) beside the disk's own
+    /// write+fdatasync rate, and watch delivery latency with 1 and 1,000 watchers.
+    Store {
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory to measure in (its disk is the one measured); a temporary one by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Skip the etcd backend (otherwise a private etcd is started, if installed).
+        #[arg(long)]
+        no_etcd: bool,
+        /// Writes per watch-latency measurement.
+        #[arg(long, default_value_t = 300)]
+        watch_events: usize,
+    },
+}
+
+/// Runs a benchmark.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Store {
+            seconds,
+            dir,
+            no_etcd,
+            watch_events,
+        } => {
+            store::run(store::Options {
+                seconds,
+                dir,
+                etcd: !no_etcd,
+                watch_events,
+            })
+            .await
+        }
+    }
+}
