@@ -2,6 +2,8 @@
 //! times, and prove after each restart that every write it acknowledged is present and that
 //! revisions never went backwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -85,8 +87,15 @@ async fn acknowledged_writes_should_survive_sigkill() {
             if kv.mod_revision == *revision {
                 assert_eq!(kv.value, value.as_bytes(), "round {round}: {key}");
             } else {
-                assert!(kv.mod_revision > *revision, "round {round}: {key} went back");
-                assert_eq!(kv.value, format!("{key}+updated").as_bytes(), "round {round}");
+                assert!(
+                    kv.mod_revision > *revision,
+                    "round {round}: {key} went back"
+                );
+                assert_eq!(
+                    kv.value,
+                    format!("{key}+updated").as_bytes(),
+                    "round {round}"
+                );
             }
         }
         last_revision = current;

@@ -1,6 +1,8 @@
 //! `skiff snapshot save|restore` round trips, through the real binary, for the embedded store
 //! and (when an etcd binary is installed) for etcd.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 use std::path::Path;
 use std::process::Command;
 

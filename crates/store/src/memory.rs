@@ -135,7 +135,7 @@ fn to_kv(key: &str, version: &Version) -> Option<KeyValue> {
     })
 }
 
-fn at_revision<'a>(versions: &'a [Version], revision: Revision) -> Option<&'a Version> {
+fn at_revision(versions: &[Version], revision: Revision) -> Option<&Version> {
     versions.iter().rev().find(|v| v.revision <= revision)
 }
 

@@ -2,6 +2,8 @@
 //! started as a child process per test; without an `etcd` binary those tests are skipped, unless
 //! `SKIFF_REQUIRE_ETCD=1`, as in CI, makes that a failure).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 use std::any::Any;
 use std::collections::BTreeSet;
 use std::sync::Arc;

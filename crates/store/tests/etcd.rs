@@ -1,6 +1,8 @@
 //! etcd-specific behaviour: snapshot save through the Maintenance API and restore through the
 //! KV API. Needs an `etcd` binary (skipped without one unless `SKIFF_REQUIRE_ETCD=1`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 use bytes::Bytes;
 use skiff_store::etcd::EtcdStore;
 use skiff_store::etcd_process::{EtcdProcess, etcd_available};

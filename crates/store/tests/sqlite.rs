@@ -1,6 +1,8 @@
 //! Behaviour specific to the embedded SQLite backend: durability across reopen, the data
 //! directory lock, bounded size under compaction, and snapshot save/restore.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 use bytes::Bytes;
 use skiff_store::sqlite::{SqliteStore, snapshot};
 use skiff_store::{RangeRequest, Store, StoreError};

@@ -1,12 +1,14 @@
 //! The embedded SQLite backend, skiff's default store.
 //!
-//! One writer thread with group commit ([`writer`]), a pool of read connections ([`reader`]),
-//! in-process watch fan-out (`watch_hub`), and an exclusive lock file so two processes never
-//! open the same data directory.
+//! Group commit in two threads (`writer` applies and commits batches, `syncer` fsyncs them and
+//! acknowledges), a pool of read connections (`reader`) that never read past the durable
+//! revision, in-process watch fan-out (`watch_hub`), and an exclusive lock file so two processes
+//! never open the same data directory.
 
 mod reader;
 mod schema;
 pub mod snapshot;
+mod syncer;
 mod writer;
 
 use std::fs::{File, TryLockError};
@@ -23,6 +25,7 @@ use crate::{
     check_write,
 };
 use reader::{Readers, resolve};
+use syncer::Durable;
 use writer::{Request, WriteOp, WriteOutcome};
 
 /// The database file inside a store directory.
@@ -87,14 +90,24 @@ impl SqliteStore {
         let lock = lock_dir(dir)?;
         let path = Self::db_path(dir);
         let conn = schema::open_writer(&path)?;
+        let (current, _) = schema::revisions(&conn)?;
+        // Whatever is in the files now (say, left by a killed process in the page cache) is
+        // made durable before it counts as such.
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        let wal_path = PathBuf::from(wal_path);
+        File::open(&path)?.sync_all()?;
+        File::open(&wal_path)?.sync_all()?;
+        let durable = Arc::new(Durable::new(current));
         let hub = Arc::new(WatchHub::new(options.watch_capacity));
+        let syncer = syncer::spawn(&wal_path, Arc::clone(&durable), Arc::clone(&hub))?;
         let (sender, requests) = mpsc::channel(4096);
-        writer::spawn(conn, Arc::clone(&hub), requests)?;
+        writer::spawn(conn, syncer, Arc::clone(&durable), requests)?;
         tracing::info!(path = %path.display(), "opened sqlite store");
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: sender,
-                readers: Readers::new(path),
+                readers: Readers::new(path, durable),
                 hub,
                 _lock: lock,
             }),
@@ -137,7 +150,7 @@ impl Store for SqliteStore {
             .readers
             .read(move |conn, current, compacted| {
                 let at = resolve(revision, current, compacted)?;
-                Ok((reader::get(conn, &key, at, current)?, at))
+                Ok((reader::get(conn, &key, at)?, at))
             })
             .await
     }
@@ -147,7 +160,7 @@ impl Store for SqliteStore {
             .readers
             .read(move |conn, current, compacted| {
                 let at = resolve(request.revision, current, compacted)?;
-                reader::range(conn, &request, at, current)
+                reader::range(conn, &request, at)
             })
             .await
     }

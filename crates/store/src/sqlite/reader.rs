@@ -1,8 +1,8 @@
 //! Reads for the SQLite backend: a small pool of read-only connections used from blocking tasks.
 //!
 //! Each read runs in one deferred transaction, so it sees one consistent snapshot (WAL mode lets
-//! readers proceed while the writer commits). Reads at the current revision use the `latest`
-//! index; reads at an older revision pick each key's newest version at or below it from `log`.
+//! readers proceed while the writer commits). A read at revision R picks each key's newest
+//! version at or below R from the `(key, rev)` index of `log`; a tombstone there means absent.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::schema;
+use super::syncer::Durable;
 use crate::keys::prefix_end;
 use crate::watch_hub::History;
 use crate::{
@@ -30,20 +31,23 @@ pub(crate) struct Readers {
 struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    durable: Arc<Durable>,
 }
 
 impl Readers {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf, durable: Arc<Durable>) -> Self {
         Self {
             pool: Arc::new(Pool {
                 path,
                 idle: Mutex::new(Vec::new()),
+                durable,
             }),
         }
     }
 
     /// Runs `read` on a pooled connection inside one read transaction, off the async runtime.
-    /// `read` gets the transaction and the current and compacted revisions it sees.
+    /// `read` gets the transaction, the current revision (never past the durable one) and the
+    /// compacted revision.
     pub(crate) async fn read<T, F>(&self, read: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -62,7 +66,8 @@ impl Readers {
             };
             let result = (|| {
                 let tx = conn.transaction()?;
-                let (current, compacted) = schema::revisions(&tx)?;
+                let (committed, compacted) = schema::revisions(&tx)?;
+                let current = committed.min(this.durable.revision());
                 let value = read(&tx, current, compacted)?;
                 tx.finish()?;
                 Ok(value)
@@ -113,24 +118,14 @@ fn kv_row(row: &Row<'_>) -> rusqlite::Result<KeyValue> {
     })
 }
 
-/// Reads one key at `revision` (`None`: now).
-pub(crate) fn get(
-    conn: &Connection,
-    key: &str,
-    at: Revision,
-    current: Revision,
-) -> StoreResult<Option<KeyValue>> {
-    let sql = if at == current {
-        "SELECT t.key, l.value, l.create_rev, l.rev FROM latest t JOIN log l ON l.rev = t.rev
-         WHERE t.key = ?1 AND ?2 >= 0"
-    } else {
-        "SELECT key, value, create_rev, rev FROM log WHERE key = ?1 AND rev <= ?2
-         ORDER BY rev DESC LIMIT 1"
-    };
+/// Reads one key at revision `at`.
+pub(crate) fn get(conn: &Connection, key: &str, at: Revision) -> StoreResult<Option<KeyValue>> {
     let found = conn
-        .prepare_cached(sql)?
+        .prepare_cached(
+            "SELECT key, value, create_rev, rev FROM log WHERE key = ?1 AND rev <= ?2
+             ORDER BY rev DESC LIMIT 1",
+        )?
         .query_row(params![key.as_bytes(), at], |row| {
-            // A tombstone (NULL value) means absent at that revision.
             match row.get::<_, Option<Vec<u8>>>(1)? {
                 None => Ok(None),
                 Some(_) => kv_row(row).map(Some),
@@ -145,7 +140,6 @@ pub(crate) fn range(
     conn: &Connection,
     request: &RangeRequest,
     at: Revision,
-    current: Revision,
 ) -> StoreResult<RangeResponse> {
     let prefix = request.prefix.as_bytes();
     let mut low = prefix.to_vec();
@@ -161,32 +155,20 @@ pub(crate) fn range(
     } else {
         ""
     };
-    let sql = if at == current {
-        format!(
-            "SELECT k, l.value, l.create_rev, l.rev FROM
-               (SELECT key AS k, rev FROM latest WHERE key >= :low {upper}
-                ORDER BY key LIMIT :limit) t
-             JOIN log l ON l.rev = t.rev ORDER BY k"
-        )
-    } else {
-        format!(
-            "SELECT k, l.value, l.create_rev, l.rev FROM
-               (SELECT key AS k, MAX(rev) AS rev FROM log
-                WHERE key >= :low {upper} AND rev <= :at GROUP BY key) t
-             JOIN log l ON l.rev = t.rev
-             WHERE l.value IS NOT NULL ORDER BY k LIMIT :limit"
-        )
-    };
+    let sql = format!(
+        "SELECT l.key, l.value, l.create_rev, l.rev FROM
+           (SELECT key AS k, MAX(rev) AS newest FROM log
+            WHERE key >= :low {upper} AND rev <= :at GROUP BY key) t
+         JOIN log l ON l.rev = t.newest
+         WHERE l.value IS NOT NULL ORDER BY l.key LIMIT :limit"
+    );
     // One more than asked for tells whether there is more.
     let limit = request
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX - 1) + 1);
-    let mut named: Vec<(&str, &dyn ToSql)> = vec![(":low", &low), (":limit", &limit)];
+    let mut named: Vec<(&str, &dyn ToSql)> = vec![(":low", &low), (":limit", &limit), (":at", &at)];
     if let Some(high) = &high {
         named.push((":high", high));
-    }
-    if at != current {
-        named.push((":at", &at));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut kvs = Vec::new();
@@ -211,7 +193,7 @@ pub(crate) fn events_after(
     prefix: &str,
     after: Revision,
     limit: usize,
-    compacted: Revision,
+    (current, compacted): (Revision, Revision),
 ) -> StoreResult<Vec<Event>> {
     if after < compacted {
         return Err(StoreError::Compacted { requested: after });
@@ -225,11 +207,15 @@ pub(crate) fn events_after(
     let sql = format!(
         "SELECT l.rev, l.key, l.value, l.create_rev, p.rev, p.value, p.create_rev
          FROM log l LEFT JOIN log p ON p.rev = l.prev_rev
-         WHERE l.rev > :after {filter} ORDER BY l.rev LIMIT :limit"
+         WHERE l.rev > :after AND l.rev <= :current {filter} ORDER BY l.rev LIMIT :limit"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let low = prefix.as_bytes();
-    let mut named: Vec<(&str, &dyn ToSql)> = vec![(":after", &after), (":limit", &limit)];
+    let mut named: Vec<(&str, &dyn ToSql)> = vec![
+        (":after", &after),
+        (":limit", &limit),
+        (":current", &current),
+    ];
     if !prefix.is_empty() {
         named.push((":low", &low));
     }
@@ -279,7 +265,9 @@ impl History for Readers {
         limit: usize,
     ) -> StoreResult<Vec<Event>> {
         let prefix = prefix.to_string();
-        self.read(move |conn, _, compacted| events_after(conn, &prefix, after, limit, compacted))
-            .await
+        self.read(move |conn, current, compacted| {
+            events_after(conn, &prefix, after, limit, (current, compacted))
+        })
+        .await
     }
 }

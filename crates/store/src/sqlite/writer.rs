@@ -1,11 +1,11 @@
-//! The single SQLite writer thread and its group commit.
+//! The single SQLite writer thread: the first half of group commit.
 //!
 //! Every write goes through one channel to one thread that owns the write connection. The thread
 //! takes whatever requests are waiting (up to [`MAX_BATCH`]), applies them in one transaction,
-//! each with its own revision and its own compare-and-swap check, commits once (one WAL fsync for
-//! the whole batch), and only then answers each caller and publishes the events to watchers. So
-//! throughput grows with the number of concurrent writers while every acknowledged write is
-//! durable.
+//! each with its own revision and its own compare-and-swap check, commits once, and hands the
+//! batch to the syncer (`syncer.rs`), which makes it durable with one fsync and only then answers
+//! the callers and publishes the events. So throughput grows with the number of concurrent
+//! writers while every acknowledged write is durable.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema;
-use crate::watch_hub::WatchHub;
+use super::syncer::{Committed, Durable};
 use crate::{Event, EventKind, KeyValue, Revision, StoreError, StoreResult};
 
 /// Most requests committed in one transaction.
@@ -59,7 +59,8 @@ pub(crate) struct Request {
 
 struct Writer {
     conn: Connection,
-    hub: Arc<WatchHub>,
+    syncer: std::sync::mpsc::SyncSender<Committed>,
+    durable: Arc<Durable>,
     current: Revision,
     compacted: Revision,
 }
@@ -67,13 +68,15 @@ struct Writer {
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(
     conn: Connection,
-    hub: Arc<WatchHub>,
+    syncer: std::sync::mpsc::SyncSender<Committed>,
+    durable: Arc<Durable>,
     requests: mpsc::Receiver<Request>,
 ) -> StoreResult<()> {
     let (current, compacted) = schema::revisions(&conn)?;
     let writer = Writer {
         conn,
-        hub,
+        syncer,
+        durable,
         current,
         compacted,
     };
@@ -100,20 +103,28 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+        if self.durable.failed() {
+            for request in batch.drain(..) {
+                let message = "an earlier fsync failed; restart skiff".to_string();
+                let _ = request.reply.send(Err(StoreError::Storage(message)));
+            }
+            return;
+        }
         let (current, compacted) = (self.current, self.compacted);
         match self.apply(batch) {
             Ok((results, events, vacuum)) => {
                 // After compaction: hand freed pages back to the file system and fold the WAL
-                // into the database, so the files shrink with their contents before the
-                // compaction is acknowledged.
+                // into the database, so the files shrink with their contents.
                 if vacuum && let Err(error) = shrink(&self.conn) {
                     tracing::warn!(%error, "incremental vacuum after compaction failed");
                 }
-                for (request, result) in batch.drain(..).zip(results) {
-                    let _ = request.reply.send(result);
-                }
-                for event in events {
-                    self.hub.publish(event);
+                let committed = Committed {
+                    replies: batch.drain(..).map(|r| r.reply).zip(results).collect(),
+                    events,
+                    revision: self.current,
+                };
+                if let Err(std::sync::mpsc::SendError(committed)) = self.syncer.send(committed) {
+                    committed.fail("the sqlite syncer has stopped");
                 }
             }
             Err(error) => {
@@ -195,7 +206,6 @@ impl Writer {
             };
             results.push(result);
         }
-        schema::set_meta(&tx, "current_rev", self.current)?;
         tx.commit()?;
         Ok((results, events, vacuum))
     }
@@ -232,6 +242,8 @@ fn compact_step(
         return Ok(Ok(WriteOutcome::Compacted(*compacted)));
     }
     let from = *compacted;
+    // Compaction may delete the newest row (a tombstone): keep the current revision as a floor.
+    schema::set_meta(tx, "current_rev", current)?;
     let to = target.min(from + COMPACT_STEP);
     // Versions superseded by a write in (from, to]; then tombstones in (from, to], which
     // after that are the newest version of their key at `to` and mean "absent".
@@ -249,19 +261,23 @@ fn compact_step(
 
 /// The live value of `key`, if any.
 fn live(tx: &Connection, key: &str) -> Result<Option<KeyValue>, rusqlite::Error> {
-    tx.prepare_cached(
-        "SELECT l.rev, l.value, l.create_rev FROM latest t JOIN log l ON l.rev = t.rev
-         WHERE t.key = ?1",
-    )?
-    .query_row([key.as_bytes()], |row| {
-        Ok(KeyValue {
-            key: key.to_string(),
-            mod_revision: row.get(0)?,
-            value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-            create_revision: row.get(2)?,
+    let newest = tx
+        .prepare_cached(
+            "SELECT rev, value, create_rev FROM log WHERE key = ?1 ORDER BY rev DESC LIMIT 1",
+        )?
+        .query_row([key.as_bytes()], |row| {
+            let (mod_revision, value, create_revision): (Revision, Option<Vec<u8>>, Revision) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            // A tombstone (NULL value) as the newest version means absent.
+            Ok(value.map(|value| KeyValue {
+                key: key.to_string(),
+                mod_revision,
+                value: Bytes::from(value),
+                create_revision,
+            }))
         })
-    })
-    .optional()
+        .optional()?;
+    Ok(newest.flatten())
 }
 
 fn put(
@@ -283,11 +299,6 @@ fn put(
         create_revision,
         prev.as_ref().map(|p| p.mod_revision)
     ])?;
-    tx.prepare_cached(
-        "INSERT INTO latest (key, rev) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET rev = excluded.rev",
-    )?
-    .execute(params![key.as_bytes(), revision])?;
     *current = revision;
     Ok(Event {
         kind: EventKind::Put,
@@ -317,8 +328,6 @@ fn tombstone(
         prev.create_revision,
         prev.mod_revision
     ])?;
-    tx.prepare_cached("DELETE FROM latest WHERE key = ?1")?
-        .execute([key.as_bytes()])?;
     *current = revision;
     Ok(Event {
         kind: EventKind::Delete,
