@@ -1,0 +1,193 @@
+//! The cluster's PKI: a CA, the API server's serving certificate and the admin's client
+//! certificate (group `system:masters`), created on first start in `DATA_DIR/tls` and reused on
+//! every later start.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// What can go wrong creating or loading the PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Generating or parsing a certificate or key failed.
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// PEM-encoded certificates and keys.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    /// The CA certificate (clients trust it).
+    pub ca_cert: String,
+    /// The API server's certificate.
+    pub server_cert: String,
+    /// The API server's private key.
+    pub server_key: String,
+    /// The admin client certificate.
+    pub admin_cert: String,
+    /// The admin client key.
+    pub admin_key: String,
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, contents).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    std::fs::rename(&partial, path).map_err(io)
+}
+
+fn validity(params: &mut CertificateParams, years: i32) {
+    let year = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).year();
+    params.not_before = rcgen::date_time_ymd(i32::from(year) - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(i32::from(year) + years, 1, 1);
+}
+
+fn name(common: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}
+
+/// Loads the PKI from `dir`, creating whatever is missing. `hosts` are the extra names and
+/// addresses the serving certificate must cover (besides localhost and the in-cluster names).
+pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let files = ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key"];
+    if files.iter().all(|f| dir.join(f).exists()) {
+        return Ok(Pki {
+            ca_cert: read(&dir.join("ca.crt"))?,
+            server_cert: read(&dir.join("server.crt"))?,
+            server_key: read(&dir.join("server.key"))?,
+            admin_cert: read(&dir.join("admin.crt"))?,
+            admin_key: read(&dir.join("admin.key"))?,
+        });
+    }
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = name("skiff-ca", None);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut ca, 10);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut names: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "127.0.0.1",
+        "::1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    names.extend(hosts.iter().cloned());
+    names.sort();
+    names.dedup();
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::default();
+    server.distinguished_name = name("skiff-apiserver", None);
+    server.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut server, 10);
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+
+    let admin_key = KeyPair::generate()?;
+    let mut admin = CertificateParams::default();
+    admin.distinguished_name = name("skiff-admin", Some("system:masters"));
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut admin, 10);
+    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+    let pki = Pki {
+        ca_cert: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        admin_cert: admin_cert.pem(),
+        admin_key: admin_key.serialize_pem(),
+    };
+    write(&dir.join("ca.key"), &issuer.key().serialize_pem())?;
+    write(&dir.join("ca.crt"), &pki.ca_cert)?;
+    write(&dir.join("server.key"), &pki.server_key)?;
+    write(&dir.join("server.crt"), &pki.server_cert)?;
+    write(&dir.join("admin.key"), &pki.admin_key)?;
+    write(&dir.join("admin.crt"), &pki.admin_cert)?;
+    Ok(pki)
+}
+
+/// Writes a kubeconfig that reaches `server` (e.g. `https://127.0.0.1:6443`) as the admin.
+pub fn write_admin_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<(), PkiError> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let config = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: {server}
+    certificate-authority-data: {}
+users:
+- name: skiff-admin
+  user:
+    client-certificate-data: {}
+    client-key-data: {}
+contexts:
+- name: skiff
+  context:
+    cluster: skiff
+    user: skiff-admin
+    namespace: default
+current-context: skiff
+",
+        b64(&pki.ca_cert),
+        b64(&pki.admin_cert),
+        b64(&pki.admin_key)
+    );
+    write(path, &config)
+}

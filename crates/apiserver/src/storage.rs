@@ -1,0 +1,90 @@
+//! How API objects live in the store: one key per object
+//! (`/registry/{group}/{plural}/{namespace}/{name}`, core group spelled `core`), JSON values
+//! without `metadata.resourceVersion` (the store's modification revision *is* the resource
+//! version and is put back on every read), and the single mapping from store errors to API
+//! errors.
+
+use bytes::Bytes;
+use serde_json::Value;
+use skiff_apimachinery::status::Target;
+use skiff_apimachinery::{ApiError, ResourceInfo};
+use skiff_store::{KeyValue, Revision, StoreError};
+
+/// Every API object lives under this prefix.
+pub const ROOT: &str = "/registry/";
+
+/// The key prefix of a resource, optionally narrowed to one namespace.
+pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
+    let group = if info.group.is_empty() {
+        "core"
+    } else {
+        info.group.as_str()
+    };
+    match namespace {
+        Some(ns) if info.namespaced() => format!("{ROOT}{group}/{}/{ns}/", info.plural),
+        _ => format!("{ROOT}{group}/{}/", info.plural),
+    }
+}
+
+/// The key of one object.
+pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    format!("{}{name}", prefix(info, namespace))
+}
+
+/// Decodes a stored object and stamps its resource version.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    decode_at(&kv.value, kv.mod_revision)
+}
+
+/// Decodes stored bytes and stamps `revision` as the resource version.
+pub fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    }
+    Ok(object)
+}
+
+/// Encodes an object for storage, without its resource version.
+pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+/// Maps a store error about `target` to the API error clients expect.
+pub fn api_error(error: StoreError, target: &Target) -> ApiError {
+    match error {
+        StoreError::NotFound { .. } => ApiError::NotFound(target.clone()),
+        StoreError::AlreadyExists { .. } => ApiError::AlreadyExists(target.clone()),
+        StoreError::Conflict { .. } => ApiError::Conflict(target.clone()),
+        StoreError::Compacted { requested } => ApiError::Expired(format!(
+            "too old resource version: {requested}"
+        )),
+        StoreError::FutureRevision { requested, current } => ApiError::Timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        StoreError::ValueTooLarge { .. } => ApiError::TooLarge {
+            limit: skiff_store::MAX_VALUE_BYTES,
+        },
+        StoreError::InvalidKey { reason } => ApiError::BadRequest(reason),
+        StoreError::Closed | StoreError::Locked { .. } | StoreError::Etcd(_) => {
+            ApiError::Unavailable(format!("the datastore is unavailable: {error}"))
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Parses a `resourceVersion` parameter or field.
+pub fn parse_revision(value: &str) -> Result<Revision, ApiError> {
+    value
+        .parse::<Revision>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid resource version \"{value}\"")))
+}
