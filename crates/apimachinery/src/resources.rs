@@ -135,59 +135,253 @@ const BUILTIN: &[Row] = &[
     row("", "v1", "Endpoints", "endpoints", Namespaced, &["ep"]),
     row("", "v1", "ConfigMap", "configmaps", Namespaced, &["cm"]),
     row("", "v1", "Secret", "secrets", Namespaced, &[]),
-    row("", "v1", "ServiceAccount", "serviceaccounts", Namespaced, &["sa"]).sub(&["token"]),
+    row(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        Namespaced,
+        &["sa"],
+    )
+    .sub(&["token"]),
     row("", "v1", "Node", "nodes", Cluster, &["no"]).sub(&["status"]),
     row("", "v1", "Event", "events", Namespaced, &["ev"]),
-    row("", "v1", "PersistentVolume", "persistentvolumes", Cluster, &["pv"]).sub(&["status"]),
-    row("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", Namespaced, &["pvc"])
-        .sub(&["status"]),
+    row(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        Cluster,
+        &["pv"],
+    )
+    .sub(&["status"]),
+    row(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        Namespaced,
+        &["pvc"],
+    )
+    .sub(&["status"]),
     row("", "v1", "PodTemplate", "podtemplates", Namespaced, &[]),
-    row("", "v1", "ReplicationController", "replicationcontrollers", Namespaced, &["rc"])
-        .in_all()
-        .sub(&["status", "scale"]),
-    row("", "v1", "ResourceQuota", "resourcequotas", Namespaced, &["quota"]).sub(&["status"]),
-    row("", "v1", "LimitRange", "limitranges", Namespaced, &["limits"]),
-    row("apps", "v1", "Deployment", "deployments", Namespaced, &["deploy"])
-        .in_all()
-        .sub(&["status", "scale"]),
-    row("apps", "v1", "ReplicaSet", "replicasets", Namespaced, &["rs"])
-        .in_all()
-        .sub(&["status", "scale"]),
-    row("apps", "v1", "StatefulSet", "statefulsets", Namespaced, &["sts"])
-        .in_all()
-        .sub(&["status", "scale"]),
+    row(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        Namespaced,
+        &["rc"],
+    )
+    .in_all()
+    .sub(&["status", "scale"]),
+    row(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        Namespaced,
+        &["quota"],
+    )
+    .sub(&["status"]),
+    row(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        Namespaced,
+        &["limits"],
+    ),
+    row(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        Namespaced,
+        &["deploy"],
+    )
+    .in_all()
+    .sub(&["status", "scale"]),
+    row(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        Namespaced,
+        &["rs"],
+    )
+    .in_all()
+    .sub(&["status", "scale"]),
+    row(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        Namespaced,
+        &["sts"],
+    )
+    .in_all()
+    .sub(&["status", "scale"]),
     row("apps", "v1", "DaemonSet", "daemonsets", Namespaced, &["ds"])
         .in_all()
         .sub(&["status"]),
-    row("apps", "v1", "ControllerRevision", "controllerrevisions", Namespaced, &[]),
+    row(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        Namespaced,
+        &[],
+    ),
     row("batch", "v1", "Job", "jobs", Namespaced, &[])
         .in_all()
         .sub(&["status"]),
     row("batch", "v1", "CronJob", "cronjobs", Namespaced, &["cj"])
         .in_all()
         .sub(&["status"]),
-    row("coordination.k8s.io", "v1", "Lease", "leases", Namespaced, &[]),
-    row("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", Namespaced, &[]),
-    row("events.k8s.io", "v1", "Event", "events", Namespaced, &["ev"]),
-    row("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", Cluster, &["crd", "crds"])
-        .sub(&["status"]),
-    row("rbac.authorization.k8s.io", "v1", "Role", "roles", Namespaced, &[]),
-    row("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", Namespaced, &[]),
-    row("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", Cluster, &[]),
-    row("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", Cluster, &[]),
-    row("storage.k8s.io", "v1", "StorageClass", "storageclasses", Cluster, &["sc"]),
-    row("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", Namespaced, &["pdb"])
-        .sub(&["status"]),
-    row("networking.k8s.io", "v1", "Ingress", "ingresses", Namespaced, &["ing"]).sub(&["status"]),
-    row("networking.k8s.io", "v1", "IngressClass", "ingressclasses", Cluster, &[]),
-    row("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", Namespaced, &["netpol"]),
-    row("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", Cluster, &["pc"]),
-    row("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", Namespaced, &["hpa"])
-        .in_all()
-        .sub(&["status"]),
-    row("apiregistration.k8s.io", "v1", "APIService", "apiservices", Cluster, &[]).sub(&["status"]),
-    row("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", Cluster, &[])
-        .verbs(&["create"]),
+    row(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        Namespaced,
+        &[],
+    ),
+    row(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        Namespaced,
+        &[],
+    ),
+    row(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        Namespaced,
+        &["ev"],
+    ),
+    row(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        Cluster,
+        &["crd", "crds"],
+    )
+    .sub(&["status"]),
+    row(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        Namespaced,
+        &[],
+    ),
+    row(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        Namespaced,
+        &[],
+    ),
+    row(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        Cluster,
+        &[],
+    ),
+    row(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        Cluster,
+        &[],
+    ),
+    row(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        Cluster,
+        &["sc"],
+    ),
+    row(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        Namespaced,
+        &["pdb"],
+    )
+    .sub(&["status"]),
+    row(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        Namespaced,
+        &["ing"],
+    )
+    .sub(&["status"]),
+    row(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        Cluster,
+        &[],
+    ),
+    row(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        Namespaced,
+        &["netpol"],
+    ),
+    row(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        Cluster,
+        &["pc"],
+    ),
+    row(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        Namespaced,
+        &["hpa"],
+    )
+    .in_all()
+    .sub(&["status"]),
+    row(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        Cluster,
+        &[],
+    )
+    .sub(&["status"]),
+    row(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        Cluster,
+        &[],
+    )
+    .verbs(&["create"]),
 ];
 
 /// The built-in resources, in discovery order.
@@ -226,7 +420,10 @@ mod tests {
             assert!(seen.insert((r.group.clone(), r.version.clone(), r.plural.clone())));
         }
         let pods = all.iter().find(|r| r.plural == "pods").unwrap();
-        assert_eq!((pods.api_version(), pods.singular.as_str()), ("v1".into(), "pod"));
+        assert_eq!(
+            (pods.api_version(), pods.singular.as_str()),
+            ("v1".into(), "pod")
+        );
         assert!(pods.categories.contains(&"all".to_string()));
     }
 }

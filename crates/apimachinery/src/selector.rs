@@ -59,7 +59,9 @@ fn check_key(key: &str, whole: &str) -> Result<String, SelectorError> {
     if valid {
         Ok(key.to_string())
     } else {
-        Err(SelectorError(format!("invalid label key \"{key}\" in \"{whole}\"")))
+        Err(SelectorError(format!(
+            "invalid label key \"{key}\" in \"{whole}\""
+        )))
     }
 }
 
@@ -71,7 +73,9 @@ fn check_value(value: &str, whole: &str) -> Result<String, SelectorError> {
     if valid {
         Ok(value.to_string())
     } else {
-        Err(SelectorError(format!("invalid label value \"{value}\" in \"{whole}\"")))
+        Err(SelectorError(format!(
+            "invalid label value \"{value}\" in \"{whole}\""
+        )))
     }
 }
 
@@ -102,11 +106,20 @@ impl LabelSelector {
             let requirement = if let Some(key) = part.strip_prefix('!') {
                 Requirement::NotExists(check_key(key.trim(), part)?)
             } else if let Some((key, value)) = part.split_once("!=") {
-                Requirement::NotEquals(check_key(key.trim(), part)?, check_value(value.trim(), part)?)
+                Requirement::NotEquals(
+                    check_key(key.trim(), part)?,
+                    check_value(value.trim(), part)?,
+                )
             } else if let Some((key, value)) = part.split_once("==") {
-                Requirement::Equals(check_key(key.trim(), part)?, check_value(value.trim(), part)?)
+                Requirement::Equals(
+                    check_key(key.trim(), part)?,
+                    check_value(value.trim(), part)?,
+                )
             } else if let Some((key, value)) = part.split_once('=') {
-                Requirement::Equals(check_key(key.trim(), part)?, check_value(value.trim(), part)?)
+                Requirement::Equals(
+                    check_key(key.trim(), part)?,
+                    check_value(value.trim(), part)?,
+                )
             } else if let Some((key, rest)) = part.split_once(" notin ") {
                 Requirement::NotIn(check_key(key.trim(), part)?, parse_set(rest, part)?)
             } else if let Some((key, rest)) = part.split_once(" in ") {
@@ -207,7 +220,14 @@ mod tests {
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s}");
         }
-        let no = ["app=db", "app!=web", "env in (dev)", "env notin (prod)", "missing", "!app"];
+        let no = [
+            "app=db",
+            "app!=web",
+            "env in (dev)",
+            "env notin (prod)",
+            "missing",
+            "!app",
+        ];
         for s in no {
             assert!(!LabelSelector::parse(s).unwrap().matches(Some(&l)), "{s}");
         }
@@ -229,8 +249,12 @@ mod tests {
     #[test]
     fn field_selector_should_compare_fields() {
         let f = FieldSelector::parse("metadata.name=x,status.phase!=Running").unwrap();
-        assert!(f.matches(|field| if field == "metadata.name" { "x".into() } else { "Pending".into() }));
-        assert!(!f.matches(|_| "x".into()));
+        assert!(f.matches(|field| if field == "metadata.name" {
+            "x".into()
+        } else {
+            "Pending".into()
+        }));
+        assert!(!f.matches(|_| "Running".into()));
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

@@ -103,6 +103,14 @@ pub enum ApiError {
     /// 415: the Content-Type is not one this endpoint takes.
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
+    /// 403: not allowed (e.g. creating in a terminating namespace).
+    #[error("{message}")]
+    Forbidden {
+        /// The object.
+        target: Target,
+        /// Why.
+        message: String,
+    },
     /// 401: no valid credentials.
     #[error("Unauthorized")]
     Unauthorized,
@@ -170,6 +178,7 @@ impl ApiError {
             Self::Invalid { .. } => 422,
             Self::BadRequest(_) => 400,
             Self::Unauthorized => 401,
+            Self::Forbidden { .. } => 403,
             Self::MethodNotAllowed => 405,
             Self::NotAcceptable(_) => 406,
             Self::Expired(_) => 410,
@@ -190,6 +199,7 @@ impl ApiError {
             Self::Invalid { .. } => "Invalid",
             Self::BadRequest(_) => "BadRequest",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden { .. } => "Forbidden",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::NotAcceptable(_) => "NotAcceptable",
             Self::Expired(_) => "Expired",
@@ -204,7 +214,9 @@ impl ApiError {
     fn target(&self) -> Option<&Target> {
         match self {
             Self::NotFound(t) | Self::AlreadyExists(t) | Self::Conflict(t) => Some(t),
-            Self::ConflictMessage { target, .. } | Self::Invalid { target, .. } => Some(target),
+            Self::ConflictMessage { target, .. }
+            | Self::Invalid { target, .. }
+            | Self::Forbidden { target, .. } => Some(target),
             _ => None,
         }
     }

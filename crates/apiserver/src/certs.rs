@@ -63,7 +63,9 @@ fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
 }
 
 fn validity(params: &mut CertificateParams, years: i32) {
-    let year = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).year();
+    let year = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .year();
     params.not_before = rcgen::date_time_ymd(i32::from(year) - 1, 1, 1);
     params.not_after = rcgen::date_time_ymd(i32::from(year) + years, 1, 1);
 }
@@ -84,7 +86,14 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let files = ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key"];
+    let files = [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "admin.crt",
+        "admin.key",
+    ];
     if files.iter().all(|f| dir.join(f).exists()) {
         return Ok(Pki {
             ca_cert: read(&dir.join("ca.crt"))?,

@@ -1,1 +1,155 @@
-//! placeholder
+//! skiff's API server: the Kubernetes REST API (v1.34) over HTTPS, so that unmodified kubectl,
+//! client libraries and operators work against skiff. All state is in a `skiff_store::Store`;
+//! this crate never keeps state of its own that a restart could lose.
+
+pub mod auth;
+mod body;
+pub mod bootstrap;
+pub mod certs;
+pub mod clock;
+mod defaults;
+mod handlers;
+mod objects;
+mod patch;
+mod registry;
+mod request;
+mod respond;
+mod shapes;
+pub mod state;
+mod storage;
+mod table;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+use skiff_store::Store;
+
+use crate::clock::Clock;
+use crate::registry::Registry;
+use crate::state::{ApiState, Inner};
+
+/// The Kubernetes version skiff speaks.
+pub const KUBERNETES_VERSION: &str = "v1.34.0";
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where certificates and the admin kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub bind_address: IpAddr,
+    /// The HTTPS port.
+    pub https_port: u16,
+}
+
+/// Starting the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Certificates could not be created or loaded.
+    #[error(transparent)]
+    Pki(#[from] certs::PkiError),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The port could not be bound.
+    #[error("listening on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bootstrap objects could not be created.
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+}
+
+/// A running API server.
+pub struct Server {
+    /// The admin kubeconfig written on start.
+    pub kubeconfig: PathBuf,
+    /// The address it listens on.
+    pub address: SocketAddr,
+    /// The API router, for in-process clients.
+    pub router: Router,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting connections.
+    pub fn stop(self) {
+        self.serving.abort();
+    }
+}
+
+async fn version() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({
+        "major": "1",
+        "minor": "34",
+        "gitVersion": format!("{KUBERNETES_VERSION}+skiff-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", std::env::consts::ARCH),
+    }))
+}
+
+/// The HTTP routes, without TLS: health, version and the API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/version", get(version))
+        .fallback(handlers::api)
+        .with_state(state)
+}
+
+/// Creates certificates and the admin kubeconfig if needed, binds the port, creates the
+/// bootstrap objects and serves.
+pub async fn start(
+    config: Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Server, ServerError> {
+    let address = SocketAddr::new(config.bind_address, config.https_port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind { address, source })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { address, source })?;
+    let reachable = if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
+    let pki = certs::load_or_create(&config.data_dir.join("tls"), &[reachable.to_string()])?;
+    let kubeconfig = config.data_dir.join("admin.kubeconfig");
+    let server_url = format!("https://{}", SocketAddr::new(reachable, address.port()));
+    certs::write_admin_kubeconfig(&kubeconfig, &server_url, &pki)?;
+    let state = ApiState::new(Inner {
+        store,
+        registry: Registry::builtin(),
+        clock,
+        advertise: SocketAddr::new(reachable, address.port()).to_string(),
+    });
+    let router = router(state);
+    bootstrap::run(&router, &reachable.to_string(), address.port()).await?;
+    let tls = tls::server_config(&pki)?;
+    let serving = tokio::spawn(tls::serve(listener, tls, router.clone()));
+    tracing::info!(%address, kubeconfig = %kubeconfig.display(), "API server ready");
+    Ok(Server {
+        kubeconfig,
+        address,
+        router,
+        serving,
+    })
+}

@@ -115,18 +115,30 @@ mod tests {
     fn parse_should_split_namespaced_paths() {
         let r = resource("/api/v1/namespaces/default/pods/web/status");
         assert_eq!(r.namespace.as_deref(), Some("default"));
-        assert_eq!((r.resource.as_str(), r.name.as_deref()), ("pods", Some("web")));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref()),
+            ("pods", Some("web"))
+        );
         assert_eq!(r.subresource.as_deref(), Some("status"));
         let d = resource("/apis/apps/v1/namespaces/x/deployments");
-        assert_eq!((d.group.as_str(), d.resource.as_str(), d.name), ("apps", "deployments", None));
+        assert_eq!(
+            (d.group.as_str(), d.resource.as_str(), d.name),
+            ("apps", "deployments", None)
+        );
     }
 
     #[test]
     fn parse_should_treat_namespaces_as_a_resource() {
         let ns = resource("/api/v1/namespaces/kube-system");
-        assert_eq!((ns.resource.as_str(), ns.name.as_deref(), ns.namespace), ("namespaces", Some("kube-system"), None));
+        assert_eq!(
+            (ns.resource.as_str(), ns.name.as_deref(), ns.namespace),
+            ("namespaces", Some("kube-system"), None)
+        );
         let fin = resource("/api/v1/namespaces/x/finalize");
-        assert_eq!((fin.name.as_deref(), fin.subresource.as_deref()), (Some("x"), Some("finalize")));
+        assert_eq!(
+            (fin.name.as_deref(), fin.subresource.as_deref()),
+            (Some("x"), Some("finalize"))
+        );
         assert_eq!(resource("/api/v1/pods").namespace, None);
     }
 
@@ -136,7 +148,10 @@ mod tests {
         assert_eq!(parse("/apis/apps").unwrap(), Target::Group("apps".into()));
         assert_eq!(
             parse("/apis/apps/v1").unwrap(),
-            Target::Resources { group: "apps".into(), version: "v1".into() }
+            Target::Resources {
+                group: "apps".into(),
+                version: "v1".into()
+            }
         );
         assert!(parse("/nope").is_err());
         assert!(parse("/api/v1/namespaces/a/pods/b/c/d").is_err());

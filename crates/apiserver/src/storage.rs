@@ -41,7 +41,10 @@ pub fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
     }
     Ok(object)
 }
@@ -63,9 +66,9 @@ pub fn api_error(error: StoreError, target: &Target) -> ApiError {
         StoreError::NotFound { .. } => ApiError::NotFound(target.clone()),
         StoreError::AlreadyExists { .. } => ApiError::AlreadyExists(target.clone()),
         StoreError::Conflict { .. } => ApiError::Conflict(target.clone()),
-        StoreError::Compacted { requested } => ApiError::Expired(format!(
-            "too old resource version: {requested}"
-        )),
+        StoreError::Compacted { requested } => {
+            ApiError::Expired(format!("too old resource version: {requested}"))
+        }
         StoreError::FutureRevision { requested, current } => ApiError::Timeout(format!(
             "Too large resource version: {requested}, current: {current}"
         )),

@@ -4,6 +4,7 @@
 mod bench;
 mod datastore;
 mod debug;
+mod server;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub struct DatastoreArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the control plane: the Kubernetes API over HTTPS, backed by the store.
+    Server(server::ServerArgs),
     /// Back up or restore the cluster's state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
+            Command::Server(args) => server::run(args).await,
             Command::Snapshot(command) => snapshot::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Debug(command) => debug::run(command).await,

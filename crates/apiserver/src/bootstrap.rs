@@ -1,0 +1,97 @@
+//! Objects every cluster starts with: the namespaces `default`, `kube-system`, `kube-public` and
+//! `kube-node-lease`, and the `kubernetes` Service (and Endpoints) in `default`. They are created
+//! through the API router, like any client's objects; existing ones are left alone.
+
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::auth::{Caller, User};
+use crate::defaults::KUBERNETES_SERVICE_IP;
+
+/// Bootstrapping failed.
+#[derive(Debug, thiserror::Error)]
+#[error("creating {what}: {message}")]
+pub struct BootstrapError {
+    what: String,
+    message: String,
+}
+
+async fn create(router: &Router, path: &str, object: Value) -> Result<(), BootstrapError> {
+    let what = format!("{path} {}", object["metadata"]["name"]);
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(object.to_string()))
+        .map_err(|e| BootstrapError {
+            what: what.clone(),
+            message: e.to_string(),
+        })?;
+    request.extensions_mut().insert(Caller(Some(User {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    })));
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| BootstrapError {
+            what: what.clone(),
+            message: e.to_string(),
+        })?;
+    match response.status() {
+        StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+        status => {
+            let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+                .await
+                .unwrap_or_default();
+            Err(BootstrapError {
+                what,
+                message: format!("{status}: {}", String::from_utf8_lossy(&body)),
+            })
+        }
+    }
+}
+
+/// Creates the bootstrap objects that are missing. `endpoint` is the API server's address as
+/// pods reach it.
+pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), BootstrapError> {
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        create(
+            router,
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .await?;
+    }
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    create(
+        router,
+        "/api/v1/namespaces/default/services",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": labels},
+            "spec": {
+                "clusterIP": KUBERNETES_SERVICE_IP.to_string(),
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            },
+        }),
+    )
+    .await?;
+    create(
+        router,
+        "/api/v1/namespaces/default/endpoints",
+        json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{
+                "addresses": [{"ip": endpoint_ip}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            }],
+        }),
+    )
+    .await
+}

@@ -1,0 +1,132 @@
+//! Discovery: `/api`, `/apis`, `/apis/{group}` and the per-group-version resource lists, with
+//! verbs, short names, categories and subresources.
+
+use serde_json::{Value, json};
+use skiff_apimachinery::{ApiError, ResourceInfo};
+
+use crate::state::ApiState;
+
+/// `/api`.
+pub fn core_versions(state: &ApiState) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.advertise}],
+    })
+}
+
+fn group_value(name: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "name": name,
+        "versions": versions,
+        "preferredVersion": versions.first().cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `/apis`.
+pub fn groups(state: &ApiState) -> Value {
+    let groups: Vec<Value> = state
+        .registry
+        .groups()
+        .iter()
+        .map(|(name, versions)| group_value(name, versions))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/{group}`.
+pub fn group(state: &ApiState, name: &str) -> Result<Value, ApiError> {
+    let groups = state.registry.groups();
+    let (name, versions) = groups
+        .iter()
+        .find(|(g, _)| g == name)
+        .ok_or(ApiError::NoSuchResource)?;
+    let mut value = group_value(name, versions);
+    value["kind"] = json!("APIGroup");
+    value["apiVersion"] = json!("v1");
+    Ok(value)
+}
+
+/// The kind, group and version a subresource is served as, and its verbs.
+fn subresource(
+    name: &str,
+) -> (
+    Option<(&'static str, &'static str, &'static str)>,
+    &'static [&'static str],
+) {
+    match name {
+        "status" => (None, &["get", "patch", "update"]),
+        "scale" => (
+            Some(("Scale", "autoscaling", "v1")),
+            &["get", "patch", "update"],
+        ),
+        "binding" => (Some(("Binding", "", "v1")), &["create"]),
+        "eviction" => (Some(("Eviction", "policy", "v1")), &["create"]),
+        "token" => (
+            Some(("TokenRequest", "authentication.k8s.io", "v1")),
+            &["create"],
+        ),
+        "finalize" => (None, &["update"]),
+        _ => (None, &[]),
+    }
+}
+
+fn resource_values(info: &ResourceInfo) -> Vec<Value> {
+    let mut main = json!({
+        "name": info.plural,
+        "singularName": info.singular,
+        "namespaced": info.namespaced(),
+        "kind": info.kind,
+        "verbs": info.verbs,
+    });
+    if !info.short_names.is_empty() {
+        main["shortNames"] = json!(info.short_names);
+    }
+    if !info.categories.is_empty() {
+        main["categories"] = json!(info.categories);
+    }
+    let mut values = vec![main];
+    for sub in &info.subresources {
+        let (kind, verbs) = subresource(sub);
+        let mut value = json!({
+            "name": format!("{}/{sub}", info.plural),
+            "singularName": "",
+            "namespaced": info.namespaced(),
+            "kind": kind.map_or(info.kind.as_str(), |k| k.0),
+            "verbs": verbs,
+        });
+        if let Some((_, group, version)) = kind {
+            value["group"] = json!(group);
+            value["version"] = json!(version);
+        }
+        values.push(value);
+    }
+    values
+}
+
+/// `/api/v1`, `/apis/{group}/{version}`.
+pub fn resources(state: &ApiState, group: &str, version: &str) -> Result<Value, ApiError> {
+    let resources: Vec<Value> = state
+        .registry
+        .in_group_version(group, version)
+        .flat_map(resource_values)
+        .collect();
+    if resources.is_empty() {
+        return Err(ApiError::NoSuchResource);
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Ok(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+}

@@ -1,0 +1,132 @@
+//! The API's entry point: authenticates the caller, parses the path, negotiates the format and
+//! dispatches to discovery, read, write or watch.
+
+mod discovery;
+mod fields;
+mod params;
+mod read;
+mod watch;
+mod write;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{Method, StatusCode};
+use skiff_apimachinery::ApiError;
+
+use crate::auth::Caller;
+use crate::body;
+use crate::request::{self, ResourceRequest, Target};
+use crate::respond::{self, Answer, Format};
+use crate::state::ApiState;
+use params::Params;
+use write::WriteRequest;
+
+/// Serves every API path (`/api...`, `/apis...`).
+pub async fn api(State(state): State<ApiState>, request: Request) -> Answer {
+    Answer(handle(&state, request).await)
+}
+
+async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let caller = parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    if caller.0.is_none() {
+        return Err(ApiError::Unauthorized);
+    }
+    let format = respond::negotiate(&parts.headers)?;
+    let params = Params::parse(parts.uri.query())?;
+    let json = |value: serde_json::Value| {
+        let out = if format == Format::Yaml {
+            Format::Yaml
+        } else {
+            Format::Json
+        };
+        Ok(respond::value(StatusCode::OK, &value, out))
+    };
+    match request::parse(parts.uri.path())? {
+        Target::CoreVersions => json(discovery::core_versions(state)),
+        Target::Groups => json(discovery::groups(state)),
+        Target::Group(group) => json(discovery::group(state, &group)?),
+        Target::Resources { group, version } => {
+            json(discovery::resources(state, &group, &version)?)
+        }
+        Target::Resource(target) => {
+            resource(
+                state,
+                &target,
+                &parts.method,
+                &parts.headers,
+                &params,
+                format,
+                &caller,
+                body,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    state: &ApiState,
+    target: &ResourceRequest,
+    method: &Method,
+    headers: &http::HeaderMap,
+    params: &Params,
+    format: Format,
+    caller: &Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let info = state
+        .registry
+        .find(&target.group, &target.version, &target.resource)
+        .ok_or(ApiError::NoSuchResource)?;
+    // Cluster-scoped resources have no namespace in their path; a namespaced object named in a
+    // path needs one.
+    if !info.namespaced() && target.namespace.is_some() {
+        return Err(ApiError::NoSuchResource);
+    }
+    if info.namespaced() && target.name.is_some() && target.namespace.is_none() {
+        return Err(ApiError::NoSuchResource);
+    }
+    let namespace = target.namespace.as_deref();
+    let name = target.name.as_deref();
+    let subresource = target.subresource.as_deref();
+    if let Some(sub) = subresource
+        && (!info.has_subresource(sub) || sub != "status")
+    {
+        return Err(if info.has_subresource(sub) {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::NoSuchResource
+        });
+    }
+    let verb = request::verb(method, name.is_some(), params.flag("watch"))
+        .ok_or(ApiError::MethodNotAllowed)?;
+    if !info.allows(verb) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let bytes = body::read(body).await?;
+    let write = WriteRequest {
+        info,
+        namespace,
+        params,
+        headers,
+        format,
+    };
+    match (verb, name) {
+        ("get", Some(name)) => read::get(state, info, namespace, name, format).await,
+        ("list", _) => read::list(state, info, namespace, params, format).await,
+        ("watch", name) => watch::watch(state, info, namespace, name, params, format).await,
+        ("create", None) => write::create(state, &write, caller, &bytes).await,
+        ("update", Some(name)) => write::update(state, &write, name, subresource, &bytes).await,
+        ("patch", Some(name)) => write::patch(state, &write, name, subresource, &bytes).await,
+        ("delete", Some(name)) => write::delete(state, &write, name, &bytes).await,
+        ("deletecollection", None) => write::delete_collection(state, &write, &bytes).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}

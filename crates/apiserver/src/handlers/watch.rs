@@ -1,0 +1,251 @@
+//! watch: a chunked stream of `{"type": ..., "object": ...}` lines. Without a resourceVersion
+//! (or with "0") it starts with ADDED events for every object at one revision and continues from
+//! there; with one, it continues after it, or sends a 410 `Expired` ERROR event when that
+//! revision is compacted. Selectors turn objects that start or stop matching into ADDED and
+//! DELETED events, as upstream's watch cache does. `timeoutSeconds` ends the stream on time;
+//! `allowWatchBookmarks` adds periodic BOOKMARK events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use skiff_apimachinery::selector::{FieldSelector, LabelSelector};
+use skiff_apimachinery::{ApiError, ResourceInfo};
+use skiff_store::{Event, EventKind, Revision, StoreError};
+use tokio::sync::mpsc;
+
+use super::fields;
+use super::params::Params;
+use super::read;
+use crate::respond::Format;
+use crate::state::ApiState;
+use crate::storage;
+use crate::table;
+
+/// Upstream's default for watches without `timeoutSeconds` (`--min-request-timeout`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often a quiet watch gets a bookmark.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+
+struct Watch {
+    state: ApiState,
+    info: ResourceInfo,
+    prefix: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    format: Format,
+    bookmarks: bool,
+    columns_sent: bool,
+}
+
+/// Starts a watch.
+pub async fn watch(
+    state: &ApiState,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    params: &Params,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let labels = params.labels()?;
+    let mut field_selector = params.fields()?;
+    fields::check(&info.kind, &field_selector)?;
+    if let Some(name) = name {
+        field_selector
+            .0
+            .push(("metadata.name".into(), true, name.to_string()));
+    }
+    let timeout = params
+        .number("timeoutSeconds")?
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let start = params.get("resourceVersion").filter(|rv| *rv != "0");
+    let send_initial = params.flag("sendInitialEvents");
+    let mut watch = Watch {
+        state: state.clone(),
+        info: info.clone(),
+        prefix: storage::prefix(info, namespace),
+        labels,
+        fields: field_selector,
+        format,
+        bookmarks: params.flag("allowWatchBookmarks"),
+        columns_sent: false,
+    };
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    let mut initial = Vec::new();
+    let after = match start {
+        Some(rv) if !send_initial => storage::parse_revision(rv)?,
+        _ => {
+            // Start with the state at one revision, as ADDED events.
+            let mut list_params = params.clone();
+            list_params.strip_for_initial_list();
+            let listed = read::list_objects(state, info, namespace, &list_params).await?;
+            initial = listed.items;
+            listed.revision
+        }
+    };
+    let selected: Vec<&Value> = initial.iter().filter(|o| watch.selected(o)).collect();
+    let initial_events: Vec<Bytes> = selected
+        .into_iter()
+        .map(|object| watch.line("ADDED", object))
+        .collect();
+    let end_bookmark = (send_initial && watch.bookmarks).then(|| watch.bookmark(after, true));
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        for line in initial_events.into_iter().chain(end_bookmark) {
+            if sender.send(line).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            () = &mut deadline => {}
+            () = watch.follow(after, &sender) => {}
+            () = sender.closed() => {}
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+impl Watch {
+    fn render(&mut self, object: &Value) -> Value {
+        match self.format {
+            Format::Table => {
+                let with_columns = !self.columns_sent;
+                self.columns_sent = true;
+                let meta = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
+                table::table(
+                    &self.info,
+                    std::slice::from_ref(object),
+                    meta,
+                    self.state.clock.now(),
+                    with_columns,
+                )
+            }
+            Format::Metadata => table::partial_metadata(object),
+            _ => object.clone(),
+        }
+    }
+
+    fn line(&mut self, kind: &str, object: &Value) -> Bytes {
+        let event = json!({"type": kind, "object": self.render(object)});
+        let mut bytes = serde_json::to_vec(&event).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+
+    fn bookmark(&self, revision: Revision, initial_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
+        let mut bytes =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+
+    fn error_line(error: &ApiError) -> Bytes {
+        let mut bytes = serde_json::to_vec(&json!({"type": "ERROR", "object": error.to_status()}))
+            .unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+
+    fn selected(&self, object: &Value) -> bool {
+        fields::selected(object, &self.labels, &self.fields)
+    }
+
+    /// The watch event for a store event, if this watcher sees it.
+    fn translate(&mut self, event: &Event) -> Option<Bytes> {
+        let revision = event.revision();
+        let old = event
+            .prev
+            .as_ref()
+            .and_then(|p| storage::decode_at(&p.value, revision).ok());
+        let was = old.as_ref().is_some_and(|o| self.selected(o));
+        match event.kind {
+            EventKind::Delete => {
+                let old = old?;
+                was.then(|| self.line("DELETED", &old))
+            }
+            EventKind::Put => {
+                let new = storage::decode(&event.kv).ok()?;
+                match (self.selected(&new), was) {
+                    (true, true) => Some(self.line("MODIFIED", &new)),
+                    (true, false) => Some(self.line("ADDED", &new)),
+                    (false, true) => Some(self.line("DELETED", &new)),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
+    /// Streams events after `after` until the client goes away or the store fails.
+    async fn follow(&mut self, mut after: Revision, sender: &mpsc::Sender<Bytes>) {
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
+        'resume: loop {
+            let mut stream = match self.state.store.watch(&self.prefix, after).await {
+                Ok(stream) => stream,
+                Err(StoreError::Compacted { requested }) => {
+                    let error = ApiError::Expired(format!("too old resource version: {requested}"));
+                    let _ = sender.send(Self::error_line(&error)).await;
+                    return;
+                }
+                Err(error) => {
+                    let _ = sender
+                        .send(Self::error_line(&ApiError::Internal(error.to_string())))
+                        .await;
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(event)) => {
+                            after = event.revision();
+                            if let Some(line) = self.translate(&event)
+                                && sender.send(line).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Some(Err(StoreError::WatchLagged { resume_after })) => {
+                            after = resume_after;
+                            continue 'resume;
+                        }
+                        Some(Err(StoreError::Compacted { requested })) => {
+                            let error = ApiError::Expired(format!("too old resource version: {requested}"));
+                            let _ = sender.send(Self::error_line(&error)).await;
+                            return;
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "store watch failed");
+                            let _ = sender.send(Self::error_line(&ApiError::Internal(error.to_string()))).await;
+                            return;
+                        }
+                        None => return,
+                    },
+                    _ = ticker.tick(), if self.bookmarks => {
+                        if sender.send(self.bookmark(after, false)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! create, update, patch, delete and deletecollection. Every write is a compare-and-swap on the
+//! object's resource version: an update that carries one gets 409 when it is stale; one that
+//! does not (and every patch without a `metadata.resourceVersion` precondition) is retried on
+//! the fresh object.
+
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use skiff_apimachinery::status::Target;
+use skiff_apimachinery::{ApiError, ResourceInfo};
+use skiff_store::{KeyValue, StoreError};
+
+use super::params::Params;
+use super::read::{self, render_one};
+use crate::auth::Caller;
+use crate::body::{self, PatchType};
+use crate::defaults;
+use crate::objects::{self, meta_mut, meta_str};
+use crate::patch;
+use crate::respond::{self, Format};
+use crate::shapes;
+use crate::state::ApiState;
+use crate::storage;
+
+/// How many times a write without a precondition is retried on conflicts.
+const RETRIES: usize = 16;
+
+/// Namespaces that can never be deleted.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// What a write handler needs about its request.
+pub struct WriteRequest<'a> {
+    /// The resource.
+    pub info: &'a ResourceInfo,
+    /// The namespace in the path.
+    pub namespace: Option<&'a str>,
+    /// The query parameters.
+    pub params: &'a Params,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The response format.
+    pub format: Format,
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+async fn ensure_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+    let info = state
+        .registry
+        .find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
+    let target = Target::new("", "namespaces", namespace);
+    let (kv, _) = state
+        .store
+        .get(&storage::key(info, None, namespace), None)
+        .await
+        .map_err(|e| storage::api_error(e, &target))?;
+    let namespace_object = storage::decode(&kv.ok_or_else(|| ApiError::NotFound(target.clone()))?)?;
+    if namespace_object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some()
+    {
+        return Err(ApiError::Forbidden {
+            target,
+            message: format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// POST: creates an object.
+pub async fn create(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    caller: &Caller,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let mut object = body::object(request.headers, bytes)?;
+    objects::check_type(info, &mut object)?;
+    if info.kind == "SelfSubjectReview" {
+        return Ok(self_subject_review(caller));
+    }
+    objects::check_namespace(info, &mut object, request.namespace)?;
+    let now = crate::clock::rfc3339(state.clock.now());
+    let uid = uuid::Uuid::new_v4().to_string();
+    let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
+    defaults::apply(info, &mut object);
+    shapes::check_shape(info, &object)?;
+    if let Some(namespace) = request.namespace.filter(|_| info.namespaced()) {
+        ensure_namespace(state, namespace).await?;
+    }
+    if request.params.dry_run()? {
+        return Ok(render_one(
+            state,
+            info,
+            &object,
+            request.format,
+            StatusCode::CREATED,
+        ));
+    }
+    let allocation = defaults::allocate(state, info, &mut object, &name).await?;
+    let key = storage::key(info, request.namespace, &name);
+    let target = Target::new(&info.group, &info.plural, &name);
+    let revision = match state.store.create(&key, storage::encode(&object)?).await {
+        Ok(revision) => revision,
+        Err(error) => {
+            defaults::release(state, allocation).await;
+            return Err(storage::api_error(error, &target));
+        }
+    };
+    meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
+    Ok(render_one(
+        state,
+        info,
+        &object,
+        request.format,
+        StatusCode::CREATED,
+    ))
+}
+
+fn self_subject_review(caller: &Caller) -> Response {
+    let (name, groups) = caller
+        .0
+        .as_ref()
+        .map(|u| (u.name.clone(), u.groups.clone()))
+        .unwrap_or_else(|| {
+            (
+                "system:anonymous".into(),
+                vec!["system:unauthenticated".into()],
+            )
+        });
+    let review = json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": name, "groups": groups}},
+    });
+    respond::value(StatusCode::CREATED, &review, Format::Json)
+}
+
+async fn current(
+    state: &ApiState,
+    key: &str,
+    target: &Target,
+) -> Result<(KeyValue, Value), ApiError> {
+    let (kv, _) = state
+        .store
+        .get(key, None)
+        .await
+        .map_err(|e| storage::api_error(e, target))?;
+    let kv = kv.ok_or_else(|| ApiError::NotFound(target.clone()))?;
+    let object = storage::decode(&kv)?;
+    Ok((kv, object))
+}
+
+/// Writes `new` over `old` (compare-and-swap on `expected`). An object that is being deleted and
+/// has no finalizers left is removed instead. Returns the stored object.
+async fn write_over(
+    state: &ApiState,
+    key: &str,
+    target: &Target,
+    old: &KeyValue,
+    mut new: Value,
+    expected: i64,
+) -> Result<Value, StoreError> {
+    let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    if finalized {
+        let (revision, _) = state.store.delete(key, Some(expected)).await?;
+        if let Ok(meta) = meta_mut(&mut new) {
+            meta.insert("resourceVersion".into(), json!(revision.to_string()));
+        }
+        return Ok(new);
+    }
+    let encoded = storage::encode(&new).map_err(|e| StoreError::Storage(e.to_string()))?;
+    // A write that changes nothing is not a write: no new revision, no watch event.
+    if encoded == old.value && expected == old.mod_revision {
+        if let Ok(meta) = meta_mut(&mut new) {
+            meta.insert(
+                "resourceVersion".into(),
+                json!(old.mod_revision.to_string()),
+            );
+        }
+        return Ok(new);
+    }
+    let _ = target;
+    let revision = state.store.update(key, encoded, expected).await?;
+    if let Ok(meta) = meta_mut(&mut new) {
+        meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+    Ok(new)
+}
+
+fn check_finalizers(new: &Value, old: &Value, target: &Target, kind: &str) -> Result<(), ApiError> {
+    if old.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let list = |v: &Value| -> Vec<Value> {
+        v.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = list(old);
+    if list(new).iter().any(|f| !before.contains(f)) {
+        return Err(ApiError::Forbidden {
+            target: target.clone(),
+            message: format!(
+                "{kind} \"{}\" is forbidden: no new finalizers can be added if the object is being deleted",
+                target.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// PUT: replaces an object (or its status).
+pub async fn update(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    subresource: Option<&str>,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let mut incoming = body::object(request.headers, bytes)?;
+    objects::check_type(info, &mut incoming)?;
+    objects::check_namespace(info, &mut incoming, request.namespace)?;
+    match meta_str(&incoming, "name") {
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        None => {
+            meta_mut(&mut incoming)?.insert("name".into(), json!(name));
+        }
+    }
+    let precondition = meta_str(&incoming, "resourceVersion")
+        .map(storage::parse_revision)
+        .transpose()?;
+    let dry_run = request.params.dry_run()?;
+    let target = Target::new(&info.group, &info.plural, name);
+    let key = storage::key(info, request.namespace, name);
+    for _ in 0..RETRIES {
+        let (kv, old) = current(state, &key, &target).await?;
+        let mut new = incoming.clone();
+        objects::prepare_update(info, &mut new, &old, subresource)?;
+        defaults::apply(info, &mut new);
+        defaults::keep_allocations(info, &mut new, &old);
+        shapes::check_shape(info, &new)?;
+        check_finalizers(&new, &old, &target, &info.kind)?;
+        let expected = precondition.unwrap_or(kv.mod_revision);
+        if dry_run {
+            return Ok(render_one(
+                state,
+                info,
+                &new,
+                request.format,
+                StatusCode::OK,
+            ));
+        }
+        match write_over(state, &key, &target, &kv, new, expected).await {
+            Ok(stored) => {
+                return Ok(render_one(
+                    state,
+                    info,
+                    &stored,
+                    request.format,
+                    StatusCode::OK,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
+
+/// PATCH: applies a JSON, merge or strategic merge patch.
+pub async fn patch(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    subresource: Option<&str>,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let (kind, patch_body) = body::patch(request.headers, bytes)?;
+    let dry_run = request.params.dry_run()?;
+    let target = Target::new(&info.group, &info.plural, name);
+    let key = storage::key(info, request.namespace, name);
+    for _ in 0..RETRIES {
+        let (kv, old) = current(state, &key, &target).await?;
+        let mut new = old.clone();
+        patch::apply(kind, &mut new, &patch_body)?;
+        objects::check_type(info, &mut new)?;
+        objects::check_namespace(info, &mut new, request.namespace)?;
+        if meta_str(&new, "name") != Some(name) {
+            return Err(ApiError::BadRequest(
+                "the patch may not change the object's name".into(),
+            ));
+        }
+        // A resourceVersion in the patch is a precondition; otherwise patch the fresh object.
+        let precondition = match meta_str(&new, "resourceVersion") {
+            Some(rv) if rv != kv.mod_revision.to_string() => Some(storage::parse_revision(rv)?),
+            _ => None,
+        };
+        if kind == PatchType::Json || precondition.is_none() {
+            meta_mut(&mut new)?.remove("resourceVersion");
+        }
+        objects::prepare_update(info, &mut new, &old, subresource)?;
+        defaults::apply(info, &mut new);
+        defaults::keep_allocations(info, &mut new, &old);
+        shapes::check_shape(info, &new)?;
+        check_finalizers(&new, &old, &target, &info.kind)?;
+        if dry_run {
+            return Ok(render_one(
+                state,
+                info,
+                &new,
+                request.format,
+                StatusCode::OK,
+            ));
+        }
+        let expected = precondition.unwrap_or(kv.mod_revision);
+        match write_over(state, &key, &target, &kv, new, expected).await {
+            Ok(stored) => {
+                return Ok(render_one(
+                    state,
+                    info,
+                    &stored,
+                    request.format,
+                    StatusCode::OK,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
+
+/// DeleteOptions preconditions (`preconditions.uid`, `preconditions.resourceVersion`).
+fn check_preconditions(options: &Value, object: &Value, target: &Target) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
+    if let Some(uid) = options
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        && meta_str(object, "uid") != Some(uid)
+    {
+        problems.push(format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta_str(object, "uid").unwrap_or_default()
+        ));
+    }
+    if let Some(rv) = options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        && meta_str(object, "resourceVersion") != Some(rv)
+    {
+        problems.push(format!(
+            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+            meta_str(object, "resourceVersion").unwrap_or_default()
+        ));
+    }
+    match problems.pop() {
+        None => Ok(()),
+        Some(message) => Err(ApiError::ConflictMessage {
+            target: target.clone(),
+            message,
+        }),
+    }
+}
+
+/// DELETE on one object. Objects with finalizers are marked (`deletionTimestamp`) and stay until
+/// the finalizers are gone.
+pub async fn delete(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let options = if bytes.is_empty() {
+        json!({})
+    } else {
+        body::object(request.headers, bytes)?
+    };
+    let target = Target::new(&info.group, &info.plural, name);
+    if info.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(ApiError::Forbidden {
+            target,
+            message: format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ),
+        });
+    }
+    let dry_run = request.params.dry_run()?;
+    let key = storage::key(info, request.namespace, name);
+    for _ in 0..RETRIES {
+        let (kv, mut object) = current(state, &key, &target).await?;
+        check_preconditions(&options, &object, &target)?;
+        if dry_run {
+            return Ok(render_one(
+                state,
+                info,
+                &object,
+                request.format,
+                StatusCode::OK,
+            ));
+        }
+        let has_finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(render_one(
+                    state,
+                    info,
+                    &object,
+                    request.format,
+                    StatusCode::OK,
+                ));
+            }
+            let now = crate::clock::rfc3339(state.clock.now());
+            let meta = meta_mut(&mut object)?;
+            meta.insert("deletionTimestamp".into(), json!(now));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
+                Ok(stored) => {
+                    return Ok(render_one(
+                        state,
+                        info,
+                        &stored,
+                        request.format,
+                        StatusCode::OK,
+                    ));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(storage::api_error(error, &target)),
+            }
+        }
+        if info.kind == "Namespace" {
+            delete_namespace_contents(state, name).await?;
+        }
+        match state.store.delete(&key, Some(kv.mod_revision)).await {
+            Ok((revision, _)) => {
+                defaults::release_for(state, info, &object).await;
+                meta_mut(&mut object)?
+                    .insert("resourceVersion".into(), json!(revision.to_string()));
+                return Ok(render_one(
+                    state,
+                    info,
+                    &object,
+                    request.format,
+                    StatusCode::OK,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
+
+/// Deletes every namespaced object in `namespace`, of every resource.
+async fn delete_namespace_contents(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+    let everything = Params::default();
+    for info in state.registry.all().iter().filter(|r| r.namespaced()) {
+        let listed = read::list_objects(state, info, Some(namespace), &everything).await?;
+        for object in listed.items {
+            let Some(name) = meta_str(&object, "name") else {
+                continue;
+            };
+            let key = storage::key(info, Some(namespace), name);
+            match state.store.delete(&key, None).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {
+                    defaults::release_for(state, info, &object).await;
+                }
+                Err(error) => {
+                    return Err(storage::api_error(
+                        error,
+                        &Target::new(&info.group, &info.plural, name),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// DELETE on a collection: deletes every selected object and returns them as a list.
+pub async fn delete_collection(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let listed = read::list_objects(state, info, request.namespace, request.params).await?;
+    let mut deleted = Vec::new();
+    for object in listed.items {
+        let Some(name) = meta_str(&object, "name").map(str::to_string) else {
+            continue;
+        };
+        let namespace = meta_str(&object, "namespace").map(str::to_string);
+        let one = WriteRequest {
+            namespace: namespace.as_deref(),
+            format: Format::Json,
+            ..*request
+        };
+        match delete(state, &one, &name, bytes).await {
+            Ok(_) | Err(ApiError::NotFound(_)) => deleted.push(object),
+            Err(error) => return Err(error),
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", info.kind),
+        "apiVersion": info.api_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(respond::value(StatusCode::OK, &list, Format::Json))
+}

@@ -1,0 +1,308 @@
+//! Applying PATCH bodies: JSON patch (RFC 6902) and merge patch (RFC 7386) through the
+//! json-patch crate, and Kubernetes strategic merge patch, which no crate implements: lists of
+//! objects merge by a key (containers by `name`, ports by `containerPort`/`port`, conditions by
+//! `type`, ...), and the directives `$patch`, `$retainKeys`, `$setElementOrder/...` and
+//! `$deleteFromPrimitiveList/...` are honoured.
+
+use serde_json::{Map, Value};
+use skiff_apimachinery::ApiError;
+
+use crate::body::PatchType;
+
+/// Applies `patch` of type `kind` to `target`.
+pub fn apply(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    match kind {
+        PatchType::Json => {
+            let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(target, &operations).map_err(|e| {
+                ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))
+            })
+        }
+        PatchType::Merge => {
+            if !patch.is_object() {
+                return Err(ApiError::BadRequest(
+                    "a merge patch must be an object".into(),
+                ));
+            }
+            json_patch::merge(target, patch);
+            Ok(())
+        }
+        PatchType::Strategic => {
+            let (Some(target), Some(patch)) = (target.as_object_mut(), patch.as_object()) else {
+                return Err(ApiError::BadRequest(
+                    "a strategic merge patch must be an object".into(),
+                ));
+            };
+            merge_map(target, patch);
+            Ok(())
+        }
+    }
+}
+
+/// The merge key of a list field, or `None` when the list is replaced as a whole.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "env"
+        | "resourceClaims"
+        | "schedulingGates" => "name",
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
+        "hostAliases" => "ip",
+        "conditions" | "addresses" => "type",
+        "ownerReferences" => "uid",
+        "topologySpreadConstraints" => "topologyKey",
+        "ports" => {
+            if items.iter().any(|i| i.get("containerPort").is_some()) {
+                "containerPort"
+            } else {
+                "port"
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Lists of scalars that merge as sets.
+fn merges_as_set(field: &str) -> bool {
+    field == "finalizers"
+}
+
+fn without_directives(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), without_directives(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .map(without_directives)
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
+        if let Value::Object(replacement) = without_directives(&Value::Object(patch.clone())) {
+            *target = replacement;
+        }
+        return;
+    }
+    for (key, value) in patch {
+        if key.starts_with('$') {
+            continue;
+        }
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(sub) if sub.get("$patch").and_then(Value::as_str) == Some("delete") => {
+                target.remove(key);
+            }
+            Value::Object(sub) => match target.get_mut(key) {
+                Some(Value::Object(existing)) => merge_map(existing, sub),
+                _ => {
+                    target.insert(key.clone(), without_directives(value));
+                }
+            },
+            Value::Array(items) => {
+                let merged = match target.remove(key) {
+                    Some(Value::Array(existing)) => merge_list(key, existing, items),
+                    _ => match without_directives(value) {
+                        Value::Array(items) => items,
+                        _ => Vec::new(),
+                    },
+                };
+                target.insert(key.clone(), Value::Array(merged));
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+    for (key, value) in patch {
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/")
+            && let (Some(Value::Array(list)), Value::Array(remove)) = (target.get_mut(field), value)
+        {
+            list.retain(|v| !remove.contains(v));
+        }
+        if let Some(field) = key.strip_prefix("$setElementOrder/")
+            && let (Some(Value::Array(list)), Value::Array(order)) = (target.get_mut(field), value)
+        {
+            reorder(field, list, order);
+        }
+    }
+    if let Some(Value::Array(retain)) = patch.get("$retainKeys") {
+        let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
+        target.retain(|k, _| keep.contains(&k.as_str()));
+    }
+}
+
+fn merge_list(field: &str, mut existing: Vec<Value>, patch: &[Value]) -> Vec<Value> {
+    if patch
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return match without_directives(&Value::Array(patch.to_vec())) {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+    }
+    if merges_as_set(field) {
+        for item in patch {
+            if !existing.contains(item) {
+                existing.push(item.clone());
+            }
+        }
+        return existing;
+    }
+    let Some(key) = merge_key(field, patch) else {
+        return match without_directives(&Value::Array(patch.to_vec())) {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+    };
+    for item in patch {
+        let id = item.get(key);
+        let position = id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (position, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => {
+                if let (Value::Object(target), Value::Object(patch)) = (&mut existing[i], item) {
+                    merge_map(target, patch);
+                }
+            }
+            (None, false) => existing.push(without_directives(item)),
+        }
+    }
+    existing
+}
+
+fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+    let key = merge_key(field, order);
+    let id = |v: &Value| -> Value {
+        match key {
+            Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
+            None => v.clone(),
+        }
+    };
+    let rank = |v: &Value| {
+        let wanted = id(v);
+        order
+            .iter()
+            .position(|o| id(o) == wanted)
+            .unwrap_or(usize::MAX)
+    };
+    list.sort_by_key(|v| rank(v));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn smp(target: Value, patch: Value) -> Value {
+        let mut target = target;
+        apply(PatchType::Strategic, &mut target, &patch).unwrap();
+        target
+    }
+
+    #[test]
+    fn strategic_patch_should_merge_containers_by_name() {
+        let pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
+            {"name": "b", "image": "b:1"}]}});
+        let patched = smp(
+            pod,
+            json!({"spec": {"containers": [{"name": "a", "image": "a:2"}]}}),
+        );
+        assert_eq!(patched["spec"]["containers"][0]["image"], "a:2");
+        assert_eq!(
+            patched["spec"]["containers"][0]["ports"][0]["containerPort"],
+            80
+        );
+        assert_eq!(patched["spec"]["containers"][1]["name"], "b");
+    }
+
+    #[test]
+    fn strategic_patch_should_honour_directives() {
+        let target = json!({"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "tolerations": [{"key": "k"}]}});
+        let patched = smp(
+            target,
+            json!({
+                "metadata": {"labels": {"x": null}, "$deleteFromPrimitiveList/finalizers": ["a"]},
+                "spec": {
+                    "containers": [{"name": "a", "$patch": "delete"}, {"name": "c"}],
+                    "$setElementOrder/containers": [{"name": "c"}, {"name": "b"}],
+                    "tolerations": [{"key": "new"}]
+                }
+            }),
+        );
+        assert_eq!(patched["metadata"]["labels"], json!({"y": "2"}));
+        assert_eq!(patched["metadata"]["finalizers"], json!(["b"]));
+        assert_eq!(
+            patched["spec"]["containers"],
+            json!([{"name": "c"}, {"name": "b"}])
+        );
+        assert_eq!(
+            patched["spec"]["tolerations"],
+            json!([{"key": "new"}]),
+            "no merge key: replaced"
+        );
+    }
+
+    #[test]
+    fn strategic_patch_should_replace_and_retain_keys() {
+        let target = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let patched = smp(
+            target,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+        );
+        assert_eq!(patched["spec"]["strategy"], json!({"type": "Recreate"}));
+        let replaced = smp(
+            json!({"data": {"a": "1"}}),
+            json!({"data": {"$patch": "replace", "b": "2"}}),
+        );
+        assert_eq!(replaced["data"], json!({"b": "2"}));
+    }
+
+    #[test]
+    fn json_and_merge_patches_should_apply() {
+        let mut target = json!({"a": {"b": 1}, "l": [1, 2]});
+        apply(
+            PatchType::Json,
+            &mut target,
+            &json!([{"op": "add", "path": "/l/-", "value": 3}]),
+        )
+        .unwrap();
+        apply(
+            PatchType::Merge,
+            &mut target,
+            &json!({"a": {"b": null, "c": 2}}),
+        )
+        .unwrap();
+        assert_eq!(target, json!({"a": {"c": 2}, "l": [1, 2, 3]}));
+        let failing = apply(
+            PatchType::Json,
+            &mut target,
+            &json!([{"op": "remove", "path": "/nope"}]),
+        );
+        assert!(failing.is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! What every handler shares: the store, the served resources, the clock.
+
+use std::sync::Arc;
+
+use skiff_store::Store;
+
+use crate::clock::Clock;
+use crate::registry::Registry;
+
+/// Shared server state (cheap to clone).
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+/// The contents of [`ApiState`].
+pub struct Inner {
+    /// All cluster state.
+    pub store: Arc<dyn Store>,
+    /// The served resources.
+    pub registry: Registry,
+    /// Where object timestamps come from.
+    pub clock: Arc<dyn Clock>,
+    /// `host:port` clients reach this server at (for discovery's serverAddressByClientCIDRs).
+    pub advertise: String,
+}
+
+impl ApiState {
+    /// Wraps the shared parts.
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
