@@ -10,6 +10,7 @@ pub mod clock;
 mod defaults;
 mod handlers;
 mod objects;
+mod openapi;
 mod patch;
 mod registry;
 mod request;
@@ -19,6 +20,7 @@ pub mod state;
 mod storage;
 mod table;
 pub mod tls;
+mod types;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -140,6 +142,7 @@ pub async fn start(
         registry: Registry::builtin(),
         clock,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
+        openapi: std::sync::OnceLock::new(),
     });
     let router = router(state);
     bootstrap::run(&router, &reachable.to_string(), address.port()).await?;

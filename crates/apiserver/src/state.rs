@@ -21,6 +21,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// `host:port` clients reach this server at (for discovery's serverAddressByClientCIDRs).
     pub advertise: String,
+    /// The OpenAPI documents, built on first use.
+    pub openapi: std::sync::OnceLock<crate::openapi::Documents>,
 }
 
 impl ApiState {

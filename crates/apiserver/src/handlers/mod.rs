@@ -47,6 +47,17 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         };
         Ok(respond::value(StatusCode::OK, &value, out))
     };
+    if let Some(rest) = parts.uri.path().strip_prefix("/openapi/v3") {
+        let docs = state
+            .openapi
+            .get_or_init(|| crate::openapi::documents(&state.registry));
+        return match rest.trim_start_matches('/') {
+            "" => json(crate::openapi::index(docs)),
+            key => docs
+                .get(key)
+                .map_or(Err(ApiError::NoSuchResource), |(doc, _)| json(doc.clone())),
+        };
+    }
     match request::parse(parts.uri.path())? {
         Target::CoreVersions => json(discovery::core_versions(state)),
         Target::Groups => json(discovery::groups(state)),

@@ -86,32 +86,41 @@ pub async fn create(
     bytes: &[u8],
 ) -> Result<Response, ApiError> {
     let info = request.info;
-    let mut object = body::object(request.headers, bytes)?;
-    objects::check_type(info, &mut object)?;
+    // The review's body carries nothing (kubectl sends it as protobuf): answer from the caller.
     if info.kind == "SelfSubjectReview" {
         return Ok(self_subject_review(caller));
     }
+    let mut object = body::object(request.headers, bytes)?;
+    objects::check_type(info, &mut object)?;
     objects::check_namespace(info, &mut object, request.namespace)?;
     let now = crate::clock::rfc3339(state.clock.now());
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     defaults::apply(info, &mut object);
-    shapes::check_shape(info, &object)?;
+    let warnings = field_validation(request.params, shapes::check_shape(info, &object)?)?;
     if let Some(namespace) = request.namespace.filter(|_| info.namespaced()) {
         ensure_namespace(state, namespace).await?;
     }
     if request.params.dry_run()? {
-        return Ok(render_one(
-            state,
-            info,
-            &object,
-            request.format,
-            StatusCode::CREATED,
+        return Ok(with_warnings(
+            render_one(state, info, &object, request.format, StatusCode::CREATED),
+            &warnings,
         ));
     }
-    let allocation = defaults::allocate(state, info, &mut object, &name).await?;
     let key = storage::key(info, request.namespace, &name);
     let target = Target::new(&info.group, &info.plural, &name);
+    // An existing object is a conflict, whatever it would have been allocated.
+    if state
+        .store
+        .get(&key, None)
+        .await
+        .map_err(|e| storage::api_error(e, &target))?
+        .0
+        .is_some()
+    {
+        return Err(ApiError::AlreadyExists(target));
+    }
+    let allocation = defaults::allocate(state, info, &mut object, &name).await?;
     let revision = match state.store.create(&key, storage::encode(&object)?).await {
         Ok(revision) => revision,
         Err(error) => {
@@ -120,13 +129,39 @@ pub async fn create(
         }
     };
     meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
-    Ok(render_one(
-        state,
-        info,
-        &object,
-        request.format,
-        StatusCode::CREATED,
+    Ok(with_warnings(
+        render_one(state, info, &object, request.format, StatusCode::CREATED),
+        &warnings,
     ))
+}
+
+/// Applies `fieldValidation` to the unknown fields of a request: `Strict` rejects them, `Warn`
+/// (the default) reports them in `Warning` headers, `Ignore` drops them silently.
+fn field_validation(params: &Params, unknown: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let messages = unknown.iter().map(|f| format!("unknown field \"{f}\""));
+    match params.get("fieldValidation").unwrap_or("Warn") {
+        "Ignore" => Ok(Vec::new()),
+        "Warn" => Ok(messages.collect()),
+        "Strict" if unknown.is_empty() => Ok(Vec::new()),
+        "Strict" => Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            messages.collect::<Vec<_>>().join(", ")
+        ))),
+        other => Err(ApiError::BadRequest(format!(
+            "fieldValidation must be one of Ignore, Warn or Strict, not \"{other}\""
+        ))),
+    }
+}
+
+/// Adds `Warning: 299 - "..."` headers, as upstream reports warnings.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn self_subject_review(caller: &Caller) -> Response {
@@ -263,26 +298,20 @@ pub async fn update(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        shapes::check_shape(info, &new)?;
+        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         let expected = precondition.unwrap_or(kv.mod_revision);
         if dry_run {
-            return Ok(render_one(
-                state,
-                info,
-                &new,
-                request.format,
-                StatusCode::OK,
+            return Ok(with_warnings(
+                render_one(state, info, &new, request.format, StatusCode::OK),
+                &warnings,
             ));
         }
         match write_over(state, &key, &target, &kv, new, expected).await {
             Ok(stored) => {
-                return Ok(render_one(
-                    state,
-                    info,
-                    &stored,
-                    request.format,
-                    StatusCode::OK,
+                return Ok(with_warnings(
+                    render_one(state, info, &stored, request.format, StatusCode::OK),
+                    &warnings,
                 ));
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
@@ -327,26 +356,20 @@ pub async fn patch(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        shapes::check_shape(info, &new)?;
+        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         if dry_run {
-            return Ok(render_one(
-                state,
-                info,
-                &new,
-                request.format,
-                StatusCode::OK,
+            return Ok(with_warnings(
+                render_one(state, info, &new, request.format, StatusCode::OK),
+                &warnings,
             ));
         }
         let expected = precondition.unwrap_or(kv.mod_revision);
         match write_over(state, &key, &target, &kv, new, expected).await {
             Ok(stored) => {
-                return Ok(render_one(
-                    state,
-                    info,
-                    &stored,
-                    request.format,
-                    StatusCode::OK,
+                return Ok(with_warnings(
+                    render_one(state, info, &stored, request.format, StatusCode::OK),
+                    &warnings,
                 ));
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
