@@ -114,6 +114,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The API router over `store`, bootstrapped, without TLS: for in-process clients and tests.
+/// Requests must carry an [`auth::Caller`] extension.
+pub async fn in_process(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Router, ServerError> {
+    let state = ApiState::new(Inner {
+        store,
+        registry: Registry::builtin(),
+        clock,
+        advertise: "127.0.0.1:6443".into(),
+        openapi: std::sync::OnceLock::new(),
+    });
+    let router = router(state);
+    bootstrap::run(&router, "127.0.0.1", 6443).await?;
+    Ok(router)
+}
+
 /// Creates certificates and the admin kubeconfig if needed, binds the port, creates the
 /// bootstrap objects and serves.
 pub async fn start(

@@ -5,6 +5,7 @@ mod discovery;
 mod fields;
 mod params;
 mod read;
+mod scale;
 mod watch;
 mod write;
 
@@ -108,7 +109,7 @@ async fn resource(
     let name = target.name.as_deref();
     let subresource = target.subresource.as_deref();
     if let Some(sub) = subresource
-        && (!info.has_subresource(sub) || sub != "status")
+        && (!info.has_subresource(sub) || !matches!(sub, "status" | "scale"))
     {
         return Err(if info.has_subresource(sub) {
             ApiError::MethodNotAllowed
@@ -129,6 +130,14 @@ async fn resource(
         headers,
         format,
     };
+    if let (Some("scale"), Some(name)) = (subresource, name) {
+        return match verb {
+            "get" => scale::get(state, &write, name).await,
+            "update" => scale::write(state, &write, name, &bytes, false).await,
+            "patch" => scale::write(state, &write, name, &bytes, true).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     match (verb, name) {
         ("get", Some(name)) => read::get(state, info, namespace, name, format).await,
         ("list", _) => read::list(state, info, namespace, params, format).await,

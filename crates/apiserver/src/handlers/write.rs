@@ -23,7 +23,7 @@ use crate::state::ApiState;
 use crate::storage;
 
 /// How many times a write without a precondition is retried on conflicts.
-const RETRIES: usize = 16;
+pub(super) const RETRIES: usize = 16;
 
 /// Namespaces that can never be deleted.
 const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
@@ -184,7 +184,7 @@ fn self_subject_review(caller: &Caller) -> Response {
     respond::value(StatusCode::CREATED, &review, Format::Json)
 }
 
-async fn current(
+pub(super) async fn current(
     state: &ApiState,
     key: &str,
     target: &Target,
@@ -201,7 +201,7 @@ async fn current(
 
 /// Writes `new` over `old` (compare-and-swap on `expected`). An object that is being deleted and
 /// has no finalizers left is removed instead. Returns the stored object.
-async fn write_over(
+pub(super) async fn write_over(
     state: &ApiState,
     key: &str,
     target: &Target,

@@ -1,0 +1,614 @@
+//! The API's semantics, in one process: the router over the in-memory store, called exactly as
+//! a client would over HTTP (minus TLS).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use skiff_apiserver::auth::{Caller, User};
+use skiff_apiserver::clock::SystemClock;
+use skiff_store::Store;
+use skiff_store::memory::MemoryStore;
+use tower::ServiceExt;
+
+struct Api {
+    router: Router,
+    store: Arc<MemoryStore>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn api() -> Api {
+    let store = Arc::new(MemoryStore::new());
+    let router = skiff_apiserver::in_process(store.clone(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    Api { router, store }
+}
+
+fn admin() -> Caller {
+    Caller(Some(User {
+        name: "test-admin".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }))
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        let mut request = builder.body(Body::from(body)).unwrap();
+        request.extensions_mut().insert(admin());
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    async fn json(&self, method: &str, uri: &str, body: Value) -> Reply {
+        self.call(
+            method,
+            uri,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.call("GET", uri, None, Vec::new()).await
+    }
+}
+
+fn cm(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test]
+async fn create_should_return_201_with_server_fields() {
+    let api = api().await;
+    let reply = api.json("POST", CMS, cm("a", json!({}))).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let object = reply.json();
+    let meta = &object["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert!(meta["uid"].as_str().unwrap().len() == 36);
+    assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    let rv: i64 = meta["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let got = api.get(&format!("{CMS}/a")).await.json();
+    assert_eq!(got["metadata"]["resourceVersion"], rv.to_string());
+}
+
+#[tokio::test]
+async fn duplicate_create_should_answer_upstreams_exact_409_body() {
+    let api = api().await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(
+        api.json("POST", "/api/v1/namespaces/default/services", svc.clone())
+            .await
+            .status,
+        201
+    );
+    let reply = api
+        .json("POST", "/api/v1/namespaces/default/services", svc)
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        String::from_utf8(reply.body).unwrap(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"services \\\"x\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"x\",\"kind\":\"services\"},\"code\":409}\n"
+    );
+}
+
+#[tokio::test]
+async fn stale_update_should_conflict_with_upstreams_message() {
+    let api = api().await;
+    let created = api.json("POST", CMS, cm("a", json!({}))).await.json();
+    let mut first = created.clone();
+    first["data"]["k"] = json!("1");
+    assert_eq!(
+        api.json("PUT", &format!("{CMS}/a"), first).await.status,
+        200
+    );
+    let mut stale = created;
+    stale["data"]["k"] = json!("2");
+    let reply = api.json("PUT", &format!("{CMS}/a"), stale).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        reply.json()["message"],
+        "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+}
+
+#[tokio::test]
+async fn generation_should_bump_on_spec_changes_and_status_should_be_separate() {
+    let api = api().await;
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let created = api.json("POST", deployments, deploy).await.json();
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(created["spec"]["replicas"], 1, "defaulted");
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+    let merge = Some("application/merge-patch+json");
+    let labels = api
+        .call(
+            "PATCH",
+            &format!("{deployments}/d"),
+            merge,
+            br#"{"metadata":{"labels":{"x":"y"}}}"#.to_vec(),
+        )
+        .await
+        .json();
+    assert_eq!(labels["metadata"]["generation"], 1);
+    let scaled = api
+        .call(
+            "PATCH",
+            &format!("{deployments}/d"),
+            merge,
+            br#"{"spec":{"replicas":3},"status":{"replicas":9}}"#.to_vec(),
+        )
+        .await
+        .json();
+    assert_eq!(scaled["metadata"]["generation"], 2);
+    assert!(
+        scaled
+            .get("status")
+            .is_none_or(|s| s.get("replicas").is_none()),
+        "main resource ignores status"
+    );
+    let status = api
+        .call(
+            "PATCH",
+            &format!("{deployments}/d/status"),
+            merge,
+            br#"{"spec":{"replicas":7},"status":{"replicas":3}}"#.to_vec(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        (
+            status["spec"]["replicas"].clone(),
+            status["status"]["replicas"].clone()
+        ),
+        (json!(3), json!(3))
+    );
+    let scale = api.get(&format!("{deployments}/d/scale")).await.json();
+    assert_eq!(
+        (
+            scale["kind"].clone(),
+            scale["spec"]["replicas"].clone(),
+            scale["status"]["selector"].clone()
+        ),
+        (json!("Scale"), json!(3), json!("a=b"))
+    );
+}
+
+#[tokio::test]
+async fn list_should_filter_by_selectors_and_paginate_at_one_revision() {
+    let api = api().await;
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        api.json("POST", CMS, cm(&format!("c{i}"), json!({"tier": tier})))
+            .await;
+    }
+    let even = api
+        .get(&format!("{CMS}?labelSelector=tier%3Deven"))
+        .await
+        .json();
+    assert_eq!(even["items"].as_array().unwrap().len(), 4);
+    let notin = api
+        .get(&format!("{CMS}?labelSelector=tier%20notin%20(even)"))
+        .await
+        .json();
+    assert_eq!(notin["items"].as_array().unwrap().len(), 3);
+    let by_name = api
+        .get(&format!("{CMS}?fieldSelector=metadata.name%3Dc3"))
+        .await
+        .json();
+    assert_eq!(by_name["items"][0]["metadata"]["name"], "c3");
+    assert!(
+        by_name["items"][0].get("kind").is_none(),
+        "typed list items carry no kind"
+    );
+    let bad = api.get(&format!("{CMS}?fieldSelector=spec.nope%3Dx")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let first = api.get(&format!("{CMS}?limit=3")).await.json();
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    // A write between pages does not show up in later pages.
+    api.json("POST", CMS, cm("c99", json!({}))).await;
+    let mut names: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut next = Some(token);
+    while let Some(token) = next {
+        let page = api
+            .get(&format!("{CMS}?limit=3&continue={token}"))
+            .await
+            .json();
+        assert_eq!(
+            page["metadata"]["resourceVersion"],
+            first["metadata"]["resourceVersion"]
+        );
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        next = page["metadata"]["continue"].as_str().map(str::to_string);
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+}
+
+async fn watch_lines(api: &Api, uri: &str) -> Vec<Value> {
+    let reply = tokio::time::timeout(Duration::from_secs(10), api.get(uri))
+        .await
+        .expect("watch ends");
+    assert_eq!(reply.status, StatusCode::OK);
+    String::from_utf8(reply.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_should_resume_from_a_resource_version_and_end_on_time() {
+    let api = api().await;
+    let a = api.json("POST", CMS, cm("a", json!({}))).await.json();
+    let rv = a["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut changed = a.clone();
+    changed["data"]["k"] = json!("2");
+    api.json("PUT", &format!("{CMS}/a"), changed).await;
+    api.call("DELETE", &format!("{CMS}/a"), None, vec![]).await;
+    let events = watch_lines(
+        &api,
+        &format!("{CMS}?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["MODIFIED", "DELETED"]);
+    assert_eq!(events[0]["object"]["data"]["k"], "2");
+}
+
+#[tokio::test]
+async fn watch_without_resource_version_should_start_with_the_current_state() {
+    let api = api().await;
+    api.json("POST", CMS, cm("a", json!({"x": "1"}))).await;
+    api.json("POST", CMS, cm("b", json!({"x": "2"}))).await;
+    let events = watch_lines(
+        &api,
+        &format!("{CMS}?watch=1&labelSelector=x%3D2&timeoutSeconds=1"),
+    )
+    .await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0]["type"].clone(),
+            events[0]["object"]["metadata"]["name"].clone()
+        ),
+        (json!("ADDED"), json!("b"))
+    );
+}
+
+#[tokio::test]
+async fn watch_on_a_compacted_revision_should_answer_410_gone() {
+    let api = api().await;
+    api.json("POST", CMS, cm("a", json!({}))).await;
+    let now = api.store.current_revision().await.unwrap();
+    api.store.compact(now).await.unwrap();
+    let events = watch_lines(
+        &api,
+        &format!("{CMS}?watch=1&resourceVersion=1&timeoutSeconds=1"),
+    )
+    .await;
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(
+        (
+            events[0]["object"]["code"].clone(),
+            events[0]["object"]["reason"].clone()
+        ),
+        (json!(410), json!("Expired"))
+    );
+}
+
+#[tokio::test]
+async fn bodies_should_be_json_by_default_yaml_when_labelled_and_limited_to_3_mib() {
+    let api = api().await;
+    let no_type = api
+        .call(
+            "POST",
+            CMS,
+            None,
+            cm("plain", json!({})).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(no_type.status, StatusCode::CREATED);
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  k: v\n";
+    let as_yaml = api
+        .call(
+            "POST",
+            CMS,
+            Some("application/yaml"),
+            yaml.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(as_yaml.status, StatusCode::CREATED);
+    let huge = vec![b' '; 3 * 1024 * 1024 + 10];
+    let too_big = api.call("POST", CMS, None, huge).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_big.json()["reason"], "RequestEntityTooLarge");
+}
+
+#[tokio::test]
+async fn field_validation_and_dry_run_should_behave_as_upstream() {
+    let api = api().await;
+    let mut object = cm("v", json!({}));
+    object["bogus"] = json!(1);
+    let strict = api
+        .json(
+            "POST",
+            &format!("{CMS}?fieldValidation=Strict"),
+            object.clone(),
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        strict.json()["message"],
+        "strict decoding error: unknown field \"bogus\""
+    );
+    let warned = api.json("POST", &format!("{CMS}?dryRun=All"), object).await;
+    assert_eq!(warned.status, StatusCode::CREATED);
+    assert!(
+        warned
+            .headers
+            .get("warning")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("unknown field")
+    );
+    assert_eq!(
+        api.get(&format!("{CMS}/v")).await.status,
+        StatusCode::NOT_FOUND,
+        "dry run stored nothing"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_callers_should_get_401() {
+    let api = api().await;
+    let request = Request::builder().uri(CMS).body(Body::empty()).unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn tables_should_have_kubectls_columns() {
+    let api = api().await;
+    api.json("POST", CMS, cm("t", json!({}))).await;
+    let mut request = Request::builder()
+        .uri(CMS)
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(admin());
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let table: Value = serde_json::from_slice(&body).unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Name", "Data", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "t");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}
+
+#[tokio::test]
+async fn finalizers_should_hold_an_object_until_removed() {
+    let api = api().await;
+    let mut object = cm("f", json!({}));
+    object["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    api.json("POST", CMS, object).await;
+    let deleting = api
+        .call("DELETE", &format!("{CMS}/f"), None, vec![])
+        .await
+        .json();
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(api.get(&format!("{CMS}/f")).await.status, StatusCode::OK);
+    let add = api
+        .call(
+            "PATCH",
+            &format!("{CMS}/f"),
+            Some("application/merge-patch+json"),
+            br#"{"metadata":{"finalizers":["example.com/hold","new"]}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        add.status,
+        StatusCode::FORBIDDEN,
+        "no new finalizers while deleting"
+    );
+    let release = api
+        .call(
+            "PATCH",
+            &format!("{CMS}/f"),
+            Some("application/merge-patch+json"),
+            br#"{"metadata":{"finalizers":null}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(release.status, StatusCode::OK);
+    assert_eq!(
+        api.get(&format!("{CMS}/f")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn services_should_get_unique_cluster_ips_and_defaults() {
+    let api = api().await;
+    let mut ips = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
+        let created = api
+            .json("POST", "/api/v1/namespaces/default/services", svc)
+            .await
+            .json();
+        assert_eq!(created["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(created["spec"]["type"], "ClusterIP");
+        assert!(ips.insert(created["spec"]["clusterIP"].as_str().unwrap().to_string()));
+    }
+    assert!(
+        !ips.contains("10.43.0.1"),
+        "the kubernetes service keeps its IP"
+    );
+    let taken = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dup"}, "spec": {"clusterIP": "10.43.0.1", "ports": [{"port": 1}]}});
+    assert_eq!(
+        api.json("POST", "/api/v1/namespaces/default/services", taken)
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+/// Malformed input at every verb: always a 4xx with a Status body, never a panic or a 5xx.
+#[tokio::test]
+async fn malformed_requests_should_always_get_a_4xx_status() {
+    use rand::{Rng, SeedableRng};
+    let api = api().await;
+    api.json("POST", CMS, cm("target", json!({}))).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let samples: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{".to_vec(),
+        b"[]".to_vec(),
+        b"null".to_vec(),
+        b"42".to_vec(),
+        b"\"s\"".to_vec(),
+        br#"{"metadata": 5}"#.to_vec(),
+        br#"{"metadata": {"name": 5}}"#.to_vec(),
+        br#"{"apiVersion": "v2", "kind": "ConfigMap", "metadata": {"name": "x"}}"#.to_vec(),
+        br#"{"kind": "Pod", "metadata": {"name": "x"}}"#.to_vec(),
+        br#"{"metadata": {"name": "UPPER"}}"#.to_vec(),
+        br#"{"metadata": {"name": "x"}, "data": {"k": 1}}"#.to_vec(),
+        br#"{"metadata": {"name": "x", "labels": "nope"}}"#.to_vec(),
+        br#"[{"op": "explode"}]"#.to_vec(),
+        format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+        format!("{}1{}", "{\"a\":".repeat(3000), "}".repeat(3000)).into_bytes(),
+        vec![0xff, 0xfe, 0x00],
+    ];
+    let mut bodies = samples;
+    for _ in 0..150 {
+        let len = rng.random_range(0..64);
+        let alphabet = b"{}[]\":,0123456789abcdefnulltrue -\\";
+        bodies.push(
+            (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect(),
+        );
+    }
+    let targets = [
+        ("POST", CMS.to_string(), Some("application/json")),
+        ("POST", CMS.to_string(), Some("application/yaml")),
+        ("PUT", format!("{CMS}/target"), Some("application/json")),
+        (
+            "PATCH",
+            format!("{CMS}/target"),
+            Some("application/json-patch+json"),
+        ),
+        (
+            "PATCH",
+            format!("{CMS}/target"),
+            Some("application/merge-patch+json"),
+        ),
+        (
+            "PATCH",
+            format!("{CMS}/target"),
+            Some("application/strategic-merge-patch+json"),
+        ),
+        ("PATCH", format!("{CMS}/target"), Some("text/plain")),
+        (
+            "DELETE",
+            format!("{CMS}/target-missing"),
+            Some("application/json"),
+        ),
+        (
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments".to_string(),
+            Some("application/json"),
+        ),
+        ("GET", format!("{CMS}?limit=x&labelSelector=%3D%3D"), None),
+        ("GET", format!("{CMS}?continue=garbage"), None),
+        ("GET", format!("{CMS}?watch=1&resourceVersion=abc"), None),
+    ];
+    for body in &bodies {
+        for (method, uri, content_type) in &targets {
+            let reply = api.call(method, uri, *content_type, body.clone()).await;
+            let code = reply.status.as_u16();
+            if (200..300).contains(&code) {
+                continue; // some random bodies are valid patches
+            }
+            assert!(
+                (400..500).contains(&code),
+                "{method} {uri} {:?} gave {code}: {}",
+                String::from_utf8_lossy(body),
+                String::from_utf8_lossy(&reply.body)
+            );
+            assert_eq!(reply.json()["kind"], "Status");
+        }
+    }
+}
