@@ -193,7 +193,7 @@ fn merge_list(field: &str, mut existing: Vec<Value>, patch: &[Value]) -> Vec<Val
     existing
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let key = merge_key(field, order);
     let id = |v: &Value| -> Value {
         match key {

@@ -1,6 +1,7 @@
 //! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), keeps it
 //! compacted, serves the Kubernetes API over HTTPS and prints where the admin kubeconfig is.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +48,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let server = skiff_apiserver::start(config, store, Arc::new(SystemClock))
         .await
         .context("starting the API server")?;
-    println!(
-        "skiff is running: the Kubernetes API is at https://{}",
-        server.address
+    // Whoever started us may have closed our stdout: that is no reason to stop.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "skiff is running: the Kubernetes API is at https://{}\nkubeconfig: {}\n  export KUBECONFIG={}",
+        server.address,
+        server.kubeconfig.display(),
+        server.kubeconfig.display()
     );
-    println!("kubeconfig: {}", server.kubeconfig.display());
-    println!("  export KUBECONFIG={}", server.kubeconfig.display());
+    let _ = out.flush();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -30,7 +30,7 @@ pub async fn get(
         .get(&key, None)
         .await
         .map_err(|e| storage::api_error(e, &target))?;
-    let object = storage::decode(&kv.ok_or_else(|| ApiError::NotFound(target))?)?;
+    let object = storage::decode(&kv.ok_or(ApiError::NotFound(target))?)?;
     Ok(render_one(state, info, &object, format, StatusCode::OK))
 }
 

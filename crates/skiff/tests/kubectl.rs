@@ -1,0 +1,384 @@
+//! End to end with real kubectl binaries (1.33 beside the `kubectl` dispatcher, 1.35 from the
+//! PyPI wheel that `scripts/install-deps` unpacks) against a real `skiff server` process. Each
+//! version runs the same scenario in its own namespace. Skipped when a binary is missing, unless
+//! `SKIFF_REQUIRE_KUBECTL=1` (as in CI) makes that a failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "server",
+            "--https-port",
+            &free_port().to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut kubeconfig = None;
+    for line in stdout.by_ref().map_while(Result::ok) {
+        if let Some(path) = line.strip_prefix("kubeconfig: ") {
+            kubeconfig = Some(PathBuf::from(path));
+            break;
+        }
+    }
+    // Keep draining the server's output.
+    std::thread::spawn(move || stdout.for_each(drop));
+    Server {
+        child,
+        kubeconfig: kubeconfig.expect("the server prints its kubeconfig"),
+        _dir: dir,
+    }
+}
+
+fn kubectl_binaries() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+    {
+        let dispatcher = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if let Some(dir) = dispatcher.parent() {
+            found.push(dir.join("kubectl.1.33"));
+        }
+    }
+    let tools = std::env::var("SKIFF_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/skiff/tools")
+        });
+    found.push(tools.join("kubectl.1.35"));
+    let required = std::env::var("SKIFF_REQUIRE_KUBECTL").as_deref() == Ok("1");
+    found
+        .into_iter()
+        .filter(|path| {
+            let present = path.is_file();
+            assert!(
+                present || !required,
+                "SKIFF_REQUIRE_KUBECTL=1 but {} is missing",
+                path.display()
+            );
+            if !present {
+                eprintln!("skipping {}: not installed", path.display());
+            }
+            present
+        })
+        .collect()
+}
+
+struct Kubectl<'a> {
+    binary: &'a Path,
+    kubeconfig: &'a Path,
+    namespace: String,
+}
+
+impl Kubectl<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.binary);
+        command
+            .env("KUBECONFIG", self.kubeconfig)
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply_yaml(&self, yaml: &str, extra: &[&str]) -> Output {
+        let mut child = self
+            .command(&[&["apply", "-f", "-"], extra].concat())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn jsonpath(&self, resource: &str, path: &str) -> String {
+        self.ok(&["get", resource, "-o", &format!("jsonpath={path}")])
+    }
+}
+
+const APP: &str = "
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, labels: {app: demo}}
+data: {color: blue}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: busybox:1.36, ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+";
+
+fn scenario(k: &Kubectl<'_>) {
+    let version = k.binary.display();
+    let namespace = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n",
+        k.namespace
+    );
+    assert!(
+        k.apply_yaml(&namespace, &[]).status.success(),
+        "{version}: namespace"
+    );
+
+    // apply, then apply again (unchanged), get in every format.
+    let applied = k.apply_yaml(APP, &[]);
+    assert!(
+        applied.status.success(),
+        "{version}: apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let again = String::from_utf8(k.apply_yaml(APP, &[]).stdout).unwrap();
+    assert!(
+        again.contains("configmap/settings unchanged"),
+        "{version}: {again}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "settings", "-o", "json"])).unwrap();
+    assert_eq!(json["data"]["color"], "blue");
+    assert!(
+        k.ok(&["get", "deploy", "web", "-o", "yaml"])
+            .contains("kind: Deployment")
+    );
+    assert!(
+        k.ok(&["get", "svc", "web", "-o", "wide"])
+            .contains("ClusterIP")
+    );
+    assert_eq!(
+        k.jsonpath("deploy/web", "{.spec.template.spec.containers[0].image}"),
+        "busybox:1.36"
+    );
+    let table = k.ok(&["get", "deploy"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("UP-TO-DATE") && table.contains("web"),
+        "{version}: {table}"
+    );
+    assert!(k.ok(&["describe", "cm", "settings"]).contains("color"));
+
+    // label, annotate, the three patch types, edit, scale.
+    k.ok(&["label", "cm", "settings", "tier=front"]);
+    k.ok(&["annotate", "cm", "settings", "note=hello"]);
+    assert_eq!(
+        k.jsonpath(
+            "cm/settings",
+            "{.metadata.labels.tier}/{.metadata.annotations.note}"
+        ),
+        "front/hello"
+    );
+    k.ok(&["patch", "cm", "settings", "-p", r#"{"data":{"size":"L"}}"#]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"color":null}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/shape","value":"round"}]"#,
+    ]);
+    assert_eq!(
+        k.jsonpath("cm/settings", "{.data}"),
+        r#"{"shape":"round","size":"L"}"#
+    );
+    let mut edit = k.command(&["edit", "deploy", "web"]);
+    edit.env("EDITOR", "sed -i s/busybox:1.36/busybox:1.37/");
+    assert!(edit.output().unwrap().status.success(), "{version}: edit");
+    assert_eq!(
+        k.jsonpath("deploy/web", "{.spec.template.spec.containers[0].image}"),
+        "busybox:1.37"
+    );
+    assert_eq!(
+        k.jsonpath(
+            "deploy/web",
+            "{.spec.template.spec.containers[0].ports[0].containerPort}"
+        ),
+        "80"
+    );
+    k.ok(&["scale", "deploy", "web", "--replicas=3"]);
+    assert_eq!(
+        k.jsonpath("deploy/web", "{.spec.replicas}/{.metadata.generation}"),
+        "3/3"
+    );
+
+    // --chunk-size pages through every object.
+    for i in 0..5 {
+        let cm = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: page-{i}}}\n");
+        assert!(k.apply_yaml(&cm, &[]).status.success());
+    }
+    let chunked = k.ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
+    assert_eq!(
+        chunked
+            .lines()
+            .filter(|l| l.starts_with("configmap/page-"))
+            .count(),
+        5,
+        "{version}: {chunked}"
+    );
+
+    // --validate=strict rejects unknown fields; --dry-run=server stores nothing.
+    let strict = k.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\nbogus: 1\n",
+        &["--validate=strict"],
+    );
+    assert!(!strict.status.success());
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains("unknown field \"bogus\""),
+        "{version}"
+    );
+    let dry = k.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry}\n",
+        &["--dry-run=server"],
+    );
+    assert!(dry.status.success());
+    assert!(
+        !k.run(&["get", "cm", "dry"]).status.success(),
+        "{version}: dry run stored nothing"
+    );
+
+    // get --watch sees a change; wait sees a condition and a deletion.
+    let watch = k
+        .command(&[
+            "get",
+            "cm",
+            "settings",
+            "--watch",
+            "--output-watch-events",
+            "--request-timeout=6s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    k.ok(&["label", "cm", "settings", "watched=yes"]);
+    let mut wait = k
+        .command(&[
+            "wait",
+            "--for=jsonpath={.data.size}=XL",
+            "cm/settings",
+            "--timeout=20s",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    k.ok(&["patch", "cm", "settings", "-p", r#"{"data":{"size":"XL"}}"#]);
+    assert!(
+        wait.wait().unwrap().success(),
+        "{version}: wait --for=jsonpath"
+    );
+    let started = Instant::now();
+    let watched = watch.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(
+        watched.contains("ADDED") && watched.contains("MODIFIED"),
+        "{version}: {watched}"
+    );
+
+    let mut deleted = k
+        .command(&["wait", "--for=delete", "cm/settings", "--timeout=20s"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    k.ok(&["delete", "cm", "settings"]);
+    assert!(
+        deleted.wait().unwrap().success(),
+        "{version}: wait --for=delete"
+    );
+
+    // Discovery, OpenAPI, identity.
+    assert!(k.ok(&["api-resources"]).contains("deployments"));
+    assert!(
+        k.ok(&["explain", "deployment.spec.replicas"])
+            .contains("replicas")
+    );
+    assert!(k.ok(&["auth", "whoami"]).contains("skiff-admin"));
+}
+
+#[test]
+fn kubectl_should_work_against_skiff_server() {
+    let binaries = kubectl_binaries();
+    if binaries.is_empty() {
+        return;
+    }
+    let server = start_server();
+    for (i, binary) in binaries.iter().enumerate() {
+        let k = Kubectl {
+            binary,
+            kubeconfig: &server.kubeconfig,
+            namespace: format!("e2e-{i}"),
+        };
+        scenario(&k);
+        eprintln!("{}: scenario passed", binary.display());
+    }
+}
