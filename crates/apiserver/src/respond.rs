@@ -18,6 +18,8 @@ pub enum Format {
     Table,
     /// `PartialObjectMetadata` (or its list).
     Metadata,
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`).
+    Discovery,
 }
 
 /// Reads the client's preferred representation from `Accept`.
@@ -43,6 +45,12 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
                     "PartialObjectMetadata" | "PartialObjectMetadataList" => {
                         return Ok(Format::Metadata);
                     }
+                    "APIGroupDiscoveryList"
+                        if params.contains(&"g=apidiscovery.k8s.io")
+                            && params.contains(&"v=v2") =>
+                    {
+                        return Ok(Format::Discovery);
+                    }
                     "" => return Ok(Format::Json),
                     // An `as=` we do not serve (e.g. aggregated discovery): try the next.
                     _ => continue,
@@ -66,6 +74,14 @@ pub fn value(status: StatusCode, value: &Value, format: Format) -> Response {
         match serde_saphyr::to_string(value) {
             Ok(yaml) => (yaml.into_bytes(), "application/yaml"),
             Err(e) => return error(&ApiError::Internal(format!("encoding YAML: {e}"))),
+        }
+    } else if format == Format::Discovery {
+        match serde_json::to_vec(value) {
+            Ok(json) => (
+                json,
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            ),
+            Err(e) => return error(&ApiError::Internal(format!("encoding JSON: {e}"))),
         }
     } else {
         match serde_json::to_vec(value) {

@@ -612,3 +612,29 @@ async fn malformed_requests_should_always_get_a_4xx_status() {
         }
     }
 }
+
+#[tokio::test]
+async fn aggregated_discovery_should_list_every_group_with_its_resources() {
+    let api = api().await;
+    let mut request = Request::builder()
+        .uri("/apis")
+        .header("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .body(Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(admin());
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let apps = list["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
+    let deployments = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+    assert_eq!(deployments["responseKind"]["kind"], "Deployment");
+    assert_eq!(deployments["shortNames"], json!(["deploy"]));
+    let scale = deployments["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+    assert_eq!(scale["responseKind"]["kind"], "Scale");
+    // Plain clients still get the legacy form.
+    assert_eq!(api.get("/api").await.json()["kind"], "APIVersions");
+}

@@ -6,6 +6,83 @@ use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use crate::state::ApiState;
 
+fn aggregated_resource(info: &ResourceInfo) -> Value {
+    let scope = if info.namespaced() {
+        "Namespaced"
+    } else {
+        "Cluster"
+    };
+    let subresources: Vec<Value> = info
+        .subresources
+        .iter()
+        .map(|sub| {
+            let (kind, verbs) = subresource(sub);
+            let (kind, group, version) = kind.unwrap_or((
+                info.kind.as_str(),
+                info.group.as_str(),
+                info.version.as_str(),
+            ));
+            json!({
+                "subresource": sub,
+                "responseKind": {"group": group, "version": version, "kind": kind},
+                "verbs": verbs,
+            })
+        })
+        .collect();
+    let mut value = json!({
+        "resource": info.plural,
+        "responseKind": {"group": info.group, "version": info.version, "kind": info.kind},
+        "scope": scope,
+        "singularResource": info.singular,
+        "verbs": info.verbs,
+    });
+    if !info.short_names.is_empty() {
+        value["shortNames"] = json!(info.short_names);
+    }
+    if !info.categories.is_empty() {
+        value["categories"] = json!(info.categories);
+    }
+    if !subresources.is_empty() {
+        value["subresources"] = json!(subresources);
+    }
+    value
+}
+
+fn aggregated_group(state: &ApiState, name: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let resources: Vec<Value> = state
+                .registry
+                .in_group_version(name, version)
+                .map(aggregated_resource)
+                .collect();
+            json!({"version": version, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    json!({"metadata": {"name": name, "creationTimestamp": null}, "versions": versions})
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2`) for `/api` (`core`) or `/apis`.
+pub fn aggregated(state: &ApiState, core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![aggregated_group(state, "", &["v1".to_string()])]
+    } else {
+        state
+            .registry
+            .groups()
+            .iter()
+            .map(|(name, versions)| aggregated_group(state, name, versions))
+            .collect()
+    };
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
 /// `/api`.
 pub fn core_versions(state: &ApiState) -> Value {
     json!({

@@ -60,6 +60,16 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         };
     }
     match request::parse(parts.uri.path())? {
+        Target::CoreVersions if format == Format::Discovery => Ok(respond::value(
+            StatusCode::OK,
+            &discovery::aggregated(state, true),
+            Format::Discovery,
+        )),
+        Target::Groups if format == Format::Discovery => Ok(respond::value(
+            StatusCode::OK,
+            &discovery::aggregated(state, false),
+            Format::Discovery,
+        )),
         Target::CoreVersions => json(discovery::core_versions(state)),
         Target::Groups => json(discovery::groups(state)),
         Target::Group(group) => json(discovery::group(state, &group)?),
@@ -67,6 +77,12 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
             json(discovery::resources(state, &group, &version)?)
         }
         Target::Resource(target) => {
+            // Aggregated discovery is only a representation of /api and /apis.
+            let format = if format == Format::Discovery {
+                Format::Json
+            } else {
+                format
+            };
             resource(
                 state,
                 &target,
