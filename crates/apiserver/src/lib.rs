@@ -21,6 +21,7 @@ mod storage;
 mod table;
 pub mod tls;
 mod types;
+pub mod watch_cache;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The store could not be read.
+    #[error("the datastore: {0}")]
+    Store(#[from] skiff_store::StoreError),
     /// Bootstrap objects could not be created.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
@@ -115,15 +119,20 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The API router over `store`, bootstrapped, without TLS: for in-process clients and tests.
-/// Requests must carry an [`auth::Caller`] extension.
+/// Requests must carry an [`auth::Caller`] extension. `watch_cache_capacity` is the number of
+/// recent events kept for watchers ([`watch_cache::DEFAULT_CAPACITY`] in a server).
 pub async fn in_process(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    watch_cache_capacity: usize,
 ) -> Result<Router, ServerError> {
+    let watch_cache =
+        watch_cache::WatchCache::start(Arc::clone(&store), watch_cache_capacity).await?;
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
         clock,
+        watch_cache,
         advertise: "127.0.0.1:6443".into(),
         openapi: std::sync::OnceLock::new(),
     });
@@ -155,10 +164,13 @@ pub async fn start(
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{}", SocketAddr::new(reachable, address.port()));
     certs::write_admin_kubeconfig(&kubeconfig, &server_url, &pki)?;
+    let watch_cache =
+        watch_cache::WatchCache::start(Arc::clone(&store), watch_cache::DEFAULT_CAPACITY).await?;
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
         clock,
+        watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
         openapi: std::sync::OnceLock::new(),
     });

@@ -21,6 +21,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// `host:port` clients reach this server at (for discovery's serverAddressByClientCIDRs).
     pub advertise: String,
+    /// Recent events, decoded once, for every watcher.
+    pub watch_cache: Arc<crate::watch_cache::WatchCache>,
     /// The OpenAPI documents, built on first use.
     pub openapi: std::sync::OnceLock<crate::openapi::Documents>,
 }

@@ -35,8 +35,12 @@ impl Reply {
 }
 
 async fn api() -> Api {
+    api_with_cache(skiff_apiserver::watch_cache::DEFAULT_CAPACITY).await
+}
+
+async fn api_with_cache(capacity: usize) -> Api {
     let store = Arc::new(MemoryStore::new());
-    let router = skiff_apiserver::in_process(store.clone(), Arc::new(SystemClock))
+    let router = skiff_apiserver::in_process(store.clone(), Arc::new(SystemClock), capacity)
         .await
         .unwrap();
     Api { router, store }
@@ -339,8 +343,11 @@ async fn watch_without_resource_version_should_start_with_the_current_state() {
 
 #[tokio::test]
 async fn watch_on_a_compacted_revision_should_answer_410_gone() {
-    let api = api().await;
-    api.json("POST", CMS, cm("a", json!({}))).await;
+    // A ring of 2 events: revision 1 is soon out of the cache, then compacted in the store.
+    let api = api_with_cache(2).await;
+    for i in 0..5 {
+        api.json("POST", CMS, cm(&format!("a{i}"), json!({}))).await;
+    }
     let now = api.store.current_revision().await.unwrap();
     api.store.compact(now).await.unwrap();
     let events = watch_lines(
@@ -618,7 +625,10 @@ async fn aggregated_discovery_should_list_every_group_with_its_resources() {
     let api = api().await;
     let mut request = Request::builder()
         .uri("/apis")
-        .header("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .header(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
         .body(Body::empty())
         .unwrap();
     request.extensions_mut().insert(admin());
@@ -627,14 +637,61 @@ async fn aggregated_discovery_should_list_every_group_with_its_resources() {
         response.headers()["content-type"],
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
     );
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let list: Value = serde_json::from_slice(&body).unwrap();
-    let apps = list["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
-    let deployments = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+    let apps = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "apps")
+        .unwrap();
+    let deployments = apps["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "deployments")
+        .unwrap();
     assert_eq!(deployments["responseKind"]["kind"], "Deployment");
     assert_eq!(deployments["shortNames"], json!(["deploy"]));
-    let scale = deployments["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+    let scale = deployments["subresources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subresource"] == "scale")
+        .unwrap();
     assert_eq!(scale["responseKind"]["kind"], "Scale");
     // Plain clients still get the legacy form.
     assert_eq!(api.get("/api").await.json()["kind"], "APIVersions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_watchers_should_share_the_watch_cache() {
+    let api = api().await;
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watchers = Vec::new();
+    for _ in 0..100 {
+        let router = api.router.clone();
+        let uri = format!("{CMS}?watch=1&resourceVersion={rv}&timeoutSeconds=2");
+        watchers.push(tokio::spawn(async move {
+            let mut request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            request.extensions_mut().insert(admin());
+            let response = router.oneshot(request).await.unwrap();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            String::from_utf8(body.to_vec()).unwrap().lines().count()
+        }));
+    }
+    for i in 0..20 {
+        api.json("POST", CMS, cm(&format!("w{i}"), json!({}))).await;
+    }
+    for watcher in watchers {
+        assert_eq!(watcher.await.unwrap(), 20, "every watcher saw every event");
+    }
 }

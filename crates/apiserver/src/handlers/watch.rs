@@ -168,35 +168,94 @@ impl Watch {
         fields::selected(object, &self.labels, &self.fields)
     }
 
-    /// The watch event for a store event, if this watcher sees it.
-    fn translate(&mut self, event: &Event) -> Option<Bytes> {
-        let revision = event.revision();
-        let old = event
-            .prev
-            .as_ref()
-            .and_then(|p| storage::decode_at(&p.value, revision).ok());
-        let was = old.as_ref().is_some_and(|o| self.selected(o));
-        match event.kind {
+    /// The watch event for a change (`new` after a put, `old` before it), if this watcher sees
+    /// it: objects that start or stop matching the selectors become ADDED or DELETED.
+    fn translate(
+        &mut self,
+        kind: EventKind,
+        new: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Option<Bytes> {
+        let was = old.is_some_and(|o| self.selected(o));
+        match kind {
             EventKind::Delete => {
                 let old = old?;
-                was.then(|| self.line("DELETED", &old))
+                was.then(|| self.line("DELETED", old))
             }
             EventKind::Put => {
-                let new = storage::decode(&event.kv).ok()?;
-                match (self.selected(&new), was) {
-                    (true, true) => Some(self.line("MODIFIED", &new)),
-                    (true, false) => Some(self.line("ADDED", &new)),
-                    (false, true) => Some(self.line("DELETED", &new)),
+                let new = new?;
+                match (self.selected(new), was) {
+                    (true, true) => Some(self.line("MODIFIED", new)),
+                    (true, false) => Some(self.line("ADDED", new)),
+                    (false, true) => Some(self.line("DELETED", new)),
                     (false, false) => None,
                 }
             }
         }
     }
 
+    fn translate_store(&mut self, event: &Event) -> Option<Bytes> {
+        let revision = event.revision();
+        let old = event
+            .prev
+            .as_ref()
+            .and_then(|p| storage::decode_at(&p.value, revision).ok());
+        let new = match event.kind {
+            EventKind::Put => storage::decode(&event.kv).ok(),
+            EventKind::Delete => None,
+        };
+        self.translate(event.kind, new.as_ref(), old.as_ref())
+    }
+
+    /// Serves from the watch cache while it holds everything after `after`. Returns the
+    /// revision to continue from in the store when it does not (or `None` when done).
+    async fn follow_cache(
+        &mut self,
+        mut after: Revision,
+        sender: &mpsc::Sender<Bytes>,
+        ticker: &mut tokio::time::Interval,
+    ) -> Option<Revision> {
+        const BATCH: usize = 500;
+        let cache = std::sync::Arc::clone(&self.state.watch_cache);
+        let mut latest = cache.subscribe();
+        loop {
+            let seen = *latest.borrow_and_update();
+            let Some(events) = cache.read_after(after, &self.prefix, BATCH) else {
+                // The ring no longer holds everything after `after`: go to the store.
+                return Some(after);
+            };
+            for event in &events {
+                after = event.revision;
+                let line = self.translate(event.kind, event.object.as_ref(), event.prev.as_ref());
+                if let Some(line) = line
+                    && sender.send(line).await.is_err()
+                {
+                    return None;
+                }
+            }
+            if events.len() == BATCH {
+                continue;
+            }
+            // Everything up to `seen` has been read: bookmarks may say so.
+            after = after.max(seen);
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return None },
+                _ = ticker.tick(), if self.bookmarks => {
+                    if sender.send(self.bookmark(after, false)).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Streams events after `after` until the client goes away or the store fails.
-    async fn follow(&mut self, mut after: Revision, sender: &mpsc::Sender<Bytes>) {
+    async fn follow(&mut self, after: Revision, sender: &mpsc::Sender<Bytes>) {
         let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
         ticker.tick().await;
+        let Some(mut after) = self.follow_cache(after, sender, &mut ticker).await else {
+            return;
+        };
         'resume: loop {
             let mut stream = match self.state.store.watch(&self.prefix, after).await {
                 Ok(stream) => stream,
@@ -217,7 +276,7 @@ impl Watch {
                     item = stream.next() => match item {
                         Some(Ok(event)) => {
                             after = event.revision();
-                            if let Some(line) = self.translate(&event)
+                            if let Some(line) = self.translate_store(&event)
                                 && sender.send(line).await.is_err()
                             {
                                 return;
