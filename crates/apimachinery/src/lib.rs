@@ -2,6 +2,7 @@
 //! the table of built-in resources (group, version, kind, plural, scope, verbs, short names), and
 //! label and field selectors.
 
+pub mod lists;
 pub mod resources;
 pub mod selector;
 pub mod status;

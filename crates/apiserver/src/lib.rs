@@ -15,6 +15,7 @@ mod patch;
 mod registry;
 mod request;
 mod respond;
+mod schemas;
 mod shapes;
 pub mod state;
 mod storage;

@@ -1,38 +1,27 @@
-//! OpenAPI v3: `/openapi/v3` (the index) and one document per group version, generated from the
-//! k8s-openapi types' schemas (schemars), with the paths, verbs and parameters this server
-//! serves. kubectl uses them for `explain` and to learn that `fieldValidation` is supported
-//! (so `--validate` is done server-side).
-//!
-//! The schemas carry no list semantics yet (list-type, map keys, patch strategy): PATCH
-//! operations therefore do not advertise strategic merge patch, and kubectl computes its patches
-//! from its own compiled-in types instead.
+//! OpenAPI: `/openapi/v3` (the index) with one document per group version, and `/openapi/v2`
+//! (one Swagger 2.0 document), generated from the k8s-openapi types' schemas (schemars) and
+//! annotated with the list-semantics table (`x-kubernetes-list-type`, `-list-map-keys`,
+//! `-patch-strategy`, `-patch-merge-key`), with the paths, verbs and parameters this server
+//! serves. kubectl uses them for `explain`, to learn that `fieldValidation` is supported (so
+//! `--validate` is done server-side), and to compute strategic merge patches.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use schemars::SchemaGenerator;
-use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 use skiff_apimachinery::ResourceInfo;
 
 use crate::registry::Registry;
-use crate::types::{KindVisitor, with_type};
+use crate::schemas::{self, Register};
+use crate::types::with_type;
 
-/// The OpenAPI documents of every group version, keyed by `api/v1` or `apis/{group}/{version}`,
-/// each with its content hash.
-pub type Documents = BTreeMap<String, (Value, String)>;
-
-struct Register<'a>(&'a mut SchemaGenerator);
-
-impl KindVisitor for Register<'_> {
-    type Output = String;
-    fn visit<T>(&mut self) -> String
-    where
-        T: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema,
-    {
-        self.0.subschema_for::<T>();
-        T::schema_name().into_owned()
-    }
+/// The OpenAPI documents: v3 per group version (keyed by `api/v1` or `apis/{group}/{version}`,
+/// each with its content hash) and the one v2 document.
+pub struct Documents {
+    /// OpenAPI v3 documents with their hashes.
+    pub v3: BTreeMap<String, (Value, String)>,
+    /// The Swagger 2.0 document.
+    pub v2: Value,
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -98,6 +87,7 @@ fn operation(info: &ResourceInfo, action: &str, schema: &str, writes: bool) -> V
         op["requestBody"] = json!({"content": {
             "application/json-patch+json": {"schema": body},
             "application/merge-patch+json": {"schema": body},
+            "application/strategic-merge-patch+json": {"schema": body},
         }, "required": true});
     } else if matches!(action, "post" | "put") {
         op["requestBody"] = json!({"content": {"application/json": {"schema": schema_ref(schema)}}, "required": true});
@@ -155,7 +145,7 @@ fn paths_for(info: &ResourceInfo, schema: &str, paths: &mut Map<String, Value>) 
 }
 
 fn document(registry: &Registry, group: &str, version: &str) -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut generator = schemas::generator();
     let mut paths = Map::new();
     let mut kinds = Vec::new();
     for info in registry.in_group_version(group, version) {
@@ -165,6 +155,9 @@ fn document(registry: &Registry, group: &str, version: &str) -> Value {
         }
     }
     let mut schemas = generator.take_definitions(true);
+    for (name, definition) in schemas.iter_mut() {
+        schemas::annotate(name, definition);
+    }
     for (schema, info) in kinds {
         if let Some(Value::Object(definition)) = schemas.get_mut(&schema) {
             definition.insert(
@@ -191,29 +184,125 @@ fn hash(value: &Value) -> String {
     format!("{:016X}", hasher.finish())
 }
 
-/// Builds every group version's document.
+/// Builds every document.
 pub fn documents(registry: &Registry) -> Documents {
-    let mut docs = Documents::new();
+    let mut v3 = BTreeMap::new();
     let mut versions: Vec<(String, String)> = vec![(String::new(), "v1".into())];
     for (group, group_versions) in registry.groups() {
         versions.extend(group_versions.into_iter().map(|v| (group.clone(), v)));
     }
-    for (group, version) in versions {
-        let doc = document(registry, &group, &version);
+    for (group, version) in &versions {
+        let doc = document(registry, group, version);
         let key = if group.is_empty() {
             format!("api/{version}")
         } else {
             format!("apis/{group}/{version}")
         };
         let h = hash(&doc);
-        docs.insert(key, (doc, h));
+        v3.insert(key, (doc, h));
     }
-    docs
+    let v2 = swagger(&v3);
+    Documents { v3, v2 }
+}
+
+/// Rewrites OpenAPI v3 references (`#/components/schemas/`) as Swagger 2.0 ones
+/// (`#/definitions/`).
+fn v2_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref") {
+                *r = r.replace("#/components/schemas/", "#/definitions/");
+            }
+            map.values_mut().for_each(v2_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(v2_refs),
+        _ => {}
+    }
+}
+
+/// The Swagger 2.0 form of an OpenAPI v3 operation.
+fn v2_operation(op: &Value) -> Value {
+    let mut parameters: Vec<Value> = op["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| json!({"name": p["name"], "in": p["in"], "description": p["description"], "type": "string", "uniqueItems": true}))
+        .collect();
+    let consumes: Vec<String> = op
+        .pointer("/requestBody/content")
+        .and_then(Value::as_object)
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(schema) = op
+        .pointer("/requestBody/content")
+        .and_then(Value::as_object)
+        .and_then(|c| c.values().next())
+    {
+        parameters.push(
+            json!({"name": "body", "in": "body", "required": true, "schema": schema["schema"]}),
+        );
+    }
+    let mut v2 = json!({
+        "description": op["description"],
+        "operationId": op["operationId"],
+        "parameters": parameters,
+        "produces": ["application/json", "application/yaml"],
+        "responses": {"200": {"description": "OK", "schema": op.pointer("/responses/200/content/application~1json/schema")}},
+        "x-kubernetes-action": op["x-kubernetes-action"],
+        "x-kubernetes-group-version-kind": op["x-kubernetes-group-version-kind"],
+    });
+    if !consumes.is_empty() {
+        v2["consumes"] = json!(consumes);
+    }
+    v2
+}
+
+/// One Swagger 2.0 document with every group version's paths and definitions.
+fn swagger(v3: &BTreeMap<String, (Value, String)>) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    for (doc, _) in v3.values() {
+        if let Some(doc_paths) = doc["paths"].as_object() {
+            for (path, item) in doc_paths {
+                let mut v2_item = Map::new();
+                for (verb, op) in item.as_object().into_iter().flatten() {
+                    if verb == "parameters" {
+                        let params: Vec<Value> = op.as_array().into_iter().flatten()
+                            .map(|p| json!({"name": p["name"], "in": "path", "required": true, "type": "string", "uniqueItems": true}))
+                            .collect();
+                        v2_item.insert(verb.clone(), json!(params));
+                    } else {
+                        v2_item.insert(verb.clone(), v2_operation(op));
+                    }
+                }
+                paths.insert(path.clone(), Value::Object(v2_item));
+            }
+        }
+        if let Some(schemas) = doc
+            .pointer("/components/schemas")
+            .and_then(Value::as_object)
+        {
+            for (name, schema) in schemas {
+                definitions
+                    .entry(name.clone())
+                    .or_insert_with(|| schema.clone());
+            }
+        }
+    }
+    let mut doc = json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": crate::KUBERNETES_VERSION},
+        "paths": paths,
+        "definitions": definitions,
+    });
+    v2_refs(&mut doc);
+    doc
 }
 
 /// `/openapi/v3`: where each group version's document is.
 pub fn index(docs: &Documents) -> Value {
     let paths: Map<String, Value> = docs
+        .v3
         .iter()
         .map(|(key, (_, h))| {
             (

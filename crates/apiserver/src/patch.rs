@@ -1,16 +1,26 @@
 //! Applying PATCH bodies: JSON patch (RFC 6902) and merge patch (RFC 7386) through the
-//! json-patch crate, and Kubernetes strategic merge patch, which no crate implements: lists of
-//! objects merge by a key (containers by `name`, ports by `containerPort`/`port`, conditions by
-//! `type`, ...), and the directives `$patch`, `$retainKeys`, `$setElementOrder/...` and
+//! json-patch crate, and Kubernetes strategic merge patch, which no crate implements. Strategic
+//! merge patch walks the object alongside its type's schema (`schemas`) so that each list merges
+//! as the list-semantics table says (containers by `name`, a container's ports by
+//! `containerPort`, a Service's by `port`, conditions by `type`, finalizers as a set); other
+//! lists are replaced. The directives `$patch`, `$retainKeys`, `$setElementOrder/...` and
 //! `$deleteFromPrimitiveList/...` are honoured.
 
 use serde_json::{Map, Value};
 use skiff_apimachinery::ApiError;
 
 use crate::body::PatchType;
+use crate::schemas;
+use skiff_apimachinery::lists::list_semantics;
 
-/// Applies `patch` of type `kind` to `target`.
-pub fn apply(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Applies `patch` of type `kind` to `target`, an object of schema `schema` (e.g.
+/// `io.k8s.api.core.v1.Pod`; `None` when unknown: lists are then replaced).
+pub fn apply(
+    kind: PatchType,
+    target: &mut Value,
+    patch: &Value,
+    schema: Option<&str>,
+) -> Result<(), ApiError> {
     match kind {
         PatchType::Json => {
             let operations: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -34,43 +44,24 @@ pub fn apply(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), A
                     "a strategic merge patch must be an object".into(),
                 ));
             };
-            merge_map(target, patch);
+            merge_map(target, patch, schema);
             Ok(())
         }
     }
 }
 
-/// The merge key of a list field, or `None` when the list is replaced as a whole.
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "imagePullSecrets"
-        | "env"
-        | "resourceClaims"
-        | "schedulingGates" => "name",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "hostAliases" => "ip",
-        "conditions" | "addresses" => "type",
-        "ownerReferences" => "uid",
-        "topologySpreadConstraints" => "topologyKey",
-        "ports" => {
-            if items.iter().any(|i| i.get("containerPort").is_some()) {
-                "containerPort"
-            } else {
-                "port"
-            }
-        }
-        _ => return None,
-    })
-}
-
-/// Lists of scalars that merge as sets.
-fn merges_as_set(field: &str) -> bool {
-    field == "finalizers"
+/// How list `field` of an object of schema `parent` merges: its merge key (`None` for a set of
+/// scalars), and the schema of its items; `None` when the list is replaced.
+fn list_merge(
+    parent: Option<&str>,
+    field: &str,
+) -> Option<(Option<&'static str>, Option<&'static str>)> {
+    let parent = parent?;
+    let semantics = list_semantics(parent, field)?;
+    semantics
+        .patch_strategy
+        .filter(|s| s.starts_with("merge"))
+        .map(|_| (semantics.merge_key, schemas::field_schema(parent, field)))
 }
 
 fn without_directives(value: &Value) -> Value {
@@ -92,7 +83,7 @@ fn without_directives(value: &Value) -> Value {
     }
 }
 
-fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>, schema: Option<&str>) {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         if let Value::Object(replacement) = without_directives(&Value::Object(patch.clone())) {
             *target = replacement;
@@ -111,14 +102,19 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
                 target.remove(key);
             }
             Value::Object(sub) => match target.get_mut(key) {
-                Some(Value::Object(existing)) => merge_map(existing, sub),
+                Some(Value::Object(existing)) => {
+                    let child = schema.and_then(|s| schemas::field_schema(s, key));
+                    merge_map(existing, sub, child);
+                }
                 _ => {
                     target.insert(key.clone(), without_directives(value));
                 }
             },
             Value::Array(items) => {
                 let merged = match target.remove(key) {
-                    Some(Value::Array(existing)) => merge_list(key, existing, items),
+                    Some(Value::Array(existing)) => {
+                        merge_list(list_merge(schema, key), existing, items)
+                    }
                     _ => match without_directives(value) {
                         Value::Array(items) => items,
                         _ => Vec::new(),
@@ -140,7 +136,11 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
         if let Some(field) = key.strip_prefix("$setElementOrder/")
             && let (Some(Value::Array(list)), Value::Array(order)) = (target.get_mut(field), value)
         {
-            reorder(field, list, order);
+            reorder(
+                list_merge(schema, field).and_then(|(key, _)| key),
+                list,
+                order,
+            );
         }
     }
     if let Some(Value::Array(retain)) = patch.get("$retainKeys") {
@@ -149,29 +149,32 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-fn merge_list(field: &str, mut existing: Vec<Value>, patch: &[Value]) -> Vec<Value> {
+fn merge_list(
+    how: Option<(Option<&str>, Option<&str>)>,
+    mut existing: Vec<Value>,
+    patch: &[Value],
+) -> Vec<Value> {
+    let replaced = || match without_directives(&Value::Array(patch.to_vec())) {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
     if patch
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
     {
-        return match without_directives(&Value::Array(patch.to_vec())) {
-            Value::Array(items) => items,
-            _ => Vec::new(),
-        };
+        return replaced();
     }
-    if merges_as_set(field) {
+    let Some((merge_key, item_schema)) = how else {
+        return replaced();
+    };
+    let Some(key) = merge_key else {
+        // A set of scalars: union.
         for item in patch {
             if !existing.contains(item) {
                 existing.push(item.clone());
             }
         }
         return existing;
-    }
-    let Some(key) = merge_key(field, patch) else {
-        return match without_directives(&Value::Array(patch.to_vec())) {
-            Value::Array(items) => items,
-            _ => Vec::new(),
-        };
     };
     for item in patch {
         let id = item.get(key);
@@ -184,7 +187,7 @@ fn merge_list(field: &str, mut existing: Vec<Value>, patch: &[Value]) -> Vec<Val
             (None, true) => {}
             (Some(i), false) => {
                 if let (Value::Object(target), Value::Object(patch)) = (&mut existing[i], item) {
-                    merge_map(target, patch);
+                    merge_map(target, patch, item_schema);
                 }
             }
             (None, false) => existing.push(without_directives(item)),
@@ -193,8 +196,7 @@ fn merge_list(field: &str, mut existing: Vec<Value>, patch: &[Value]) -> Vec<Val
     existing
 }
 
-fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
-    let key = merge_key(field, order);
+fn reorder(key: Option<&str>, list: &mut [Value], order: &[Value]) {
     let id = |v: &Value| -> Value {
         match key {
             Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
@@ -218,7 +220,13 @@ mod tests {
 
     fn smp(target: Value, patch: Value) -> Value {
         let mut target = target;
-        apply(PatchType::Strategic, &mut target, &patch).unwrap();
+        apply(
+            PatchType::Strategic,
+            &mut target,
+            &patch,
+            Some("io.k8s.api.core.v1.Pod"),
+        )
+        .unwrap();
         target
     }
 
@@ -268,6 +276,19 @@ mod tests {
     }
 
     #[test]
+    fn strategic_patch_should_merge_ports_by_their_parents_key() {
+        let pod = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80, "name": "http"}]}]}});
+        let patched = smp(
+            pod,
+            json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81}]}]}}),
+        );
+        assert_eq!(
+            patched["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "name": "http", "protocol": "TCP"}, {"containerPort": 81}])
+        );
+    }
+
+    #[test]
     fn strategic_patch_should_replace_and_retain_keys() {
         let target = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
         let patched = smp(
@@ -289,12 +310,14 @@ mod tests {
             PatchType::Json,
             &mut target,
             &json!([{"op": "add", "path": "/l/-", "value": 3}]),
+            None,
         )
         .unwrap();
         apply(
             PatchType::Merge,
             &mut target,
             &json!({"a": {"b": null, "c": 2}}),
+            None,
         )
         .unwrap();
         assert_eq!(target, json!({"a": {"c": 2}, "l": [1, 2, 3]}));
@@ -302,6 +325,7 @@ mod tests {
             PatchType::Json,
             &mut target,
             &json!([{"op": "remove", "path": "/nope"}]),
+            None,
         );
         assert!(failing.is_err());
     }

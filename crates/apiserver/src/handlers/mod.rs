@@ -48,15 +48,17 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         };
         Ok(respond::value(StatusCode::OK, &value, out))
     };
-    if let Some(rest) = parts.uri.path().strip_prefix("/openapi/v3") {
+    if let Some(rest) = parts.uri.path().strip_prefix("/openapi/") {
         let docs = state
             .openapi
             .get_or_init(|| crate::openapi::documents(&state.registry));
-        return match rest.trim_start_matches('/') {
-            "" => json(crate::openapi::index(docs)),
-            key => docs
-                .get(key)
-                .map_or(Err(ApiError::NoSuchResource), |(doc, _)| json(doc.clone())),
+        return match rest.trim_end_matches('/') {
+            "v2" => json(docs.v2.clone()),
+            "v3" => json(crate::openapi::index(docs)),
+            other => match other.strip_prefix("v3/").and_then(|key| docs.v3.get(key)) {
+                Some((doc, _)) => json(doc.clone()),
+                None => Err(ApiError::NoSuchResource),
+            },
         };
     }
     match request::parse(parts.uri.path())? {

@@ -99,7 +99,7 @@ pub async fn write(
         let mut scale = scale_of(&old);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
-            patch::apply(kind, &mut scale, &patch_body)?;
+            patch::apply(kind, &mut scale, &patch_body, None)?;
         } else {
             scale = body::object(request.headers, bytes)?;
         }

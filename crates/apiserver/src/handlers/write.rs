@@ -337,7 +337,8 @@ pub async fn patch(
     for _ in 0..RETRIES {
         let (kv, old) = current(state, &key, &target).await?;
         let mut new = old.clone();
-        patch::apply(kind, &mut new, &patch_body)?;
+        let schema = crate::schemas::root_name(&info.group, &info.kind);
+        patch::apply(kind, &mut new, &patch_body, schema.as_deref())?;
         objects::check_type(info, &mut new)?;
         objects::check_namespace(info, &mut new, request.namespace)?;
         if meta_str(&new, "name") != Some(name) {
