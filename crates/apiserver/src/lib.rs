@@ -142,6 +142,16 @@ pub async fn in_process(
     Ok(router)
 }
 
+/// The router as an in-process component named `component` calls it: every request carries
+/// the identity `system:skiff:{component}`.
+pub fn for_component(router: Router, component: &str) -> Router {
+    let caller = auth::Caller(Some(auth::User {
+        name: format!("system:skiff:{component}"),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }));
+    router.layer(axum::Extension(caller))
+}
+
 /// Creates certificates and the admin kubeconfig if needed, binds the port, creates the
 /// bootstrap objects and serves.
 pub async fn start(
