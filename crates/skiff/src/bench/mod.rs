@@ -1,5 +1,6 @@
 //! `skiff bench`: measurements reported in BENCHMARKS.md, always as ratios taken in one run.
 
+mod api;
 mod store;
 
 use std::path::PathBuf;
@@ -25,6 +26,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         watch_events: usize,
     },
+    /// Creates/s through HTTPS (1 and 64 clients) beside the store's own rate, watch latency
+    /// with many watchers, LIST latency for many pods, and the server's memory.
+    Api {
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent watchers.
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Pods to list.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// ConfigMaps to hold for the memory figure.
+        #[arg(long, default_value_t = 100_000)]
+        objects: usize,
+    },
 }
 
 /// Runs a benchmark.
@@ -41,6 +58,20 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 dir,
                 etcd: !no_etcd,
                 watch_events,
+            })
+            .await
+        }
+        BenchCommand::Api {
+            seconds,
+            watchers,
+            pods,
+            objects,
+        } => {
+            api::run(api::Options {
+                seconds,
+                watchers,
+                pods,
+                objects,
             })
             .await
         }

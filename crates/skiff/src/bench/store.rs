@@ -139,7 +139,7 @@ fn fsync_rate(path: &Path, duration: Duration) -> anyhow::Result<f64> {
 }
 
 /// Creates of fresh 1 KiB values from `writers` concurrent tasks for `duration`.
-async fn write_rate(
+pub(super) async fn write_rate(
     store: &Arc<dyn Store>,
     writers: usize,
     duration: Duration,
