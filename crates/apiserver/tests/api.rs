@@ -695,3 +695,48 @@ async fn many_watchers_should_share_the_watch_cache() {
         assert_eq!(watcher.await.unwrap(), 20, "every watcher saw every event");
     }
 }
+
+#[tokio::test]
+async fn pods_should_bind_once_and_be_evictable() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let created = api.json("POST", pods, pod).await.json();
+    assert_eq!(created["status"]["phase"], "Pending");
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-1"}});
+    assert_eq!(
+        api.json("POST", &format!("{pods}/p/binding"), binding.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.get(&format!("{pods}/p")).await.json()["spec"]["nodeName"],
+        "node-1"
+    );
+    assert_eq!(
+        api.json("POST", &format!("{pods}/p/binding"), binding)
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    let eviction =
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}});
+    assert_eq!(
+        api.json("POST", &format!("{pods}/p/eviction"), eviction)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.get(&format!("{pods}/p")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.json("POST", &format!("{pods}/p/exec"), json!({}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -6,6 +6,7 @@ mod fields;
 mod params;
 mod read;
 mod scale;
+mod subresources;
 mod watch;
 mod write;
 
@@ -127,17 +128,13 @@ async fn resource(
     let name = target.name.as_deref();
     let subresource = target.subresource.as_deref();
     if let Some(sub) = subresource
-        && (!info.has_subresource(sub) || !matches!(sub, "status" | "scale"))
+        && !info.has_subresource(sub)
     {
-        return Err(if info.has_subresource(sub) {
-            ApiError::MethodNotAllowed
-        } else {
-            ApiError::NoSuchResource
-        });
+        return Err(ApiError::NoSuchResource);
     }
     let verb = request::verb(method, name.is_some(), params.flag("watch"))
         .ok_or(ApiError::MethodNotAllowed)?;
-    if !info.allows(verb) {
+    if subresource.is_none() && !info.allows(verb) {
         return Err(ApiError::MethodNotAllowed);
     }
     let bytes = body::read(body).await?;
@@ -148,13 +145,25 @@ async fn resource(
         headers,
         format,
     };
-    if let (Some("scale"), Some(name)) = (subresource, name) {
-        return match verb {
-            "get" => scale::get(state, &write, name).await,
-            "update" => scale::write(state, &write, name, &bytes, false).await,
-            "patch" => scale::write(state, &write, name, &bytes, true).await,
-            _ => Err(ApiError::MethodNotAllowed),
-        };
+    match (subresource, name, verb) {
+        (Some("scale"), Some(name), "get") => return scale::get(state, &write, name).await,
+        (Some("scale"), Some(name), "update") => {
+            return scale::write(state, &write, name, &bytes, false).await;
+        }
+        (Some("scale"), Some(name), "patch") => {
+            return scale::write(state, &write, name, &bytes, true).await;
+        }
+        (Some("binding"), Some(name), "create") => {
+            return subresources::bind(state, &write, name, &bytes).await;
+        }
+        (Some("eviction"), Some(name), "create") => {
+            return subresources::evict(state, &write, name, &bytes).await;
+        }
+        (Some("finalize"), Some(name), "update") => {
+            return subresources::finalize(state, &write, name, &bytes).await;
+        }
+        (Some("status"), Some(_), "get" | "update" | "patch") | (None, _, _) => {}
+        _ => return Err(ApiError::MethodNotAllowed),
     }
     match (verb, name) {
         ("get", Some(name)) => read::get(state, info, namespace, name, format).await,

@@ -1,0 +1,134 @@
+//! The action subresources: `pods/binding` (assign a pod to a node, once), `pods/eviction`
+//! (delete a pod on request; disruption budgets come with the policy controllers) and
+//! `namespaces/finalize` (replace a namespace's `spec.finalizers`).
+
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::{Value, json};
+use skiff_apimachinery::ApiError;
+use skiff_apimachinery::status::Target;
+use skiff_store::StoreError;
+
+use super::write::{self, RETRIES, WriteRequest, current, write_over};
+use crate::body;
+use crate::respond::{self, Format};
+use crate::state::ApiState;
+use crate::storage;
+
+fn success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+}
+
+/// POST `pods/{name}/binding`: sets `spec.nodeName`; a pod is bound at most once.
+pub async fn bind(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let binding = body::object(request.headers, bytes)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("a Binding needs target.name".into()))?
+        .to_string();
+    let target = Target::new("", "pods", name);
+    let key = storage::key(request.info, request.namespace, name);
+    for _ in 0..RETRIES {
+        let (kv, old) = current(state, &key, &target).await?;
+        if let Some(bound) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::ConflictMessage {
+                target,
+                message: format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""
+                ),
+            });
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::ConflictMessage {
+                target,
+                message: format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"
+                ),
+            });
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".into(), json!(node));
+        }
+        match write_over(state, &key, &target, &kv, new, kv.mod_revision).await {
+            Ok(_) => {
+                return Ok(respond::value(
+                    StatusCode::CREATED,
+                    &success(),
+                    Format::Json,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
+
+/// POST `pods/{name}/eviction`: deletes the pod (honouring the Eviction's delete options).
+pub async fn evict(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let eviction = body::object(request.headers, bytes)?;
+    let options = eviction
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let options = serde_json::to_vec(&options).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let plain_json = http::HeaderMap::new();
+    let delete = WriteRequest {
+        headers: &plain_json,
+        format: Format::Json,
+        ..*request
+    };
+    write::delete(state, &delete, name, &options).await?;
+    Ok(respond::value(
+        StatusCode::CREATED,
+        &success(),
+        Format::Json,
+    ))
+}
+
+/// PUT `namespaces/{name}/finalize`: replaces `spec.finalizers`.
+pub async fn finalize(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let incoming = body::object(request.headers, bytes)?;
+    let finalizers = incoming
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let target = Target::new("", "namespaces", name);
+    let key = storage::key(request.info, None, name);
+    for _ in 0..RETRIES {
+        let (kv, old) = current(state, &key, &target).await?;
+        let mut new = old.clone();
+        if let Some(map) = new.as_object_mut() {
+            let spec = map.entry("spec").or_insert_with(|| json!({}));
+            spec["finalizers"] = finalizers.clone();
+        }
+        match write_over(state, &key, &target, &kv, new, kv.mod_revision).await {
+            Ok(stored) => return Ok(respond::value(StatusCode::OK, &stored, Format::Json)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
