@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod certs;
 pub mod clock;
 mod defaults;
+mod duplicates;
 mod handlers;
 mod objects;
 mod openapi;

@@ -97,7 +97,7 @@ pub async fn create(
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     defaults::apply(info, &mut object);
-    let warnings = field_validation(request.params, shapes::check_shape(info, &object)?)?;
+    let warnings = field_validation(request.params, shapes::check_shape(info, &object)?, bytes)?;
     if let Some(namespace) = request.namespace.filter(|_| info.namespaced()) {
         ensure_namespace(state, namespace).await?;
     }
@@ -137,12 +137,20 @@ pub async fn create(
 
 /// Applies `fieldValidation` to the unknown fields of a request: `Strict` rejects them, `Warn`
 /// (the default) reports them in `Warning` headers, `Ignore` drops them silently.
-fn field_validation(params: &Params, unknown: Vec<String>) -> Result<Vec<String>, ApiError> {
-    let messages = unknown.iter().map(|f| format!("unknown field \"{f}\""));
+fn field_validation(
+    params: &Params,
+    unknown: Vec<String>,
+    bytes: &[u8],
+) -> Result<Vec<String>, ApiError> {
+    let duplicates = crate::duplicates::duplicate_fields(bytes);
+    let messages = duplicates
+        .iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .chain(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
     match params.get("fieldValidation").unwrap_or("Warn") {
         "Ignore" => Ok(Vec::new()),
         "Warn" => Ok(messages.collect()),
-        "Strict" if unknown.is_empty() => Ok(Vec::new()),
+        "Strict" if unknown.is_empty() && duplicates.is_empty() => Ok(Vec::new()),
         "Strict" => Err(ApiError::BadRequest(format!(
             "strict decoding error: {}",
             messages.collect::<Vec<_>>().join(", ")
@@ -298,7 +306,7 @@ pub async fn update(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?)?;
+        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?, bytes)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         let expected = precondition.unwrap_or(kv.mod_revision);
         if dry_run {
@@ -357,7 +365,7 @@ pub async fn patch(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?)?;
+        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?, bytes)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         if dry_run {
             return Ok(with_warnings(
