@@ -166,21 +166,72 @@ fn columns(kind: &str) -> Vec<Value> {
     };
     cols.extend(extra);
     cols.push(age);
-    if kind == "Pod" {
-        cols.push(column(
-            "IP",
+    match kind {
+        "Pod" => {
+            cols.push(column(
+                "IP",
+                "string",
+                1,
+                "IP address allocated to the pod.",
+            ));
+            cols.push(column(
+                "Node",
+                "string",
+                1,
+                "Name of the node the pod is assigned to.",
+            ));
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
+            cols.push(column(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ));
+            cols.push(column(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ));
+            cols.push(column("Selector", "string", 1, "Label selector for pods."));
+        }
+        "Service" => cols.push(column(
+            "Selector",
             "string",
             1,
-            "IP address allocated to the pod.",
-        ));
-        cols.push(column(
-            "Node",
-            "string",
-            1,
-            "Name of the node the pod is assigned to.",
-        ));
+            "The service's pod selector.",
+        )),
+        _ => {}
     }
     cols
+}
+
+/// `a=b,c=d` from a map (a label selector's matchLabels, or a Service's selector).
+fn labels_text(object: &Value, pointer: &str) -> String {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn template_containers(object: &Value, field: &str) -> String {
+    object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c[field].as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
@@ -287,9 +338,23 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
         _ => {}
     }
     row.push(json!(age(object, now)));
-    if kind == "Pod" {
-        row.push(json!(or_none(text(object, "/status/podIP"))));
-        row.push(json!(or_none(text(object, "/spec/nodeName"))));
+    match kind {
+        "Pod" => {
+            row.push(json!(or_none(text(object, "/status/podIP"))));
+            row.push(json!(or_none(text(object, "/spec/nodeName"))));
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
+            let selector = if kind == "ReplicationController" {
+                "/spec/selector"
+            } else {
+                "/spec/selector/matchLabels"
+            };
+            row.push(json!(template_containers(object, "name")));
+            row.push(json!(template_containers(object, "image")));
+            row.push(json!(or_none(labels_text(object, selector))));
+        }
+        "Service" => row.push(json!(or_none(labels_text(object, "/spec/selector")))),
+        _ => {}
     }
     row
 }
