@@ -128,7 +128,7 @@ const BUILTIN: &[Row] = &[
     row("", "v1", "Namespace", "namespaces", Cluster, &["ns"]).sub(&["status", "finalize"]),
     row("", "v1", "Pod", "pods", Namespaced, &["po"])
         .in_all()
-        .sub(&["status", "binding", "eviction"]),
+        .sub(&["status", "binding", "eviction", "ephemeralcontainers"]),
     row("", "v1", "Service", "services", Namespaced, &["svc"])
         .in_all()
         .sub(&["status"]),
@@ -304,6 +304,15 @@ const BUILTIN: &[Row] = &[
         Cluster,
         &[],
     ),
+    row(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        Cluster,
+        &["csr"],
+    )
+    .sub(&["status", "approval"]),
     row(
         "storage.k8s.io",
         "v1",

@@ -1,5 +1,7 @@
 //! Objects every cluster starts with: the namespaces `default`, `kube-system`, `kube-public` and
-//! `kube-node-lease`, and the `kubernetes` Service (and Endpoints) in `default`. They are created
+//! `kube-node-lease`, the default ClusterRoles (`cluster-admin`, `admin`, `edit`, `view`) with
+//! `cluster-admin` bound to `system:masters`, and the `kubernetes` Service (and Endpoints) in
+//! `default`. They are created
 //! through the API router, like any client's objects; existing ones are left alone.
 
 use axum::Router;
@@ -67,6 +69,47 @@ pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), Bo
         )
         .await?;
     }
+    let roles = [
+        (
+            "cluster-admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+        ),
+        (
+            "admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        ),
+        (
+            "edit",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}]),
+        ),
+        (
+            "view",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]),
+        ),
+    ];
+    for (name, rules) in roles {
+        create(
+            router,
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                "rules": rules,
+            }),
+        )
+        .await?;
+    }
+    create(
+        router,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}],
+        }),
+    )
+    .await?;
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     create(
         router,

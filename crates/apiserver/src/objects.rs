@@ -200,7 +200,24 @@ pub fn prepare_update(
     old: &Value,
     subresource: Option<&str>,
 ) -> Result<(), ApiError> {
-    if subresource == Some("status") {
+    if subresource == Some("ephemeralcontainers") {
+        // Only the ephemeral containers change.
+        let containers = new.pointer("/spec/ephemeralContainers").cloned();
+        let resource_version = meta_str(new, "resourceVersion").map(str::to_string);
+        *new = old.clone();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            match containers {
+                Some(c) => spec.insert("ephemeralContainers".into(), c),
+                None => spec.remove("ephemeralContainers"),
+            };
+        }
+        if let Some(rv) = resource_version {
+            meta_mut(new)?.insert("resourceVersion".into(), Value::String(rv));
+        }
+        return Ok(());
+    }
+    // A CSR's approval is written like its status.
+    if matches!(subresource, Some("status" | "approval")) {
         // Only the status changes; everything else stays as stored.
         let status = new.get("status").cloned();
         let resource_version = meta_str(new, "resourceVersion").map(str::to_string);

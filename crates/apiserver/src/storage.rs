@@ -46,7 +46,54 @@ pub fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
             Value::String(revision.to_string()),
         );
     }
+    canonical_order(&mut object);
     Ok(object)
+}
+
+/// Go's field order of ObjectMeta, which upstream's JSON follows.
+const META_ORDER: [&str; 15] = [
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+fn reorder(map: &mut serde_json::Map<String, Value>, first: &[&str]) {
+    let mut ordered = serde_json::Map::with_capacity(map.len());
+    for key in first {
+        if let Some((k, v)) = map.remove_entry(*key) {
+            ordered.insert(k, v);
+        }
+    }
+    ordered.append(map);
+    *map = ordered;
+}
+
+/// Puts an object's fields in upstream's order: `kind`, `apiVersion`, `metadata` (in
+/// ObjectMeta's order), then the rest as given, with `status` last.
+pub fn canonical_order(object: &mut Value) {
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+        reorder(meta, &META_ORDER);
+    }
+    let status = map.remove_entry("status");
+    reorder(map, &["kind", "apiVersion", "metadata"]);
+    if let Some((k, v)) = status {
+        map.insert(k, v);
+    }
 }
 
 /// Encodes an object for storage, without its resource version.

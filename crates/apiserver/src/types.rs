@@ -58,6 +58,9 @@ pub fn with_type<V: KindVisitor>(group: &str, kind: &str, visitor: &mut V) -> Op
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             visitor.visit::<api::rbac::v1::ClusterRoleBinding>()
         }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            visitor.visit::<api::certificates::v1::CertificateSigningRequest>()
+        }
         ("storage.k8s.io", "StorageClass") => visitor.visit::<api::storage::v1::StorageClass>(),
         ("policy", "PodDisruptionBudget") => {
             visitor.visit::<api::policy::v1::PodDisruptionBudget>()

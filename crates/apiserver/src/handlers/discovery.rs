@@ -148,6 +148,7 @@ fn subresource(
             &["create"],
         ),
         "finalize" => (None, &["update"]),
+        "approval" | "ephemeralcontainers" => (None, &["get", "patch", "update"]),
         _ => (None, &[]),
     }
 }

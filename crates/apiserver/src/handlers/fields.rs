@@ -72,7 +72,12 @@ pub fn value(object: &Value, field: &str) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
+        // Upstream selects on Go's zero value of an unset field.
+        _ => match field {
+            "spec.unschedulable" | "spec.hostNetwork" => "false".into(),
+            "status.replicas" | "status.successful" => "0".into(),
+            _ => String::new(),
+        },
     }
 }
 

@@ -162,7 +162,12 @@ async fn resource(
         (Some("finalize"), Some(name), "update") => {
             return subresources::finalize(state, &write, name, &bytes).await;
         }
-        (Some("status"), Some(_), "get" | "update" | "patch") | (None, _, _) => {}
+        (
+            Some("status" | "approval" | "ephemeralcontainers"),
+            Some(_),
+            "get" | "update" | "patch",
+        )
+        | (None, _, _) => {}
         _ => return Err(ApiError::MethodNotAllowed),
     }
     match (verb, name) {

@@ -42,6 +42,9 @@ pub fn render_one(
     format: Format,
     status: StatusCode,
 ) -> Response {
+    let mut object = object.clone();
+    storage::canonical_order(&mut object);
+    let object = &object;
     match format {
         Format::Table => {
             let meta = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
