@@ -385,6 +385,15 @@ const BUILTIN: &[Row] = &[
     row(
         "authentication.k8s.io",
         "v1",
+        "TokenReview",
+        "tokenreviews",
+        Cluster,
+        &[],
+    )
+    .verbs(&["create"]),
+    row(
+        "authentication.k8s.io",
+        "v1",
         "SelfSubjectReview",
         "selfsubjectreviews",
         Cluster,

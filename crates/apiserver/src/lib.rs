@@ -22,6 +22,7 @@ pub mod state;
 mod storage;
 mod table;
 pub mod tls;
+pub mod tokens;
 mod types;
 pub mod watch_cache;
 
@@ -69,6 +70,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// The service-account key could not be created or loaded.
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
     /// The store could not be read.
     #[error("the datastore: {0}")]
     Store(#[from] skiff_store::StoreError),
@@ -134,6 +138,7 @@ pub async fn in_process(
         store,
         registry: Registry::builtin(),
         clock,
+        tokens: Arc::new(tokens::Tokens::ephemeral()?),
         watch_cache,
         advertise: "127.0.0.1:6443".into(),
         openapi: std::sync::OnceLock::new(),
@@ -178,10 +183,12 @@ pub async fn start(
     certs::write_admin_kubeconfig(&kubeconfig, &server_url, &pki)?;
     let watch_cache =
         watch_cache::WatchCache::start(Arc::clone(&store), watch_cache::DEFAULT_CAPACITY).await?;
+    let tokens = tokens::Tokens::load_or_create(&config.data_dir.join("tls").join("sa.key"))?;
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
         clock,
+        tokens: Arc::new(tokens),
         watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
         openapi: std::sync::OnceLock::new(),

@@ -21,6 +21,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// `host:port` clients reach this server at (for discovery's serverAddressByClientCIDRs).
     pub advertise: String,
+    /// Signs and checks service-account tokens.
+    pub tokens: Arc<crate::tokens::Tokens>,
     /// Recent events, decoded once, for every watcher.
     pub watch_cache: Arc<crate::watch_cache::WatchCache>,
     /// The OpenAPI documents, built on first use.

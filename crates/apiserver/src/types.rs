@@ -79,6 +79,9 @@ pub fn with_type<V: KindVisitor>(group: &str, kind: &str, visitor: &mut V) -> Op
             visitor.visit::<api::autoscaling::v2::HorizontalPodAutoscaler>()
         }
         ("apiregistration.k8s.io", "APIService") => visitor.visit::<apiregistration::APIService>(),
+        ("authentication.k8s.io", "TokenReview") => {
+            visitor.visit::<api::authentication::v1::TokenReview>()
+        }
         ("authentication.k8s.io", "SelfSubjectReview") => {
             visitor.visit::<api::authentication::v1::SelfSubjectReview>()
         }

@@ -740,3 +740,36 @@ async fn pods_should_bind_once_and_be_evictable() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn service_account_tokens_should_authenticate_until_the_account_is_gone() {
+    let api = api().await;
+    let accounts = "/api/v1/namespaces/default/serviceaccounts";
+    api.json("POST", accounts, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})).await;
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["api"]}});
+    let issued = api.json("POST", &format!("{accounts}/robot/token"), request).await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    let token = issued.json()["status"]["token"].as_str().unwrap().to_string();
+    let review = |audiences: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": audiences}});
+    let reviewed = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review(json!(["api"]))).await.json();
+    assert_eq!(reviewed["status"]["authenticated"], true);
+    assert_eq!(reviewed["status"]["user"]["username"], "system:serviceaccount:default:robot");
+    let wrong = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review(json!(["other"]))).await.json();
+    assert_eq!(wrong["status"]["authenticated"], false);
+
+    // The token is a bearer credential...
+    let bearer = |token: &str| {
+        let mut request = Request::builder()
+            .uri(CMS)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        request.extensions_mut().insert(Caller(None));
+        request
+    };
+    assert_eq!(api.router.clone().oneshot(bearer(&token)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(api.router.clone().oneshot(bearer("garbage")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // ...until its service account is deleted.
+    api.call("DELETE", &format!("{accounts}/robot"), None, vec![]).await;
+    assert_eq!(api.router.clone().oneshot(bearer(&token)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

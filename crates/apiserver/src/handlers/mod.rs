@@ -7,6 +7,7 @@ mod params;
 mod read;
 mod scale;
 mod subresources;
+mod tokens;
 mod watch;
 mod write;
 
@@ -31,11 +32,14 @@ pub async fn api(State(state): State<ApiState>, request: Request) -> Answer {
 
 async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let caller = parts
+    let mut caller = parts
         .extensions
         .get::<Caller>()
         .cloned()
         .unwrap_or_default();
+    if caller.0.is_none() {
+        caller = tokens::caller_from_bearer(state, &parts.headers).await;
+    }
     if caller.0.is_none() {
         return Err(ApiError::Unauthorized);
     }
@@ -158,6 +162,9 @@ async fn resource(
         }
         (Some("eviction"), Some(name), "create") => {
             return subresources::evict(state, &write, name, &bytes).await;
+        }
+        (Some("token"), Some(name), "create") => {
+            return tokens::request(state, &write, name, &bytes).await;
         }
         (Some("finalize"), Some(name), "update") => {
             return subresources::finalize(state, &write, name, &bytes).await;

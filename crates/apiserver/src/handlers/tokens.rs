@@ -1,0 +1,171 @@
+//! Service-account tokens over the API: bearer authentication, TokenRequest
+//! (`serviceaccounts/{name}/token`) and TokenReview. A token is valid while it is unexpired,
+//! correctly signed, and its service account still exists with the same uid.
+
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::{Value, json};
+use skiff_apimachinery::ApiError;
+use skiff_apimachinery::status::Target;
+
+use super::write::{WriteRequest, current};
+use crate::auth::{Caller, User};
+use crate::body;
+use crate::respond::{self, Format};
+use crate::state::ApiState;
+use crate::storage;
+use crate::tokens::{ISSUER, TokenSubject};
+
+/// Shortest token lifetime upstream allows.
+const MIN_SECONDS: i64 = 600;
+
+async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> Option<String> {
+    let info = state.registry.find("", "v1", "serviceaccounts")?;
+    let (kv, _) = state
+        .store
+        .get(&storage::key(info, Some(namespace), name), None)
+        .await
+        .ok()?;
+    let account = storage::decode(&kv?).ok()?;
+    account
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Checks a bearer token: signature, lifetime, and that its service account still exists.
+pub async fn authenticate(state: &ApiState, token: &str) -> Result<TokenSubject, String> {
+    let subject = state.tokens.verify(token, state.clock.now().as_second())?;
+    match service_account_uid(state, &subject.namespace, &subject.name).await {
+        Some(uid) if uid == subject.uid => Ok(subject),
+        Some(_) => Err("the service account was recreated: the token is no longer valid".into()),
+        None => Err(format!(
+            "service account {}/{} not found",
+            subject.namespace, subject.name
+        )),
+    }
+}
+
+/// The caller named by an `Authorization: Bearer` header, if it carries a valid token.
+pub async fn caller_from_bearer(state: &ApiState, headers: &http::HeaderMap) -> Caller {
+    let Some(token) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Caller(None);
+    };
+    match authenticate(state, token.trim()).await {
+        Ok(subject) => Caller(Some(User {
+            name: subject.username(),
+            groups: subject.groups(),
+        })),
+        Err(reason) => {
+            tracing::debug!(%reason, "bearer token rejected");
+            Caller(None)
+        }
+    }
+}
+
+/// POST `serviceaccounts/{name}/token`: issues a token for the account.
+pub async fn request(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let body = body::object(request.headers, bytes)?;
+    let namespace = request.namespace.unwrap_or("default");
+    let target = Target::new("", "serviceaccounts", name);
+    let key = storage::key(request.info, Some(namespace), name);
+    let (_, account) = current(state, &key, &target).await?;
+    let audiences: Vec<String> = body
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let seconds = body
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if seconds < MIN_SECONDS {
+        return Err(ApiError::BadRequest(format!(
+            "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+        )));
+    }
+    let subject = TokenSubject {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: account
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        audiences: audiences.clone(),
+    };
+    let now = state.clock.now().as_second();
+    let token = state
+        .tokens
+        .issue(&subject, now, seconds)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let expiry = jiff::Timestamp::from_second(now + seconds)
+        .map(crate::clock::rfc3339)
+        .unwrap_or_default();
+    let response = json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": null},
+        "status": {"token": token, "expirationTimestamp": expiry},
+    });
+    Ok(respond::value(StatusCode::CREATED, &response, Format::Json))
+}
+
+/// POST `tokenreviews`: tells whether a token is valid, for whom and for which audiences.
+pub async fn review(state: &ApiState, review: &Value) -> Response {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let wanted: Vec<String> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let status = match authenticate(state, token).await {
+        Ok(subject) => {
+            let audiences: Vec<&String> = wanted
+                .iter()
+                .filter(|a| subject.audiences.contains(a))
+                .collect();
+            if audiences.is_empty() {
+                json!({"authenticated": false, "user": {}, "error": "token audiences are invalid for the target audiences"})
+            } else {
+                json!({
+                    "authenticated": true,
+                    "user": {"username": subject.username(), "uid": subject.uid, "groups": subject.groups()},
+                    "audiences": audiences,
+                })
+            }
+        }
+        Err(error) => json!({"authenticated": false, "user": {}, "error": error}),
+    };
+    let response = json!({
+        "kind": "TokenReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "spec": review.get("spec").cloned().unwrap_or_else(|| json!({})),
+        "status": status,
+    });
+    respond::value(StatusCode::CREATED, &response, Format::Json)
+}
