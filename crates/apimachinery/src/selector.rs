@@ -162,7 +162,8 @@ impl FieldSelector {
         if input.trim().is_empty() {
             return Ok(Self(terms));
         }
-        for part in input.split(',') {
+        // Upstream skips empty terms (`a=b,`).
+        for part in input.split(',').filter(|p| !p.trim().is_empty()) {
             let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
                 (f, false, v)
             } else if let Some((f, v)) = part.split_once("==") {

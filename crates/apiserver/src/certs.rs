@@ -148,7 +148,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
 
     let admin_key = KeyPair::generate()?;
     let mut admin = CertificateParams::default();
-    admin.distinguished_name = name("skiff-admin", Some("system:masters"));
+    // kubeadm's and kind's admin user name, which tools and tests expect.
+    admin.distinguished_name = name("kubernetes-admin", Some("system:masters"));
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut admin, 10);
     let admin_cert = admin.signed_by(&admin_key, &issuer)?;
@@ -182,7 +183,7 @@ clusters:
     server: {server}
     certificate-authority-data: {}
 users:
-- name: skiff-admin
+- name: kubernetes-admin
   user:
     client-certificate-data: {}
     client-key-data: {}
@@ -190,7 +191,7 @@ contexts:
 - name: skiff
   context:
     cluster: skiff
-    user: skiff-admin
+    user: kubernetes-admin
     namespace: default
 current-context: skiff
 ",

@@ -87,6 +87,26 @@ fn template(object: &mut Value) {
     }
 }
 
+/// The `NoExecute` tolerations upstream's DefaultTolerationSeconds admission adds to every pod:
+/// 300 s on a not-ready or unreachable node.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let present = list
+            .iter()
+            .any(|t| t["key"] == key && t.get("effect").is_none_or(|e| e == "NoExecute"));
+        if !present {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
 /// Fills in upstream's defaults for `info`'s kind.
 pub fn apply(info: &ResourceInfo, object: &mut Value) {
     match (info.group.as_str(), info.kind.as_str()) {
@@ -100,6 +120,7 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
                     .to_string();
                 set_default(spec, "serviceAccountName", json!(account));
                 set_default(spec, "serviceAccount", json!(account));
+                default_tolerations(spec);
             }
             if let Some(status) = object_at(object, "status") {
                 set_default(status, "phase", json!("Pending"));
@@ -148,6 +169,16 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
         ("", "Secret") => {
             if let Some(map) = object.as_object_mut() {
                 set_default(map, "type", json!("Opaque"));
+                // Go's base64 decoder skips line breaks; the stored form has none.
+                if let Some(data) = map.get_mut("data").and_then(Value::as_object_mut) {
+                    for value in data.values_mut() {
+                        if let Value::String(text) = value
+                            && text.contains(['\n', '\r'])
+                        {
+                            text.retain(|c| c != '\n' && c != '\r');
+                        }
+                    }
+                }
             }
         }
         ("", "ReplicationController") | ("apps", "ReplicaSet") => {

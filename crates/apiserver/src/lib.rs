@@ -24,6 +24,7 @@ mod table;
 pub mod tls;
 pub mod tokens;
 mod types;
+mod validation;
 pub mod watch_cache;
 
 use std::net::{IpAddr, SocketAddr};
@@ -120,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/version", get(version))
+        .route("/version/", get(version))
         .fallback(handlers::api)
         .with_state(state)
 }

@@ -61,6 +61,20 @@ pub fn with_type<V: KindVisitor>(group: &str, kind: &str, visitor: &mut V) -> Op
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             visitor.visit::<api::certificates::v1::CertificateSigningRequest>()
         }
+        ("storage.k8s.io", "CSIDriver") => visitor.visit::<api::storage::v1::CSIDriver>(),
+        ("storage.k8s.io", "CSINode") => visitor.visit::<api::storage::v1::CSINode>(),
+        ("storage.k8s.io", "CSIStorageCapacity") => {
+            visitor.visit::<api::storage::v1::CSIStorageCapacity>()
+        }
+        ("storage.k8s.io", "VolumeAttachment") => {
+            visitor.visit::<api::storage::v1::VolumeAttachment>()
+        }
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            visitor.visit::<api::admissionregistration::v1::MutatingWebhookConfiguration>()
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            visitor.visit::<api::admissionregistration::v1::ValidatingWebhookConfiguration>()
+        }
         ("storage.k8s.io", "StorageClass") => visitor.visit::<api::storage::v1::StorageClass>(),
         ("policy", "PodDisruptionBudget") => {
             visitor.visit::<api::policy::v1::PodDisruptionBudget>()

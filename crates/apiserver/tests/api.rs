@@ -745,16 +745,43 @@ async fn pods_should_bind_once_and_be_evictable() {
 async fn service_account_tokens_should_authenticate_until_the_account_is_gone() {
     let api = api().await;
     let accounts = "/api/v1/namespaces/default/serviceaccounts";
-    api.json("POST", accounts, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})).await;
+    api.json(
+        "POST",
+        accounts,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}),
+    )
+    .await;
     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["api"]}});
-    let issued = api.json("POST", &format!("{accounts}/robot/token"), request).await;
+    let issued = api
+        .json("POST", &format!("{accounts}/robot/token"), request)
+        .await;
     assert_eq!(issued.status, StatusCode::CREATED);
-    let token = issued.json()["status"]["token"].as_str().unwrap().to_string();
+    let token = issued.json()["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let review = |audiences: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": audiences}});
-    let reviewed = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review(json!(["api"]))).await.json();
+    let reviewed = api
+        .json(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            review(json!(["api"])),
+        )
+        .await
+        .json();
     assert_eq!(reviewed["status"]["authenticated"], true);
-    assert_eq!(reviewed["status"]["user"]["username"], "system:serviceaccount:default:robot");
-    let wrong = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review(json!(["other"]))).await.json();
+    assert_eq!(
+        reviewed["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let wrong = api
+        .json(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            review(json!(["other"])),
+        )
+        .await
+        .json();
     assert_eq!(wrong["status"]["authenticated"], false);
 
     // The token is a bearer credential...
@@ -767,9 +794,74 @@ async fn service_account_tokens_should_authenticate_until_the_account_is_gone() 
         request.extensions_mut().insert(Caller(None));
         request
     };
-    assert_eq!(api.router.clone().oneshot(bearer(&token)).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(api.router.clone().oneshot(bearer("garbage")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.router
+            .clone()
+            .oneshot(bearer(&token))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.router
+            .clone()
+            .oneshot(bearer("garbage"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     // ...until its service account is deleted.
-    api.call("DELETE", &format!("{accounts}/robot"), None, vec![]).await;
-    assert_eq!(api.router.clone().oneshot(bearer(&token)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    api.call("DELETE", &format!("{accounts}/robot"), None, vec![])
+        .await;
+    assert_eq!(
+        api.router
+            .clone()
+            .oneshot(bearer(&token))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn built_in_objects_should_be_validated_pruned_and_defaulted_as_upstream() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let nameless = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"}, "spec": {"containers": [{"image": "busybox", "name1": "x"}]}});
+    let rejected = api.json("POST", pods, nameless).await;
+    assert_eq!(rejected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        rejected.json()["details"]["causes"][0]["field"],
+        "spec.containers[0].name"
+    );
+    let unknown = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ok"}, "spec": {"containers": [{"name": "c", "image": "busybox", "name1": "x"}]}});
+    let created = api.json("POST", pods, unknown).await;
+    assert!(created.headers.get("warning").is_some());
+    let pod = created.json();
+    assert!(
+        pod["spec"]["containers"][0].get("name1").is_none(),
+        "unknown fields are not stored"
+    );
+    let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["tolerationSeconds"] == 300)
+    );
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "aGVs\nbG8="}});
+    let stored = api
+        .json("POST", "/api/v1/namespaces/default/secrets", secret)
+        .await
+        .json();
+    assert_eq!(stored["data"]["k"], "aGVsbG8=");
+    let trailing = api
+        .get("/api/v1/namespaces/default/services?fieldSelector=metadata.name%3Dkubernetes%2C")
+        .await
+        .json();
+    assert_eq!(trailing["items"].as_array().unwrap().len(), 1);
+    let version = api.get("/version/").await;
+    assert_eq!(version.status, StatusCode::OK);
 }

@@ -362,7 +362,7 @@ fn scenario(k: &Kubectl<'_>) {
         k.ok(&["explain", "deployment.spec.replicas"])
             .contains("replicas")
     );
-    assert!(k.ok(&["auth", "whoami"]).contains("skiff-admin"));
+    assert!(k.ok(&["auth", "whoami"]).contains("kubernetes-admin"));
 }
 
 #[test]

@@ -100,7 +100,10 @@ pub async fn create(
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     defaults::apply(info, &mut object);
-    let warnings = field_validation(request.params, shapes::check_shape(info, &object)?, bytes)?;
+    let unknown = shapes::check_shape(info, &object)?;
+    let warnings = field_validation(request.params, &unknown, bytes)?;
+    crate::validation::prune(&mut object, &unknown);
+    crate::validation::validate(info, &object)?;
     if let Some(namespace) = request.namespace.filter(|_| info.namespaced()) {
         ensure_namespace(state, namespace).await?;
     }
@@ -142,7 +145,7 @@ pub async fn create(
 /// (the default) reports them in `Warning` headers, `Ignore` drops them silently.
 fn field_validation(
     params: &Params,
-    unknown: Vec<String>,
+    unknown: &[String],
     bytes: &[u8],
 ) -> Result<Vec<String>, ApiError> {
     let duplicates = crate::duplicates::duplicate_fields(bytes);
@@ -309,7 +312,10 @@ pub async fn update(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?, bytes)?;
+        let unknown = shapes::check_shape(info, &new)?;
+        let warnings = field_validation(request.params, &unknown, bytes)?;
+        crate::validation::prune(&mut new, &unknown);
+        crate::validation::validate(info, &new)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         let expected = precondition.unwrap_or(kv.mod_revision);
         if dry_run {
@@ -368,7 +374,10 @@ pub async fn patch(
         objects::prepare_update(info, &mut new, &old, subresource)?;
         defaults::apply(info, &mut new);
         defaults::keep_allocations(info, &mut new, &old);
-        let warnings = field_validation(request.params, shapes::check_shape(info, &new)?, bytes)?;
+        let unknown = shapes::check_shape(info, &new)?;
+        let warnings = field_validation(request.params, &unknown, bytes)?;
+        crate::validation::prune(&mut new, &unknown);
+        crate::validation::validate(info, &new)?;
         check_finalizers(&new, &old, &target, &info.kind)?;
         if dry_run {
             return Ok(with_warnings(
