@@ -1,0 +1,79 @@
+"""pytest plugin: kr8s's `k8s_cluster` fixture (normally from pytest-kind) for a running skiff.
+
+Environment:
+  SKIFF_KUBECONFIG   the admin kubeconfig of the skiff server to test.
+  SKIFF_HTTP_LOG     optional file: every kr8s request (method, URL, content type, status, and
+                     the body of 4xx/5xx answers), for triage.
+
+skiff does not decode protobuf request bodies yet, and `kubectl create namespace X` (used by the
+suite's namespace fixture) sends one; this plugin sends that namespace as JSON instead.
+"""
+import gc
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+KUBECONFIG = Path(os.environ["SKIFF_KUBECONFIG"])
+HTTP_LOG = os.environ.get("SKIFF_HTTP_LOG")
+_current = {"id": "-"}
+
+
+class SkiffCluster:
+    """Duck-types pytest_kind.KindCluster as kr8s's conftest.py uses it."""
+
+    def __init__(self, kubeconfig):
+        self.name, self.kubeconfig_path = "skiff", kubeconfig
+        self.kubectl_path = Path(shutil.which("kubectl") or "kubectl")
+
+    def kubectl(self, *args, **kwargs):
+        if len(args) == 3 and args[:2] == ("create", "namespace"):
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args[2]}}
+            args, kwargs = ("create", "-f", "-"), {**kwargs, "input": json.dumps(body)}
+        return subprocess.check_output(
+            [str(self.kubectl_path), *args], encoding="utf-8", timeout=60,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig_path)}, **kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def k8s_cluster():
+    if not KUBECONFIG.exists():
+        pytest.exit(f"{KUBECONFIG} not found: is skiff running?")
+    os.environ["KUBECONFIG"] = str(KUBECONFIG)
+    yield SkiffCluster(KUBECONFIG)
+
+
+@pytest.fixture
+def ensure_gc():  # lives in kr8s's repository-root conftest.py, not shipped in the wheel
+    gc.collect()
+    yield
+    gc.collect()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _current["id"] = item.nodeid.split("/")[-1]
+
+
+def pytest_configure(config):
+    if not HTTP_LOG:
+        return
+    import httpx
+
+    original = httpx.AsyncClient.send
+
+    async def send(self, request, *args, **kwargs):
+        response = await original(self, request, *args, **kwargs)
+        line = (f"[{_current['id']}] {request.method} {request.url} "
+                f"ct={request.headers.get('content-type', '-')} -> {response.status_code}")
+        if response.status_code >= 400:
+            await response.aread()
+            line += " " + response.text[:500].replace("\n", " ")
+        with open(HTTP_LOG, "a") as f:
+            f.write(line + "\n")
+        return response
+
+    httpx.AsyncClient.send = send
