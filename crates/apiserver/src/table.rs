@@ -208,7 +208,7 @@ fn columns(kind: &str) -> Vec<Value> {
 }
 
 /// `a=b,c=d` from a map (a label selector's matchLabels, or a Service's selector).
-fn labels_text(object: &Value, pointer: &str) -> String {
+pub fn labels_text(object: &Value, pointer: &str) -> String {
     object
         .pointer(pointer)
         .and_then(Value::as_object)

@@ -19,18 +19,11 @@ use crate::storage;
 
 /// `matchLabels` (or a ReplicationController's selector map) as a selector string.
 fn selector(object: &Value) -> String {
-    let labels = object
-        .pointer("/spec/selector/matchLabels")
-        .or_else(|| object.pointer("/spec/selector"))
-        .and_then(Value::as_object);
-    labels
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+    if object.pointer("/spec/selector/matchLabels").is_some() {
+        crate::table::labels_text(object, "/spec/selector/matchLabels")
+    } else {
+        crate::table::labels_text(object, "/spec/selector")
+    }
 }
 
 /// The Scale view of a workload.

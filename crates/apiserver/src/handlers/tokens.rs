@@ -67,6 +67,19 @@ pub async fn caller_from_bearer(state: &ApiState, headers: &http::HeaderMap) -> 
     }
 }
 
+/// The audiences at `pointer` in `body`, or the API server's own when none are given.
+fn audiences(body: &Value, pointer: &str) -> Vec<String> {
+    body.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_string()])
+}
+
 /// POST `serviceaccounts/{name}/token`: issues a token for the account.
 pub async fn request(
     state: &ApiState,
@@ -79,16 +92,7 @@ pub async fn request(
     let target = Target::new("", "serviceaccounts", name);
     let key = storage::key(request.info, Some(namespace), name);
     let (_, account) = current(state, &key, &target).await?;
-    let audiences: Vec<String> = body
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let audiences = audiences(&body, "/spec/audiences");
     let seconds = body
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_i64)
@@ -132,16 +136,7 @@ pub async fn review(state: &ApiState, review: &Value) -> Response {
         .pointer("/spec/token")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let wanted: Vec<String> = review
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let wanted = audiences(review, "/spec/audiences");
     let status = match authenticate(state, token).await {
         Ok(subject) => {
             let audiences: Vec<&String> = wanted

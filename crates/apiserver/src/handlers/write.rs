@@ -303,39 +303,86 @@ pub async fn update(
     let precondition = meta_str(&incoming, "resourceVersion")
         .map(storage::parse_revision)
         .transpose()?;
-    let dry_run = request.params.dry_run()?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
     for _ in 0..RETRIES {
         let (kv, old) = current(state, &key, &target).await?;
-        let mut new = incoming.clone();
-        objects::prepare_update(info, &mut new, &old, subresource)?;
-        defaults::apply(info, &mut new);
-        defaults::keep_allocations(info, &mut new, &old);
-        let unknown = shapes::check_shape(info, &new)?;
-        let warnings = field_validation(request.params, &unknown, bytes)?;
-        crate::validation::prune(&mut new, &unknown);
-        crate::validation::validate(info, &new)?;
-        check_finalizers(&new, &old, &target, &info.kind)?;
-        let expected = precondition.unwrap_or(kv.mod_revision);
-        if dry_run {
-            return Ok(with_warnings(
-                render_one(state, info, &new, request.format, StatusCode::OK),
-                &warnings,
-            ));
-        }
-        match write_over(state, &key, &target, &kv, new, expected).await {
-            Ok(stored) => {
-                return Ok(with_warnings(
-                    render_one(state, info, &stored, request.format, StatusCode::OK),
-                    &warnings,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
+        let attempt = Attempt {
+            key: &key,
+            target: &target,
+            subresource,
+            kv: &kv,
+            old: &old,
+        };
+        if let Some(response) = replace(
+            state,
+            request,
+            &attempt,
+            incoming.clone(),
+            precondition,
+            bytes,
+        )
+        .await?
+        {
+            return Ok(response);
         }
     }
     Err(ApiError::Conflict(target))
+}
+
+/// What one write attempt replaces.
+struct Attempt<'a> {
+    key: &'a str,
+    target: &'a Target,
+    subresource: Option<&'a str>,
+    kv: &'a KeyValue,
+    old: &'a Value,
+}
+
+/// The shared tail of update and patch: server-owned fields, defaults, shape and field
+/// validation, finalizer rules, then one compare-and-swap. `Ok(None)` means the object changed
+/// underneath a write without a precondition: the caller retries on the fresh object.
+async fn replace(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    attempt: &Attempt<'_>,
+    mut new: Value,
+    precondition: Option<skiff_store::Revision>,
+    bytes: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    let info = request.info;
+    objects::prepare_update(info, &mut new, attempt.old, attempt.subresource)?;
+    defaults::apply(info, &mut new);
+    defaults::keep_allocations(info, &mut new, attempt.old);
+    let unknown = shapes::check_shape(info, &new)?;
+    let warnings = field_validation(request.params, &unknown, bytes)?;
+    crate::validation::prune(&mut new, &unknown);
+    crate::validation::validate(info, &new)?;
+    check_finalizers(&new, attempt.old, attempt.target, &info.kind)?;
+    let reply = |object: &Value| {
+        with_warnings(
+            render_one(state, info, object, request.format, StatusCode::OK),
+            &warnings,
+        )
+    };
+    if request.params.dry_run()? {
+        return Ok(Some(reply(&new)));
+    }
+    let expected = precondition.unwrap_or(attempt.kv.mod_revision);
+    match write_over(
+        state,
+        attempt.key,
+        attempt.target,
+        attempt.kv,
+        new,
+        expected,
+    )
+    .await
+    {
+        Ok(stored) => Ok(Some(reply(&stored))),
+        Err(StoreError::Conflict { .. }) if precondition.is_none() => Ok(None),
+        Err(error) => Err(storage::api_error(error, attempt.target)),
+    }
 }
 
 /// PATCH: applies a JSON, merge or strategic merge patch.
@@ -348,7 +395,6 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let info = request.info;
     let (kind, patch_body) = body::patch(request.headers, bytes)?;
-    let dry_run = request.params.dry_run()?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
     for _ in 0..RETRIES {
@@ -371,30 +417,15 @@ pub async fn patch(
         if kind == PatchType::Json || precondition.is_none() {
             meta_mut(&mut new)?.remove("resourceVersion");
         }
-        objects::prepare_update(info, &mut new, &old, subresource)?;
-        defaults::apply(info, &mut new);
-        defaults::keep_allocations(info, &mut new, &old);
-        let unknown = shapes::check_shape(info, &new)?;
-        let warnings = field_validation(request.params, &unknown, bytes)?;
-        crate::validation::prune(&mut new, &unknown);
-        crate::validation::validate(info, &new)?;
-        check_finalizers(&new, &old, &target, &info.kind)?;
-        if dry_run {
-            return Ok(with_warnings(
-                render_one(state, info, &new, request.format, StatusCode::OK),
-                &warnings,
-            ));
-        }
-        let expected = precondition.unwrap_or(kv.mod_revision);
-        match write_over(state, &key, &target, &kv, new, expected).await {
-            Ok(stored) => {
-                return Ok(with_warnings(
-                    render_one(state, info, &stored, request.format, StatusCode::OK),
-                    &warnings,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
+        let attempt = Attempt {
+            key: &key,
+            target: &target,
+            subresource,
+            kv: &kv,
+            old: &old,
+        };
+        if let Some(response) = replace(state, request, &attempt, new, precondition, bytes).await? {
+            return Ok(response);
         }
     }
     Err(ApiError::Conflict(target))
