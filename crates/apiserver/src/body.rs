@@ -1,5 +1,5 @@
 //! Request bodies: size limit (3 MiB, then 413), media types (a missing Content-Type means
-//! JSON; YAML is accepted), and the patch types.
+//! JSON; YAML and client-go's protobuf are accepted), and the patch types.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -60,9 +60,12 @@ pub fn object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     let value = match media_type(headers).as_str() {
         "" | "application/json" | "*/*" => parse(bytes, false)?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => parse(bytes, true)?,
+        skiff_protobuf::MEDIA_TYPE => skiff_protobuf::decode_object(bytes)
+            .map_err(|e| ApiError::BadRequest(format!("error decoding protobuf: {e}")))?,
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "application/json, application/yaml (got {other})"
+                "application/json, application/yaml, {} (got {other})",
+                skiff_protobuf::MEDIA_TYPE
             )));
         }
     };

@@ -26,12 +26,38 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn object_at<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    let map = value.as_object_mut()?;
+/// A rolling-update strategy defaulted field by field, as upstream does: `type` RollingUpdate,
+/// then each unset `rollingUpdate` field (an empty `{}` strategy from a protobuf body included).
+fn strategy(spec: &mut Map<String, Value>, key: &str, rolling: Value) {
+    let Some(strategy) = object_at_map(spec, key) else {
+        return;
+    };
+    set_default(strategy, "type", json!("RollingUpdate"));
+    if strategy.get("type") != Some(&json!("RollingUpdate")) {
+        return;
+    }
+    let Some(update) = object_at_map(strategy, "rollingUpdate") else {
+        return;
+    };
+    if let Value::Object(fields) = rolling {
+        for (field, value) in fields {
+            set_default(update, &field, value);
+        }
+    }
+}
+
+fn object_at_map<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
     if !map.get(key).is_some_and(Value::is_object) {
         map.insert(key.to_string(), json!({}));
     }
     map.get_mut(key)?.as_object_mut()
+}
+
+fn object_at<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    object_at_map(value.as_object_mut()?, key)
 }
 
 fn pull_policy(image: &str) -> &'static str {
@@ -60,6 +86,9 @@ fn container(c: &mut Value) {
     if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports.iter_mut().filter_map(Value::as_object_mut) {
             set_default(port, "protocol", json!("TCP"));
+            if port.get("hostPort") == Some(&json!(0)) {
+                port.remove("hostPort");
+            }
         }
     }
 }
@@ -139,6 +168,14 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
                 if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                     for port in ports.iter_mut().filter_map(Value::as_object_mut) {
                         set_default(port, "protocol", json!("TCP"));
+                        // 0 and "" are Go's zero values (a protobuf body carries them): unset.
+                        if matches!(port.get("targetPort"), Some(t) if *t == json!(0) || *t == json!(""))
+                        {
+                            port.remove("targetPort");
+                        }
+                        if port.get("nodePort") == Some(&json!(0)) {
+                            port.remove("nodePort");
+                        }
                         let number = port.get("port").cloned().unwrap_or(Value::Null);
                         set_default(port, "targetPort", number);
                     }
@@ -192,10 +229,10 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "revisionHistoryLimit", json!(10));
                 set_default(spec, "progressDeadlineSeconds", json!(600));
-                set_default(
+                strategy(
                     spec,
                     "strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                    json!({"maxUnavailable": "25%", "maxSurge": "25%"}),
                 );
             }
             template(object);
@@ -205,11 +242,7 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "podManagementPolicy", json!("OrderedReady"));
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                );
+                strategy(spec, "updateStrategy", json!({"partition": 0}));
                 set_default(
                     spec,
                     "persistentVolumeClaimRetentionPolicy",
@@ -221,10 +254,10 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
         ("apps", "DaemonSet") => {
             if let Some(spec) = object_at(object, "spec") {
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(
+                strategy(
                     spec,
                     "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                    json!({"maxUnavailable": 1, "maxSurge": 0}),
                 );
             }
             template(object);

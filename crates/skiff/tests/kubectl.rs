@@ -218,6 +218,9 @@ fn scenario(k: &Kubectl<'_>) {
     );
     assert!(k.ok(&["describe", "cm", "settings"]).contains("color"));
 
+    // Imperative commands: client-go sends these bodies as protobuf.
+    imperative(k);
+
     // label, annotate, the three patch types, edit, scale.
     k.ok(&["label", "cm", "settings", "tier=front"]);
     k.ok(&["annotate", "cm", "settings", "note=hello"]);
@@ -363,6 +366,80 @@ fn scenario(k: &Kubectl<'_>) {
             .contains("replicas")
     );
     assert!(k.ok(&["auth", "whoami"]).contains("kubernetes-admin"));
+}
+
+/// `kubectl create/run/expose`: typed client-go requests with protobuf bodies.
+fn imperative(k: &Kubectl<'_>) {
+    let version = k.binary.display();
+    k.ok(&[
+        "create",
+        "configmap",
+        "imp",
+        "--from-literal=a=1",
+        "--from-literal=b=",
+    ]);
+    assert_eq!(k.jsonpath("cm/imp", "{.data}"), r#"{"a":"1","b":""}"#);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "imp",
+        "--from-literal=p=secret",
+    ]);
+    assert_eq!(k.jsonpath("secret/imp", "{.data.p}"), "c2VjcmV0");
+    k.ok(&[
+        "create",
+        "deployment",
+        "imp",
+        "--image=busybox:1.36",
+        "--replicas=0",
+    ]);
+    assert_eq!(
+        k.jsonpath("deploy/imp", "{.spec.replicas}/{.spec.strategy.type}"),
+        "0/RollingUpdate",
+        "{version}: a zero that was set stays zero"
+    );
+    k.ok(&[
+        "expose",
+        "deployment",
+        "imp",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let service = k.jsonpath("svc/imp", "{.spec.ports[0].targetPort} {.spec.clusterIP}");
+    assert!(service.starts_with("8080 10.43."), "{version}: {service}");
+    k.ok(&[
+        "run",
+        "imp",
+        "--image=busybox:1.36",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    let pod = k.jsonpath(
+        "pod/imp",
+        "{.spec.restartPolicy} {.spec.containers[0].args} {.metadata.creationTimestamp}",
+    );
+    assert!(
+        pod.starts_with("Never [\"sleep\",\"1\"] 20"),
+        "{version}: {pod}"
+    );
+    k.ok(&["create", "ingress", "imp", "--rule=imp.example/=imp:80"]);
+    assert_eq!(
+        k.jsonpath(
+            "ingress/imp",
+            "{.spec.rules[0].http.paths[0].backend.service.name}"
+        ),
+        "imp",
+        "{version}: embedded (inline) structs are flattened"
+    );
+    k.ok(&["create", "serviceaccount", "imp"]);
+    let token = k.ok(&["create", "token", "imp"]);
+    assert_eq!(token.trim().split('.').count(), 3, "{version}: {token}");
+    let extra = format!("{}-extra", k.namespace);
+    k.ok(&["create", "namespace", &extra]);
+    k.ok(&["delete", "namespace", &extra]);
 }
 
 #[test]
