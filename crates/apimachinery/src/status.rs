@@ -72,6 +72,14 @@ pub enum ApiError {
         /// What conflicts.
         message: String,
     },
+    /// 409: server-side apply would take fields other managers own.
+    #[error("Apply failed with {} conflict{}: {}", .causes.len(), if .causes.len() == 1 { "" } else { "s" }, apply_conflicts_text(.causes))]
+    ApplyConflict {
+        /// The object.
+        target: Target,
+        /// One `FieldManagerConflict` per field.
+        causes: Vec<Cause>,
+    },
     /// 422: the object failed validation.
     #[error("{kind} \"{}\" is invalid: {}", .target.name, causes_text(.causes))]
     Invalid {
@@ -125,6 +133,14 @@ pub enum ApiError {
     Timeout(String),
 }
 
+fn apply_conflicts_text(causes: &[Cause]) -> String {
+    let parts: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.message, c.field))
+        .collect();
+    parts.join("\n")
+}
+
 fn causes_text(causes: &[Cause]) -> String {
     let parts: Vec<String> = causes
         .iter()
@@ -174,7 +190,10 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             Self::NotFound(_) | Self::NoSuchResource => 404,
-            Self::AlreadyExists(_) | Self::Conflict(_) | Self::ConflictMessage { .. } => 409,
+            Self::AlreadyExists(_)
+            | Self::Conflict(_)
+            | Self::ConflictMessage { .. }
+            | Self::ApplyConflict { .. } => 409,
             Self::Invalid { .. } => 422,
             Self::BadRequest(_) => 400,
             Self::Unauthorized => 401,
@@ -195,7 +214,9 @@ impl ApiError {
         match self {
             Self::NotFound(_) | Self::NoSuchResource => "NotFound",
             Self::AlreadyExists(_) => "AlreadyExists",
-            Self::Conflict(_) | Self::ConflictMessage { .. } => "Conflict",
+            Self::Conflict(_) | Self::ConflictMessage { .. } | Self::ApplyConflict { .. } => {
+                "Conflict"
+            }
             Self::Invalid { .. } => "Invalid",
             Self::BadRequest(_) => "BadRequest",
             Self::Unauthorized => "Unauthorized",
@@ -215,6 +236,7 @@ impl ApiError {
         match self {
             Self::NotFound(t) | Self::AlreadyExists(t) | Self::Conflict(t) => Some(t),
             Self::ConflictMessage { target, .. }
+            | Self::ApplyConflict { target, .. }
             | Self::Invalid { target, .. }
             | Self::Forbidden { target, .. } => Some(target),
             _ => None,
@@ -225,7 +247,7 @@ impl ApiError {
     pub fn to_status(&self) -> serde_json::Value {
         let empty: &[Cause] = &[];
         let causes = match self {
-            Self::Invalid { causes, .. } => causes.as_slice(),
+            Self::Invalid { causes, .. } | Self::ApplyConflict { causes, .. } => causes.as_slice(),
             _ => empty,
         };
         let kind = match self {

@@ -19,6 +19,8 @@ pub enum PatchType {
     Merge,
     /// Kubernetes strategic merge patch.
     Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`; JSON is YAML).
+    Apply,
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes.
@@ -81,11 +83,12 @@ pub fn patch(headers: &HeaderMap, bytes: &[u8]) -> Result<(PatchType, Value), Ap
         "application/json-patch+json" => PatchType::Json,
         "application/merge-patch+json" => PatchType::Merge,
         "application/strategic-merge-patch+json" => PatchType::Strategic,
+        "application/apply-patch+yaml" => PatchType::Apply,
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"
             )));
         }
     };
-    Ok((kind, parse(bytes, false)?))
+    Ok((kind, parse(bytes, kind == PatchType::Apply)?))
 }

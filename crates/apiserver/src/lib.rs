@@ -2,11 +2,13 @@
 //! client libraries and operators work against skiff. All state is in a `skiff_store::Store`;
 //! this crate never keeps state of its own that a restart could lose.
 
+mod apply;
 pub mod auth;
 mod body;
 pub mod bootstrap;
 pub mod certs;
 pub mod clock;
+mod crd;
 mod defaults;
 mod duplicates;
 mod handlers;
@@ -143,11 +145,20 @@ pub async fn in_process(
         tokens: Arc::new(tokens::Tokens::ephemeral()?),
         watch_cache,
         advertise: "127.0.0.1:6443".into(),
-        openapi: std::sync::OnceLock::new(),
+        openapi: std::sync::RwLock::new(None),
     });
+    serve_custom_resources(&state).await;
     let router = router(state);
     bootstrap::run(&router, "127.0.0.1", 6443).await?;
     Ok(router)
+}
+
+/// Serves the stored CRDs' resources now, and follows CRD changes from then on.
+async fn serve_custom_resources(state: &ApiState) {
+    if let Err(error) = crd::refresh(state).await {
+        tracing::warn!(%error, "loading CRDs failed; the CRD watch retries");
+    }
+    tokio::spawn(crd::follow(state.clone()));
 }
 
 /// The router as an in-process component named `component` calls it: every request carries
@@ -193,8 +204,9 @@ pub async fn start(
         tokens: Arc::new(tokens),
         watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
-        openapi: std::sync::OnceLock::new(),
+        openapi: std::sync::RwLock::new(None),
     });
+    serve_custom_resources(&state).await;
     let router = router(state);
     bootstrap::run(&router, &reachable.to_string(), address.port()).await?;
     let tls = tls::server_config(&pki)?;

@@ -148,15 +148,34 @@ fn document(registry: &Registry, group: &str, version: &str) -> Value {
     let mut generator = schemas::generator();
     let mut paths = Map::new();
     let mut kinds = Vec::new();
-    for info in registry.in_group_version(group, version) {
+    for info in &registry.in_group_version(group, version) {
         if let Some(schema) = with_type(&info.group, &info.kind, &mut Register(&mut generator)) {
             paths_for(info, &schema, &mut paths);
             kinds.push((schema, info.clone()));
         }
     }
+    let custom: Vec<_> = registry
+        .custom()
+        .iter()
+        .filter(|c| c.info.group == group && c.info.version == version)
+        .cloned()
+        .collect();
+    let object_meta = if custom.is_empty() {
+        String::new()
+    } else {
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+        <k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as schemars::JsonSchema>::schema_name()
+            .into_owned()
+    };
     let mut schemas = generator.take_definitions(true);
     for (name, definition) in schemas.iter_mut() {
         schemas::annotate(name, definition);
+    }
+    for resource in custom {
+        let name = custom_schema_name(&resource.info);
+        paths_for(&resource.info, &name, &mut paths);
+        schemas.insert(name.clone(), custom_definition(&resource, &object_meta));
+        kinds.push((name, resource.info.clone()));
     }
     for (schema, info) in kinds {
         if let Some(Value::Object(definition)) = schemas.get_mut(&schema) {
@@ -176,6 +195,33 @@ fn document(registry: &Registry, group: &str, version: &str) -> Value {
         "paths": paths,
         "components": {"schemas": schemas},
     })
+}
+
+/// Upstream's name for a custom kind's schema: the reversed group, version, kind
+/// (`com.example.v1.SMTPCredentials`).
+fn custom_schema_name(info: &ResourceInfo) -> String {
+    let group: Vec<&str> = info.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), info.version, info.kind)
+}
+
+/// A custom kind's schema: its openAPIV3Schema with the standard apiVersion, kind and metadata.
+fn custom_definition(resource: &crate::crd::CustomResource, object_meta: &str) -> Value {
+    let mut definition = resource
+        .schema
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if let Some(map) = definition.as_object_mut() {
+        let properties = map.entry("properties").or_insert_with(|| json!({}));
+        if let Some(properties) = properties.as_object_mut() {
+            properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+            properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+            properties.insert(
+                "metadata".into(),
+                json!({"allOf": [{"$ref": format!("#/components/schemas/{object_meta}")}], "description": "Standard object's metadata."}),
+            );
+        }
+    }
+    definition
 }
 
 fn hash(value: &Value) -> String {

@@ -47,6 +47,9 @@ pub fn apply(
             merge_map(target, patch, schema);
             Ok(())
         }
+        PatchType::Apply => Err(ApiError::BadRequest(
+            "an apply patch is not supported here".into(),
+        )),
     }
 }
 

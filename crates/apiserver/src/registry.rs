@@ -1,44 +1,89 @@
-//! The resources this server serves, looked up by group, version and plural name.
+//! The resources this server serves, looked up by group, version and plural name: the built-in
+//! table plus the custom resources of established CRDs (replaced as a whole when CRDs change).
+
+use std::sync::{Arc, RwLock};
 
 use skiff_apimachinery::ResourceInfo;
 use skiff_apimachinery::resources::builtin;
 
+use crate::crd::{CustomResource, Served};
+
 /// The served resources.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Registry {
-    resources: Vec<ResourceInfo>,
+    builtin: Vec<ResourceInfo>,
+    custom: RwLock<Served>,
 }
 
 impl Registry {
-    /// The built-in resources.
+    /// The built-in resources, no custom ones yet.
     pub fn builtin() -> Self {
         Self {
-            resources: builtin(),
+            builtin: builtin(),
+            custom: RwLock::new(Arc::new(Vec::new())),
+        }
+    }
+
+    /// The custom resources now served.
+    pub fn custom(&self) -> Served {
+        match self.custom.read() {
+            Ok(custom) => custom.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the custom resources.
+    pub fn set_custom(&self, resources: Vec<CustomResource>) {
+        let resources = Arc::new(resources);
+        match self.custom.write() {
+            Ok(mut custom) => *custom = resources,
+            Err(poisoned) => *poisoned.into_inner() = resources,
         }
     }
 
     /// Finds a resource.
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.resources
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceInfo> {
+        let matches =
+            |r: &ResourceInfo| r.group == group && r.version == version && r.plural == plural;
+        self.builtin
             .iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .find(|r| matches(r))
+            .cloned()
+            .or_else(|| {
+                self.custom()
+                    .iter()
+                    .find(|c| matches(&c.info))
+                    .map(|c| c.info.clone())
+            })
     }
 
-    /// The resources of one group version, in table order.
-    pub fn in_group_version<'a>(
-        &'a self,
-        group: &'a str,
-        version: &'a str,
-    ) -> impl Iterator<Item = &'a ResourceInfo> + 'a {
-        self.resources
+    /// The custom resource served at this group, version and plural, if it is one.
+    pub fn find_custom(&self, group: &str, version: &str, plural: &str) -> Option<CustomResource> {
+        self.custom()
             .iter()
-            .filter(move |r| r.group == group && r.version == version)
+            .find(|c| c.info.group == group && c.info.version == version && c.info.plural == plural)
+            .cloned()
+    }
+
+    /// Every resource: built-in ones in table order, then custom ones.
+    pub fn all(&self) -> Vec<ResourceInfo> {
+        let mut all = self.builtin.clone();
+        all.extend(self.custom().iter().map(|c| c.info.clone()));
+        all
+    }
+
+    /// The resources of one group version.
+    pub fn in_group_version(&self, group: &str, version: &str) -> Vec<ResourceInfo> {
+        self.all()
+            .into_iter()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
     }
 
     /// The named groups (not core) with their versions, in table order.
     pub fn groups(&self) -> Vec<(String, Vec<String>)> {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-        for r in self.resources.iter().filter(|r| !r.group.is_empty()) {
+        for r in self.all().into_iter().filter(|r| !r.group.is_empty()) {
             match groups.iter_mut().find(|(g, _)| *g == r.group) {
                 Some((_, versions)) if !versions.contains(&r.version) => {
                     versions.push(r.version.clone());
@@ -48,10 +93,5 @@ impl Registry {
             }
         }
         groups
-    }
-
-    /// Every resource.
-    pub fn all(&self) -> &[ResourceInfo] {
-        &self.resources
     }
 }

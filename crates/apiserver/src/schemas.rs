@@ -123,6 +123,23 @@ pub fn field_schema(parent: &str, field: &str) -> Option<&'static str> {
         .map(|(k, _)| k.as_str())
 }
 
+/// The interned name of a definition (`'static`, for walking).
+pub fn field_schema_owned(name: &str) -> Option<&'static str> {
+    index()
+        .definitions
+        .get_key_value(name)
+        .map(|(k, _)| k.as_str())
+}
+
+/// The schema of property `field` of definition `parent`, as written there.
+pub fn property(parent: &str, field: &str) -> Option<&'static Value> {
+    index()
+        .definitions
+        .get(parent)?
+        .get("properties")?
+        .get(field)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,14 +25,47 @@ pub struct Inner {
     pub tokens: Arc<crate::tokens::Tokens>,
     /// Recent events, decoded once, for every watcher.
     pub watch_cache: Arc<crate::watch_cache::WatchCache>,
-    /// The OpenAPI documents, built on first use.
-    pub openapi: std::sync::OnceLock<crate::openapi::Documents>,
+    /// The OpenAPI documents, built on first use and again after CRDs change.
+    pub openapi: std::sync::RwLock<Option<Arc<crate::openapi::Documents>>>,
 }
 
 impl ApiState {
     /// Wraps the shared parts.
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
+    }
+}
+
+impl Inner {
+    /// The OpenAPI documents of what is served now.
+    pub fn openapi(&self) -> Arc<crate::openapi::Documents> {
+        if let Ok(guard) = self.openapi.read()
+            && let Some(docs) = guard.as_ref()
+        {
+            return docs.clone();
+        }
+        let docs = Arc::new(crate::openapi::documents(&self.registry));
+        if let Ok(mut guard) = self.openapi.write() {
+            *guard = Some(docs.clone());
+        }
+        docs
+    }
+
+    /// A custom resource's printer columns; `None` for built-in kinds.
+    pub fn printer_columns(
+        &self,
+        info: &skiff_apimachinery::ResourceInfo,
+    ) -> Option<Vec<serde_json::Value>> {
+        self.registry
+            .find_custom(&info.group, &info.version, &info.plural)
+            .map(|c| c.columns)
+    }
+
+    /// Forgets the OpenAPI documents (the served resources changed).
+    pub fn openapi_changed(&self) {
+        if let Ok(mut guard) = self.openapi.write() {
+            *guard = None;
+        }
     }
 }
 

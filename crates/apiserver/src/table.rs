@@ -369,8 +369,10 @@ pub fn partial_metadata(object: &Value) -> Value {
 }
 
 /// A Table of `objects`; `list_meta` is the list's metadata (resourceVersion, continue).
+/// `printer` holds a custom resource's printer columns (`None` for built-in kinds).
 pub fn table(
     info: &ResourceInfo,
+    printer: Option<&[Value]>,
     objects: &[Value],
     list_meta: Value,
     now: Timestamp,
@@ -378,12 +380,18 @@ pub fn table(
 ) -> Value {
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| json!({"cells": cells(&info.kind, o, now), "object": partial_metadata(o)}))
+        .map(|o| {
+            let cells = match printer {
+                Some(defs) => crate::crd::printer::cells(defs, o, now),
+                None => cells(&info.kind, o, now),
+            };
+            json!({"cells": cells, "object": partial_metadata(o)})
+        })
         .collect();
-    let columns = if with_columns {
-        columns(&info.kind)
-    } else {
-        vec![]
+    let columns = match (with_columns, printer) {
+        (false, _) => vec![],
+        (true, Some(defs)) => crate::crd::printer::columns(defs),
+        (true, None) => columns(&info.kind),
     };
     json!({
         "kind": "Table",

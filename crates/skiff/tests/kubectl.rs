@@ -359,6 +359,8 @@ fn scenario(k: &Kubectl<'_>) {
         "{version}: wait --for=delete"
     );
 
+    custom_resources_and_server_side_apply(k);
+
     // Discovery, OpenAPI, identity.
     assert!(k.ok(&["api-resources"]).contains("deployments"));
     assert!(
@@ -366,6 +368,95 @@ fn scenario(k: &Kubectl<'_>) {
             .contains("replicas")
     );
     assert!(k.ok(&["auth", "whoami"]).contains("kubernetes-admin"));
+}
+
+const CRD: &str = "
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: mailboxes.e2e.example.com}
+spec:
+  group: e2e.example.com
+  scope: Namespaced
+  names: {plural: mailboxes, kind: Mailbox, shortNames: [mbx]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - {name: Host, type: string, jsonPath: .spec.host}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [host]
+            properties:
+              host: {type: string, description: The mail server.}
+              port: {type: integer, default: 587}
+";
+
+/// CRDs (served at once, schema-checked, in Tables and explain) and server-side apply
+/// (field managers, conflicts, --force-conflicts).
+fn custom_resources_and_server_side_apply(k: &Kubectl<'_>) {
+    let version = k.binary.display();
+    // Both kubectl versions share the cluster-wide CRD.
+    assert!(k.apply_yaml(CRD, &[]).status.success(), "{version}: CRD");
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/mailboxes.e2e.example.com",
+        "--timeout=10s",
+    ]);
+    let mailbox = "apiVersion: e2e.example.com/v1\nkind: Mailbox\nmetadata: {name: inbox}\nspec: {host: mail.example}\n";
+    assert!(
+        k.apply_yaml(mailbox, &["--server-side"]).status.success(),
+        "{version}: apply CR"
+    );
+    assert_eq!(
+        k.jsonpath("mbx/inbox", "{.spec.port}"),
+        "587",
+        "{version}: defaulted"
+    );
+    let table = k.ok(&["get", "mailboxes"]);
+    assert!(
+        table.contains("HOST") && table.contains("mail.example"),
+        "{version}: {table}"
+    );
+    assert!(
+        k.ok(&["explain", "mailboxes.spec.host"])
+            .contains("The mail server.")
+    );
+    let bad = k.apply_yaml(
+        "apiVersion: e2e.example.com/v1\nkind: Mailbox\nmetadata: {name: bad}\nspec: {port: x}\n",
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("spec.host: Required value"),
+        "{version}: {stderr}"
+    );
+
+    // Another manager changes a field: a plain re-apply conflicts, a forced one wins.
+    k.ok(&[
+        "patch",
+        "mbx",
+        "inbox",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"host":"other.example"}}"#,
+        "--field-manager=someone",
+    ]);
+    let conflict = k.apply_yaml(mailbox, &["--server-side"]);
+    assert!(!conflict.status.success(), "{version}: conflict expected");
+    assert!(String::from_utf8_lossy(&conflict.stderr).contains("conflict with \"someone\""));
+    assert!(
+        k.apply_yaml(mailbox, &["--server-side", "--force-conflicts"])
+            .status
+            .success()
+    );
+    assert_eq!(k.jsonpath("mbx/inbox", "{.spec.host}"), "mail.example");
+    k.ok(&["delete", "mbx", "inbox"]);
 }
 
 /// `kubectl create/run/expose`: typed client-go requests with protobuf bodies.

@@ -55,6 +55,7 @@ fn aggregated_group(state: &ApiState, name: &str, versions: &[String]) -> Value 
             let resources: Vec<Value> = state
                 .registry
                 .in_group_version(name, version)
+                .iter()
                 .map(aggregated_resource)
                 .collect();
             json!({"version": version, "resources": resources, "freshness": "Current"})
@@ -191,6 +192,7 @@ pub fn resources(state: &ApiState, group: &str, version: &str) -> Result<Value, 
     let resources: Vec<Value> = state
         .registry
         .in_group_version(group, version)
+        .iter()
         .flat_map(resource_values)
         .collect();
     if resources.is_empty() {

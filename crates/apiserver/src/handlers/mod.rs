@@ -54,12 +54,10 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         Ok(respond::value(StatusCode::OK, &value, out))
     };
     if let Some(rest) = parts.uri.path().strip_prefix("/openapi/") {
-        let docs = state
-            .openapi
-            .get_or_init(|| crate::openapi::documents(&state.registry));
+        let docs = state.openapi();
         return match rest.trim_end_matches('/') {
             "v2" => json(docs.v2.clone()),
-            "v3" => json(crate::openapi::index(docs)),
+            "v3" => json(crate::openapi::index(&docs)),
             other => match other.strip_prefix("v3/").and_then(|key| docs.v3.get(key)) {
                 Some((doc, _)) => json(doc.clone()),
                 None => Err(ApiError::NoSuchResource),
@@ -116,7 +114,7 @@ async fn resource(
     caller: &Caller,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let info = state
+    let info = &state
         .registry
         .find(&target.group, &target.version, &target.resource)
         .ok_or(ApiError::NoSuchResource)?;

@@ -50,6 +50,7 @@ pub fn render_one(
             let meta = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
             let t = table::table(
                 info,
+                state.printer_columns(info).as_deref(),
                 std::slice::from_ref(object),
                 meta,
                 state.clock.now(),
@@ -186,7 +187,14 @@ pub async fn list(
         meta["continue"] = json!(token);
     }
     let body = match format {
-        Format::Table => table::table(info, &listed.items, meta, state.clock.now(), true),
+        Format::Table => table::table(
+            info,
+            state.printer_columns(info).as_deref(),
+            &listed.items,
+            meta,
+            state.clock.now(),
+            true,
+        ),
         Format::Metadata => json!({
             "kind": "PartialObjectMetadataList",
             "apiVersion": "meta.k8s.io/v1",

@@ -92,6 +92,12 @@ pub async fn write(
         let mut scale = scale_of(&old);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
+            // An apply of a Scale sets the fields it names, as a merge does.
+            let kind = if kind == body::PatchType::Apply {
+                body::PatchType::Merge
+            } else {
+                kind
+            };
             patch::apply(kind, &mut scale, &patch_body, None)?;
         } else {
             scale = body::object(request.headers, bytes)?;
@@ -105,6 +111,13 @@ pub async fn write(
             spec.insert("replicas".into(), json!(replicas(&scale)?));
         }
         objects::prepare_update(info, &mut new, &old, None)?;
+        let now = crate::clock::rfc3339(state.clock.now());
+        crate::apply::record_update(
+            &mut new,
+            Some(&old),
+            &super::write::shape(state, info),
+            &super::write::writer(request, &now, "scale"),
+        );
         if request.params.dry_run()? {
             return Ok(respond::value(
                 StatusCode::OK,

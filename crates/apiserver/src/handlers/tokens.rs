@@ -20,7 +20,7 @@ use crate::tokens::{ISSUER, TokenSubject};
 const MIN_SECONDS: i64 = 600;
 
 async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> Option<String> {
-    let info = state.registry.find("", "v1", "serviceaccounts")?;
+    let info = &state.registry.find("", "v1", "serviceaccounts")?;
     let (kv, _) = state
         .store
         .get(&storage::key(info, Some(namespace), name), None)

@@ -127,6 +127,7 @@ impl Watch {
                 let meta = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
                 table::table(
                     &self.info,
+                    self.state.printer_columns(&self.info).as_deref(),
                     std::slice::from_ref(object),
                     meta,
                     self.state.clock.now(),

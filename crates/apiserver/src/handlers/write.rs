@@ -12,8 +12,10 @@ use skiff_store::{KeyValue, StoreError};
 
 use super::params::Params;
 use super::read::{self, render_one};
+use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
+use crate::crd;
 use crate::defaults;
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
@@ -53,7 +55,7 @@ fn random_suffix() -> String {
 }
 
 async fn ensure_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
-    let info = state
+    let info = &state
         .registry
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
@@ -90,17 +92,37 @@ pub async fn create(
     if info.kind == "SelfSubjectReview" {
         return Ok(self_subject_review(caller));
     }
-    let mut object = body::object(request.headers, bytes)?;
-    objects::check_type(info, &mut object)?;
+    let object = body::object(request.headers, bytes)?;
     if info.kind == "TokenReview" {
         return Ok(super::tokens::review(state, &object).await);
     }
+    create_object(state, request, object, bytes, false).await
+}
+
+/// Creates `object` (a decoded body, or the result of an apply when `applied`).
+async fn create_object(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    mut object: Value,
+    bytes: &[u8],
+    applied: bool,
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    objects::check_type(info, &mut object)?;
     objects::check_namespace(info, &mut object, request.namespace)?;
     let now = crate::clock::rfc3339(state.clock.now());
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     defaults::apply(info, &mut object);
-    let unknown = shapes::check_shape(info, &object)?;
+    let unknown = admit(state, info, &mut object)?;
+    if !applied {
+        apply::record_update(
+            &mut object,
+            None,
+            &shape(state, info),
+            &writer(request, &now, ""),
+        );
+    }
     let warnings = field_validation(request.params, &unknown, bytes)?;
     crate::validation::prune(&mut object, &unknown);
     crate::validation::validate(info, &object)?;
@@ -135,10 +157,98 @@ pub async fn create(
         }
     };
     meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
+    crd_written(state, info).await;
     Ok(with_warnings(
         render_one(state, info, &object, request.format, StatusCode::CREATED),
         &warnings,
     ))
+}
+
+/// The schema view server-side apply walks objects of `info` with.
+pub(super) fn shape(state: &ApiState, info: &ResourceInfo) -> apply::shape::Shape {
+    match state
+        .registry
+        .find_custom(&info.group, &info.version, &info.plural)
+        .and_then(|c| c.schema)
+    {
+        Some(schema) => apply::shape::Shape::Custom(schema),
+        None => apply::shape::Shape::builtin(&info.group, &info.kind),
+    }
+}
+
+/// The field manager of a request: `fieldManager`, else the user agent's program name.
+pub(super) fn writer<'a>(
+    request: &'a WriteRequest<'_>,
+    now: &'a str,
+    subresource: &'a str,
+) -> apply::Writer<'a> {
+    let manager = request
+        .params
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .unwrap_or_else(|| {
+            apply::default_manager(
+                request
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        });
+    apply::Writer {
+        manager,
+        api_version: request.info.api_version(),
+        now,
+        subresource,
+    }
+}
+
+fn is_crd(info: &ResourceInfo) -> bool {
+    info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition"
+}
+
+/// After a CRD write: serve what it now defines before answering.
+async fn crd_written(state: &ApiState, info: &ResourceInfo) {
+    if is_crd(info)
+        && let Err(error) = crd::refresh(state).await
+    {
+        tracing::warn!(%error, "refreshing custom resources failed; the CRD watch retries");
+    }
+}
+
+/// What every create and update goes through after defaulting: a CRD is accepted (names,
+/// conditions); a custom object is defaulted, pruned and validated by its version's schema; a
+/// built-in object is checked against its k8s-openapi type. Returns the unknown fields.
+fn admit(
+    state: &ApiState,
+    info: &ResourceInfo,
+    object: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    if is_crd(info) {
+        crd::accept(object, &state.registry.custom())?;
+    }
+    let Some(custom) = state
+        .registry
+        .find_custom(&info.group, &info.version, &info.plural)
+    else {
+        return shapes::check_shape(info, object);
+    };
+    let Some(schema) = &custom.schema else {
+        return Ok(Vec::new());
+    };
+    let outcome = crd::schema::apply(schema, object);
+    if outcome.causes.is_empty() {
+        return Ok(outcome.unknown);
+    }
+    Err(ApiError::Invalid {
+        kind: format!("{}.{}", info.kind, info.group),
+        target: Target::new(
+            &info.group,
+            &info.plural,
+            meta_str(object, "name").unwrap_or_default(),
+        ),
+        causes: outcome.causes,
+    })
 }
 
 /// Applies `fieldValidation` to the unknown fields of a request: `Strict` rejects them, `Warn`
@@ -308,6 +418,7 @@ pub async fn update(
     for _ in 0..RETRIES {
         let (kv, old) = current(state, &key, &target).await?;
         let attempt = Attempt {
+            applied: false,
             key: &key,
             target: &target,
             subresource,
@@ -332,6 +443,8 @@ pub async fn update(
 
 /// What one write attempt replaces.
 struct Attempt<'a> {
+    /// Whether `new` is the result of a server-side apply (which records its own fields).
+    applied: bool,
     key: &'a str,
     target: &'a Target,
     subresource: Option<&'a str>,
@@ -354,10 +467,15 @@ async fn replace(
     objects::prepare_update(info, &mut new, attempt.old, attempt.subresource)?;
     defaults::apply(info, &mut new);
     defaults::keep_allocations(info, &mut new, attempt.old);
-    let unknown = shapes::check_shape(info, &new)?;
+    let unknown = admit(state, info, &mut new)?;
     let warnings = field_validation(request.params, &unknown, bytes)?;
     crate::validation::prune(&mut new, &unknown);
     crate::validation::validate(info, &new)?;
+    if !attempt.applied {
+        let now = crate::clock::rfc3339(state.clock.now());
+        let writer = writer(request, &now, attempt.subresource.unwrap_or_default());
+        apply::record_update(&mut new, Some(attempt.old), &shape(state, info), &writer);
+    }
     check_finalizers(&new, attempt.old, attempt.target, &info.kind)?;
     let reply = |object: &Value| {
         with_warnings(
@@ -379,7 +497,10 @@ async fn replace(
     )
     .await
     {
-        Ok(stored) => Ok(Some(reply(&stored))),
+        Ok(stored) => {
+            crd_written(state, info).await;
+            Ok(Some(reply(&stored)))
+        }
         Err(StoreError::Conflict { .. }) if precondition.is_none() => Ok(None),
         Err(error) => Err(storage::api_error(error, attempt.target)),
     }
@@ -397,11 +518,56 @@ pub async fn patch(
     let (kind, patch_body) = body::patch(request.headers, bytes)?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
+    if kind == PatchType::Apply {
+        if request.params.get("fieldManager").is_none_or(str::is_empty) {
+            return Err(ApiError::Invalid {
+                kind: "PatchOptions.meta.k8s.io".into(),
+                target: Target::new("meta.k8s.io", "patchoptions", ""),
+                causes: vec![skiff_apimachinery::status::Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: is required for apply patch".into(),
+                    field: "fieldManager".into(),
+                }],
+            });
+        }
+        if !patch_body.is_object() {
+            return Err(ApiError::BadRequest(
+                "an apply patch must be an object".into(),
+            ));
+        }
+    }
     for _ in 0..RETRIES {
-        let (kv, old) = current(state, &key, &target).await?;
+        let (kv, old) = match current(state, &key, &target).await {
+            Err(ApiError::NotFound(_)) if kind == PatchType::Apply && subresource.is_none() => {
+                let now = crate::clock::rfc3339(state.clock.now());
+                let mut object = apply::apply(
+                    None,
+                    &patch_body,
+                    &shape(state, info),
+                    &writer(request, &now, ""),
+                    request.params.flag("force"),
+                    &target,
+                )?;
+                meta_mut(&mut object)?.insert("name".into(), json!(name));
+                return create_object(state, request, object, bytes, true).await;
+            }
+            other => other?,
+        };
         let mut new = old.clone();
-        let schema = crate::schemas::root_name(&info.group, &info.kind);
-        patch::apply(kind, &mut new, &patch_body, schema.as_deref())?;
+        if kind == PatchType::Apply {
+            let now = crate::clock::rfc3339(state.clock.now());
+            new = apply::apply(
+                Some(&old),
+                &patch_body,
+                &shape(state, info),
+                &writer(request, &now, subresource.unwrap_or_default()),
+                request.params.flag("force"),
+                &target,
+            )?;
+        } else {
+            let schema = crate::schemas::root_name(&info.group, &info.kind);
+            patch::apply(kind, &mut new, &patch_body, schema.as_deref())?;
+        }
         objects::check_type(info, &mut new)?;
         objects::check_namespace(info, &mut new, request.namespace)?;
         if meta_str(&new, "name") != Some(name) {
@@ -418,6 +584,7 @@ pub async fn patch(
             meta_mut(&mut new)?.remove("resourceVersion");
         }
         let attempt = Attempt {
+            applied: kind == PatchType::Apply,
             key: &key,
             target: &target,
             subresource,
@@ -520,6 +687,7 @@ pub async fn delete(
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
                 Ok(stored) => {
+                    crd_written(state, info).await;
                     return Ok(render_one(
                         state,
                         info,
@@ -535,9 +703,14 @@ pub async fn delete(
         if info.kind == "Namespace" {
             delete_namespace_contents(state, name).await?;
         }
+        if is_crd(info) {
+            let purged = crd::purge(state, &object).await?;
+            tracing::info!(crd = name, objects = purged, "CRD deleted with its objects");
+        }
         match state.store.delete(&key, Some(kv.mod_revision)).await {
             Ok((revision, _)) => {
                 defaults::release_for(state, info, &object).await;
+                crd_written(state, info).await;
                 meta_mut(&mut object)?
                     .insert("resourceVersion".into(), json!(revision.to_string()));
                 return Ok(render_one(
