@@ -118,12 +118,19 @@ async fn version() -> axum::Json<serde_json::Value> {
 
 /// The HTTP routes, without TLS: health, version and the API.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    // Open to anonymous callers, but a bearer token that fails authentication is a 401 here too.
+    let open = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/version", get(version))
         .route("/version/", get(version))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::reject_bad_bearer,
+        ));
+    Router::new()
+        .merge(open)
         .fallback(handlers::api)
         .with_state(state)
 }

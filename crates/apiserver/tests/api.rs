@@ -865,3 +865,24 @@ async fn built_in_objects_should_be_validated_pruned_and_defaulted_as_upstream()
     let version = api.get("/version/").await;
     assert_eq!(version.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_bad_bearer_token_should_get_401_even_on_open_paths() {
+    let api = api().await;
+    let send = |auth: Option<&'static str>| {
+        let router = api.router.clone();
+        async move {
+            let mut builder = Request::builder().uri("/version");
+            if let Some(auth) = auth {
+                builder = builder.header("authorization", auth);
+            }
+            router
+                .oneshot(builder.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(send(None).await, StatusCode::OK);
+    assert_eq!(send(Some("Bearer abc123")).await, StatusCode::UNAUTHORIZED);
+}

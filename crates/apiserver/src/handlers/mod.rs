@@ -25,6 +25,34 @@ use crate::state::ApiState;
 use params::Params;
 use write::WriteRequest;
 
+/// For the paths anonymous callers may use: a request that presents a bearer token which fails
+/// authentication (and no client certificate) gets 401, as upstream answers.
+pub async fn reject_bad_bearer(
+    State(state): State<ApiState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let certified = request
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.0.is_some());
+    let bearer = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if bearer
+        && !certified
+        && tokens::caller_from_bearer(&state, request.headers())
+            .await
+            .0
+            .is_none()
+    {
+        return respond::error(&ApiError::Unauthorized);
+    }
+    next.run(request).await
+}
+
 /// Serves every API path (`/api...`, `/apis...`).
 pub async fn api(State(state): State<ApiState>, request: Request) -> Answer {
     Answer(handle(&state, request).await)
