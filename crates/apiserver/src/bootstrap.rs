@@ -110,6 +110,28 @@ pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), Bo
         }),
     )
     .await?;
+    // One APIService per built-in group version, served locally (no service), as upstream
+    // registers them.
+    let mut group_versions: Vec<(String, String)> = Vec::new();
+    for info in skiff_apimachinery::resources::builtin() {
+        let gv = (info.group.clone(), info.version.clone());
+        if !group_versions.contains(&gv) {
+            group_versions.push(gv);
+        }
+    }
+    for (group, version) in group_versions {
+        create(
+            router,
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            json!({
+                "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": format!("{version}.{group}"), "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": if group.is_empty() { 18000 } else { 17000 }, "versionPriority": 15},
+                "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local", "message": "Local APIServices are always available"}]},
+            }),
+        )
+        .await?;
+    }
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     create(
         router,

@@ -150,7 +150,12 @@ pub fn prepare_create(
         meta.insert("name".into(), Value::String(name.clone()));
     }
     let label_only = LABEL_NAMED.contains(&info.kind.as_str());
-    if let Some(problem) = name_problem(&name, label_only) {
+    // APIServices are named `{version}.{group}`: `v1.` for the core group.
+    let checked = match (info.kind.as_str(), name.strip_suffix('.')) {
+        ("APIService", Some(version)) => version,
+        _ => name.as_str(),
+    };
+    if let Some(problem) = name_problem(checked, label_only) {
         return Err(invalid(
             info,
             &name,

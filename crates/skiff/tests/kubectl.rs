@@ -363,6 +363,7 @@ fn scenario(k: &Kubectl<'_>) {
 
     // Discovery, OpenAPI, identity.
     assert!(k.ok(&["api-resources"]).contains("deployments"));
+    assert!(k.ok(&["get", "apiservices"]).contains("v1.apps"));
     assert!(
         k.ok(&["explain", "deployment.spec.replicas"])
             .contains("replicas")

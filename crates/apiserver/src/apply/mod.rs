@@ -30,6 +30,17 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(writer: &Writer<'_>, operation: &str, fields: FieldSet) -> Entry {
+        Entry {
+            manager: writer.manager.clone(),
+            operation: operation.to_string(),
+            api_version: writer.api_version.clone(),
+            time: json!(writer.now),
+            subresource: writer.subresource.to_string(),
+            fields,
+        }
+    }
+
     fn parse(value: &Value) -> Option<Entry> {
         Some(Entry {
             manager: value.get("manager")?.as_str()?.to_string(),
@@ -179,14 +190,7 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer
                 entry.time = json!(writer.now);
                 entry.api_version.clone_from(&writer.api_version);
             }
-            None => list.push(Entry {
-                manager: writer.manager.clone(),
-                operation: "Update".into(),
-                api_version: writer.api_version.clone(),
-                time: json!(writer.now),
-                subresource: writer.subresource.to_string(),
-                fields: changed,
-            }),
+            None => list.push(Entry::new(writer, "Update", changed)),
         }
     }
     store_entries(new, list);
@@ -260,14 +264,7 @@ pub fn apply(
         let mut object = applied.clone();
         store_entries(
             &mut object,
-            vec![Entry {
-                manager: writer.manager.clone(),
-                operation: "Apply".into(),
-                api_version: writer.api_version.clone(),
-                time: json!(writer.now),
-                subresource: writer.subresource.to_string(),
-                fields: applied_fields,
-            }],
+            vec![Entry::new(writer, "Apply", applied_fields)],
         );
         return Ok(object);
     };
@@ -359,14 +356,7 @@ pub fn apply(
         }
     }
     list.retain(|e| !e.same(&writer.manager, "Apply", writer.subresource));
-    list.push(Entry {
-        manager: writer.manager.clone(),
-        operation: "Apply".into(),
-        api_version: writer.api_version.clone(),
-        time: json!(writer.now),
-        subresource: writer.subresource.to_string(),
-        fields: applied_fields,
-    });
+    list.push(Entry::new(writer, "Apply", applied_fields));
     store_entries(&mut object, list);
     Ok(object)
 }
