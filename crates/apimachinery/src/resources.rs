@@ -192,6 +192,16 @@ const BUILTIN: &[Row] = &[
         Namespaced,
         &["limits"],
     ),
+    // Deprecated, read-only: computed by the API server on each request, never stored.
+    row(
+        "",
+        "v1",
+        "ComponentStatus",
+        "componentstatuses",
+        Cluster,
+        &["cs"],
+    )
+    .verbs(&["get", "list"]),
     row(
         "apps",
         "v1",

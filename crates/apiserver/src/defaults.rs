@@ -413,8 +413,10 @@ pub async fn release(state: &ApiState, allocation: Allocation) {
 }
 
 /// Gives back the pooled resources of a deleted object.
-pub async fn release_for(state: &ApiState, info: &ResourceInfo, object: &Value) {
-    if info.kind != "Service" || !info.group.is_empty() {
+pub async fn release_for(state: &ApiState, object: &Value) {
+    if object.get("kind").and_then(Value::as_str) != Some("Service")
+        || object.get("apiVersion").and_then(Value::as_str) != Some("v1")
+    {
         return;
     }
     let ip = object

@@ -33,6 +33,7 @@ pub fn with_type<V: KindVisitor>(group: &str, kind: &str, visitor: &mut V) -> Op
         ("", "ReplicationController") => visitor.visit::<api::core::v1::ReplicationController>(),
         ("", "ResourceQuota") => visitor.visit::<api::core::v1::ResourceQuota>(),
         ("", "LimitRange") => visitor.visit::<api::core::v1::LimitRange>(),
+        ("", "ComponentStatus") => visitor.visit::<api::core::v1::ComponentStatus>(),
         ("apps", "Deployment") => visitor.visit::<api::apps::v1::Deployment>(),
         ("apps", "ReplicaSet") => visitor.visit::<api::apps::v1::ReplicaSet>(),
         ("apps", "StatefulSet") => visitor.visit::<api::apps::v1::StatefulSet>(),

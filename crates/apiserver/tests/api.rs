@@ -886,3 +886,102 @@ async fn a_bad_bearer_token_should_get_401_even_on_open_paths() {
     assert_eq!(send(None).await, StatusCode::OK);
     assert_eq!(send(Some("Bearer abc123")).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn component_statuses_should_be_a_read_only_deprecated_view() {
+    let api = api().await;
+    const CS: &str = "/api/v1/componentstatuses";
+    let reply = api.get(CS).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers["warning"],
+        "299 - \"v1 ComponentStatus is deprecated in v1.19+\""
+    );
+    let list = reply.json();
+    assert_eq!(list["kind"], "ComponentStatusList");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["controller-manager", "etcd-0", "scheduler"]);
+    // The store's health is a real read of its revision.
+    let revision = api.store.current_revision().await.unwrap();
+    let etcd = &list["items"][1]["conditions"][0];
+    assert_eq!(
+        (&etcd["type"], &etcd["status"]),
+        (&json!("Healthy"), &json!("True"))
+    );
+    assert_eq!(
+        etcd["message"],
+        format!("ok: memory store at revision {revision}")
+    );
+
+    let scheduler = api.get(&format!("{CS}/scheduler")).await.json();
+    assert_eq!(scheduler["kind"], "ComponentStatus");
+    assert_eq!(scheduler["conditions"][0]["status"], "False");
+    let missing = api.get(&format!("{CS}/nope")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json()["message"],
+        "componentstatus \"nope\" not found"
+    );
+    let selected = api
+        .get(&format!("{CS}?fieldSelector=metadata.name%3Detcd-0"))
+        .await;
+    assert_eq!(selected.json()["items"].as_array().unwrap().len(), 1);
+
+    // get and list only.
+    let create = api
+        .json(
+            "POST",
+            CS,
+            json!({"apiVersion": "v1", "kind": "ComponentStatus", "metadata": {"name": "x"}}),
+        )
+        .await;
+    assert_eq!(create.status, StatusCode::METHOD_NOT_ALLOWED);
+    let watch = api.get(&format!("{CS}?watch=true")).await;
+    assert_eq!(watch.status, StatusCode::METHOD_NOT_ALLOWED);
+    let delete = api
+        .call("DELETE", &format!("{CS}/scheduler"), None, Vec::new())
+        .await;
+    assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // kubectl's columns.
+    let mut request = Request::builder()
+        .uri(CS)
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(admin());
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let table: Value = serde_json::from_slice(&body).unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Name", "Status", "Message", "Error"]);
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!(["controller-manager", "Healthy", "ok", ""])
+    );
+
+    // Discovery tells clients what they may do.
+    let resources = api.get("/api/v1").await.json();
+    let cs = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "componentstatuses")
+        .unwrap();
+    assert_eq!(
+        (&cs["verbs"], &cs["shortNames"], &cs["namespaced"]),
+        (&json!(["get", "list"]), &json!(["cs"]), &json!(false))
+    );
+}

@@ -167,3 +167,129 @@ async fn crd_names_should_be_checked() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
     assert_eq!(error["details"]["causes"][0]["field"], "metadata.name");
 }
+
+fn scalable_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pools.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "pools", "kind": "Pool"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.size",
+                    "statusReplicasPath": ".status.ready",
+                    "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {
+                        "type": "object",
+                        "x-kubernetes-validations": [
+                            {"rule": "self.size <= self.maxSize", "message": "size must not exceed maxSize"},
+                            {"rule": "self.tier == oldSelf.tier", "message": "tier is immutable"}],
+                        "properties": {
+                            "size": {"type": "integer"},
+                            "maxSize": {"type": "integer"},
+                            "tier": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {
+                        "ready": {"type": "integer"}, "selector": {"type": "string"}}},
+                }}},
+            }],
+        },
+    })
+}
+
+const POOLS: &str = "/apis/example.com/v1/namespaces/default/pools";
+
+#[tokio::test]
+async fn custom_resources_should_enforce_cel_rules_and_serve_scale() {
+    let router =
+        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
+            .await
+            .unwrap();
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (status, body) = call(&router, "POST", crds, Some(scalable_crd())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let pool = |size: i64, tier: &str| {
+        json!({"apiVersion": "example.com/v1", "kind": "Pool", "metadata": {"name": "p"},
+               "spec": {"size": size, "maxSize": 5, "tier": tier}})
+    };
+    // A rule on create.
+    let (status, body) = call(&router, "POST", POOLS, Some(pool(9, "gold"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "spec");
+    assert_eq!(
+        body["message"],
+        "Pool.example.com \"p\" is invalid: spec: Invalid value: \"object\": size must not exceed maxSize"
+    );
+    let (status, body) = call(&router, "POST", POOLS, Some(pool(2, "gold"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A transition rule on update.
+    let (status, body) = call(
+        &router,
+        "PUT",
+        &format!("{POOLS}/p"),
+        Some(pool(2, "silver")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("tier is immutable")
+    );
+
+    // Scale reads and writes the CRD's paths.
+    let status_patch = json!({"status": {"ready": 2, "selector": "app=pool"}});
+    let request = Request::builder()
+        .method("PATCH")
+        .uri(format!("{POOLS}/p/status"))
+        .header("content-type", "application/merge-patch+json")
+        .body(Body::from(status_patch.to_string()))
+        .unwrap();
+    let mut request = request;
+    request.extensions_mut().insert(Caller(Some(User {
+        name: "test-admin".into(),
+        groups: vec!["system:masters".into()],
+    })));
+    assert_eq!(
+        router.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (status, scale) = call(&router, "GET", &format!("{POOLS}/p/scale"), None).await;
+    assert_eq!(status, StatusCode::OK, "{scale}");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=pool");
+    let mut update = scale.clone();
+    update["spec"]["replicas"] = json!(4);
+    let (status, body) = call(&router, "PUT", &format!("{POOLS}/p/scale"), Some(update)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, stored) = call(&router, "GET", &format!("{POOLS}/p"), None).await;
+    assert_eq!(stored["spec"]["size"], 4);
+}
+
+#[tokio::test]
+async fn crd_with_a_rule_that_does_not_compile_should_be_rejected() {
+    let router =
+        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
+            .await
+            .unwrap();
+    let mut crd = scalable_crd();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+        [0]["rule"] = json!("self.size <=");
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (status, body) = call(&router, "POST", crds, Some(crd)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-kubernetes-validations[0].rule"),
+        "{body}"
+    );
+}

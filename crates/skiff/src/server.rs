@@ -1,5 +1,6 @@
 //! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), keeps it
-//! compacted, serves the Kubernetes API over HTTPS and prints where the admin kubeconfig is.
+//! compacted, serves the Kubernetes API over HTTPS, runs the controllers in-process (as kube-rs
+//! clients of that API) and prints where the admin kubeconfig is.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -48,6 +49,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let server = skiff_apiserver::start(config, store, Arc::new(SystemClock))
         .await
         .context("starting the API server")?;
+    let client = skiff_client::in_process(
+        skiff_apiserver::for_component(server.router.clone(), "controllers"),
+        "default",
+    );
+    let controllers = tokio::spawn(skiff_controllers::run(client));
     // Whoever started us may have closed our stdout: that is no reason to stop.
     let mut out = std::io::stdout();
     let _ = writeln!(
@@ -64,6 +70,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     eprintln!("skiff: shutting down");
+    controllers.abort();
     server.stop();
     compactor.abort();
     Ok(())

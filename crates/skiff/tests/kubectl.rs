@@ -529,9 +529,59 @@ fn imperative(k: &Kubectl<'_>) {
     k.ok(&["create", "serviceaccount", "imp"]);
     let token = k.ok(&["create", "token", "imp"]);
     assert_eq!(token.trim().split('.').count(), 3, "{version}: {token}");
+    cascade(k);
     let extra = format!("{}-extra", k.namespace);
     k.ok(&["create", "namespace", &extra]);
-    k.ok(&["delete", "namespace", &extra]);
+    k.ok(&["create", "configmap", "inside", "--namespace", &extra]);
+    // kubectl waits until the namespace controller has emptied it and it is gone.
+    k.ok(&["delete", "namespace", &extra, "--timeout=30s"]);
+    let after = k.run(&["get", "namespace", &extra]);
+    assert!(!after.status.success(), "{version}: the namespace is gone");
+}
+
+/// A ConfigMap `child` owned by the ConfigMap `owner` (both created here).
+fn owned_pair(k: &Kubectl<'_>, owner: &str, child: &str) {
+    k.ok(&["create", "configmap", owner]);
+    let uid = k.jsonpath(&format!("cm/{owner}"), "{.metadata.uid}");
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {child}\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: {owner}, uid: {uid}, blockOwnerDeletion: true}}\n"
+    );
+    let out = k.apply_yaml(&yaml, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kubectl delete --cascade=background|foreground|orphan` with the garbage collector.
+fn cascade(k: &Kubectl<'_>) {
+    let version = k.binary.display();
+    owned_pair(k, "bg-owner", "bg-child");
+    k.ok(&["delete", "cm", "bg-owner", "--cascade=background"]);
+    k.ok(&["wait", "--for=delete", "cm/bg-child", "--timeout=20s"]);
+
+    owned_pair(k, "fg-owner", "fg-child");
+    // Foreground: the owner goes only after its child, and kubectl waits for the owner.
+    k.ok(&[
+        "delete",
+        "cm",
+        "fg-owner",
+        "--cascade=foreground",
+        "--timeout=20s",
+    ]);
+    assert!(
+        !k.run(&["get", "cm", "fg-child"]).status.success(),
+        "{version}: the child went before its owner"
+    );
+
+    owned_pair(k, "or-owner", "or-child");
+    k.ok(&["delete", "cm", "or-owner", "--cascade=orphan"]);
+    assert_eq!(
+        k.jsonpath("cm/or-child", "{.metadata.ownerReferences}"),
+        "",
+        "{version}: the orphan lost its owner reference"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! a store watch (so CRDs written through another API server on the same etcd appear too).
 
 pub mod printer;
+pub mod rules;
 pub mod schema;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct CustomResource {
     pub info: ResourceInfo,
     /// The version's `openAPIV3Schema`, if it has one.
     pub schema: Option<Value>,
+    /// The compiled `x-kubernetes-validations` of that schema, if it has any.
+    pub rules: Option<Arc<rules::Rules>>,
     /// The version's `additionalPrinterColumns`.
     pub columns: Vec<Value>,
     /// The version's `subresources.scale` paths, if any.
@@ -101,6 +104,9 @@ pub fn resources_of(crd: &Value) -> Vec<CustomResource> {
                 subresources,
             },
             schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+            rules: version
+                .pointer("/schema/openAPIV3Schema")
+                .and_then(rules::Rules::compile),
             columns: version
                 .get("additionalPrinterColumns")
                 .and_then(Value::as_array)
@@ -213,6 +219,7 @@ pub fn accept(crd: &mut Value, served: &[CustomResource]) -> Result<(), ApiError
             ),
         ));
     }
+    causes.extend(rules::compile_errors(crd));
     if !causes.is_empty() {
         return Err(invalid(crd, causes));
     }

@@ -1,5 +1,7 @@
 //! Table output for custom resources: the CRD version's `additionalPrinterColumns` (or Name and
-//! Age when it has none), each cell read with the column's simple JSONPath.
+//! Age when it has none), each cell the first match of the column's JSONPath (Kubernetes'
+//! `.a.b[0]` form, filters such as `[?(@.type=="Ready")]` included, evaluated as RFC 9535 by
+//! serde_json_path).
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -61,21 +63,11 @@ fn age(value: Option<&Value>, now: Timestamp) -> String {
         .unwrap_or_else(|| "<unknown>".into())
 }
 
-/// Reads `.a.b[0].c` (the JSONPath subset printer columns use); anything else finds nothing.
+/// The first value `path` selects; `None` when it selects nothing or does not parse.
 fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     let path = path.trim().trim_start_matches('{').trim_end_matches('}');
-    let mut current = object;
-    for segment in path.strip_prefix('.')?.split('.') {
-        let (key, indexes) = segment.split_once('[').unwrap_or((segment, ""));
-        if !key.is_empty() {
-            current = current.get(key)?;
-        }
-        for index in indexes.split('[').filter(|s| !s.is_empty()) {
-            let index: usize = index.trim_end_matches(']').parse().ok()?;
-            current = current.get(index)?;
-        }
-    }
-    Some(current)
+    let path = serde_json_path::JsonPath::parse(&format!("${path}")).ok()?;
+    path.query(object).first()
 }
 
 #[cfg(test)]
@@ -88,14 +80,24 @@ mod tests {
             json!({"name": "Host", "type": "string", "jsonPath": ".spec.host"}),
             json!({"name": "First", "type": "integer", "jsonPath": ".spec.ports[0]"}),
             json!({"name": "Missing", "type": "string", "jsonPath": ".status.nope"}),
+            json!({"name": "Ready", "type": "string",
+                   "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}),
         ];
-        let object = json!({"metadata": {"name": "a"}, "spec": {"host": "h", "ports": [25, 587]}});
+        let object = json!({"metadata": {"name": "a"}, "spec": {"host": "h", "ports": [25, 587]},
+            "status": {"conditions": [{"type": "Other", "status": "False"},
+                                      {"type": "Ready", "status": "True"}]}});
         let now = Timestamp::UNIX_EPOCH;
         assert_eq!(
             cells(&defs, &object, now),
-            [json!("a"), json!("h"), json!(25), Value::Null]
+            [
+                json!("a"),
+                json!("h"),
+                json!(25),
+                Value::Null,
+                json!("True")
+            ]
         );
-        assert_eq!(columns(&defs).len(), 4);
+        assert_eq!(columns(&defs).len(), 5);
         assert_eq!(columns(&[]).len(), 2);
     }
 }

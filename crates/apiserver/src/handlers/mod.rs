@@ -1,6 +1,8 @@
 //! The API's entry point: authenticates the caller, parses the path, negotiates the format and
 //! dispatches to discovery, read, write or watch.
 
+mod componentstatus;
+mod delete;
 mod discovery;
 mod fields;
 mod params;
@@ -167,6 +169,9 @@ async fn resource(
     if subresource.is_none() && !info.allows(verb) {
         return Err(ApiError::MethodNotAllowed);
     }
+    if info.group.is_empty() && info.kind == "ComponentStatus" {
+        return Ok(componentstatus::serve(state, name, params, format).await);
+    }
     let bytes = body::read(body).await?;
     let write = WriteRequest {
         info,
@@ -210,8 +215,8 @@ async fn resource(
         ("create", None) => write::create(state, &write, caller, &bytes).await,
         ("update", Some(name)) => write::update(state, &write, name, subresource, &bytes).await,
         ("patch", Some(name)) => write::patch(state, &write, name, subresource, &bytes).await,
-        ("delete", Some(name)) => write::delete(state, &write, name, &bytes).await,
-        ("deletecollection", None) => write::delete_collection(state, &write, &bytes).await,
+        ("delete", Some(name)) => delete::delete(state, &write, name, &bytes).await,
+        ("deletecollection", None) => delete::delete_collection(state, &write, &bytes).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -1,6 +1,8 @@
 //! The `scale` subresource of workloads (Deployments, ReplicaSets, StatefulSets,
-//! ReplicationControllers): an `autoscaling/v1` Scale view of `spec.replicas`, readable,
-//! replaceable and patchable, as `kubectl scale` and autoscalers use it.
+//! ReplicationControllers) and of custom resources whose CRD declares one: an `autoscaling/v1`
+//! Scale view of the replica count, readable, replaceable and patchable, as `kubectl scale` and
+//! autoscalers use it. A custom resource's paths come from its CRD (`specReplicasPath`,
+//! `statusReplicasPath`, `labelSelectorPath`).
 
 use axum::response::Response;
 use http::StatusCode;
@@ -17,8 +19,61 @@ use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;
 
+/// Where a resource keeps its replica counts and selector, as JSON pointers.
+struct Paths {
+    spec_replicas: String,
+    status_replicas: String,
+    /// A custom resource's selector string; `None` for built-in workloads (their
+    /// `spec.selector`).
+    selector: Option<String>,
+    /// What a missing `spec_replicas` means (built-ins default to 1, custom resources to 0).
+    default_replicas: i64,
+}
+
+/// `.spec.replicas` → `/spec/replicas`.
+fn pointer(path: &str) -> String {
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |out, key| {
+            format!("{out}/{}", key.replace('~', "~0").replace('/', "~1"))
+        })
+}
+
+fn paths(state: &ApiState, request: &WriteRequest<'_>) -> Paths {
+    let info = request.info;
+    let custom = state
+        .registry
+        .find_custom(&info.group, &info.version, &info.plural)
+        .and_then(|c| c.scale);
+    match custom {
+        Some(scale) => {
+            let text = |key: &str| scale.get(key).and_then(Value::as_str).map(pointer);
+            Paths {
+                spec_replicas: text("specReplicasPath").unwrap_or_else(|| "/spec/replicas".into()),
+                status_replicas: text("statusReplicasPath")
+                    .unwrap_or_else(|| "/status/replicas".into()),
+                selector: text("labelSelectorPath"),
+                default_replicas: 0,
+            }
+        }
+        None => Paths {
+            spec_replicas: "/spec/replicas".into(),
+            status_replicas: "/status/replicas".into(),
+            selector: None,
+            default_replicas: 1,
+        },
+    }
+}
+
 /// `matchLabels` (or a ReplicationController's selector map) as a selector string.
-fn selector(object: &Value) -> String {
+fn selector(object: &Value, paths: &Paths) -> String {
+    if let Some(path) = &paths.selector {
+        return object
+            .pointer(path)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+    }
     if object.pointer("/spec/selector/matchLabels").is_some() {
         crate::table::labels_text(object, "/spec/selector/matchLabels")
     } else {
@@ -26,8 +81,30 @@ fn selector(object: &Value) -> String {
     }
 }
 
+/// Sets the value at `pointer`, creating the objects on the way.
+fn set_at(object: &mut Value, pointer: &str, value: Value) {
+    let mut node = object;
+    let keys: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|k| k.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    for key in parents {
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        node = map.entry(key.clone()).or_insert_with(|| json!({}));
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.insert(last.clone(), value);
+    }
+}
+
 /// The Scale view of a workload.
-fn scale_of(object: &Value) -> Value {
+fn scale_of(object: &Value, paths: &Paths) -> Value {
     let meta = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({
         "kind": "Scale",
@@ -39,10 +116,10 @@ fn scale_of(object: &Value) -> Value {
             "resourceVersion": meta.get("resourceVersion"),
             "creationTimestamp": meta.get("creationTimestamp"),
         },
-        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": object.pointer(&paths.spec_replicas).and_then(Value::as_i64).unwrap_or(paths.default_replicas)},
         "status": {
-            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector(object),
+            "replicas": object.pointer(&paths.status_replicas).and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector(object, paths),
         },
     })
 }
@@ -71,7 +148,7 @@ pub async fn get(
     let (_, object) = current(state, &key, &target).await?;
     Ok(respond::value(
         StatusCode::OK,
-        &scale_of(&object),
+        &scale_of(&object, &paths(state, request)),
         Format::Json,
     ))
 }
@@ -87,9 +164,10 @@ pub async fn write(
     let info = request.info;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
+    let paths = paths(state, request);
     for _ in 0..RETRIES {
         let (kv, old) = current(state, &key, &target).await?;
-        let mut scale = scale_of(&old);
+        let mut scale = scale_of(&old, &paths);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
             // An apply of a Scale sets the fields it names, as a merge does.
@@ -107,9 +185,7 @@ pub async fn write(
             _ => None,
         };
         let mut new = old.clone();
-        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("replicas".into(), json!(replicas(&scale)?));
-        }
+        set_at(&mut new, &paths.spec_replicas, json!(replicas(&scale)?));
         objects::prepare_update(info, &mut new, &old, None)?;
         let now = crate::clock::rfc3339(state.clock.now());
         crate::apply::record_update(
@@ -121,7 +197,7 @@ pub async fn write(
         if request.params.dry_run()? {
             return Ok(respond::value(
                 StatusCode::OK,
-                &scale_of(&new),
+                &scale_of(&new, &paths),
                 Format::Json,
             ));
         }
@@ -138,7 +214,7 @@ pub async fn write(
             Ok(stored) => {
                 return Ok(respond::value(
                     StatusCode::OK,
-                    &scale_of(&stored),
+                    &scale_of(&stored, &paths),
                     Format::Json,
                 ));
             }
@@ -147,4 +223,17 @@ pub async fn write(
         }
     }
     Err(ApiError::Conflict(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_paths_should_become_pointers_and_be_settable() {
+        assert_eq!(pointer(".spec.size"), "/spec/size");
+        let mut object = json!({"metadata": {}});
+        set_at(&mut object, &pointer(".spec.scale.count"), json!(3));
+        assert_eq!(object["spec"]["scale"]["count"], 3);
+    }
 }

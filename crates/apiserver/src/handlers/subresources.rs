@@ -9,7 +9,7 @@ use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
 use skiff_store::StoreError;
 
-use super::write::{self, RETRIES, WriteRequest, current, write_over};
+use super::write::{RETRIES, WriteRequest, current, write_over};
 use crate::body;
 use crate::respond::{self, Format};
 use crate::state::ApiState;
@@ -95,7 +95,7 @@ pub async fn evict(
         format: Format::Json,
         ..*request
     };
-    write::delete(state, &delete, name, &options).await?;
+    super::delete::delete(state, &delete, name, &options).await?;
     Ok(respond::value(
         StatusCode::CREATED,
         &success(),

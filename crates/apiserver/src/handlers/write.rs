@@ -1,4 +1,4 @@
-//! create, update, patch, delete and deletecollection. Every write is a compare-and-swap on the
+//! create, update and patch (deletion is in `delete.rs`). Every write is a compare-and-swap on the
 //! object's resource version: an update that carries one gets 409 when it is stale; one that
 //! does not (and every patch without a `metadata.resourceVersion` precondition) is retried on
 //! the fresh object.
@@ -11,7 +11,7 @@ use skiff_apimachinery::{ApiError, ResourceInfo};
 use skiff_store::{KeyValue, StoreError};
 
 use super::params::Params;
-use super::read::{self, render_one};
+use super::read::render_one;
 use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
@@ -26,9 +26,6 @@ use crate::storage;
 
 /// How many times a write without a precondition is retried on conflicts.
 pub(super) const RETRIES: usize = 16;
-
-/// Namespaces that can never be deleted.
-const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// What a write handler needs about its request.
 pub struct WriteRequest<'a> {
@@ -114,7 +111,7 @@ async fn create_object(
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     defaults::apply(info, &mut object);
-    let unknown = admit(state, info, &mut object)?;
+    let unknown = admit(state, info, &mut object, None)?;
     if !applied {
         apply::record_update(
             &mut object,
@@ -203,12 +200,12 @@ pub(super) fn writer<'a>(
     }
 }
 
-fn is_crd(info: &ResourceInfo) -> bool {
+pub(super) fn is_crd(info: &ResourceInfo) -> bool {
     info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition"
 }
 
 /// After a CRD write: serve what it now defines before answering.
-async fn crd_written(state: &ApiState, info: &ResourceInfo) {
+pub(super) async fn crd_written(state: &ApiState, info: &ResourceInfo) {
     if is_crd(info)
         && let Err(error) = crd::refresh(state).await
     {
@@ -218,11 +215,13 @@ async fn crd_written(state: &ApiState, info: &ResourceInfo) {
 
 /// What every create and update goes through after defaulting: a CRD is accepted (names,
 /// conditions); a custom object is defaulted, pruned and validated by its version's schema; a
-/// built-in object is checked against its k8s-openapi type. Returns the unknown fields.
+/// built-in object is checked against its k8s-openapi type. A custom object's CEL rules see
+/// `old` (the stored object) on updates. Returns the unknown fields.
 fn admit(
     state: &ApiState,
     info: &ResourceInfo,
     object: &mut Value,
+    old: Option<&Value>,
 ) -> Result<Vec<String>, ApiError> {
     if is_crd(info) {
         crd::accept(object, &state.registry.custom())?;
@@ -236,7 +235,12 @@ fn admit(
     let Some(schema) = &custom.schema else {
         return Ok(Vec::new());
     };
-    let outcome = crd::schema::apply(schema, object);
+    let mut outcome = crd::schema::apply(schema, object);
+    if outcome.causes.is_empty()
+        && let Some(rules) = &custom.rules
+    {
+        outcome.causes = rules.check(schema, object, old);
+    }
     if outcome.causes.is_empty() {
         return Ok(outcome.unknown);
     }
@@ -337,22 +341,30 @@ pub(super) async fn write_over(
         && new
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty);
+            .is_none_or(Vec::is_empty)
+        && !super::delete::spec_finalizers_pending(&new);
     if finalized {
         let (revision, _) = state.store.delete(key, Some(expected)).await?;
+        defaults::release_for(state, &new).await;
         if let Ok(meta) = meta_mut(&mut new) {
             meta.insert("resourceVersion".into(), json!(revision.to_string()));
         }
         return Ok(new);
     }
     let encoded = storage::encode(&new).map_err(|e| StoreError::Storage(e.to_string()))?;
-    // A write that changes nothing is not a write: no new revision, no watch event.
-    if encoded == old.value && expected == old.mod_revision {
-        if let Ok(meta) = meta_mut(&mut new) {
-            meta.insert(
-                "resourceVersion".into(),
-                json!(old.mod_revision.to_string()),
-            );
+    // A write that changes nothing is not a write: no new revision, no watch event. Field
+    // order does not count, nor do the times of managedFields entries (upstream keeps the old
+    // ones when nothing else changed), so a controller re-applying the same object settles.
+    if expected == old.mod_revision
+        && let Some(stored) = unchanged(&old.value, &encoded)
+    {
+        let meta = meta_mut(&mut new).map_err(|e| StoreError::Storage(e.to_string()))?;
+        meta.insert(
+            "resourceVersion".into(),
+            json!(old.mod_revision.to_string()),
+        );
+        if let Some(fields) = stored.pointer("/metadata/managedFields") {
+            meta.insert("managedFields".into(), fields.clone());
         }
         return Ok(new);
     }
@@ -362,6 +374,29 @@ pub(super) async fn write_over(
         meta.insert("resourceVersion".into(), json!(revision.to_string()));
     }
     Ok(new)
+}
+
+/// The stored object, when `new` says the same thing (see `write_over`).
+fn unchanged(stored: &[u8], new: &[u8]) -> Option<Value> {
+    if stored == new {
+        return serde_json::from_slice(stored).ok();
+    }
+    let without_times = |bytes: &[u8]| -> Option<Value> {
+        let mut object: Value = serde_json::from_slice(bytes).ok()?;
+        if let Some(entries) = object
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
+        }
+        Some(object)
+    };
+    // Map equality ignores key order.
+    (without_times(stored)? == without_times(new)?)
+        .then(|| serde_json::from_slice(stored).ok())
+        .flatten()
 }
 
 fn check_finalizers(new: &Value, old: &Value, target: &Target, kind: &str) -> Result<(), ApiError> {
@@ -467,7 +502,7 @@ async fn replace(
     objects::prepare_update(info, &mut new, attempt.old, attempt.subresource)?;
     defaults::apply(info, &mut new);
     defaults::keep_allocations(info, &mut new, attempt.old);
-    let unknown = admit(state, info, &mut new)?;
+    let unknown = admit(state, info, &mut new, Some(attempt.old))?;
     let warnings = field_validation(request.params, &unknown, bytes)?;
     crate::validation::prune(&mut new, &unknown);
     crate::validation::validate(info, &new)?;
@@ -598,191 +633,20 @@ pub async fn patch(
     Err(ApiError::Conflict(target))
 }
 
-/// DeleteOptions preconditions (`preconditions.uid`, `preconditions.resourceVersion`).
-fn check_preconditions(options: &Value, object: &Value, target: &Target) -> Result<(), ApiError> {
-    let mut problems = Vec::new();
-    if let Some(uid) = options
-        .pointer("/preconditions/uid")
-        .and_then(Value::as_str)
-        && meta_str(object, "uid") != Some(uid)
-    {
-        problems.push(format!(
-            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-            meta_str(object, "uid").unwrap_or_default()
-        ));
-    }
-    if let Some(rv) = options
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-        && meta_str(object, "resourceVersion") != Some(rv)
-    {
-        problems.push(format!(
-            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-            meta_str(object, "resourceVersion").unwrap_or_default()
-        ));
-    }
-    match problems.pop() {
-        None => Ok(()),
-        Some(message) => Err(ApiError::ConflictMessage {
-            target: target.clone(),
-            message,
-        }),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// DELETE on one object. Objects with finalizers are marked (`deletionTimestamp`) and stay until
-/// the finalizers are gone.
-pub async fn delete(
-    state: &ApiState,
-    request: &WriteRequest<'_>,
-    name: &str,
-    bytes: &[u8],
-) -> Result<Response, ApiError> {
-    let info = request.info;
-    let options = if bytes.is_empty() {
-        json!({})
-    } else {
-        body::object(request.headers, bytes)?
-    };
-    let target = Target::new(&info.group, &info.plural, name);
-    if info.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
-        return Err(ApiError::Forbidden {
-            target,
-            message: format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            ),
-        });
+    #[test]
+    fn a_write_differing_only_in_key_order_or_managed_field_times_should_be_unchanged() {
+        let stored = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}}"#;
+        let reordered = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dg=="},"type":"Opaque"}"#;
+        let kept = unchanged(stored, reordered).unwrap();
+        assert_eq!(
+            kept["metadata"]["managedFields"][0]["time"],
+            "2026-01-01T00:00:00Z"
+        );
+        let changed = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dw=="},"type":"Opaque"}"#;
+        assert!(unchanged(stored, changed).is_none());
     }
-    let dry_run = request.params.dry_run()?;
-    let key = storage::key(info, request.namespace, name);
-    for _ in 0..RETRIES {
-        let (kv, mut object) = current(state, &key, &target).await?;
-        check_preconditions(&options, &object, &target)?;
-        if dry_run {
-            return Ok(render_one(
-                state,
-                info,
-                &object,
-                request.format,
-                StatusCode::OK,
-            ));
-        }
-        let has_finalizers = object
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers {
-            if object.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(render_one(
-                    state,
-                    info,
-                    &object,
-                    request.format,
-                    StatusCode::OK,
-                ));
-            }
-            let now = crate::clock::rfc3339(state.clock.now());
-            let meta = meta_mut(&mut object)?;
-            meta.insert("deletionTimestamp".into(), json!(now));
-            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-            match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
-                Ok(stored) => {
-                    crd_written(state, info).await;
-                    return Ok(render_one(
-                        state,
-                        info,
-                        &stored,
-                        request.format,
-                        StatusCode::OK,
-                    ));
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(error) => return Err(storage::api_error(error, &target)),
-            }
-        }
-        if info.kind == "Namespace" {
-            delete_namespace_contents(state, name).await?;
-        }
-        if is_crd(info) {
-            let purged = crd::purge(state, &object).await?;
-            tracing::info!(crd = name, objects = purged, "CRD deleted with its objects");
-        }
-        match state.store.delete(&key, Some(kv.mod_revision)).await {
-            Ok((revision, _)) => {
-                defaults::release_for(state, info, &object).await;
-                crd_written(state, info).await;
-                meta_mut(&mut object)?
-                    .insert("resourceVersion".into(), json!(revision.to_string()));
-                return Ok(render_one(
-                    state,
-                    info,
-                    &object,
-                    request.format,
-                    StatusCode::OK,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
-        }
-    }
-    Err(ApiError::Conflict(target))
-}
-
-/// Deletes every namespaced object in `namespace`, of every resource.
-async fn delete_namespace_contents(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
-    let everything = Params::default();
-    for info in state.registry.all().iter().filter(|r| r.namespaced()) {
-        let listed = read::list_objects(state, info, Some(namespace), &everything).await?;
-        for object in listed.items {
-            let Some(name) = meta_str(&object, "name") else {
-                continue;
-            };
-            let key = storage::key(info, Some(namespace), name);
-            match state.store.delete(&key, None).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {
-                    defaults::release_for(state, info, &object).await;
-                }
-                Err(error) => {
-                    return Err(storage::api_error(
-                        error,
-                        &Target::new(&info.group, &info.plural, name),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// DELETE on a collection: deletes every selected object and returns them as a list.
-pub async fn delete_collection(
-    state: &ApiState,
-    request: &WriteRequest<'_>,
-    bytes: &[u8],
-) -> Result<Response, ApiError> {
-    let info = request.info;
-    let listed = read::list_objects(state, info, request.namespace, request.params).await?;
-    let mut deleted = Vec::new();
-    for object in listed.items {
-        let Some(name) = meta_str(&object, "name").map(str::to_string) else {
-            continue;
-        };
-        let namespace = meta_str(&object, "namespace").map(str::to_string);
-        let one = WriteRequest {
-            namespace: namespace.as_deref(),
-            format: Format::Json,
-            ..*request
-        };
-        match delete(state, &one, &name, bytes).await {
-            Ok(_) | Err(ApiError::NotFound(_)) => deleted.push(object),
-            Err(error) => return Err(error),
-        }
-    }
-    let list = json!({
-        "kind": format!("{}List", info.kind),
-        "apiVersion": info.api_version(),
-        "metadata": {"resourceVersion": listed.revision.to_string()},
-        "items": deleted,
-    });
-    Ok(respond::value(StatusCode::OK, &list, Format::Json))
 }

@@ -1,0 +1,397 @@
+//! DELETE and deletecollection with upstream's semantics. Preconditions (`uid`,
+//! `resourceVersion`) are checked first. An object with finalizers is only marked
+//! (`deletionTimestamp`) and stays until they are gone. Garbage-collection propagation is
+//! expressed as finalizers that the garbage collector acts on: `orphan` (dependents lose their
+//! owner reference) and `foregroundDeletion` (the owner stays until its blocking dependents are
+//! gone); background deletion removes the object at once and leaves its dependents to the
+//! collector. A namespace turns `Terminating` and is emptied by the namespace controller, which
+//! then removes the `kubernetes` entry of `spec.finalizers`.
+
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::{Value, json};
+use skiff_apimachinery::status::{Cause, Target};
+use skiff_apimachinery::{ApiError, ResourceInfo};
+use skiff_store::StoreError;
+
+use super::read::{self, render_one};
+use super::write::{RETRIES, WriteRequest, crd_written, current, is_crd, write_over};
+use crate::body;
+use crate::crd;
+use crate::defaults;
+use crate::objects::{meta_mut, meta_str};
+use crate::respond::{self, Format};
+use crate::state::ApiState;
+use crate::storage;
+
+/// Namespaces that can never be deleted.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+/// The finalizer that makes the garbage collector orphan an owner's dependents.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer that keeps an owner until the collector has deleted its blocking dependents.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// `propagationPolicy` of DeleteOptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+/// The parts of DeleteOptions (body or query) that deletion acts on.
+#[derive(Debug, Default)]
+struct Options {
+    propagation: Option<Propagation>,
+    orphan_dependents: Option<bool>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+fn invalid_options(field: &str, message: String) -> ApiError {
+    ApiError::Invalid {
+        kind: "DeleteOptions.meta.k8s.io".into(),
+        target: Target::new("meta.k8s.io", "deleteoptions", ""),
+        causes: vec![Cause {
+            reason: "FieldValueNotSupported".into(),
+            message,
+            field: field.into(),
+        }],
+    }
+}
+
+impl Options {
+    /// Reads DeleteOptions from the body, with query parameters as the fallback.
+    fn parse(body: &Value, request: &WriteRequest<'_>) -> Result<Self, ApiError> {
+        let text = |field: &str| {
+            body.get(field)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| request.params.get(field).map(str::to_string))
+        };
+        let propagation = match text("propagationPolicy").as_deref() {
+            None => None,
+            Some("Orphan") => Some(Propagation::Orphan),
+            Some("Background") => Some(Propagation::Background),
+            Some("Foreground") => Some(Propagation::Foreground),
+            Some(other) => {
+                return Err(invalid_options(
+                    "propagationPolicy",
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                    ),
+                ));
+            }
+        };
+        let orphan_dependents = match body.get("orphanDependents") {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => request
+                .params
+                .get("orphanDependents")
+                .map(|v| matches!(v, "true" | "1")),
+        };
+        if propagation.is_some() && orphan_dependents.is_some() {
+            return Err(invalid_options(
+                "propagationPolicy",
+                "orphanDependents and deletionPropagation cannot be both set".into(),
+            ));
+        }
+        let precondition = |field: &str| {
+            body.pointer(&format!("/preconditions/{field}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Ok(Self {
+            propagation,
+            orphan_dependents,
+            uid: precondition("uid"),
+            resource_version: precondition("resourceVersion"),
+        })
+    }
+
+    fn check_preconditions(&self, object: &Value, target: &Target) -> Result<(), ApiError> {
+        let mut problems = Vec::new();
+        if let Some(uid) = &self.uid
+            && meta_str(object, "uid") != Some(uid)
+        {
+            problems.push(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(object, "uid").unwrap_or_default()
+            ));
+        }
+        if let Some(rv) = &self.resource_version
+            && meta_str(object, "resourceVersion") != Some(rv)
+        {
+            problems.push(format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta_str(object, "resourceVersion").unwrap_or_default()
+            ));
+        }
+        match problems.pop() {
+            None => Ok(()),
+            Some(message) => Err(ApiError::ConflictMessage {
+                target: target.clone(),
+                message,
+            }),
+        }
+    }
+}
+
+/// Kinds whose dependents are orphaned when no policy is given (upstream keeps this for
+/// backward compatibility of core/v1 ReplicationControllers and batch/v1 Jobs).
+fn orphans_by_default(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group.as_str(), info.kind.as_str()),
+        ("", "ReplicationController") | ("batch", "Job")
+    )
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The object's finalizers after this deletion request: the garbage-collection finalizers
+/// follow an explicit policy, else the ones already present, else the kind's default.
+fn finalizers_after(existing: &[String], options: &Options, default_orphan: bool) -> Vec<String> {
+    let has = |f: &str| existing.iter().any(|e| e == f);
+    let (orphan, foreground) = match (options.orphan_dependents, options.propagation) {
+        (Some(orphan), _) => (orphan, false),
+        (None, Some(policy)) => (
+            policy == Propagation::Orphan,
+            policy == Propagation::Foreground,
+        ),
+        (None, None) if has(ORPHAN_FINALIZER) => (true, false),
+        (None, None) if has(FOREGROUND_FINALIZER) => (false, true),
+        (None, None) => (default_orphan, false),
+    };
+    let mut out: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if orphan {
+        out.push(ORPHAN_FINALIZER.into());
+    }
+    if foreground {
+        out.push(FOREGROUND_FINALIZER.into());
+    }
+    let same_set = out.len() == existing.len() && out.iter().all(|f| has(f));
+    if same_set { existing.to_vec() } else { out }
+}
+
+fn is_namespace(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Namespace"
+}
+
+/// Whether a namespace still waits for `spec.finalizers` (the namespace controller's work).
+pub fn spec_finalizers_pending(object: &Value) -> bool {
+    object.get("kind").and_then(Value::as_str) == Some("Namespace")
+        && object
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+}
+
+/// Marks `object` as being deleted: `deletionTimestamp` (kept if already set), a zero grace
+/// period, the generation bumped once, and a namespace's phase `Terminating`.
+fn mark_deleting(object: &mut Value, finalizers: Vec<String>, now: &str) -> Result<(), ApiError> {
+    let namespace = object.get("kind").and_then(Value::as_str) == Some("Namespace");
+    let meta = meta_mut(object)?;
+    if !meta.contains_key("deletionTimestamp") {
+        if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+            && generation > 0
+        {
+            meta.insert("generation".into(), json!(generation + 1));
+        }
+        meta.insert("deletionTimestamp".into(), json!(now));
+    }
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if finalizers.is_empty() {
+        meta.remove("finalizers");
+    } else {
+        meta.insert("finalizers".into(), json!(finalizers));
+    }
+    if namespace && let Some(map) = object.as_object_mut() {
+        let status = map.entry("status").or_insert_with(|| json!({}));
+        status["phase"] = json!("Terminating");
+    }
+    Ok(())
+}
+
+/// DELETE on one object.
+pub async fn delete(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let body = if bytes.is_empty() {
+        json!({})
+    } else {
+        body::object(request.headers, bytes)?
+    };
+    let options = Options::parse(&body, request)?;
+    let target = Target::new(&info.group, &info.plural, name);
+    if is_namespace(info) && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(ApiError::Forbidden {
+            target,
+            message: format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ),
+        });
+    }
+    let dry_run = request.params.dry_run()?;
+    let key = storage::key(info, request.namespace, name);
+    let accepted = if options.orphan_dependents == Some(false) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    for _ in 0..RETRIES {
+        let (kv, mut object) = current(state, &key, &target).await?;
+        options.check_preconditions(&object, &target)?;
+        let before = finalizers(&object);
+        let after = finalizers_after(&before, &options, orphans_by_default(info));
+        if !after.is_empty() || spec_finalizers_pending(&object) {
+            let now = crate::clock::rfc3339(state.clock.now());
+            mark_deleting(&mut object, after, &now)?;
+            if dry_run {
+                return Ok(render_one(state, info, &object, request.format, accepted));
+            }
+            match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
+                Ok(stored) => {
+                    crd_written(state, info).await;
+                    return Ok(render_one(state, info, &stored, request.format, accepted));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(storage::api_error(error, &target)),
+            }
+        }
+        if dry_run {
+            return Ok(render_one(
+                state,
+                info,
+                &object,
+                request.format,
+                StatusCode::OK,
+            ));
+        }
+        if is_crd(info) {
+            let purged = crd::purge(state, &object).await?;
+            tracing::info!(crd = name, objects = purged, "CRD deleted with its objects");
+        }
+        match state.store.delete(&key, Some(kv.mod_revision)).await {
+            Ok((revision, _)) => {
+                defaults::release_for(state, &object).await;
+                crd_written(state, info).await;
+                meta_mut(&mut object)?
+                    .insert("resourceVersion".into(), json!(revision.to_string()));
+                return Ok(render_one(
+                    state,
+                    info,
+                    &object,
+                    request.format,
+                    StatusCode::OK,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(storage::api_error(error, &target)),
+        }
+    }
+    Err(ApiError::Conflict(target))
+}
+
+/// DELETE on a collection: deletes every selected object and returns them as a list.
+pub async fn delete_collection(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let info = request.info;
+    let listed = read::list_objects(state, info, request.namespace, request.params).await?;
+    let mut deleted = Vec::new();
+    for object in listed.items {
+        let Some(name) = meta_str(&object, "name").map(str::to_string) else {
+            continue;
+        };
+        let namespace = meta_str(&object, "namespace").map(str::to_string);
+        let one = WriteRequest {
+            namespace: namespace.as_deref(),
+            format: Format::Json,
+            ..*request
+        };
+        match delete(state, &one, &name, bytes).await {
+            Ok(_) | Err(ApiError::NotFound(_)) => deleted.push(object),
+            Err(error) => return Err(error),
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", info.kind),
+        "apiVersion": info.api_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(respond::value(StatusCode::OK, &list, Format::Json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn options(propagation: Option<Propagation>, orphan: Option<bool>) -> Options {
+        Options {
+            propagation,
+            orphan_dependents: orphan,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn explicit_policy_should_replace_the_gc_finalizers() {
+        let existing = strings(&["example.com/x", ORPHAN_FINALIZER]);
+        let out = finalizers_after(
+            &existing,
+            &options(Some(Propagation::Foreground), None),
+            false,
+        );
+        assert_eq!(out, strings(&["example.com/x", FOREGROUND_FINALIZER]));
+        let out = finalizers_after(
+            &existing,
+            &options(Some(Propagation::Background), None),
+            false,
+        );
+        assert_eq!(out, strings(&["example.com/x"]));
+    }
+
+    #[test]
+    fn no_policy_should_keep_existing_gc_finalizers_or_use_the_default() {
+        let existing = strings(&[FOREGROUND_FINALIZER]);
+        assert_eq!(
+            finalizers_after(&existing, &options(None, None), true),
+            existing
+        );
+        assert_eq!(
+            finalizers_after(&[], &options(None, None), true),
+            strings(&[ORPHAN_FINALIZER])
+        );
+        assert!(finalizers_after(&[], &options(None, None), false).is_empty());
+        assert_eq!(
+            finalizers_after(&[], &options(None, Some(true)), false),
+            strings(&[ORPHAN_FINALIZER])
+        );
+    }
+}
