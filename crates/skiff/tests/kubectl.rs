@@ -530,6 +530,7 @@ fn imperative(k: &Kubectl<'_>) {
     let token = k.ok(&["create", "token", "imp"]);
     assert_eq!(token.trim().split('.').count(), 3, "{version}: {token}");
     cascade(k);
+    client_to_server_side_apply(k);
     let extra = format!("{}-extra", k.namespace);
     k.ok(&["create", "namespace", &extra]);
     k.ok(&["create", "configmap", "inside", "--namespace", &extra]);
@@ -537,6 +538,33 @@ fn imperative(k: &Kubectl<'_>) {
     k.ok(&["delete", "namespace", &extra, "--timeout=30s"]);
     let after = k.run(&["get", "namespace", &extra]);
     assert!(!after.status.success(), "{version}: the namespace is gone");
+}
+
+/// Migration from client-side to server-side apply: kubectl moves the client-side manager's
+/// fields to its server-side manager (a JSON patch of managedFields), so a field the
+/// server-side apply no longer names is removed.
+fn client_to_server_side_apply(k: &Kubectl<'_>) {
+    let version = k.binary.display();
+    let before =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: migrated}\ndata: {a: '1', b: '2'}\n";
+    assert!(k.apply_yaml(before, &[]).status.success(), "{version}");
+    let after = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: migrated}\ndata: {a: '1'}\n";
+    let out = k.apply_yaml(after, &["--server-side"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        k.jsonpath("cm/migrated", "{.data}"),
+        r#"{"a":"1"}"#,
+        "{version}: the field dropped from the applied configuration is gone"
+    );
+    let managers = k.jsonpath("cm/migrated", "{.metadata.managedFields[*].manager}");
+    assert!(
+        !managers.contains("kubectl-client-side-apply"),
+        "{version}: {managers}"
+    );
 }
 
 /// A ConfigMap `child` owned by the ConfigMap `owner` (both created here).

@@ -154,9 +154,21 @@ pub fn default_manager(user_agent: Option<&str>) -> String {
 }
 
 /// Records a create, update or patch by `writer`: the fields that differ from `old` (all fields
-/// for a create) become the writer's, and no one else's.
+/// for a create) become the writer's, and no one else's. A write of the main resource that sets
+/// `managedFields` to something new (kubectl's upgrade from client-side to server-side apply
+/// does, with a JSON patch) starts from those entries, as upstream's; otherwise from the
+/// stored ones, so a client that drops the field cannot erase ownership.
 pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer: &Writer<'_>) {
-    let mut list = old.map(entries).unwrap_or_else(|| entries(new));
+    let given = new.pointer("/metadata/managedFields");
+    let replaced = writer.subresource.is_empty()
+        && given
+            .and_then(Value::as_array)
+            .is_some_and(|g| !g.is_empty())
+        && given != old.and_then(|o| o.pointer("/metadata/managedFields"));
+    let mut list = match old {
+        Some(old) if !replaced => entries(old),
+        _ => entries(new),
+    };
     let new_fields = owned_fields(new, shape);
     let changed: FieldSet = match old {
         None => new_fields.clone(),
