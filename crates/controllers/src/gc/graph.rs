@@ -1,7 +1,9 @@
-//! The garbage collector's dependency graph: every object it watches, keyed by uid, with its
-//! owner references, and the reverse index from an owner's uid to its dependents. Pure data:
-//! applying a change returns the work that change makes necessary, so the rules are tested
-//! without an API.
+//! The garbage collector's dependency graph: the objects it watches that matter to it, keyed
+//! by uid — those with owner references, and owners while they orphan or delete their
+//! dependents — and the reverse index from an owner's uid to its dependents. Objects with
+//! neither are not kept (whether an owner exists is always asked of the API), so memory grows
+//! with owned objects only. Pure data: applying a change returns the work that change makes
+//! necessary, so the rules are tested without an API.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -114,6 +116,16 @@ impl Graph {
             .collect()
     }
 
+    /// A check of every object with an owner reference that `owned_by` selects (after a relist
+    /// of the owners' resource: an owner may have vanished unseen).
+    pub fn recheck_owned(&self, owned_by: impl Fn(&OwnerReference) -> bool) -> Vec<Task> {
+        self.nodes
+            .values()
+            .filter(|n| n.owners.iter().any(&owned_by))
+            .map(|n| Task::AttemptDelete(n.uid.clone()))
+            .collect()
+    }
+
     /// The uids of the nodes watched through `resource`.
     pub fn uids_of(&self, resource: &str) -> HashSet<String> {
         self.nodes
@@ -171,20 +183,27 @@ impl Graph {
             }
             Deletion::Alive | Deletion::Deleting => {}
         }
-        self.nodes.insert(uid, node);
+        let kept = !node.owners.is_empty()
+            || matches!(
+                node.deletion,
+                Deletion::Orphaning | Deletion::DeletingDependents
+            );
+        if kept {
+            self.nodes.insert(uid, node);
+        }
         tasks
     }
 
     /// Removes a node (the object is gone); returns the work that calls for.
     pub fn remove(&mut self, uid: &str) -> Vec<Task> {
-        let Some(node) = self.nodes.remove(uid) else {
-            return Vec::new();
-        };
         let mut tasks: Vec<Task> = self
             .dependents(uid)
             .into_iter()
             .map(|d| Task::AttemptDelete(d.uid.clone()))
             .collect();
+        let Some(node) = self.nodes.remove(uid) else {
+            return tasks;
+        };
         for owner in &node.owners {
             if let Some(set) = self.dependents.get_mut(&owner.uid) {
                 set.remove(uid);
@@ -280,6 +299,17 @@ mod tests {
         assert!(graph.dependents("o")[0].blocks("o"));
         // The blocker's removal wakes the owner.
         assert_eq!(graph.remove("d"), [Task::DeleteDependents("o".into())]);
+    }
+
+    #[test]
+    fn objects_without_owners_should_not_be_kept_unless_they_are_deleting_dependents() {
+        let mut graph = Graph::default();
+        graph.upsert(node("plain", vec![], Deletion::Alive));
+        assert!(graph.node("plain").is_none());
+        graph.upsert(node("owner", vec![], Deletion::DeletingDependents));
+        assert!(graph.node("owner").is_some());
+        graph.upsert(node("d", vec![owner_ref("x", false)], Deletion::Alive));
+        assert!(graph.node("d").is_some());
     }
 
     #[test]

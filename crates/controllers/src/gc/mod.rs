@@ -45,6 +45,8 @@ type Change = (String, watcher::Event<PartialObjectMeta<DynamicObject>>);
 struct Watch {
     task: JoinHandle<()>,
     synced: bool,
+    /// Whether a list completed before (a later one is a relist after a gap).
+    listed: bool,
     /// The uids seen since the watch's (re)list began.
     relist: Option<HashSet<String>>,
 }
@@ -170,6 +172,7 @@ impl Collector {
                     Watch {
                         task,
                         synced: false,
+                        listed: false,
                         relist: None,
                     },
                 );
@@ -199,6 +202,7 @@ impl Collector {
             }
             watcher::Event::InitDone => {
                 watch.synced = true;
+                let relisted = std::mem::replace(&mut watch.listed, true);
                 let seen = watch.relist.take().unwrap_or_default();
                 // Objects that vanished while the watch was down.
                 let vanished: Vec<String> = self
@@ -207,10 +211,21 @@ impl Collector {
                     .into_iter()
                     .filter(|uid| !seen.contains(uid))
                     .collect();
-                vanished
+                let mut tasks: Vec<Task> = vanished
                     .iter()
                     .flat_map(|uid| self.graph.remove(uid))
-                    .collect()
+                    .collect();
+                if relisted {
+                    // Owners without owners of their own are not in the graph: one that
+                    // vanished unseen shows only in its dependents' check.
+                    let resources = &self.resources;
+                    tasks.extend(self.graph.recheck_owned(|owner| {
+                        resources
+                            .resolve(&owner.api_version, &owner.kind)
+                            .is_some_and(|s| s.key() == resource)
+                    }));
+                }
+                tasks
             }
             watcher::Event::Delete(object) => match object.meta().uid.as_deref() {
                 Some(uid) => self.graph.remove(uid),
