@@ -5,62 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args([
-            "server",
-            "--https-port",
-            &free_port().to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut kubeconfig = None;
-    for line in stdout.by_ref().map_while(Result::ok) {
-        if let Some(path) = line.strip_prefix("kubeconfig: ") {
-            kubeconfig = Some(PathBuf::from(path));
-            break;
-        }
-    }
-    // Keep draining the server's output.
-    std::thread::spawn(move || stdout.for_each(drop));
-    Server {
-        child,
-        kubeconfig: kubeconfig.expect("the server prints its kubeconfig"),
-        _dir: dir,
-    }
-}
+use support::start_server;
 
 fn kubectl_binaries() -> Vec<PathBuf> {
     let mut found = Vec::new();

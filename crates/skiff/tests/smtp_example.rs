@@ -7,11 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -24,62 +23,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
 use smtp_credentials::{SMTPCredentials, SMTPCredentialsSpec};
+use support::{Server, start_server};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const NAMESPACE: &str = "default";
-
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args([
-            "server",
-            "--https-port",
-            &free_port().to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut kubeconfig = None;
-    for line in stdout.by_ref().map_while(Result::ok) {
-        if let Some(path) = line.strip_prefix("kubeconfig: ") {
-            kubeconfig = Some(PathBuf::from(path));
-            break;
-        }
-    }
-    // Keep draining the server's output.
-    std::thread::spawn(move || stdout.for_each(drop));
-    Server {
-        child,
-        kubeconfig: kubeconfig.expect("the server prints its kubeconfig"),
-        _dir: dir,
-    }
-}
 
 /// A `skiff server` with the CRD installed and the controller running in this process.
 struct Cluster {
@@ -182,6 +130,17 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits up to 20 s until `api` has no object `name`.
+async fn gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, Duration::from_secs(20), || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
 }
 
 fn data(secret: &Secret) -> BTreeMap<String, String> {
@@ -402,38 +361,16 @@ async fn smtp_credentials_secret_should_be_garbage_collected_with_its_owner() {
         .await
         .unwrap();
 
-    let credentials = cluster.credentials();
-    eventually(
+    gone(
+        &cluster.credentials(),
+        "mail",
         "the SMTPCredentials to be gone",
-        Duration::from_secs(20),
-        || {
-            let credentials = credentials.clone();
-            async move {
-                credentials
-                    .get_opt("mail")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        },
     )
     .await;
-    let secrets = cluster.secrets();
-    eventually(
+    gone(
+        &cluster.secrets(),
+        "mail",
         "the garbage collector to delete Secret mail (owned by the deleted SMTPCredentials)",
-        Duration::from_secs(20),
-        || {
-            let secrets = secrets.clone();
-            async move {
-                secrets
-                    .get_opt("mail")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        },
     )
     .await;
 }

@@ -257,6 +257,7 @@ pub async fn delete(
     } else {
         StatusCode::OK
     };
+    let reply = |object: &Value, status| render_one(state, info, object, request.format, status);
     for _ in 0..RETRIES {
         let (kv, mut object) = current(state, &key, &target).await?;
         options.check_preconditions(&object, &target)?;
@@ -266,25 +267,19 @@ pub async fn delete(
             let now = crate::clock::rfc3339(state.clock.now());
             mark_deleting(&mut object, after, &now)?;
             if dry_run {
-                return Ok(render_one(state, info, &object, request.format, accepted));
+                return Ok(reply(&object, accepted));
             }
             match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
                 Ok(stored) => {
                     crd_written(state, info).await;
-                    return Ok(render_one(state, info, &stored, request.format, accepted));
+                    return Ok(reply(&stored, accepted));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(error) => return Err(storage::api_error(error, &target)),
             }
         }
         if dry_run {
-            return Ok(render_one(
-                state,
-                info,
-                &object,
-                request.format,
-                StatusCode::OK,
-            ));
+            return Ok(reply(&object, StatusCode::OK));
         }
         if is_crd(info) {
             let purged = crd::purge(state, &object).await?;
@@ -296,13 +291,7 @@ pub async fn delete(
                 crd_written(state, info).await;
                 meta_mut(&mut object)?
                     .insert("resourceVersion".into(), json!(revision.to_string()));
-                return Ok(render_one(
-                    state,
-                    info,
-                    &object,
-                    request.format,
-                    StatusCode::OK,
-                ));
+                return Ok(reply(&object, StatusCode::OK));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(error) => return Err(storage::api_error(error, &target)),
