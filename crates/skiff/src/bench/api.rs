@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use skiff_store::Store;
 use skiff_store::sqlite::SqliteStore;
 
@@ -22,6 +23,7 @@ pub struct Options {
     pub watchers: usize,
     pub pods: usize,
     pub objects: usize,
+    pub dependents: usize,
 }
 
 struct ServerProcess {
@@ -35,15 +37,20 @@ impl Drop for ServerProcess {
     }
 }
 
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+/// The server's resident memory: (all, anonymous) in MiB. File-backed pages (SQLite's
+/// memory-mapped database) are the difference: the kernel reclaims them under pressure.
+fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name}"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 fn start_server(dir: &Path) -> anyhow::Result<(ServerProcess, kube::Client)> {
@@ -194,6 +201,41 @@ async fn watch_latency(
     Ok((pick(0.5), pick(0.99)))
 }
 
+/// Dependents deleted per second by the garbage collector after their owner's deletion.
+async fn collection_rate(api: &Api<ConfigMap>, dependents: usize) -> anyhow::Result<f64> {
+    if dependents == 0 {
+        return Ok(0.0);
+    }
+    let owner = api
+        .create(&PostParams::default(), &config_map("owner".into())?)
+        .await?;
+    let uid = owner.metadata.uid.context("no uid")?;
+    create_many(api, dependents, move |i| {
+        let mut cm = config_map(format!("dependent-{i}"))?;
+        cm.metadata.labels = Some([("bench".to_string(), "gc".to_string())].into());
+        cm.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner".into(),
+            uid: uid.clone(),
+            ..OwnerReference::default()
+        }]);
+        Ok(cm)
+    })
+    .await?;
+    let start = Instant::now();
+    api.delete("owner", &DeleteParams::background()).await?;
+    let left = ListParams::default().labels("bench=gc");
+    while !api.list_metadata(&left).await?.items.is_empty() {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the garbage collector did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(dependents as f64 / start.elapsed().as_secs_f64())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -215,7 +257,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_mib(pid)?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in ["bench", "bench-pods", "bench-many"] {
+    for ns in ["bench", "bench-pods", "bench-many", "bench-gc"] {
         let namespace: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
         namespaces
@@ -255,6 +297,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     list_times.sort();
     eprintln!("LIST {} pods: median {:?}", options.pods, list_times[2]);
 
+    let gc_rate = collection_rate(
+        &Api::namespaced(client.clone(), "bench-gc"),
+        options.dependents,
+    )
+    .await?;
+    eprintln!("garbage collector: {gc_rate:.0} dependents deleted/s");
+
     let many: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-many");
     create_many(&many, options.objects, |i| config_map(format!("cm-{i}"))).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -287,10 +336,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         ms(list_times[4]),
         list_times[4].as_secs_f64() / 30.0
     );
-    println!("| server RSS idle | {rss_idle:.0} MiB | |");
     println!(
-        "| server RSS with {} ConfigMaps (+{} pods) | {rss_loaded:.0} MiB | |",
-        options.objects, options.pods
+        "| garbage collector: dependents deleted/s after their owner ({}) | {gc_rate:.0} | {:.2} of API creates/s with 1 client |",
+        options.dependents,
+        gc_rate / api_one
+    );
+    println!(
+        "| server RSS idle (anonymous) | {:.0} MiB ({:.0} MiB) | |",
+        rss_idle.0, rss_idle.1
+    );
+    println!(
+        "| server RSS with {} ConfigMaps (+{} pods) (anonymous) | {:.0} MiB ({:.0} MiB) | |",
+        options.objects, options.pods, rss_loaded.0, rss_loaded.1
     );
     Ok(())
 }

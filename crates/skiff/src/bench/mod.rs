@@ -27,7 +27,8 @@ pub enum BenchCommand {
         watch_events: usize,
     },
     /// Creates/s through HTTPS (1 and 64 clients) beside the store's own rate, watch latency
-    /// with many watchers, LIST latency for many pods, and the server's memory.
+    /// with many watchers, LIST latency for many pods, the garbage collector's rate, and the
+    /// server's memory.
     Api {
         /// Seconds per throughput measurement.
         #[arg(long, default_value_t = 5)]
@@ -41,6 +42,9 @@ pub enum BenchCommand {
         /// ConfigMaps to hold for the memory figure.
         #[arg(long, default_value_t = 100_000)]
         objects: usize,
+        /// Dependents the garbage collector deletes after their owner.
+        #[arg(long, default_value_t = 1_000)]
+        dependents: usize,
     },
 }
 
@@ -66,12 +70,14 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             watchers,
             pods,
             objects,
+            dependents,
         } => {
             api::run(api::Options {
                 seconds,
                 watchers,
                 pods,
                 objects,
+                dependents,
             })
             .await
         }

@@ -45,7 +45,7 @@ pub(crate) fn open_writer(path: &std::path::Path) -> StoreResult<Connection> {
     // on the writer thread and fsyncs the database, so at tens of thousands of writes/s the
     // default would checkpoint many times a second, copying the same hot pages each time.
     conn.pragma_update(None, "wal_autocheckpoint", 10000)?;
-    tune(&conn)?;
+    tune(&conn, WRITER_CACHE_KIB)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let has_tables: bool = conn
         .query_row(
@@ -72,14 +72,21 @@ pub(crate) fn open_reader(path: &std::path::Path) -> StoreResult<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    tune(&conn)?;
+    tune(&conn, READER_CACHE_KIB)?;
     Ok(conn)
 }
 
-/// Memory settings: a 64 MiB page cache and memory-mapped reads, so index pages of a large store
-/// stay in memory instead of costing a system call each.
-fn tune(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "cache_size", -65536)?;
+/// The writer's page cache (KiB): it holds the pages a batch of writes dirties.
+const WRITER_CACHE_KIB: i64 = 65_536;
+/// Each reader's page cache (KiB). Readers read through the memory map, whose pages are the
+/// kernel's (shared and reclaimable); a large private cache per pooled reader would copy the
+/// same pages once per connection.
+const READER_CACHE_KIB: i64 = 4_096;
+
+/// Memory settings: a page cache of `cache_kib` and memory-mapped reads, so index pages of a
+/// large store stay in memory instead of costing a system call each.
+fn tune(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
