@@ -53,7 +53,32 @@ fn admin() -> Caller {
     }))
 }
 
+/// The names of a Table's columns.
+fn column_names(table: &Value) -> Vec<&str> {
+    table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 impl Api {
+    /// GET `uri` as a Table (with `accept` as the Accept header).
+    async fn table(&self, uri: &str, accept: &str) -> Value {
+        let mut request = Request::builder()
+            .uri(uri)
+            .header("accept", accept)
+            .body(Body::empty())
+            .unwrap();
+        request.extensions_mut().insert(admin());
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -440,26 +465,13 @@ async fn anonymous_callers_should_get_401() {
 async fn tables_should_have_kubectls_columns() {
     let api = api().await;
     api.json("POST", CMS, cm("t", json!({}))).await;
-    let mut request = Request::builder()
-        .uri(CMS)
-        .header(
-            "accept",
+    let table = api
+        .table(
+            CMS,
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
         )
-        .body(Body::empty())
-        .unwrap();
-    request.extensions_mut().insert(admin());
-    let response = api.router.clone().oneshot(request).await.unwrap();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let table: Value = serde_json::from_slice(&body).unwrap();
-    let columns: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+        .await;
+    let columns = column_names(&table);
     assert_eq!(columns, ["Name", "Data", "Age"]);
     assert_eq!(table["rows"][0]["cells"][0], "t");
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
@@ -949,23 +961,10 @@ async fn component_statuses_should_be_a_read_only_deprecated_view() {
     assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
 
     // kubectl's columns.
-    let mut request = Request::builder()
-        .uri(CS)
-        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(Body::empty())
-        .unwrap();
-    request.extensions_mut().insert(admin());
-    let response = api.router.clone().oneshot(request).await.unwrap();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let table: Value = serde_json::from_slice(&body).unwrap();
-    let columns: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let table = api
+        .table(CS, "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .await;
+    let columns = column_names(&table);
     assert_eq!(columns, ["Name", "Status", "Message", "Error"]);
     assert_eq!(
         table["rows"][0]["cells"],

@@ -143,6 +143,20 @@ where
     .await;
 }
 
+/// Waits up to 20 s until Secret `name` holds `username`; returns its data.
+async fn secret_with_username(
+    secrets: &Api<Secret>,
+    name: &str,
+    username: &str,
+    what: &str,
+) -> BTreeMap<String, String> {
+    eventually(what, Duration::from_secs(20), || async {
+        let after = data(&secrets.get(name).await.unwrap());
+        (after["username"] == username).then_some(after)
+    })
+    .await
+}
+
 fn data(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
@@ -291,17 +305,11 @@ async fn smtp_credentials_secret_should_be_restored_after_hand_edit() {
         .unwrap();
     assert_eq!(data(&edited)["username"], "mallory");
 
-    let secrets = cluster.secrets();
-    let after = eventually(
+    let after = secret_with_username(
+        &cluster.secrets(),
+        "mail",
+        "alice",
         "the controller to put username back",
-        Duration::from_secs(20),
-        || {
-            let secrets = secrets.clone();
-            async move {
-                let after = data(&secrets.get("mail").await.unwrap());
-                (after["username"] == "alice").then_some(after)
-            }
-        },
     )
     .await;
     assert_eq!(after, before, "the password is kept, nothing else changes");
@@ -329,17 +337,11 @@ async fn smtp_credentials_secret_should_follow_spec_changes_and_keep_its_passwor
         .await
         .unwrap();
 
-    let secrets = cluster.secrets();
-    let after = eventually(
+    let after = secret_with_username(
+        &cluster.secrets(),
+        "mail",
+        "bob",
         "the Secret to follow the spec",
-        Duration::from_secs(20),
-        || {
-            let secrets = secrets.clone();
-            async move {
-                let after = data(&secrets.get("mail").await.unwrap());
-                (after["username"] == "bob").then_some(after)
-            }
-        },
     )
     .await;
     assert_eq!(after["host"], "relay.example.com");
