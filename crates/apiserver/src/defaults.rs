@@ -26,6 +26,35 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
+/// A Secret's `stringData` is write-only: upstream merges it into `data` (base64, its keys
+/// winning over `data`'s) on every write and never stores or returns it.
+fn merge_string_data(secret: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(string_data) = secret.remove("stringData") else {
+        return;
+    };
+    let Value::Object(string_data) = string_data else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let Some(data) = object_at_map(secret, "data") else {
+        return;
+    };
+    for (key, value) in string_data {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        data.insert(
+            key,
+            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+}
+
 /// A rolling-update strategy defaulted field by field, as upstream does: `type` RollingUpdate,
 /// then each unset `rollingUpdate` field (an empty `{}` strategy from a protobuf body included).
 fn strategy(spec: &mut Map<String, Value>, key: &str, rolling: Value) {
@@ -206,6 +235,7 @@ pub fn apply(info: &ResourceInfo, object: &mut Value) {
         ("", "Secret") => {
             if let Some(map) = object.as_object_mut() {
                 set_default(map, "type", json!("Opaque"));
+                merge_string_data(map);
                 // Go's base64 decoder skips line breaks; the stored form has none.
                 if let Some(data) = map.get_mut("data").and_then(Value::as_object_mut) {
                     for value in data.values_mut() {

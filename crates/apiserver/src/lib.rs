@@ -11,6 +11,7 @@ pub mod clock;
 mod crd;
 mod defaults;
 mod duplicates;
+mod guaranteed;
 mod handlers;
 mod objects;
 mod openapi;

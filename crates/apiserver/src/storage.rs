@@ -123,7 +123,10 @@ pub fn api_error(error: StoreError, target: &Target) -> ApiError {
             limit: skiff_store::MAX_VALUE_BYTES,
         },
         StoreError::InvalidKey { reason } => ApiError::BadRequest(reason),
-        StoreError::Closed | StoreError::Locked { .. } | StoreError::Etcd(_) => {
+        StoreError::Closed
+        | StoreError::Locked { .. }
+        | StoreError::Etcd { .. }
+        | StoreError::EtcdUnavailable(_) => {
             ApiError::Unavailable(format!("the datastore is unavailable: {error}"))
         }
         other => ApiError::Internal(other.to_string()),

@@ -984,3 +984,100 @@ async fn component_statuses_should_be_a_read_only_deprecated_view() {
         (&json!(["get", "list"]), &json!(["cs"]), &json!(false))
     );
 }
+
+#[tokio::test]
+async fn secret_string_data_should_be_merged_into_data_on_every_write() {
+    const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+    let api = api().await;
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let created = api
+        .json(
+            "POST",
+            SECRETS,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"kept": b64("old"), "a": b64("overwritten")}, "stringData": {"a": "x"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let stored = api.get(&format!("{SECRETS}/s")).await.json();
+    assert_eq!(stored["data"], json!({"kept": b64("old"), "a": b64("x")}));
+    assert!(stored.get("stringData").is_none(), "{stored}");
+    // Update, merge patch and server-side apply merge it too.
+    let mut replaced = stored.clone();
+    replaced["stringData"] = json!({"b": "y"});
+    let updated = api.json("PUT", &format!("{SECRETS}/s"), replaced).await;
+    assert_eq!(updated.status, StatusCode::OK);
+    assert_eq!(updated.json()["data"]["b"], b64("y"));
+    assert!(updated.json().get("stringData").is_none());
+    let patched = api
+        .call(
+            "PATCH",
+            &format!("{SECRETS}/s"),
+            Some("application/merge-patch+json"),
+            br#"{"stringData": {"c": "z"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert_eq!(patched.json()["data"]["c"], b64("z"));
+    assert!(patched.json().get("stringData").is_none());
+    let applied = api
+        .call(
+            "PATCH",
+            &format!("{SECRETS}/applied?fieldManager=helm"),
+            Some("application/apply-patch+yaml"),
+            b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: applied\nstringData:\n  password: hunter2\n"
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(applied.status, StatusCode::CREATED);
+    let applied = api.get(&format!("{SECRETS}/applied")).await.json();
+    assert_eq!(applied["data"], json!({"password": b64("hunter2")}));
+    assert!(applied.get("stringData").is_none());
+    // The Table counts the keys.
+    let table = api
+        .table(
+            &format!("{SECRETS}/s"),
+            "application/json;as=Table;v=v1;g=meta.k8s.io",
+        )
+        .await;
+    assert_eq!(table["rows"][0]["cells"][2], 4, "{table}");
+}
+
+#[tokio::test]
+async fn apply_of_an_empty_map_then_of_keys_should_keep_the_map() {
+    let api = api().await;
+    let apply = |body: &'static str| {
+        let api = &api;
+        async move {
+            let reply = api
+                .call(
+                    "PATCH",
+                    &format!("{CMS}/applied?fieldManager=me"),
+                    Some("application/apply-patch+yaml"),
+                    body.as_bytes().to_vec(),
+                )
+                .await;
+            assert!(reply.status.is_success(), "{}", reply.json());
+            reply.json()
+        }
+    };
+    apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  labels: {}\ndata: {}\n")
+        .await;
+    let second = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  labels: {a: b}\ndata: {key1: v}\n",
+    )
+    .await;
+    assert_eq!(second["data"], json!({"key1": "v"}), "{second}");
+    assert_eq!(second["metadata"]["labels"], json!({"a": "b"}), "{second}");
+    let fields = &second["metadata"]["managedFields"][0]["fieldsV1"];
+    assert_eq!(fields["f:data"], json!({".": {}, "f:key1": {}}));
+    // Dropping a key from the applied map removes only that key.
+    let third = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  labels: {}\ndata: {}\n",
+    )
+    .await;
+    assert_eq!(third["data"], json!({}), "{third}");
+}

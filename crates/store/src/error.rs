@@ -82,9 +82,19 @@ pub enum StoreError {
     /// The storage engine failed; the write was not made (or not acknowledged as) durable.
     #[error("storage: {0}")]
     Storage(String),
-    /// etcd failed or could not be reached.
+    /// etcd answered with an error or could not be reached.
+    #[error("etcd: {context}: {source}")]
+    Etcd {
+        /// What the store was doing.
+        context: &'static str,
+        /// etcd's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// An etcd process or stream the store relies on is not there (it did not start, exited,
+    /// or closed a watch).
     #[error("etcd: {0}")]
-    Etcd(String),
+    EtcdUnavailable(String),
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -60,7 +60,9 @@ impl EtcdProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| StoreError::Etcd(format!("could not start etcd: {error}")))?;
+            .map_err(|error| {
+                StoreError::EtcdUnavailable(format!("could not start etcd: {error}"))
+            })?;
         let mut process = Self {
             child,
             endpoint,
@@ -74,14 +76,16 @@ impl EtcdProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
-                return Err(StoreError::Etcd(format!("etcd exited at start: {status}")));
+                return Err(StoreError::EtcdUnavailable(format!(
+                    "etcd exited at start: {status}"
+                )));
             }
             if etcd_healthy(port) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(StoreError::Etcd(
+        Err(StoreError::EtcdUnavailable(
             "etcd did not become healthy in 20 s".into(),
         ))
     }

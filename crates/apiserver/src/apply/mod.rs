@@ -187,7 +187,7 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer
     };
     for entry in &mut list {
         // Fields gone from the object are owned by no one.
-        entry.fields.retain(|p| new_fields.contains(p));
+        entry.fields.retain(|p| has_member(&new_fields, p));
         if !entry.same(&writer.manager, "Update", writer.subresource) {
             entry.fields.retain(|p| !changed.contains(p));
         }
@@ -206,6 +206,23 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer
         }
     }
     store_entries(new, list);
+}
+
+/// Whether `set` holds the field `path`. A map or list item is one member whether it is empty
+/// (`[f:data]`, FieldsV1 `f:data: {}`) or has children (`[f:data, .]`, FieldsV1
+/// `f:data: {".": {}, ...}`): an apply of `data: {}` and then of `data: {k: v}` keeps `data`.
+fn has_member(set: &FieldSet, path: &Path) -> bool {
+    if set.contains(path) {
+        return true;
+    }
+    match path.split_last() {
+        Some((last, parent)) if last == "." => set.contains(parent),
+        _ => {
+            let mut with_dot = path.clone();
+            with_dot.push(".".to_string());
+            set.contains(&with_dot)
+        }
+    }
 }
 
 /// Shows a path as upstream names fields in conflicts: `.spec.replicas`,
@@ -337,7 +354,8 @@ pub fn apply(
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
     let mut dropped: Vec<&Path> = previous
-        .difference(&applied_fields)
+        .iter()
+        .filter(|p| !has_member(&applied_fields, p))
         .filter(|p| {
             !others
                 .iter()

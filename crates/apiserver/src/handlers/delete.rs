@@ -12,13 +12,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_apimachinery::status::{Cause, Target};
 use skiff_apimachinery::{ApiError, ResourceInfo};
-use skiff_store::StoreError;
 
 use super::read::{self, render_one};
-use super::write::{RETRIES, WriteRequest, crd_written, current, is_crd, write_over};
+use super::write::WriteRequest;
 use crate::body;
-use crate::crd;
-use crate::defaults;
+use crate::guaranteed::{Decision, Outcome, Site, guaranteed_update, spec_finalizers_pending};
 use crate::objects::{meta_mut, meta_str};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
@@ -192,15 +190,6 @@ fn is_namespace(info: &ResourceInfo) -> bool {
     info.group.is_empty() && info.kind == "Namespace"
 }
 
-/// Whether a namespace still waits for `spec.finalizers` (the namespace controller's work).
-pub fn spec_finalizers_pending(object: &Value) -> bool {
-    object.get("kind").and_then(Value::as_str) == Some("Namespace")
-        && object
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty())
-}
-
 /// Marks `object` as being deleted: `deletionTimestamp` (kept if already set), a zero grace
 /// period, the generation bumped once, and a namespace's phase `Terminating`.
 fn mark_deleting(object: &mut Value, finalizers: Vec<String>, now: &str) -> Result<(), ApiError> {
@@ -250,54 +239,45 @@ pub async fn delete(
             ),
         });
     }
-    let dry_run = request.params.dry_run()?;
     let key = storage::key(info, request.namespace, name);
     let accepted = if options.orphan_dependents == Some(false) {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    let reply = |object: &Value, status| render_one(state, info, object, request.format, status);
-    for _ in 0..RETRIES {
-        let (kv, mut object) = current(state, &key, &target).await?;
-        options.check_preconditions(&object, &target)?;
-        let before = finalizers(&object);
+    let site = Site {
+        info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    let outcome = guaranteed_update(state, site, |_, old| {
+        options.check_preconditions(old, &target)?;
+        let before = finalizers(old);
         let after = finalizers_after(&before, &options, orphans_by_default(info));
-        if !after.is_empty() || spec_finalizers_pending(&object) {
-            let now = crate::clock::rfc3339(state.clock.now());
-            mark_deleting(&mut object, after, &now)?;
-            if dry_run {
-                return Ok(reply(&object, accepted));
-            }
-            match write_over(state, &key, &target, &kv, object, kv.mod_revision).await {
-                Ok(stored) => {
-                    crd_written(state, info).await;
-                    return Ok(reply(&stored, accepted));
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(error) => return Err(storage::api_error(error, &target)),
-            }
+        if after.is_empty() && !spec_finalizers_pending(old) {
+            return Ok(Decision::Delete);
         }
-        if dry_run {
-            return Ok(reply(&object, StatusCode::OK));
-        }
-        if is_crd(info) {
-            let purged = crd::purge(state, &object).await?;
-            tracing::info!(crd = name, objects = purged, "CRD deleted with its objects");
-        }
-        match state.store.delete(&key, Some(kv.mod_revision)).await {
-            Ok((revision, _)) => {
-                defaults::release_for(state, &object).await;
-                crd_written(state, info).await;
-                meta_mut(&mut object)?
-                    .insert("resourceVersion".into(), json!(revision.to_string()));
-                return Ok(reply(&object, StatusCode::OK));
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
-        }
-    }
-    Err(ApiError::Conflict(target))
+        let mut object = old.clone();
+        let now = crate::clock::rfc3339(state.clock.now());
+        mark_deleting(&mut object, after, &now)?;
+        Ok(Decision::Write {
+            object,
+            precondition: None,
+        })
+    })
+    .await?;
+    let status = match outcome {
+        Outcome::Written(_) => accepted,
+        Outcome::Deleted(_) => StatusCode::OK,
+    };
+    Ok(render_one(
+        state,
+        info,
+        outcome.object(),
+        request.format,
+        status,
+    ))
 }
 
 /// DELETE on a collection: deletes every selected object and returns them as a list.

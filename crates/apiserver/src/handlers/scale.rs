@@ -9,11 +9,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
-use skiff_store::StoreError;
 
-use super::write::{RETRIES, WriteRequest, current, write_over};
+use super::write::{Change, WriteRequest, prepare_replacement};
 use crate::body;
-use crate::objects::{self, meta_str};
+use crate::guaranteed::{Decision, Site, current, guaranteed_update};
+use crate::objects::meta_str;
 use crate::patch;
 use crate::respond::{self, Format};
 use crate::state::ApiState;
@@ -153,7 +153,8 @@ pub async fn get(
     ))
 }
 
-/// PUT or PATCH `.../{name}/scale`: sets `spec.replicas` of the workload.
+/// PUT or PATCH `.../{name}/scale`: sets `spec.replicas` of the workload, through the same
+/// preparation (admission, defaults, validation, managedFields) as any update of it.
 pub async fn write(
     state: &ApiState,
     request: &WriteRequest<'_>,
@@ -165,9 +166,14 @@ pub async fn write(
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
     let paths = paths(state, request);
-    for _ in 0..RETRIES {
-        let (kv, old) = current(state, &key, &target).await?;
-        let mut scale = scale_of(&old, &paths);
+    let site = Site {
+        info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    let outcome = guaranteed_update(state, site, |kv, old| {
+        let mut scale = scale_of(old, &paths);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
             // An apply of a Scale sets the fields it names, as a merge does.
@@ -186,43 +192,25 @@ pub async fn write(
         };
         let mut new = old.clone();
         set_at(&mut new, &paths.spec_replicas, json!(replicas(&scale)?));
-        objects::prepare_update(info, &mut new, &old, None)?;
-        let now = crate::clock::rfc3339(state.clock.now());
-        crate::apply::record_update(
-            &mut new,
-            Some(&old),
-            &super::write::shape(state, info),
-            &super::write::writer(request, &now, "scale"),
-        );
-        if request.params.dry_run()? {
-            return Ok(respond::value(
-                StatusCode::OK,
-                &scale_of(&new, &paths),
-                Format::Json,
-            ));
-        }
-        match write_over(
-            state,
-            &key,
-            &target,
-            &kv,
-            new,
-            precondition.unwrap_or(kv.mod_revision),
-        )
-        .await
-        {
-            Ok(stored) => {
-                return Ok(respond::value(
-                    StatusCode::OK,
-                    &scale_of(&stored, &paths),
-                    Format::Json,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
-        }
-    }
-    Err(ApiError::Conflict(target))
+        let change = Change {
+            old,
+            target: &target,
+            subresource: Some("scale"),
+            applied: false,
+            bytes,
+        };
+        let (object, _) = prepare_replacement(state, request, &change, new)?;
+        Ok(Decision::Write {
+            object,
+            precondition,
+        })
+    })
+    .await?;
+    Ok(respond::value(
+        StatusCode::OK,
+        &scale_of(outcome.object(), &paths),
+        Format::Json,
+    ))
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
-use skiff_store::StoreError;
 
-use super::write::{RETRIES, WriteRequest, current, write_over};
+use super::write::WriteRequest;
 use crate::body;
+use crate::guaranteed::{Decision, Site, guaranteed_update};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;
@@ -35,15 +35,20 @@ pub async fn bind(
         .to_string();
     let target = Target::new("", "pods", name);
     let key = storage::key(request.info, request.namespace, name);
-    for _ in 0..RETRIES {
-        let (kv, old) = current(state, &key, &target).await?;
+    let site = Site {
+        info: request.info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    guaranteed_update(state, site, |_, old| {
         if let Some(bound) = old
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
             return Err(ApiError::ConflictMessage {
-                target,
+                target: target.clone(),
                 message: format!(
                     "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""
                 ),
@@ -51,7 +56,7 @@ pub async fn bind(
         }
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::ConflictMessage {
-                target,
+                target: target.clone(),
                 message: format!(
                     "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"
                 ),
@@ -61,19 +66,17 @@ pub async fn bind(
         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
             spec.insert("nodeName".into(), json!(node));
         }
-        match write_over(state, &key, &target, &kv, new, kv.mod_revision).await {
-            Ok(_) => {
-                return Ok(respond::value(
-                    StatusCode::CREATED,
-                    &success(),
-                    Format::Json,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
-        }
-    }
-    Err(ApiError::Conflict(target))
+        Ok(Decision::Write {
+            object: new,
+            precondition: None,
+        })
+    })
+    .await?;
+    Ok(respond::value(
+        StatusCode::CREATED,
+        &success(),
+        Format::Json,
+    ))
 }
 
 /// POST `pods/{name}/eviction`: deletes the pod (honouring the Eviction's delete options).
@@ -117,18 +120,27 @@ pub async fn finalize(
         .unwrap_or_else(|| json!([]));
     let target = Target::new("", "namespaces", name);
     let key = storage::key(request.info, None, name);
-    for _ in 0..RETRIES {
-        let (kv, old) = current(state, &key, &target).await?;
+    let site = Site {
+        info: request.info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    let outcome = guaranteed_update(state, site, |_, old| {
         let mut new = old.clone();
         if let Some(map) = new.as_object_mut() {
             let spec = map.entry("spec").or_insert_with(|| json!({}));
             spec["finalizers"] = finalizers.clone();
         }
-        match write_over(state, &key, &target, &kv, new, kv.mod_revision).await {
-            Ok(stored) => return Ok(respond::value(StatusCode::OK, &stored, Format::Json)),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(storage::api_error(error, &target)),
-        }
-    }
-    Err(ApiError::Conflict(target))
+        Ok(Decision::Write {
+            object: new,
+            precondition: None,
+        })
+    })
+    .await?;
+    Ok(respond::value(
+        StatusCode::OK,
+        outcome.object(),
+        Format::Json,
+    ))
 }

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
 
-use super::write::{WriteRequest, current};
+use super::write::WriteRequest;
 use crate::auth::{Caller, User};
 use crate::body;
+use crate::guaranteed::current;
 use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;

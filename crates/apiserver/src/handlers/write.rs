@@ -1,14 +1,14 @@
-//! create, update and patch (deletion is in `delete.rs`). Every write is a compare-and-swap on the
-//! object's resource version: an update that carries one gets 409 when it is stale; one that
-//! does not (and every patch without a `metadata.resourceVersion` precondition) is retried on
-//! the fresh object.
+//! create, update and patch (deletion is in `delete.rs`). Updates and patches are guaranteed
+//! updates (`crate::guaranteed`): an update that carries a resourceVersion gets 409 when it is
+//! stale; one that does not (and every patch without a `metadata.resourceVersion`
+//! precondition) is retried on the fresh object. Every replacement of a stored object, here and
+//! in the scale subresource, is prepared by `prepare_replacement`.
 
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use skiff_apimachinery::status::Target;
 use skiff_apimachinery::{ApiError, ResourceInfo};
-use skiff_store::{KeyValue, StoreError};
 
 use super::params::Params;
 use super::read::render_one;
@@ -17,15 +17,13 @@ use crate::auth::Caller;
 use crate::body::{self, PatchType};
 use crate::crd;
 use crate::defaults;
+use crate::guaranteed::{Decision, Outcome, Site, crd_written, guaranteed_update, is_crd};
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
 use crate::respond::{self, Format};
 use crate::shapes;
 use crate::state::ApiState;
 use crate::storage;
-
-/// How many times a write without a precondition is retried on conflicts.
-pub(super) const RETRIES: usize = 16;
 
 /// What a write handler needs about its request.
 pub struct WriteRequest<'a> {
@@ -200,19 +198,6 @@ pub(super) fn writer<'a>(
     }
 }
 
-pub(super) fn is_crd(info: &ResourceInfo) -> bool {
-    info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition"
-}
-
-/// After a CRD write: serve what it now defines before answering.
-pub(super) async fn crd_written(state: &ApiState, info: &ResourceInfo) {
-    if is_crd(info)
-        && let Err(error) = crd::refresh(state).await
-    {
-        tracing::warn!(%error, "refreshing custom resources failed; the CRD watch retries");
-    }
-}
-
 /// What every create and update goes through after defaulting: a CRD is accepted (names,
 /// conditions); a custom object is defaulted, pruned and validated by its version's schema; a
 /// built-in object is checked against its k8s-openapi type. A custom object's CEL rules see
@@ -312,93 +297,6 @@ fn self_subject_review(caller: &Caller) -> Response {
     respond::value(StatusCode::CREATED, &review, Format::Json)
 }
 
-pub(super) async fn current(
-    state: &ApiState,
-    key: &str,
-    target: &Target,
-) -> Result<(KeyValue, Value), ApiError> {
-    let (kv, _) = state
-        .store
-        .get(key, None)
-        .await
-        .map_err(|e| storage::api_error(e, target))?;
-    let kv = kv.ok_or_else(|| ApiError::NotFound(target.clone()))?;
-    let object = storage::decode(&kv)?;
-    Ok((kv, object))
-}
-
-/// Writes `new` over `old` (compare-and-swap on `expected`). An object that is being deleted and
-/// has no finalizers left is removed instead. Returns the stored object.
-pub(super) async fn write_over(
-    state: &ApiState,
-    key: &str,
-    target: &Target,
-    old: &KeyValue,
-    mut new: Value,
-    expected: i64,
-) -> Result<Value, StoreError> {
-    let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
-        && new
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
-        && !super::delete::spec_finalizers_pending(&new);
-    if finalized {
-        let (revision, _) = state.store.delete(key, Some(expected)).await?;
-        defaults::release_for(state, &new).await;
-        if let Ok(meta) = meta_mut(&mut new) {
-            meta.insert("resourceVersion".into(), json!(revision.to_string()));
-        }
-        return Ok(new);
-    }
-    let encoded = storage::encode(&new).map_err(|e| StoreError::Storage(e.to_string()))?;
-    // A write that changes nothing is not a write: no new revision, no watch event. Field
-    // order does not count, nor do the times of managedFields entries (upstream keeps the old
-    // ones when nothing else changed), so a controller re-applying the same object settles.
-    if expected == old.mod_revision
-        && let Some(stored) = unchanged(&old.value, &encoded)
-    {
-        let meta = meta_mut(&mut new).map_err(|e| StoreError::Storage(e.to_string()))?;
-        meta.insert(
-            "resourceVersion".into(),
-            json!(old.mod_revision.to_string()),
-        );
-        if let Some(fields) = stored.pointer("/metadata/managedFields") {
-            meta.insert("managedFields".into(), fields.clone());
-        }
-        return Ok(new);
-    }
-    let _ = target;
-    let revision = state.store.update(key, encoded, expected).await?;
-    if let Ok(meta) = meta_mut(&mut new) {
-        meta.insert("resourceVersion".into(), json!(revision.to_string()));
-    }
-    Ok(new)
-}
-
-/// The stored object, when `new` says the same thing (see `write_over`).
-fn unchanged(stored: &[u8], new: &[u8]) -> Option<Value> {
-    if stored == new {
-        return serde_json::from_slice(stored).ok();
-    }
-    let without_times = |bytes: &[u8]| -> Option<Value> {
-        let mut object: Value = serde_json::from_slice(bytes).ok()?;
-        if let Some(entries) = object
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
-                entry.remove("time");
-            }
-        }
-        Some(object)
-    };
-    // Map equality ignores key order.
-    (without_times(stored)? == without_times(new)?)
-        .then(|| serde_json::from_slice(stored).ok())
-        .flatten()
-}
-
 fn check_finalizers(new: &Value, old: &Value, target: &Target, kind: &str) -> Result<(), ApiError> {
     if old.pointer("/metadata/deletionTimestamp").is_none() {
         return Ok(());
@@ -450,98 +348,95 @@ pub async fn update(
         .transpose()?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
-    for _ in 0..RETRIES {
-        let (kv, old) = current(state, &key, &target).await?;
-        let attempt = Attempt {
-            applied: false,
-            key: &key,
+    let site = Site {
+        info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    let mut warnings = Vec::new();
+    let outcome = guaranteed_update(state, site, |_, old| {
+        let change = Change {
+            old,
             target: &target,
             subresource,
-            kv: &kv,
-            old: &old,
-        };
-        if let Some(response) = replace(
-            state,
-            request,
-            &attempt,
-            incoming.clone(),
-            precondition,
+            applied: false,
             bytes,
-        )
-        .await?
-        {
-            return Ok(response);
-        }
-    }
-    Err(ApiError::Conflict(target))
+        };
+        let (object, found) = prepare_replacement(state, request, &change, incoming.clone())?;
+        warnings = found;
+        Ok(Decision::Write {
+            object,
+            precondition,
+        })
+    })
+    .await?;
+    Ok(reply(state, request, &outcome, &warnings))
 }
 
-/// What one write attempt replaces.
-struct Attempt<'a> {
-    /// Whether `new` is the result of a server-side apply (which records its own fields).
-    applied: bool,
-    key: &'a str,
-    target: &'a Target,
-    subresource: Option<&'a str>,
-    kv: &'a KeyValue,
-    old: &'a Value,
-}
-
-/// The shared tail of update and patch: server-owned fields, defaults, shape and field
-/// validation, finalizer rules, then one compare-and-swap. `Ok(None)` means the object changed
-/// underneath a write without a precondition: the caller retries on the fresh object.
-async fn replace(
+/// The answer to an update or patch: the object as stored (or as removed, when the write
+/// released its last finalizer).
+fn reply(
     state: &ApiState,
     request: &WriteRequest<'_>,
-    attempt: &Attempt<'_>,
-    mut new: Value,
-    precondition: Option<skiff_store::Revision>,
-    bytes: &[u8],
-) -> Result<Option<Response>, ApiError> {
-    let info = request.info;
-    objects::prepare_update(info, &mut new, attempt.old, attempt.subresource)?;
-    defaults::apply(info, &mut new);
-    defaults::keep_allocations(info, &mut new, attempt.old);
-    let unknown = admit(state, info, &mut new, Some(attempt.old))?;
-    let warnings = field_validation(request.params, &unknown, bytes)?;
-    crate::validation::prune(&mut new, &unknown);
-    crate::validation::validate(info, &new)?;
-    if !attempt.applied {
-        let now = crate::clock::rfc3339(state.clock.now());
-        let writer = writer(request, &now, attempt.subresource.unwrap_or_default());
-        apply::record_update(&mut new, Some(attempt.old), &shape(state, info), &writer);
-    }
-    check_finalizers(&new, attempt.old, attempt.target, &info.kind)?;
-    let reply = |object: &Value| {
-        with_warnings(
-            render_one(state, info, object, request.format, StatusCode::OK),
-            &warnings,
-        )
-    };
-    if request.params.dry_run()? {
-        return Ok(Some(reply(&new)));
-    }
-    let expected = precondition.unwrap_or(attempt.kv.mod_revision);
-    match write_over(
-        state,
-        attempt.key,
-        attempt.target,
-        attempt.kv,
-        new,
-        expected,
+    outcome: &Outcome,
+    warnings: &[String],
+) -> Response {
+    with_warnings(
+        render_one(
+            state,
+            request.info,
+            outcome.object(),
+            request.format,
+            StatusCode::OK,
+        ),
+        warnings,
     )
-    .await
-    {
-        Ok(stored) => {
-            crd_written(state, info).await;
-            Ok(Some(reply(&stored)))
-        }
-        Err(StoreError::Conflict { .. }) if precondition.is_none() => Ok(None),
-        Err(error) => Err(storage::api_error(error, attempt.target)),
-    }
 }
 
-/// PATCH: applies a JSON, merge or strategic merge patch.
+/// What one replacement is made over.
+pub(super) struct Change<'a> {
+    /// The stored object.
+    pub old: &'a Value,
+    /// The object, as errors name it.
+    pub target: &'a Target,
+    /// The subresource written (`status`, `scale`, ...), if any.
+    pub subresource: Option<&'a str>,
+    /// Whether the new object is the result of a server-side apply (which records its own
+    /// fields).
+    pub applied: bool,
+    /// The request body, for `fieldValidation`'s duplicate fields.
+    pub bytes: &'a [u8],
+}
+
+/// What every replacement of a stored object goes through (update, patch, apply, scale,
+/// status): server-owned fields, defaults, admission (shape or schema), field validation,
+/// per-kind validation, managedFields and the finalizer rules. Returns the object to write and
+/// the warnings for the caller.
+pub(super) fn prepare_replacement(
+    state: &ApiState,
+    request: &WriteRequest<'_>,
+    change: &Change<'_>,
+    mut new: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let info = request.info;
+    objects::prepare_update(info, &mut new, change.old, change.subresource)?;
+    defaults::apply(info, &mut new);
+    defaults::keep_allocations(info, &mut new, change.old);
+    let unknown = admit(state, info, &mut new, Some(change.old))?;
+    let warnings = field_validation(request.params, &unknown, change.bytes)?;
+    crate::validation::prune(&mut new, &unknown);
+    crate::validation::validate(info, &new)?;
+    if !change.applied {
+        let now = crate::clock::rfc3339(state.clock.now());
+        let writer = writer(request, &now, change.subresource.unwrap_or_default());
+        apply::record_update(&mut new, Some(change.old), &shape(state, info), &writer);
+    }
+    check_finalizers(&new, change.old, change.target, &info.kind)?;
+    Ok((new, warnings))
+}
+
+/// PATCH: applies a JSON, merge or strategic merge patch, or a server-side apply.
 pub async fn patch(
     state: &ApiState,
     request: &WriteRequest<'_>,
@@ -571,38 +466,30 @@ pub async fn patch(
             ));
         }
     }
-    for _ in 0..RETRIES {
-        let (kv, old) = match current(state, &key, &target).await {
-            Err(ApiError::NotFound(_)) if kind == PatchType::Apply && subresource.is_none() => {
-                let now = crate::clock::rfc3339(state.clock.now());
-                let mut object = apply::apply(
-                    None,
-                    &patch_body,
-                    &shape(state, info),
-                    &writer(request, &now, ""),
-                    request.params.flag("force"),
-                    &target,
-                )?;
-                meta_mut(&mut object)?.insert("name".into(), json!(name));
-                return create_object(state, request, object, bytes, true).await;
-            }
-            other => other?,
-        };
-        let mut new = old.clone();
-        if kind == PatchType::Apply {
+    let site = Site {
+        info,
+        key: &key,
+        target: &target,
+        dry_run: request.params.dry_run()?,
+    };
+    let mut warnings = Vec::new();
+    let outcome = guaranteed_update(state, site, |kv, old| {
+        let mut new = if kind == PatchType::Apply {
             let now = crate::clock::rfc3339(state.clock.now());
-            new = apply::apply(
-                Some(&old),
+            apply::apply(
+                Some(old),
                 &patch_body,
                 &shape(state, info),
                 &writer(request, &now, subresource.unwrap_or_default()),
                 request.params.flag("force"),
                 &target,
-            )?;
+            )?
         } else {
+            let mut new = old.clone();
             let schema = crate::schemas::root_name(&info.group, &info.kind);
             patch::apply(kind, &mut new, &patch_body, schema.as_deref())?;
-        }
+            new
+        };
         objects::check_type(info, &mut new)?;
         objects::check_namespace(info, &mut new, request.namespace)?;
         if meta_str(&new, "name") != Some(name) {
@@ -618,35 +505,36 @@ pub async fn patch(
         if kind == PatchType::Json || precondition.is_none() {
             meta_mut(&mut new)?.remove("resourceVersion");
         }
-        let attempt = Attempt {
-            applied: kind == PatchType::Apply,
-            key: &key,
+        let change = Change {
+            old,
             target: &target,
             subresource,
-            kv: &kv,
-            old: &old,
+            applied: kind == PatchType::Apply,
+            bytes,
         };
-        if let Some(response) = replace(state, request, &attempt, new, precondition, bytes).await? {
-            return Ok(response);
+        let (object, found) = prepare_replacement(state, request, &change, new)?;
+        warnings = found;
+        Ok(Decision::Write {
+            object,
+            precondition,
+        })
+    })
+    .await;
+    match outcome {
+        // An apply creates what does not exist yet.
+        Err(ApiError::NotFound(_)) if kind == PatchType::Apply && subresource.is_none() => {
+            let now = crate::clock::rfc3339(state.clock.now());
+            let mut object = apply::apply(
+                None,
+                &patch_body,
+                &shape(state, info),
+                &writer(request, &now, ""),
+                request.params.flag("force"),
+                &target,
+            )?;
+            meta_mut(&mut object)?.insert("name".into(), json!(name));
+            create_object(state, request, object, bytes, true).await
         }
-    }
-    Err(ApiError::Conflict(target))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_write_differing_only_in_key_order_or_managed_field_times_should_be_unchanged() {
-        let stored = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}}"#;
-        let reordered = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dg=="},"type":"Opaque"}"#;
-        let kept = unchanged(stored, reordered).unwrap();
-        assert_eq!(
-            kept["metadata"]["managedFields"][0]["time"],
-            "2026-01-01T00:00:00Z"
-        );
-        let changed = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dw=="},"type":"Opaque"}"#;
-        assert!(unchanged(stored, changed).is_none());
+        outcome => Ok(reply(state, request, &outcome?, &warnings)),
     }
 }

@@ -68,8 +68,11 @@ impl EtcdStore {
 }
 
 /// Maps etcd's errors onto the store's.
-fn etcd_error(error: etcd_client::Error) -> StoreError {
-    StoreError::Etcd(error.to_string())
+fn etcd_error(source: etcd_client::Error) -> StoreError {
+    StoreError::Etcd {
+        context: "request failed",
+        source,
+    }
 }
 
 fn read_error(error: etcd_client::Error, requested: Revision, current: Revision) -> StoreError {
@@ -79,7 +82,10 @@ fn read_error(error: etcd_client::Error, requested: Revision, current: Revision)
     } else if message.contains("required revision is a future revision") {
         StoreError::FutureRevision { requested, current }
     } else {
-        StoreError::Etcd(message)
+        StoreError::Etcd {
+            context: "read failed",
+            source: error,
+        }
     }
 }
 
@@ -304,7 +310,11 @@ impl Store for EtcdStore {
             }
             Some(Ok(_)) => {}
             Some(Err(error)) => return Err(etcd_error(error)),
-            None => return Err(StoreError::Etcd("watch stream closed at start".into())),
+            None => {
+                return Err(StoreError::EtcdUnavailable(
+                    "watch stream closed at start".into(),
+                ));
+            }
         }
         let (sender, receiver) = mpsc::channel(self.watch_capacity);
         tokio::spawn(pump_watch(stream, sender, after));
@@ -330,9 +340,11 @@ async fn pump_watch(
         let response = match response {
             Some(Ok(response)) => response,
             Some(Err(error)) => {
-                break StoreError::Etcd(format!(
-                    "watch failed: {error}; resume after revision {last}"
-                ));
+                tracing::warn!(%error, resume_after = last, "etcd watch failed");
+                break StoreError::Etcd {
+                    context: "watch failed",
+                    source: error,
+                };
             }
             None => break StoreError::WatchLagged { resume_after: last },
         };

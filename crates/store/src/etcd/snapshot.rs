@@ -61,7 +61,9 @@ impl EtcdStore {
         let source_dir = data_dir.clone();
         let source = tokio::task::spawn_blocking(move || EtcdProcess::start_in(&source_dir))
             .await
-            .map_err(|error| StoreError::Etcd(format!("starting the scratch etcd: {error}")))??;
+            .map_err(|error| {
+                StoreError::EtcdUnavailable(format!("starting the scratch etcd: {error}"))
+            })??;
         let reader = EtcdStore::connect(source.endpoint()).await?;
 
         let mut kv = self.kv.clone();
@@ -115,7 +117,7 @@ fn unpack(file: &Path, data_dir: &Path) -> StoreResult<()> {
         .arg(format!("--initial-cluster=skiff={peer}"))
         .arg(format!("--initial-advertise-peer-urls={peer}"))
         .output()
-        .map_err(|error| StoreError::Etcd(format!("could not run etcdctl: {error}")))?;
+        .map_err(|error| StoreError::EtcdUnavailable(format!("could not run etcdctl: {error}")))?;
     if !output.status.success() {
         return Err(StoreError::Corrupt(format!(
             "{} is not a usable etcd snapshot: {}",
