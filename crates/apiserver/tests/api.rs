@@ -39,11 +39,13 @@ async fn api() -> Api {
 }
 
 async fn api_with_cache(capacity: usize) -> Api {
-    let store = Arc::new(MemoryStore::new());
-    let router = skiff_apiserver::in_process(store.clone(), Arc::new(SystemClock), capacity)
+    let cluster = skiff_cluster::InProcess::with(capacity, Arc::new(SystemClock))
         .await
         .unwrap();
-    Api { router, store }
+    Api {
+        router: cluster.router,
+        store: cluster.store,
+    }
 }
 
 fn admin() -> Caller {
@@ -966,9 +968,15 @@ async fn component_statuses_should_be_a_read_only_deprecated_view() {
         .await;
     let columns = column_names(&table);
     assert_eq!(columns, ["Name", "Status", "Message", "Error"]);
+    // No controllers run in this test: nothing renews their lease.
     assert_eq!(
         table["rows"][0]["cells"],
-        json!(["controller-manager", "Healthy", "ok", ""])
+        json!([
+            "controller-manager",
+            "Unhealthy",
+            "",
+            "no controller manager is running: the lease kube-system/kube-controller-manager does not exist"
+        ])
     );
 
     // Discovery tells clients what they may do.

@@ -11,7 +11,6 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use skiff_apiserver::auth::{Caller, User};
 use skiff_apiserver::clock::SystemClock;
-use skiff_store::memory::MemoryStore;
 use tower::ServiceExt;
 
 async fn call(
@@ -69,10 +68,10 @@ const OBJECTS: &str = "/apis/example.com/v1/namespaces/default/smtpcredentials";
 
 #[tokio::test]
 async fn crd_should_be_served_at_once_and_its_schema_enforced() {
-    let router =
-        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
-            .await
-            .unwrap();
+    let router = skiff_cluster::InProcess::with(1024, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .router;
     let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     let (status, created) = call(&router, "POST", crds, Some(crd())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -151,10 +150,10 @@ async fn crd_should_be_served_at_once_and_its_schema_enforced() {
 
 #[tokio::test]
 async fn crd_names_should_be_checked() {
-    let router =
-        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
-            .await
-            .unwrap();
+    let router = skiff_cluster::InProcess::with(1024, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .router;
     let mut wrong = crd();
     wrong["metadata"]["name"] = json!("wrong.example.com");
     let (status, error) = call(
@@ -205,10 +204,10 @@ const POOLS: &str = "/apis/example.com/v1/namespaces/default/pools";
 
 #[tokio::test]
 async fn custom_resources_should_enforce_cel_rules_and_serve_scale() {
-    let router =
-        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
-            .await
-            .unwrap();
+    let router = skiff_cluster::InProcess::with(1024, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .router;
     let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     let (status, body) = call(&router, "POST", crds, Some(scalable_crd())).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -275,10 +274,10 @@ async fn custom_resources_should_enforce_cel_rules_and_serve_scale() {
 
 #[tokio::test]
 async fn crd_with_a_rule_that_does_not_compile_should_be_rejected() {
-    let router =
-        skiff_apiserver::in_process(Arc::new(MemoryStore::new()), Arc::new(SystemClock), 1024)
-            .await
-            .unwrap();
+    let router = skiff_cluster::InProcess::with(1024, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .router;
     let mut crd = scalable_crd();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
         [0]["rule"] = json!("self.size <=");

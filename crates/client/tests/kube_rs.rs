@@ -3,25 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use skiff_apiserver::clock::SystemClock;
-use skiff_store::memory::MemoryStore;
 
 async fn client() -> kube::Client {
-    let router = skiff_apiserver::in_process(
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        skiff_apiserver::watch_cache::DEFAULT_CAPACITY,
-    )
-    .await
-    .unwrap();
-    skiff_client::in_process(skiff_apiserver::for_component(router, "test"), "default")
+    skiff_cluster::InProcess::start()
+        .await
+        .unwrap()
+        .client("test")
 }
 
 fn config_map(name: &str) -> ConfigMap {

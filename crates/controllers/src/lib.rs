@@ -6,12 +6,18 @@
 //! - [`gc`]: the garbage collector (owner references; background, foreground and orphan
 //!   deletion).
 //! - [`namespace`]: empties namespaces that are being deleted, then lets them go.
+//! - [`heartbeat`]: renews the Lease that tells others the controllers are alive.
 
 pub mod gc;
+pub mod heartbeat;
 pub mod namespace;
 mod resources;
 
 /// Runs every controller until the returned future is dropped.
 pub async fn run(client: kube::Client) {
-    tokio::join!(gc::run(client.clone()), namespace::run(client));
+    tokio::join!(
+        gc::run(client.clone()),
+        namespace::run(client.clone()),
+        heartbeat::run(client)
+    );
 }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -12,22 +11,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_apiserver::clock::SystemClock;
-use skiff_store::memory::MemoryStore;
 
 /// A fresh API; the controllers are started by each test when it wants them.
 async fn cluster() -> Client {
-    let router = skiff_apiserver::in_process(
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-        skiff_apiserver::watch_cache::DEFAULT_CAPACITY,
-    )
-    .await
-    .unwrap();
-    skiff_client::in_process(
-        skiff_apiserver::for_component(router, "controllers"),
-        "default",
-    )
+    skiff_cluster::InProcess::start()
+        .await
+        .unwrap()
+        .client("controllers")
 }
 
 fn start_controllers(client: &Client) -> tokio::task::JoinHandle<()> {
@@ -88,6 +78,33 @@ fn delete_with(policy: &str) -> DeleteParams {
         "Orphan" => DeleteParams::orphan(),
         _ => DeleteParams::background(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_statuses_should_report_the_controllers_from_their_lease() {
+    let cluster = skiff_cluster::InProcess::start().await.unwrap();
+    let client = cluster.client("test");
+    let statuses: Api<k8s_openapi::api::core::v1::ComponentStatus> = Api::all(client);
+    let healthy = || async {
+        let status = statuses.get("controller-manager").await.unwrap();
+        let condition = &status.conditions.unwrap_or_default()[0];
+        (condition.status == "True", condition.clone())
+    };
+    let (up, condition) = healthy().await;
+    assert!(!up, "no controllers run yet: {condition:?}");
+    assert!(
+        condition
+            .error
+            .unwrap_or_default()
+            .contains("does not exist"),
+        "the error names the missing lease"
+    );
+    let controllers = cluster.start_controllers();
+    eventually("the controllers renew their lease", || async {
+        healthy().await.0
+    })
+    .await;
+    controllers.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
-//! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), keeps it
-//! compacted, serves the Kubernetes API over HTTPS, runs the controllers in-process (as kube-rs
-//! clients of that API) and prints where the admin kubeconfig is.
+//! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), starts what
+//! `skiff_cluster::control_plane` wires over it (compactor, the Kubernetes API over HTTPS, the
+//! controllers as in-process kube-rs clients), prints where the admin kubeconfig is, and stops
+//! it all in order on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -37,31 +38,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = datastore::open(&args.datastore).await?;
-    let compactor = tokio::spawn(skiff_store::compactor::run(
-        Arc::clone(&store),
-        COMPACTION_INTERVAL,
-    ));
-    let config = skiff_apiserver::Config {
+    let options = skiff_cluster::Options {
         data_dir: args.datastore.data_dir.clone(),
         bind_address: args.bind_address,
         https_port: args.https_port,
+        compaction_interval: COMPACTION_INTERVAL,
+        controllers: true,
     };
-    let server = skiff_apiserver::start(config, store, Arc::new(SystemClock))
+    let control_plane = skiff_cluster::control_plane::start(options, store, Arc::new(SystemClock))
         .await
-        .context("starting the API server")?;
-    let client = skiff_client::in_process(
-        skiff_apiserver::for_component(server.router.clone(), "controllers"),
-        "default",
-    );
-    let controllers = tokio::spawn(skiff_controllers::run(client));
+        .context("starting the control plane")?;
     // Whoever started us may have closed our stdout: that is no reason to stop.
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
         "skiff is running: the Kubernetes API is at https://{}\nkubeconfig: {}\n  export KUBECONFIG={}",
-        server.address,
-        server.kubeconfig.display(),
-        server.kubeconfig.display()
+        control_plane.address,
+        control_plane.kubeconfig.display(),
+        control_plane.kubeconfig.display()
     );
     let _ = out.flush();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -70,8 +64,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     eprintln!("skiff: shutting down");
-    controllers.abort();
-    server.stop();
-    compactor.abort();
+    control_plane.shutdown().await;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The deprecated `componentstatuses` API (core v1 `ComponentStatus`, cluster-scoped, get and
 //! list only): a read-only view computed by the server on each request, never stored, as
 //! upstream's. Upstream probes etcd, the scheduler and the controller manager; here the store's
-//! health is a real read of its current revision, the controllers (which `skiff server` runs
-//! in its own process) answer ok, and the scheduler, which skiff does not have yet, says so.
+//! health is a real read of its current revision, the controllers' is the freshness of the
+//! Lease they renew (`kube-system/kube-controller-manager`, wherever they run), and the
+//! scheduler, which skiff does not have yet, says so.
 //! Every answer carries upstream's deprecation warning.
 
 use std::time::Duration;
@@ -15,8 +16,10 @@ use skiff_apimachinery::status::Target;
 
 use super::fields;
 use super::params::Params;
+use crate::guaranteed::current;
 use crate::respond::{self, Format};
 use crate::state::ApiState;
+use crate::storage;
 use crate::table;
 
 /// Upstream's warning for the deprecated API.
@@ -111,7 +114,7 @@ async fn statuses(state: &ApiState) -> Vec<Value> {
         )),
     };
     vec![
-        component("controller-manager", Ok("ok".into())),
+        component("controller-manager", controllers(state).await),
         // Upstream's name for its first storage server, which clients look for.
         component("etcd-0", store),
         component(
@@ -119,6 +122,59 @@ async fn statuses(state: &ApiState) -> Vec<Value> {
             Err("skiff has no scheduler yet: pods stay unscheduled".into()),
         ),
     ]
+}
+
+/// The Lease the running controllers renew (see `skiff_controllers::heartbeat`).
+const CONTROLLERS_LEASE: (&str, &str) = ("kube-system", "kube-controller-manager");
+
+/// The controllers are healthy while their Lease is renewed: `renewTime` plus
+/// `leaseDurationSeconds` is not past.
+async fn controllers(state: &ApiState) -> Result<String, String> {
+    let (namespace, name) = CONTROLLERS_LEASE;
+    let info = state
+        .registry
+        .find("coordination.k8s.io", "v1", "leases")
+        .ok_or_else(|| "leases are not served".to_string())?;
+    let target = Target::new("coordination.k8s.io", "leases", name);
+    let lease = match current(state, &storage::key(&info, Some(namespace), name), &target).await {
+        Ok((_, lease)) => lease,
+        Err(ApiError::NotFound(_)) => {
+            return Err(format!(
+                "no controller manager is running: the lease {namespace}/{name} does not exist"
+            ));
+        }
+        Err(error) => return Err(format!("reading the lease {namespace}/{name}: {error}")),
+    };
+    lease_health(&lease, state.clock.now())
+}
+
+/// Whether a Lease was renewed within its duration at `now`.
+fn lease_health(lease: &Value, now: jiff::Timestamp) -> Result<String, String> {
+    let renewed = lease
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let seconds = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let holder = lease
+        .pointer("/spec/holderIdentity")
+        .and_then(Value::as_str)
+        .unwrap_or("nobody");
+    let Some(renewed) = renewed else {
+        return Err(format!(
+            "the controllers' lease held by {holder} was never renewed"
+        ));
+    };
+    let age = now.duration_since(renewed).as_secs();
+    if age <= seconds {
+        Ok(format!("ok: lease renewed {age}s ago by {holder}"))
+    } else {
+        Err(format!(
+            "the controllers' lease expired: last renewed {age}s ago by {holder} (it lasts {seconds}s)"
+        ))
+    }
 }
 
 /// One `ComponentStatus` with its `Healthy` condition (upstream's shape: no uid, no
@@ -170,4 +226,29 @@ fn status_table(statuses: &[Value]) -> Value {
         ],
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn controllers_should_be_healthy_only_while_their_lease_is_fresh() {
+        let lease = json!({"spec": {"holderIdentity": "host_7", "leaseDurationSeconds": 15,
+            "renewTime": "2026-12-02T10:00:00.000000Z"}});
+        assert_eq!(
+            lease_health(&lease, at("2026-12-02T10:00:10Z")),
+            Ok("ok: lease renewed 10s ago by host_7".into())
+        );
+        let expired = lease_health(&lease, at("2026-12-02T10:01:00Z")).unwrap_err();
+        assert!(
+            expired.contains("expired: last renewed 60s ago by host_7"),
+            "{expired}"
+        );
+        assert!(lease_health(&json!({"spec": {}}), at("2026-12-02T10:00:00Z")).is_err());
+    }
 }

@@ -1,0 +1,141 @@
+//! The control plane of `skiff server`: compactor, API server and controllers, started over one
+//! store and stopped together. Every background task listens to one cancellation token and is
+//! joined on [`ControlPlane::shutdown`]; nothing is aborted mid-write.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_apiserver::clock::Clock;
+use skiff_store::Store;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for the tasks to finish before it gives up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How to start the control plane.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where certificates, tokens' keys and the admin kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The address the API listens on.
+    pub bind_address: IpAddr,
+    /// The API's HTTPS port (0: any free port).
+    pub https_port: u16,
+    /// How often the store is compacted.
+    pub compaction_interval: Duration,
+    /// Whether to run the controllers in this process.
+    pub controllers: bool,
+}
+
+/// Starting the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The API server did not start.
+    #[error("starting the API server")]
+    ApiServer(#[source] skiff_apiserver::ServerError),
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// The API's address.
+    pub address: SocketAddr,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    server: skiff_apiserver::Server,
+    stop: CancellationToken,
+    tasks: JoinSet<&'static str>,
+}
+
+/// Runs `work` until it ends or `stop` is cancelled; returns `name` for the shutdown log.
+async fn until_cancelled<F>(name: &'static str, stop: CancellationToken, work: F) -> &'static str
+where
+    F: Future<Output = ()>,
+{
+    tokio::select! {
+        () = work => tracing::warn!(task = name, "task ended on its own"),
+        () = stop.cancelled() => {}
+    }
+    name
+}
+
+/// Starts the compactor, the API server and (unless disabled) the controllers over `store`.
+pub async fn start(
+    options: Options,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<ControlPlane, ControlPlaneError> {
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(until_cancelled(
+        "compactor",
+        stop.clone(),
+        skiff_store::compactor::run(Arc::clone(&store), options.compaction_interval),
+    ));
+    let config = skiff_apiserver::Config {
+        data_dir: options.data_dir,
+        bind_address: options.bind_address,
+        https_port: options.https_port,
+    };
+    let server = match skiff_apiserver::start(config, store, clock).await {
+        Ok(server) => server,
+        Err(error) => {
+            stop.cancel();
+            tasks.join_all().await;
+            return Err(ControlPlaneError::ApiServer(error));
+        }
+    };
+    if options.controllers {
+        let client = component_client(&server.router, "controllers");
+        tasks.spawn(until_cancelled(
+            "controllers",
+            stop.clone(),
+            skiff_controllers::run(client),
+        ));
+    }
+    Ok(ControlPlane {
+        address: server.address,
+        kubeconfig: server.kubeconfig.clone(),
+        server,
+        stop,
+        tasks,
+    })
+}
+
+/// A kube-rs client of `router` with the identity `system:skiff:{component}`.
+pub fn component_client(router: &axum::Router, component: &str) -> kube::Client {
+    skiff_client::in_process(
+        skiff_apiserver::for_component(router.clone(), component),
+        "default",
+    )
+}
+
+impl ControlPlane {
+    /// A client for an in-process component named `component`.
+    pub fn client(&self, component: &str) -> kube::Client {
+        component_client(&self.server.router, component)
+    }
+
+    /// Cancels every task, waits for each to finish (up to a grace period), then stops serving.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let joined = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(result) = self.tasks.join_next().await {
+                match result {
+                    Ok(name) => tracing::debug!(task = name, "stopped"),
+                    Err(error) => tracing::warn!(%error, "a task failed while stopping"),
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "tasks did not stop within the grace period"
+            );
+        }
+        self.server.stop();
+    }
+}

@@ -1,0 +1,76 @@
+//! The in-process cluster the tests share: the API router over the memory store (no TLS, no
+//! port), kube-rs clients for components, and the controllers when a test wants them.
+
+use std::sync::Arc;
+
+use skiff_apiserver::clock::{Clock, SystemClock};
+use skiff_store::memory::MemoryStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::control_plane::component_client;
+
+/// An API over a fresh memory store.
+pub struct InProcess {
+    /// The API router; requests must carry an `auth::Caller` extension.
+    pub router: axum::Router,
+    /// The store under it, for tests that look beneath the API.
+    pub store: Arc<MemoryStore>,
+}
+
+impl InProcess {
+    /// A fresh cluster with the default watch cache and the system clock.
+    pub async fn start() -> Result<Self, skiff_apiserver::ServerError> {
+        Self::with(
+            skiff_apiserver::watch_cache::DEFAULT_CAPACITY,
+            Arc::new(SystemClock),
+        )
+        .await
+    }
+
+    /// A fresh cluster keeping `watch_cache_capacity` events for watchers, on `clock`.
+    pub async fn with(
+        watch_cache_capacity: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, skiff_apiserver::ServerError> {
+        let store = Arc::new(MemoryStore::new());
+        let router =
+            skiff_apiserver::in_process(store.clone(), clock, watch_cache_capacity).await?;
+        Ok(Self { router, store })
+    }
+
+    /// A kube-rs client with the identity `system:skiff:{component}`.
+    pub fn client(&self, component: &str) -> kube::Client {
+        component_client(&self.router, component)
+    }
+
+    /// Starts the controllers; they run until the returned handle is stopped (or the test's
+    /// runtime ends).
+    pub fn start_controllers(&self) -> Controllers {
+        let stop = CancellationToken::new();
+        let client = self.client("controllers");
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = skiff_controllers::run(client) => {}
+                () = token.cancelled() => {}
+            }
+        });
+        Controllers { stop, task }
+    }
+}
+
+/// Running controllers of an [`InProcess`] cluster.
+pub struct Controllers {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controllers {
+    /// Stops them and waits until they have.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "the controllers failed while stopping");
+        }
+    }
+}
