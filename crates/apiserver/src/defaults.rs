@@ -329,6 +329,11 @@ fn ip_key(ip: Ipv4Addr) -> String {
     format!("{IP_KEYS}{ip}")
 }
 
+/// Whether creating `object` takes pooled resources (a Service's ClusterIP).
+pub fn allocates(info: &ResourceInfo, object: &Value) -> bool {
+    info.kind == "Service" && info.group.is_empty() && wants_cluster_ip(object)
+}
+
 fn wants_cluster_ip(object: &Value) -> bool {
     let kind = object.pointer("/spec/type").and_then(Value::as_str);
     kind != Some("ExternalName")
@@ -355,7 +360,7 @@ pub async fn allocate(
     object: &mut Value,
     name: &str,
 ) -> Result<Allocation, ApiError> {
-    if info.kind != "Service" || !info.group.is_empty() || !wants_cluster_ip(object) {
+    if !allocates(info, object) {
         return Ok(Allocation(None));
     }
     let target = Target::new("", "services", name);

@@ -132,14 +132,16 @@ async fn create_object(
     }
     let key = storage::key(info, request.namespace, &name);
     let target = Target::new(&info.group, &info.plural, &name);
-    // An existing object is a conflict, whatever it would have been allocated.
-    if state
-        .store
-        .get(&key, None)
-        .await
-        .map_err(|e| storage::api_error(e, &target))?
-        .0
-        .is_some()
+    // An existing object is a conflict, whatever it would have been allocated (without an
+    // allocation, the store's create answers that itself: no read first).
+    if defaults::allocates(info, &object)
+        && state
+            .store
+            .get(&key, None)
+            .await
+            .map_err(|e| storage::api_error(e, &target))?
+            .0
+            .is_some()
     {
         return Err(ApiError::AlreadyExists(target));
     }
