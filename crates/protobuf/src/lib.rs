@@ -6,14 +6,14 @@
 //! keeps objects as JSON, so the API server turns such bodies into the JSON the same client would
 //! have sent, and answers in JSON (client-go accepts JSON responses).
 //!
-//! The field numbers come from [`table`], generated from the k8s-pb crate (see
+//! The field numbers come from `generated::table`, generated from the k8s-pb crate (see
 //! `scripts/gen-protobuf-table`). Decoding never panics: malformed input is a [`ProtobufError`].
 
 mod decode;
 mod envelope;
+mod generated;
 mod schema;
 mod special;
-mod table;
 
 pub use envelope::{MEDIA_TYPE, decode_object};
 

@@ -1,6 +1,6 @@
 //! The shape of the generated field table and lookups into it.
 
-use crate::table::MESSAGES;
+use crate::generated::table::MESSAGES;
 
 /// One protobuf message: its fields, sorted by number.
 pub(crate) struct Message {
