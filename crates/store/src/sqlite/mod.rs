@@ -5,6 +5,7 @@
 //! revision, in-process watch fan-out (`watch_hub`), and an exclusive lock file so two processes
 //! never open the same data directory.
 
+mod ops;
 mod reader;
 mod schema;
 pub mod snapshot;
@@ -24,9 +25,9 @@ use crate::{
     KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, StoreResult, WatchStream,
     check_write,
 };
+use ops::{Request, WriteOp, WriteOutcome};
 use reader::{Readers, resolve};
 use syncer::Durable;
-use writer::{Request, WriteOp, WriteOutcome};
 
 /// The database file inside a store directory.
 const DB_FILE: &str = "state.db";

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::writer::WriteOutcome;
+use super::ops::WriteOutcome;
 use crate::watch_hub::WatchHub;
 use crate::{Event, Revision, StoreError, StoreResult};
 

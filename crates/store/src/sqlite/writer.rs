@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::ops::{Request, WriteOp, WriteOutcome};
 use super::schema;
 use super::syncer::{Committed, Durable};
 use crate::{Event, EventKind, KeyValue, Revision, StoreError, StoreResult};
@@ -22,40 +23,6 @@ const MAX_BATCH: usize = 1024;
 
 /// Most revisions one compaction step covers, so a large compaction never holds the writer long.
 pub(crate) const COMPACT_STEP: Revision = 10_000;
-
-/// A write, as sent to the writer thread.
-pub(crate) enum WriteOp {
-    Create {
-        key: String,
-        value: Bytes,
-    },
-    Update {
-        key: String,
-        value: Bytes,
-        expected: Revision,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
-    /// One compaction step towards `target`.
-    Compact {
-        target: Revision,
-    },
-}
-
-/// What a write produced.
-pub(crate) enum WriteOutcome {
-    Written(Revision),
-    Deleted(Revision, KeyValue),
-    /// The compacted revision after this step.
-    Compacted(Revision),
-}
-
-pub(crate) struct Request {
-    pub(crate) op: WriteOp,
-    pub(crate) reply: oneshot::Sender<StoreResult<WriteOutcome>>,
-}
 
 struct Writer {
     conn: Connection,
