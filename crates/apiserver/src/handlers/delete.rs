@@ -14,7 +14,7 @@ use skiff_apimachinery::status::{Cause, Target};
 use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use super::read::{self, render_one};
-use super::write::WriteRequest;
+use super::write_request::WriteRequest;
 use crate::body;
 use crate::guaranteed::{Decision, Outcome, Site, guaranteed_update, spec_finalizers_pending};
 use crate::objects::{meta_mut, meta_str};

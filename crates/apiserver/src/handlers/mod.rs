@@ -12,6 +12,7 @@ mod subresources;
 mod tokens;
 mod watch;
 mod write;
+mod write_request;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -25,7 +26,7 @@ use crate::request::{self, ResourceRequest, Target};
 use crate::respond::{self, Answer, Format};
 use crate::state::ApiState;
 use params::Params;
-use write::WriteRequest;
+use write_request::WriteRequest;
 
 /// For the paths anonymous callers may use: a request that presents a bearer token which fails
 /// authentication (and no client certificate) gets 401, as upstream answers.

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
 
-use super::write::{Change, WriteRequest, prepare_replacement};
+use super::write::{Change, prepare_replacement};
+use super::write_request::WriteRequest;
 use crate::body;
 use crate::guaranteed::{Decision, Site, current, guaranteed_update};
 use crate::objects::meta_str;

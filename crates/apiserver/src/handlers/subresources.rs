@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::Target;
 
-use super::write::WriteRequest;
+use super::write_request::WriteRequest;
 use crate::body;
 use crate::guaranteed::{Decision, Site, guaranteed_update};
 use crate::respond::{self, Format};

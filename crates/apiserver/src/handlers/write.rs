@@ -5,13 +5,14 @@
 //! in the scale subresource, is prepared by `prepare_replacement`.
 
 use axum::response::Response;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_apimachinery::status::Target;
 use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use super::params::Params;
 use super::read::render_one;
+use super::write_request::WriteRequest;
 use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
@@ -24,20 +25,6 @@ use crate::respond::{self, Format};
 use crate::shapes;
 use crate::state::ApiState;
 use crate::storage;
-
-/// What a write handler needs about its request.
-pub struct WriteRequest<'a> {
-    /// The resource.
-    pub info: &'a ResourceInfo,
-    /// The namespace in the path.
-    pub namespace: Option<&'a str>,
-    /// The query parameters.
-    pub params: &'a Params,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-    /// The response format.
-    pub format: Format,
-}
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
