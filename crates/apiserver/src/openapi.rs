@@ -205,7 +205,7 @@ fn custom_schema_name(info: &ResourceInfo) -> String {
 }
 
 /// A custom kind's schema: its openAPIV3Schema with the standard apiVersion, kind and metadata.
-fn custom_definition(resource: &crate::crd::CustomResource, object_meta: &str) -> Value {
+fn custom_definition(resource: &crate::registry::CustomResource, object_meta: &str) -> Value {
     let mut definition = resource
         .schema
         .clone()

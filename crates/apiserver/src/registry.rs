@@ -1,12 +1,35 @@
 //! The resources this server serves, looked up by group, version and plural name: the built-in
 //! table plus the custom resources of established CRDs (replaced as a whole when CRDs change).
+//! Pure types: the CRD module (`crd`) computes what is served and replaces it here.
 
 use std::sync::{Arc, RwLock};
 
 use skiff_apimachinery::ResourceInfo;
 use skiff_apimachinery::resources::builtin;
 
-use crate::crd::{CustomResource, Served};
+use serde_json::Value;
+
+use crate::crd::rules::Rules;
+
+/// One served version of a custom resource.
+#[derive(Clone, Debug)]
+pub struct CustomResource {
+    /// How the version is served.
+    pub info: ResourceInfo,
+    /// The version's `openAPIV3Schema`, if it has one.
+    pub schema: Option<Value>,
+    /// The compiled `x-kubernetes-validations` of that schema, if it has any.
+    pub rules: Option<Arc<Rules>>,
+    /// The version's `additionalPrinterColumns`.
+    pub columns: Vec<Value>,
+    /// The version's `subresources.scale` paths, if any.
+    pub scale: Option<Value>,
+    /// Whether this is the storage version.
+    pub storage: bool,
+}
+
+/// The served custom resources, shared.
+pub type Served = Arc<Vec<CustomResource>>;
 
 /// The served resources.
 #[derive(Debug)]

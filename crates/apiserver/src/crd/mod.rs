@@ -10,35 +10,17 @@ pub mod printer;
 pub mod rules;
 pub mod schema;
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use skiff_apimachinery::resources::{CRUD_VERBS, Scope};
 use skiff_apimachinery::status::{Cause, Target};
 use skiff_apimachinery::{ApiError, ResourceInfo};
 use skiff_store::{EventKind, RangeRequest};
 
+use crate::registry::CustomResource;
 use crate::state::ApiState;
 
 /// Where CRDs are stored.
 pub const CRD_PREFIX: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
-
-/// One served version of a custom resource.
-#[derive(Clone, Debug)]
-pub struct CustomResource {
-    /// How the version is served.
-    pub info: ResourceInfo,
-    /// The version's `openAPIV3Schema`, if it has one.
-    pub schema: Option<Value>,
-    /// The compiled `x-kubernetes-validations` of that schema, if it has any.
-    pub rules: Option<Arc<rules::Rules>>,
-    /// The version's `additionalPrinterColumns`.
-    pub columns: Vec<Value>,
-    /// The version's `subresources.scale` paths, if any.
-    pub scale: Option<Value>,
-    /// Whether this is the storage version.
-    pub storage: bool,
-}
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value
@@ -353,6 +335,3 @@ pub async fn purge(state: &ApiState, crd: &Value) -> Result<usize, ApiError> {
     }
     Ok(deleted)
 }
-
-/// The served custom resources, shared.
-pub type Served = Arc<Vec<CustomResource>>;
