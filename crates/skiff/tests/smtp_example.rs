@@ -1,9 +1,9 @@
 //! The SMTPCredentials example operator (`examples/smtp-credentials`, written with kube-rs as any
 //! user would write an operator) against a real `skiff server` process over HTTPS: its CRD, its
 //! owned Secret kept in line by server-side apply, garbage collection of the Secret when the
-//! owner goes, and failed reconciles retried with growing delays, seen from outside the
-//! controller through the Events it publishes. Each test starts its own server and runs the
-//! controller in-process as a task.
+//! owner goes, and failed reconciles retried, seen from outside the controller through the
+//! Events it publishes (the retry delays are checked on a paused clock by the example's own
+//! `tests/backoff.rs`). Each test starts its own server and runs the controller in-process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -378,7 +378,7 @@ async fn smtp_credentials_secret_should_be_garbage_collected_with_its_owner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_reconcile_should_be_retried_with_growing_delays_and_never_take_over_a_secret() {
+async fn failing_reconcile_should_be_retried_and_never_take_over_a_secret() {
     let cluster = Cluster::start().await;
 
     // A Secret nobody owns, with the name the SMTPCredentials will want.
@@ -449,18 +449,12 @@ async fn failing_reconcile_should_be_retried_with_growing_delays_and_never_take_
             "the Event says why"
         );
     }
-    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    eprintln!("gaps between failed attempts: {gaps:?}");
+    // The delays themselves are checked on a paused clock, in-process:
+    // examples/smtp-credentials/tests/backoff.rs. Here they only have to be there.
     assert!(
-        gaps[0] >= Duration::from_millis(300),
-        "the first retry waits: {gaps:?}"
+        seen.windows(2).all(|w| w[1].0 > w[0].0),
+        "attempts follow each other"
     );
-    for pair in gaps.windows(2) {
-        assert!(
-            pair[1].as_secs_f64() >= pair[0].as_secs_f64() * 1.3,
-            "the delays grow: {gaps:?}"
-        );
-    }
 
     // The Secret was never taken over, and the object says why it is not ready.
     let secret = cluster.secrets().get("taken").await.unwrap();
