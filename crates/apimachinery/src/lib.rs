@@ -6,6 +6,7 @@ pub mod lists;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod validation;
 
 pub use resources::{ResourceInfo, Scope};
 pub use status::ApiError;

@@ -108,6 +108,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 413: the request is too large in some other way (e.g. a JSON patch's operations).
+    #[error("Request entity too large: {0}")]
+    RequestEntityTooLarge(String),
     /// 415: the Content-Type is not one this endpoint takes.
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
@@ -201,7 +204,7 @@ impl ApiError {
             Self::MethodNotAllowed => 405,
             Self::NotAcceptable(_) => 406,
             Self::Expired(_) => 410,
-            Self::TooLarge { .. } => 413,
+            Self::TooLarge { .. } | Self::RequestEntityTooLarge(_) => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
@@ -224,7 +227,7 @@ impl ApiError {
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::NotAcceptable(_) => "NotAcceptable",
             Self::Expired(_) => "Expired",
-            Self::TooLarge { .. } => "RequestEntityTooLarge",
+            Self::TooLarge { .. } | Self::RequestEntityTooLarge(_) => "RequestEntityTooLarge",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::Internal(_) => "InternalError",
             Self::Unavailable(_) => "ServiceUnavailable",

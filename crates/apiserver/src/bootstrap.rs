@@ -10,8 +10,8 @@ use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::allocation::KUBERNETES_SERVICE_IP;
 use crate::auth::{Caller, User};
-use crate::defaults::KUBERNETES_SERVICE_IP;
 
 /// Bootstrapping failed.
 #[derive(Debug, thiserror::Error)]

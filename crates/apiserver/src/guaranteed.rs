@@ -16,8 +16,8 @@ use skiff_apimachinery::status::Target;
 use skiff_apimachinery::{ApiError, ResourceInfo};
 use skiff_store::{KeyValue, Revision, StoreError};
 
+use crate::allocation;
 use crate::crd;
-use crate::defaults;
 use crate::objects::meta_mut;
 use crate::state::ApiState;
 use crate::storage;
@@ -271,7 +271,7 @@ pub async fn crd_written(state: &ApiState, info: &ResourceInfo) {
 /// The hooks that follow a committed write of `info`.
 async fn after_commit(state: &ApiState, info: &ResourceInfo, outcome: &Outcome) {
     if let Outcome::Deleted(object) = outcome {
-        defaults::release_for(state, object).await;
+        allocation::release_for(state, object).await;
     }
     crd_written(state, info).await;
 }

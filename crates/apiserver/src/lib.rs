@@ -2,6 +2,7 @@
 //! client libraries and operators work against skiff. All state is in a `skiff_store::Store`;
 //! this crate never keeps state of its own that a restart could lose.
 
+mod allocation;
 mod apply;
 pub mod auth;
 mod body;
@@ -9,7 +10,6 @@ pub mod bootstrap;
 pub mod certs;
 pub mod clock;
 mod crd;
-mod defaults;
 mod duplicates;
 mod guaranteed;
 mod handlers;
@@ -23,6 +23,7 @@ mod schemas;
 mod shapes;
 pub mod state;
 mod storage;
+mod strategy;
 mod table;
 pub mod tls;
 pub mod tokens;

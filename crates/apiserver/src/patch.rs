@@ -4,7 +4,9 @@
 //! as the list-semantics table says (containers by `name`, a container's ports by
 //! `containerPort`, a Service's by `port`, conditions by `type`, finalizers as a set); other
 //! lists are replaced. The directives `$patch`, `$retainKeys`, `$setElementOrder/...` and
-//! `$deleteFromPrimitiveList/...` are honoured.
+//! `$deleteFromPrimitiveList/...` are honoured. As upstream: a JSON patch has at most 10,000
+//! operations (more is a 413), and custom resources, which have no list semantics to merge by,
+//! take no strategic merge patch (a 415 naming the types they take).
 
 use serde_json::{Map, Value};
 use skiff_apimachinery::ApiError;
@@ -13,8 +15,28 @@ use crate::body::PatchType;
 use crate::schemas;
 use skiff_apimachinery::lists::list_semantics;
 
+/// The most operations a JSON patch may carry (upstream's `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// The patch types a custom resource takes, as upstream's 415 lists them.
+pub const CUSTOM_RESOURCE_PATCH_TYPES: &str =
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+
+/// Upstream's answer to a patch type that `custom` (a custom resource) does not take: a
+/// strategic merge patch needs a built-in type's list semantics.
+pub fn check_type(kind: PatchType, custom: bool) -> Result<(), ApiError> {
+    if custom && kind == PatchType::Strategic {
+        return Err(ApiError::UnsupportedMediaType(
+            CUSTOM_RESOURCE_PATCH_TYPES.into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Applies `patch` of type `kind` to `target`, an object of schema `schema` (e.g.
-/// `io.k8s.api.core.v1.Pod`; `None` when unknown: lists are then replaced).
+/// `io.k8s.api.core.v1.Pod`; `None` when it has no built-in type: a custom resource, which
+/// refuses a strategic merge patch with 415, or an `autoscaling/v1` Scale, whose scalar fields
+/// merge either way).
 pub fn apply(
     kind: PatchType,
     target: &mut Value,
@@ -25,6 +47,12 @@ pub fn apply(
         PatchType::Json => {
             let operations: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+            if operations.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::RequestEntityTooLarge(format!(
+                    "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                    operations.0.len()
+                )));
+            }
             json_patch::patch(target, &operations).map_err(|e| {
                 ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))
             })
@@ -39,6 +67,9 @@ pub fn apply(
             Ok(())
         }
         PatchType::Strategic => {
+            let scale = target.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v1")
+                && target.get("kind").and_then(Value::as_str) == Some("Scale");
+            check_type(kind, schema.is_none() && !scale)?;
             let (Some(target), Some(patch)) = (target.as_object_mut(), patch.as_object()) else {
                 return Err(ApiError::BadRequest(
                     "a strategic merge patch must be an object".into(),
@@ -331,5 +362,50 @@ mod tests {
             None,
         );
         assert!(failing.is_err());
+    }
+
+    #[test]
+    fn json_patch_of_more_than_10000_operations_should_be_a_413() {
+        let op = json!({"op": "add", "path": "/a", "value": 1});
+        let mut target = json!({});
+        let at_limit = Value::Array(vec![op.clone(); MAX_JSON_PATCH_OPERATIONS]);
+        apply(PatchType::Json, &mut target, &at_limit, None).unwrap();
+        let over = Value::Array(vec![op; MAX_JSON_PATCH_OPERATIONS + 1]);
+        let error = apply(PatchType::Json, &mut target, &over, None).unwrap_err();
+        assert_eq!(error.code(), 413);
+        assert_eq!(error.reason(), "RequestEntityTooLarge");
+        assert_eq!(
+            error.to_string(),
+            "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
+    }
+
+    #[test]
+    fn strategic_merge_patch_on_a_custom_resource_should_be_a_415() {
+        let mut target = json!({"spec": {"a": 1}});
+        let error = apply(
+            PatchType::Strategic,
+            &mut target,
+            &json!({"spec": {"a": 2}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.code(), 415);
+        assert_eq!(
+            error.to_string(),
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+        );
+        let mut scale =
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 1}});
+        apply(
+            PatchType::Strategic,
+            &mut scale,
+            &json!({"spec": {"replicas": 3}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert!(check_type(PatchType::Merge, true).is_ok());
+        assert!(check_type(PatchType::Strategic, false).is_ok());
     }
 }

@@ -496,7 +496,8 @@ async fn finalizers_should_hold_an_object_until_removed() {
             "PATCH",
             &format!("{CMS}/f"),
             Some("application/merge-patch+json"),
-            br#"{"metadata":{"finalizers":["example.com/hold","new"]}}"#.to_vec(),
+            // (A finalizer of a core kind without a `/` must be a standard one: upstream's rule.)
+            br#"{"metadata":{"finalizers":["example.com/hold","example.com/new"]}}"#.to_vec(),
         )
         .await;
     assert_eq!(
@@ -1088,4 +1089,410 @@ async fn apply_of_an_empty_map_then_of_keys_should_keep_the_map() {
     )
     .await;
     assert_eq!(third["data"], json!({}), "{third}");
+}
+
+/// The first cause of a 422 (its field and message), and that it is a 422 at all.
+fn first_cause(reply: &Reply) -> (String, String) {
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let status = reply.json();
+    assert_eq!(status["reason"], "Invalid", "{status}");
+    let cause = &status["details"]["causes"][0];
+    (
+        cause["field"].as_str().unwrap_or_default().to_string(),
+        cause["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn bad_metadata_should_be_refused_on_create_update_and_patch() {
+    let api = api().await;
+    let created = api
+        .json("POST", CMS, cm("meta", json!({"-bad": "x"})))
+        .await;
+    let (field, message) = first_cause(&created);
+    assert_eq!(field, "metadata.labels");
+    assert_eq!(
+        message,
+        "Invalid value: \"-bad\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+    );
+    assert!(
+        created.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap \"meta\" is invalid: metadata.labels: Invalid value: \"-bad\"")
+    );
+    assert_eq!(
+        api.get(&format!("{CMS}/meta")).await.status,
+        StatusCode::NOT_FOUND,
+        "nothing stored"
+    );
+    assert_eq!(
+        api.json("POST", CMS, cm("meta", json!({"ok": "fine"})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    // A label value over 63 characters, by PUT.
+    let replaced = api
+        .json(
+            "PUT",
+            &format!("{CMS}/meta"),
+            cm("meta", json!({"k": "v".repeat(64)})),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&replaced),
+        (
+            "metadata.labels".to_string(),
+            format!(
+                "Invalid value: \"{}\": must be no more than 63 characters",
+                "v".repeat(64)
+            )
+        )
+    );
+    // Annotations over 256 KiB, by merge patch; a bad generateName, by create.
+    let big = json!({"metadata": {"annotations": {"a": "x".repeat(256 * 1024)}}});
+    let patched = api
+        .call(
+            "PATCH",
+            &format!("{CMS}/meta"),
+            Some("application/merge-patch+json"),
+            big.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&patched),
+        (
+            "metadata.annotations".to_string(),
+            "Too long: may not be more than 262144 bytes".to_string()
+        )
+    );
+    let generated = api
+        .json(
+            "POST",
+            CMS,
+            json!({"metadata": {"generateName": "Web-"}, "data": {}}),
+        )
+        .await;
+    // (Upstream lists metadata.generateName first, then the generated metadata.name.)
+    assert!(first_cause(&generated).1.contains("\"Web-"));
+    let stored = api.get(&format!("{CMS}/meta")).await.json();
+    assert_eq!(stored["metadata"]["labels"], json!({"ok": "fine"}));
+}
+
+#[tokio::test]
+async fn config_map_and_secret_data_should_have_valid_keys_and_at_most_1_mib() {
+    let api = api().await;
+    let key = api
+        .json(
+            "POST",
+            CMS,
+            json!({"metadata": {"name": "k"}, "data": {"a/b": "x"}}),
+        )
+        .await;
+    assert_eq!(first_cause(&key).0, "data[a/b]");
+    let big = api
+        .json(
+            "POST",
+            CMS,
+            json!({"metadata": {"name": "big"}, "data": {"k": "x".repeat(1024 * 1024 + 1)}}),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&big),
+        (
+            "[]".to_string(),
+            "Too long: may not be more than 1048576 bytes".to_string()
+        )
+    );
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let secret = api
+        .json(
+            "POST",
+            secrets,
+            json!({"metadata": {"name": "s"}, "stringData": {"k": "x".repeat(1024 * 1024 + 1)}}),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&secret),
+        (
+            "data".to_string(),
+            "Too long: may not be more than 1048576 bytes".to_string()
+        )
+    );
+    let exact = api
+        .json(
+            "POST",
+            CMS,
+            json!({"metadata": {"name": "exact"}, "data": {"k": "x".repeat(1024 * 1024)}}),
+        )
+        .await;
+    assert_eq!(exact.status, StatusCode::CREATED, "1 MiB itself is allowed");
+}
+
+#[tokio::test]
+async fn negative_replicas_should_be_refused_on_every_write_path() {
+    let api = api().await;
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = |replicas: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    };
+    let (field, message) = first_cause(&api.json("POST", deployments, deployment(-1)).await);
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        (
+            "spec.replicas",
+            "Invalid value: -1: must be greater than or equal to 0"
+        )
+    );
+    assert_eq!(
+        api.json("POST", deployments, deployment(1)).await.status,
+        StatusCode::CREATED
+    );
+    let patched = api
+        .call(
+            "PATCH",
+            &format!("{deployments}/d"),
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"replicas":-3}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(first_cause(&patched).0, "spec.replicas");
+    let mismatch = api
+        .call(
+            "PATCH",
+            &format!("{deployments}/d"),
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"template":{"metadata":{"labels":{"a":"c"}}}}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&mismatch),
+        (
+            "spec.template.metadata.labels".to_string(),
+            "Invalid value: {\"a\":\"c\"}: `selector` does not match template `labels`".to_string()
+        )
+    );
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = json!({"metadata": {"name": "rc"}, "spec": {"replicas": -1, "selector": {"a": "b"},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    assert_eq!(
+        first_cause(&api.json("POST", rcs, rc).await).0,
+        "spec.replicas"
+    );
+}
+
+#[tokio::test]
+async fn bad_query_parameters_should_be_refused_before_anything_happens() {
+    let api = api().await;
+    api.json("POST", CMS, cm("kept", json!({}))).await;
+    let delete = api
+        .call(
+            "DELETE",
+            &format!("{CMS}/kept?gracePeriodSeconds=abc"),
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(delete.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        delete.json()["message"],
+        "strconv.ParseInt: parsing \"abc\": invalid syntax"
+    );
+    assert_eq!(
+        api.get(&format!("{CMS}/kept")).await.status,
+        StatusCode::OK,
+        "not deleted"
+    );
+    let unmatched = api.get(&format!("{CMS}?resourceVersionMatch=Exact")).await;
+    assert_eq!(unmatched.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let status = unmatched.json();
+    assert_eq!(
+        status["message"],
+        "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+    );
+    assert_eq!(status["details"]["group"], "meta.k8s.io");
+    let bogus = api
+        .get(&format!(
+            "{CMS}?resourceVersion=1&resourceVersionMatch=Bogus"
+        ))
+        .await;
+    assert_eq!(
+        bogus.json()["details"]["causes"][0]["message"],
+        "Unsupported value: \"Bogus\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+    );
+    let manager = api
+        .json(
+            "POST",
+            &format!("{CMS}?fieldManager={}", "m".repeat(129)),
+            cm("managed", json!({})),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&manager),
+        (
+            "fieldManager".to_string(),
+            "Too long: may not be more than 128 bytes".to_string()
+        )
+    );
+    let control = api
+        .json(
+            "POST",
+            &format!("{CMS}?fieldManager=a%01b"),
+            cm("managed", json!({})),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&control).1,
+        "Invalid value: \"a\\x01b\": invalid character U+0001 (at position 1)"
+    );
+    assert_eq!(
+        api.get(&format!("{CMS}/managed")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let selector = api.get(&format!("{CMS}?labelSelector=-bad%3Dx")).await;
+    assert_eq!(selector.status, StatusCode::BAD_REQUEST);
+    assert!(
+        selector.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unable to parse requirement: <nil>: Invalid value: \"-bad\": name part")
+    );
+}
+
+#[tokio::test]
+async fn json_patch_of_more_than_10000_operations_should_be_a_413() {
+    let api = api().await;
+    api.json("POST", CMS, cm("ops", json!({}))).await;
+    let ops: Vec<Value> = (0..10_001)
+        .map(|_| json!({"op": "test", "path": "/kind", "value": "ConfigMap"}))
+        .collect();
+    let reply = api
+        .call(
+            "PATCH",
+            &format!("{CMS}/ops"),
+            Some("application/json-patch+json"),
+            Value::Array(ops).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let status = reply.json();
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    assert_eq!(
+        status["message"],
+        "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001"
+    );
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_on_a_custom_resource_should_be_a_415() {
+    let api = api().await;
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    let created = api
+        .json(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            crd,
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": 1}});
+    assert_eq!(
+        api.json("POST", widgets, widget).await.status,
+        StatusCode::CREATED
+    );
+    let smp = api
+        .call(
+            "PATCH",
+            &format!("{widgets}/w"),
+            Some("application/strategic-merge-patch+json"),
+            br#"{"spec":{"size":2}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(smp.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let status = smp.json();
+    assert_eq!(status["reason"], "UnsupportedMediaType");
+    assert_eq!(
+        status["message"],
+        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+    );
+    let merge = api
+        .call(
+            "PATCH",
+            &format!("{widgets}/w"),
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"size":2}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(merge.status, StatusCode::OK);
+    let bad_label = api
+        .call(
+            "PATCH",
+            &format!("{widgets}/w"),
+            Some("application/merge-patch+json"),
+            br#"{"metadata":{"labels":{"a b":"c"}}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&bad_label).0,
+        "metadata.labels",
+        "custom resources follow the metadata rules too"
+    );
+}
+
+#[tokio::test]
+async fn put_without_a_name_should_be_a_400_as_upstream() {
+    let api = api().await;
+    api.json("POST", CMS, cm("named", json!({}))).await;
+    let reply = api
+        .json(
+            "PUT",
+            &format!("{CMS}/named"),
+            json!({"metadata": {}, "data": {}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["message"],
+        "the name of the object (named based on URL) was undeterminable: name must be provided"
+    );
+}
+
+#[tokio::test]
+async fn an_immutable_config_map_should_refuse_new_data() {
+    let api = api().await;
+    let mut object = cm("frozen", json!({}));
+    object["immutable"] = json!(true);
+    api.json("POST", CMS, object).await;
+    let reply = api
+        .call(
+            "PATCH",
+            &format!("{CMS}/frozen"),
+            Some("application/merge-patch+json"),
+            br#"{"data":{"k":"changed"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        first_cause(&reply),
+        (
+            "data".to_string(),
+            "Forbidden: field is immutable when `immutable` is set".to_string()
+        )
+    );
 }

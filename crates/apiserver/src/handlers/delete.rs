@@ -10,8 +10,8 @@
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
+use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::{Cause, Target};
-use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use super::read::{self, render_one};
 use super::write_request::WriteRequest;
@@ -21,9 +21,8 @@ use crate::objects::{meta_mut, meta_str};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;
+use crate::strategy;
 
-/// Namespaces that can never be deleted.
-const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 /// The finalizer that makes the garbage collector orphan an owner's dependents.
 pub const ORPHAN_FINALIZER: &str = "orphan";
 /// The finalizer that keeps an owner until the collector has deleted its blocking dependents.
@@ -135,15 +134,6 @@ impl Options {
     }
 }
 
-/// Kinds whose dependents are orphaned when no policy is given (upstream keeps this for
-/// backward compatibility of core/v1 ReplicationControllers and batch/v1 Jobs).
-fn orphans_by_default(info: &ResourceInfo) -> bool {
-    matches!(
-        (info.group.as_str(), info.kind.as_str()),
-        ("", "ReplicationController") | ("batch", "Job")
-    )
-}
-
 fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
@@ -184,10 +174,6 @@ fn finalizers_after(existing: &[String], options: &Options, default_orphan: bool
     }
     let same_set = out.len() == existing.len() && out.iter().all(|f| has(f));
     if same_set { existing.to_vec() } else { out }
-}
-
-fn is_namespace(info: &ResourceInfo) -> bool {
-    info.group.is_empty() && info.kind == "Namespace"
 }
 
 /// Marks `object` as being deleted: `deletionTimestamp` (kept if already set), a zero grace
@@ -231,11 +217,14 @@ pub async fn delete(
     };
     let options = Options::parse(&body, request)?;
     let target = Target::new(&info.group, &info.plural, name);
-    if is_namespace(info) && IMMORTAL_NAMESPACES.contains(&name) {
+    let strategy = strategy::of(info);
+    if strategy.undeletable.contains(&name) {
         return Err(ApiError::Forbidden {
             target,
             message: format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                "{} \"{name}\" is forbidden: this {} may not be deleted",
+                info.plural,
+                info.kind.to_lowercase()
             ),
         });
     }
@@ -254,7 +243,7 @@ pub async fn delete(
     let outcome = guaranteed_update(state, site, |_, old| {
         options.check_preconditions(old, &target)?;
         let before = finalizers(old);
-        let after = finalizers_after(&before, &options, orphans_by_default(info));
+        let after = finalizers_after(&before, &options, strategy.orphans_by_default);
         if after.is_empty() && !spec_finalizers_pending(old) {
             return Ok(Decision::Delete);
         }

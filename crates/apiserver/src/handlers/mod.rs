@@ -174,6 +174,7 @@ async fn resource(
         return Ok(componentstatus::serve(state, name, params, format).await);
     }
     let bytes = body::read(body).await?;
+    params.validate(verb, headers, !bytes.is_empty())?;
     let write = WriteRequest {
         info,
         namespace,

@@ -177,6 +177,7 @@ pub async fn write(
         let mut scale = scale_of(old, &paths);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
+            patch::check_type(kind, false)?;
             // An apply of a Scale sets the fields it names, as a merge does.
             let kind = if kind == body::PatchType::Apply {
                 body::PatchType::Merge

@@ -13,11 +13,11 @@ use skiff_apimachinery::{ApiError, ResourceInfo};
 use super::params::Params;
 use super::read::render_one;
 use super::write_request::WriteRequest;
+use crate::allocation;
 use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
 use crate::crd;
-use crate::defaults;
 use crate::guaranteed::{Decision, Outcome, Site, crd_written, guaranteed_update, is_crd};
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
@@ -25,6 +25,7 @@ use crate::respond::{self, Format};
 use crate::shapes;
 use crate::state::ApiState;
 use crate::storage;
+use crate::strategy::{self, Create};
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -69,16 +70,19 @@ pub async fn create(
     caller: &Caller,
     bytes: &[u8],
 ) -> Result<Response, ApiError> {
-    let info = request.info;
-    // The review's body carries nothing (kubectl sends it as protobuf): answer from the caller.
-    if info.kind == "SelfSubjectReview" {
-        return Ok(self_subject_review(caller));
+    match strategy::of(request.info).create {
+        // The review's body carries nothing (kubectl sends it as protobuf): answer from the
+        // caller.
+        Create::SelfSubjectReview => Ok(self_subject_review(caller)),
+        Create::TokenReview => {
+            let object = body::object(request.headers, bytes)?;
+            Ok(super::tokens::review(state, &object).await)
+        }
+        Create::Store => {
+            let object = body::object(request.headers, bytes)?;
+            create_object(state, request, object, bytes, false).await
+        }
     }
-    let object = body::object(request.headers, bytes)?;
-    if info.kind == "TokenReview" {
-        return Ok(super::tokens::review(state, &object).await);
-    }
-    create_object(state, request, object, bytes, false).await
 }
 
 /// Creates `object` (a decoded body, or the result of an apply when `applied`).
@@ -95,7 +99,7 @@ async fn create_object(
     let now = crate::clock::rfc3339(state.clock.now());
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
-    defaults::apply(info, &mut object);
+    (strategy::of(info).defaults)(&mut object);
     let unknown = admit(state, info, &mut object, None)?;
     if !applied {
         apply::record_update(
@@ -121,7 +125,7 @@ async fn create_object(
     let target = Target::new(&info.group, &info.plural, &name);
     // An existing object is a conflict, whatever it would have been allocated (without an
     // allocation, the store's create answers that itself: no read first).
-    if defaults::allocates(info, &object)
+    if allocation::allocates(info, &object)
         && state
             .store
             .get(&key, None)
@@ -132,11 +136,11 @@ async fn create_object(
     {
         return Err(ApiError::AlreadyExists(target));
     }
-    let allocation = defaults::allocate(state, info, &mut object, &name).await?;
+    let allocation = allocation::allocate(state, info, &mut object, &name).await?;
     let revision = match state.store.create(&key, storage::encode(&object)?).await {
         Ok(revision) => revision,
         Err(error) => {
-            defaults::release(state, allocation).await;
+            allocation::release(state, allocation).await;
             return Err(storage::api_error(error, &target));
         }
     };
@@ -146,6 +150,14 @@ async fn create_object(
         render_one(state, info, &object, request.format, StatusCode::CREATED),
         &warnings,
     ))
+}
+
+/// Whether `info` is a custom resource.
+pub(super) fn is_custom(state: &ApiState, info: &ResourceInfo) -> bool {
+    state
+        .registry
+        .find_custom(&info.group, &info.version, &info.plural)
+        .is_some()
 }
 
 /// The schema view server-side apply walks objects of `info` with.
@@ -321,17 +333,7 @@ pub async fn update(
     let mut incoming = body::object(request.headers, bytes)?;
     objects::check_type(info, &mut incoming)?;
     objects::check_namespace(info, &mut incoming, request.namespace)?;
-    match meta_str(&incoming, "name") {
-        Some(n) if n == name => {}
-        Some(n) => {
-            return Err(ApiError::BadRequest(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
-        None => {
-            meta_mut(&mut incoming)?.insert("name".into(), json!(name));
-        }
-    }
+    crate::validation::check_url_name(&incoming, name)?;
     let precondition = meta_str(&incoming, "resourceVersion")
         .map(storage::parse_revision)
         .transpose()?;
@@ -410,12 +412,13 @@ pub(super) fn prepare_replacement(
 ) -> Result<(Value, Vec<String>), ApiError> {
     let info = request.info;
     objects::prepare_update(info, &mut new, change.old, change.subresource)?;
-    defaults::apply(info, &mut new);
-    defaults::keep_allocations(info, &mut new, change.old);
+    (strategy::of(info).defaults)(&mut new);
+    allocation::keep_allocations(info, &mut new, change.old);
     let unknown = admit(state, info, &mut new, Some(change.old))?;
     let warnings = field_validation(request.params, &unknown, change.bytes)?;
     crate::validation::prune(&mut new, &unknown);
     crate::validation::validate(info, &new)?;
+    crate::validation::validate_update(info, &new, change.old)?;
     if !change.applied {
         let now = crate::clock::rfc3339(state.clock.now());
         let writer = writer(request, &now, change.subresource.unwrap_or_default());
@@ -435,6 +438,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let info = request.info;
     let (kind, patch_body) = body::patch(request.headers, bytes)?;
+    patch::check_type(kind, is_custom(state, info))?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
     if kind == PatchType::Apply {
@@ -481,11 +485,7 @@ pub async fn patch(
         };
         objects::check_type(info, &mut new)?;
         objects::check_namespace(info, &mut new, request.namespace)?;
-        if meta_str(&new, "name") != Some(name) {
-            return Err(ApiError::BadRequest(
-                "the patch may not change the object's name".into(),
-            ));
-        }
+        crate::validation::check_url_name(&new, name)?;
         // A resourceVersion in the patch is a precondition; otherwise patch the fresh object.
         let precondition = match meta_str(&new, "resourceVersion") {
             Some(rv) if rv != kv.mod_revision.to_string() => Some(storage::parse_revision(rv)?),

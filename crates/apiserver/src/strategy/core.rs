@@ -1,0 +1,228 @@
+//! The core group's strategies: Pods, Services, Namespaces, Secrets, ReplicationControllers.
+
+use serde_json::{Map, Value, json};
+
+use super::defaulting::{
+    default_tolerations, object_at, object_at_map, pod_spec, set_default, template,
+};
+use super::{GENERIC, Strategy};
+
+/// The strategy of pods.
+pub(super) const POD: Strategy = Strategy {
+    defaults: pod_defaults,
+    ..GENERIC
+};
+
+/// A pod's defaults, with its service account and default tolerations.
+fn pod_defaults(object: &mut Value) {
+    if let Some(spec) = object_at(object, "spec") {
+        pod_spec(spec);
+        let account = spec
+            .get("serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        set_default(spec, "serviceAccountName", json!(account));
+        set_default(spec, "serviceAccount", json!(account));
+        default_tolerations(spec);
+    }
+    if let Some(status) = object_at(object, "status") {
+        set_default(status, "phase", json!("Pending"));
+        set_default(status, "qosClass", json!("BestEffort"));
+    }
+}
+
+/// The strategy of services.
+pub(super) const SERVICE: Strategy = Strategy {
+    defaults: service_defaults,
+    ..GENERIC
+};
+
+/// A Service's defaults: type, session affinity, IP families, port protocols and targets.
+fn service_defaults(object: &mut Value) {
+    if let Some(spec) = object_at(object, "spec") {
+        set_default(spec, "type", json!("ClusterIP"));
+        set_default(spec, "sessionAffinity", json!("None"));
+        if spec.get("type") != Some(&json!("ExternalName")) {
+            set_default(spec, "ipFamilies", json!(["IPv4"]));
+            set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+            set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                set_default(port, "protocol", json!("TCP"));
+                // 0 and "" are Go's zero values (a protobuf body carries them): unset.
+                if matches!(port.get("targetPort"), Some(t) if *t == json!(0) || *t == json!("")) {
+                    port.remove("targetPort");
+                }
+                if port.get("nodePort") == Some(&json!(0)) {
+                    port.remove("nodePort");
+                }
+                let number = port.get("port").cloned().unwrap_or(Value::Null);
+                set_default(port, "targetPort", number);
+            }
+        }
+    }
+    if let Some(status) = object_at(object, "status") {
+        set_default(status, "loadBalancer", json!({}));
+    }
+}
+
+/// The strategy of namespaces.
+pub(super) const NAMESPACE: Strategy = Strategy {
+    defaults: namespace_defaults,
+    undeletable: &["default", "kube-system", "kube-public"],
+    ..GENERIC
+};
+
+/// A namespace's name label, `kubernetes` finalizer and phase.
+fn namespace_defaults(object: &mut Value) {
+    let name = object
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(labels) = object
+        .get_mut("metadata")
+        .and_then(|m| object_at(m, "labels"))
+    {
+        labels.insert("kubernetes.io/metadata.name".into(), name);
+    }
+    if let Some(spec) = object_at(object, "spec") {
+        set_default(spec, "finalizers", json!(["kubernetes"]));
+    }
+    if let Some(status) = object_at(object, "status") {
+        set_default(status, "phase", json!("Active"));
+    }
+}
+
+/// The strategy of secrets.
+pub(super) const SECRET: Strategy = Strategy {
+    defaults: secret_defaults,
+    ..GENERIC
+};
+
+/// A Secret's type, its `stringData` merged into `data`, and `data` without line breaks.
+fn secret_defaults(object: &mut Value) {
+    if let Some(map) = object.as_object_mut() {
+        set_default(map, "type", json!("Opaque"));
+        merge_string_data(map);
+        // Go's base64 decoder skips line breaks; the stored form has none.
+        if let Some(data) = map.get_mut("data").and_then(Value::as_object_mut) {
+            for value in data.values_mut() {
+                if let Value::String(text) = value
+                    && text.contains(['\n', '\r'])
+                {
+                    text.retain(|c| c != '\n' && c != '\r');
+                }
+            }
+        }
+    }
+}
+
+/// A Secret's `stringData` is write-only: upstream merges it into `data` (base64, its keys
+/// winning over `data`'s) on every write and never stores or returns it.
+fn merge_string_data(secret: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(string_data) = secret.remove("stringData") else {
+        return;
+    };
+    let Value::Object(string_data) = string_data else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let Some(data) = object_at_map(secret, "data") else {
+        return;
+    };
+    for (key, value) in string_data {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        data.insert(
+            key,
+            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+}
+
+/// The strategy of replication controllers.
+pub(super) const REPLICATION_CONTROLLER: Strategy = Strategy {
+    defaults: replica_defaults,
+    orphans_by_default: true,
+    ..GENERIC
+};
+
+/// One replica and a defaulted pod template (ReplicationControllers and ReplicaSets).
+pub(super) fn replica_defaults(object: &mut Value) {
+    if let Some(spec) = object_at(object, "spec") {
+        set_default(spec, "replicas", json!(1));
+    }
+    template(object);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_defaults_should_match_upstreams() {
+        let cases = [
+            (
+                POD.defaults as fn(&mut Value),
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+                "/spec/containers/0/imagePullPolicy",
+                json!("Always"),
+            ),
+            (
+                POD.defaults,
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+                "/spec/containers/0/imagePullPolicy",
+                json!("IfNotPresent"),
+            ),
+            (
+                POD.defaults,
+                json!({"spec": {}}),
+                "/spec/serviceAccountName",
+                json!("default"),
+            ),
+            (
+                SERVICE.defaults,
+                json!({"spec": {"ports": [{"port": 80}]}}),
+                "/spec/ports/0/targetPort",
+                json!(80),
+            ),
+            (
+                NAMESPACE.defaults,
+                json!({"metadata": {"name": "web"}}),
+                "/metadata/labels/kubernetes.io~1metadata.name",
+                json!("web"),
+            ),
+            (
+                SECRET.defaults,
+                json!({"stringData": {"a": "x"}, "data": {"b": "eQ==\n"}}),
+                "/data",
+                json!({"a": "eA==", "b": "eQ=="}),
+            ),
+            (
+                REPLICATION_CONTROLLER.defaults,
+                json!({"spec": {}}),
+                "/spec/replicas",
+                json!(1),
+            ),
+        ];
+        for (defaults, mut object, pointer, want) in cases {
+            defaults(&mut object);
+            assert_eq!(object.pointer(pointer), Some(&want), "{object}");
+        }
+    }
+
+    #[test]
+    fn string_data_should_never_be_stored() {
+        let mut secret = json!({"stringData": {}});
+        (SECRET.defaults)(&mut secret);
+        assert!(secret.get("stringData").is_none(), "{secret}");
+    }
+}

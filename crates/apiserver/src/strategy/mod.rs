@@ -1,0 +1,121 @@
+//! Each resource's own rules, as upstream's registry keeps a strategy per resource: its
+//! defaults, how a create is answered (reviews are computed, never stored), which objects can
+//! never be deleted, and how deletion propagates by default. The handlers look the strategy up
+//! once per request ([`of`]) instead of matching kind names; a new kind adds a module here.
+//! Pure: no I/O (allocations that need the store are `crate::allocation`).
+
+mod apps;
+mod batch;
+mod core;
+mod defaulting;
+
+use serde_json::Value;
+use skiff_apimachinery::ResourceInfo;
+
+/// How a create of the resource is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// Stored, as any object.
+    Store,
+    /// A SelfSubjectReview: the caller's identity, never stored.
+    SelfSubjectReview,
+    /// A TokenReview: the token's identity, never stored.
+    TokenReview,
+}
+
+/// One resource's rules.
+pub struct Strategy {
+    /// Fills in upstream's defaults (every create and every replacement).
+    pub defaults: fn(&mut Value),
+    /// How a create is answered.
+    pub create: Create,
+    /// Names of objects that can never be deleted.
+    pub undeletable: &'static [&'static str],
+    /// Whether a delete that names no propagation policy orphans the dependents (upstream
+    /// keeps this for core/v1 ReplicationControllers and batch/v1 Jobs).
+    pub orphans_by_default: bool,
+}
+
+fn no_defaults(_: &mut Value) {}
+
+/// The rules of a resource with none of its own.
+const GENERIC: Strategy = Strategy {
+    defaults: no_defaults,
+    create: Create::Store,
+    undeletable: &[],
+    orphans_by_default: false,
+};
+
+const SELF_SUBJECT_REVIEW: Strategy = Strategy {
+    create: Create::SelfSubjectReview,
+    ..GENERIC
+};
+
+const TOKEN_REVIEW: Strategy = Strategy {
+    create: Create::TokenReview,
+    ..GENERIC
+};
+
+/// The strategy of `info`'s resource.
+pub fn of(info: &ResourceInfo) -> &'static Strategy {
+    match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Pod") => &core::POD,
+        ("", "Service") => &core::SERVICE,
+        ("", "Namespace") => &core::NAMESPACE,
+        ("", "Secret") => &core::SECRET,
+        ("", "ReplicationController") => &core::REPLICATION_CONTROLLER,
+        ("apps", "ReplicaSet") => &apps::REPLICA_SET,
+        ("apps", "Deployment") => &apps::DEPLOYMENT,
+        ("apps", "StatefulSet") => &apps::STATEFUL_SET,
+        ("apps", "DaemonSet") => &apps::DAEMON_SET,
+        ("batch", "Job") => &batch::JOB,
+        ("batch", "CronJob") => &batch::CRON_JOB,
+        ("authentication.k8s.io", "SelfSubjectReview") => &SELF_SUBJECT_REVIEW,
+        ("authentication.k8s.io", "TokenReview") => &TOKEN_REVIEW,
+        _ => &GENERIC,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_apimachinery::resources::builtin;
+
+    fn info(group: &str, kind: &str) -> ResourceInfo {
+        builtin()
+            .into_iter()
+            .find(|r| r.group == group && r.kind == kind)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_kind_should_find_its_own_rules() {
+        let cases = [
+            ("", "Namespace", Create::Store, 3, false),
+            ("", "ReplicationController", Create::Store, 0, true),
+            ("batch", "Job", Create::Store, 0, true),
+            ("apps", "Deployment", Create::Store, 0, false),
+            ("", "ConfigMap", Create::Store, 0, false),
+            (
+                "authentication.k8s.io",
+                "SelfSubjectReview",
+                Create::SelfSubjectReview,
+                0,
+                false,
+            ),
+            (
+                "authentication.k8s.io",
+                "TokenReview",
+                Create::TokenReview,
+                0,
+                false,
+            ),
+        ];
+        for (group, kind, create, undeletable, orphans) in cases {
+            let strategy = of(&info(group, kind));
+            assert_eq!(strategy.create, create, "{kind}");
+            assert_eq!(strategy.undeletable.len(), undeletable, "{kind}");
+            assert_eq!(strategy.orphans_by_default, orphans, "{kind}");
+        }
+    }
+}
