@@ -74,6 +74,43 @@ impl ResourceInfo {
     }
 }
 
+/// What a request does, as upstream's RequestInfo names it (and RBAC will authorize it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Read one object.
+    Get,
+    /// Read a collection.
+    List,
+    /// Follow changes.
+    Watch,
+    /// Create an object (or a subresource action such as a binding).
+    Create,
+    /// Replace an object.
+    Update,
+    /// Patch an object.
+    Patch,
+    /// Delete one object.
+    Delete,
+    /// Delete a collection.
+    DeleteCollection,
+}
+
+impl Verb {
+    /// Upstream's name of the verb (`deletecollection`, ...), as discovery lists it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::DeleteCollection => "deletecollection",
+        }
+    }
+}
+
 struct Row {
     group: &'static str,
     version: &'static str,

@@ -3,10 +3,11 @@
 
 use http::Method;
 use skiff_apimachinery::ApiError;
+use skiff_apimachinery::resources::Verb;
 
 /// A parsed API request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum ApiPath {
     /// `/api`: the core group's versions.
     CoreVersions,
     /// `/apis`: every group.
@@ -45,18 +46,18 @@ pub struct ResourceRequest {
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
 /// Parses an API path (without the query).
-pub fn parse(path: &str) -> Result<Target, ApiError> {
+pub fn parse(path: &str) -> Result<ApiPath, ApiError> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match parts.as_slice() {
-        ["api"] => return Ok(Target::CoreVersions),
-        ["apis"] => return Ok(Target::Groups),
-        ["apis", group] => return Ok(Target::Group((*group).to_string())),
+        ["api"] => return Ok(ApiPath::CoreVersions),
+        ["apis"] => return Ok(ApiPath::Groups),
+        ["apis", group] => return Ok(ApiPath::Group((*group).to_string())),
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::NoSuchResource),
     };
     if rest.is_empty() {
-        return Ok(Target::Resources {
+        return Ok(ApiPath::Resources {
             group: group.into(),
             version: version.into(),
         });
@@ -81,21 +82,20 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
     if rest.len() > 3 {
         return Err(ApiError::NoSuchResource);
     }
-    Ok(Target::Resource(request))
+    Ok(ApiPath::Resource(request))
 }
 
 /// The verb a method means on a resource path.
-pub fn verb(method: &Method, has_name: bool, watch: bool) -> Option<&'static str> {
+pub fn verb(method: &Method, has_name: bool, watch: bool) -> Option<Verb> {
     Some(match (method.as_str(), has_name) {
-        ("GET" | "HEAD", true) if watch => "watch",
-        ("GET" | "HEAD", true) => "get",
-        ("GET" | "HEAD", false) if watch => "watch",
-        ("GET" | "HEAD", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", true) => "update",
-        ("PATCH", true) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
+        ("GET" | "HEAD", _) if watch => Verb::Watch,
+        ("GET" | "HEAD", true) => Verb::Get,
+        ("GET" | "HEAD", false) => Verb::List,
+        ("POST", _) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
         _ => return None,
     })
 }
@@ -106,7 +106,7 @@ mod tests {
 
     fn resource(path: &str) -> ResourceRequest {
         match parse(path).unwrap() {
-            Target::Resource(r) => r,
+            ApiPath::Resource(r) => r,
             other => panic!("{other:?}"),
         }
     }
@@ -144,11 +144,11 @@ mod tests {
 
     #[test]
     fn parse_should_find_discovery_paths() {
-        assert_eq!(parse("/api").unwrap(), Target::CoreVersions);
-        assert_eq!(parse("/apis/apps").unwrap(), Target::Group("apps".into()));
+        assert_eq!(parse("/api").unwrap(), ApiPath::CoreVersions);
+        assert_eq!(parse("/apis/apps").unwrap(), ApiPath::Group("apps".into()));
         assert_eq!(
             parse("/apis/apps/v1").unwrap(),
-            Target::Resources {
+            ApiPath::Resources {
                 group: "apps".into(),
                 version: "v1".into()
             }

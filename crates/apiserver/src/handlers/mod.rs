@@ -19,12 +19,15 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{Method, StatusCode};
 use skiff_apimachinery::ApiError;
+use skiff_apimachinery::ResourceInfo;
+use skiff_apimachinery::resources::Verb;
 
 use crate::auth::Caller;
 use crate::body;
-use crate::request::{self, ResourceRequest, Target};
+use crate::request::{self, ApiPath, ResourceRequest};
 use crate::respond::{self, Answer, Format};
 use crate::state::ApiState;
+use crate::strategy::{self, Serving};
 use params::Params;
 use write_request::WriteRequest;
 
@@ -96,81 +99,103 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         };
     }
     match request::parse(parts.uri.path())? {
-        Target::CoreVersions if format == Format::Discovery => Ok(respond::value(
+        ApiPath::CoreVersions if format == Format::Discovery => Ok(respond::value(
             StatusCode::OK,
             &discovery::aggregated(state, true),
             Format::Discovery,
         )),
-        Target::Groups if format == Format::Discovery => Ok(respond::value(
+        ApiPath::Groups if format == Format::Discovery => Ok(respond::value(
             StatusCode::OK,
             &discovery::aggregated(state, false),
             Format::Discovery,
         )),
-        Target::CoreVersions => json(discovery::core_versions(state)),
-        Target::Groups => json(discovery::groups(state)),
-        Target::Group(group) => json(discovery::group(state, &group)?),
-        Target::Resources { group, version } => {
+        ApiPath::CoreVersions => json(discovery::core_versions(state)),
+        ApiPath::Groups => json(discovery::groups(state)),
+        ApiPath::Group(group) => json(discovery::group(state, &group)?),
+        ApiPath::Resources { group, version } => {
             json(discovery::resources(state, &group, &version)?)
         }
-        Target::Resource(target) => {
+        ApiPath::Resource(target) => {
             // Aggregated discovery is only a representation of /api and /apis.
             let format = if format == Format::Discovery {
                 Format::Json
             } else {
                 format
             };
-            resource(
-                state,
-                &target,
-                &parts.method,
-                &parts.headers,
-                &params,
-                format,
-                &caller,
-                body,
-            )
-            .await
+            resource(state, &target, &parts, &params, format, &caller, body).await
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A resource request resolved once, as upstream's RequestInfo: the resource, where, and what.
+struct RequestInfo<'a> {
+    info: ResourceInfo,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+    verb: Verb,
+}
+
+impl<'a> RequestInfo<'a> {
+    /// Finds the resource and checks that the path and the method fit it: 404 for what is not
+    /// served (a namespace on a cluster-scoped resource, a named namespaced object without one,
+    /// an unknown subresource), 405 for a verb it does not allow.
+    fn resolve(
+        state: &ApiState,
+        target: &'a ResourceRequest,
+        method: &Method,
+        params: &Params,
+    ) -> Result<Self, ApiError> {
+        let info = state
+            .registry
+            .find(&target.group, &target.version, &target.resource)
+            .ok_or(ApiError::NoSuchResource)?;
+        if !info.namespaced() && target.namespace.is_some() {
+            return Err(ApiError::NoSuchResource);
+        }
+        if info.namespaced() && target.name.is_some() && target.namespace.is_none() {
+            return Err(ApiError::NoSuchResource);
+        }
+        let subresource = target.subresource.as_deref();
+        if let Some(sub) = subresource
+            && !info.has_subresource(sub)
+        {
+            return Err(ApiError::NoSuchResource);
+        }
+        let verb = request::verb(method, target.name.is_some(), params.flag("watch"))
+            .ok_or(ApiError::MethodNotAllowed)?;
+        if subresource.is_none() && !info.allows(verb.as_str()) {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        Ok(Self {
+            info,
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+            subresource,
+            verb,
+        })
+    }
+}
+
 async fn resource(
     state: &ApiState,
     target: &ResourceRequest,
-    method: &Method,
-    headers: &http::HeaderMap,
+    parts: &http::request::Parts,
     params: &Params,
     format: Format,
     caller: &Caller,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let info = &state
-        .registry
-        .find(&target.group, &target.version, &target.resource)
-        .ok_or(ApiError::NoSuchResource)?;
-    // Cluster-scoped resources have no namespace in their path; a namespaced object named in a
-    // path needs one.
-    if !info.namespaced() && target.namespace.is_some() {
-        return Err(ApiError::NoSuchResource);
-    }
-    if info.namespaced() && target.name.is_some() && target.namespace.is_none() {
-        return Err(ApiError::NoSuchResource);
-    }
-    let namespace = target.namespace.as_deref();
-    let name = target.name.as_deref();
-    let subresource = target.subresource.as_deref();
-    if let Some(sub) = subresource
-        && !info.has_subresource(sub)
-    {
-        return Err(ApiError::NoSuchResource);
-    }
-    let verb = request::verb(method, name.is_some(), params.flag("watch"))
-        .ok_or(ApiError::MethodNotAllowed)?;
-    if subresource.is_none() && !info.allows(verb) {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    if info.group.is_empty() && info.kind == "ComponentStatus" {
+    let request = RequestInfo::resolve(state, target, &parts.method, params)?;
+    let RequestInfo {
+        ref info,
+        namespace,
+        name,
+        subresource,
+        verb,
+    } = request;
+    let headers = &parts.headers;
+    if strategy::of(info).serving == Serving::ComponentStatuses {
         return Ok(componentstatus::serve(state, name, params, format).await);
     }
     let bytes = body::read(body).await?;
@@ -183,42 +208,42 @@ async fn resource(
         format,
     };
     match (subresource, name, verb) {
-        (Some("scale"), Some(name), "get") => return scale::get(state, &write, name).await,
-        (Some("scale"), Some(name), "update") => {
+        (Some("scale"), Some(name), Verb::Get) => return scale::get(state, &write, name).await,
+        (Some("scale"), Some(name), Verb::Update) => {
             return scale::write(state, &write, name, &bytes, false).await;
         }
-        (Some("scale"), Some(name), "patch") => {
+        (Some("scale"), Some(name), Verb::Patch) => {
             return scale::write(state, &write, name, &bytes, true).await;
         }
-        (Some("binding"), Some(name), "create") => {
+        (Some("binding"), Some(name), Verb::Create) => {
             return subresources::bind(state, &write, name, &bytes).await;
         }
-        (Some("eviction"), Some(name), "create") => {
+        (Some("eviction"), Some(name), Verb::Create) => {
             return subresources::evict(state, &write, name, &bytes).await;
         }
-        (Some("token"), Some(name), "create") => {
+        (Some("token"), Some(name), Verb::Create) => {
             return tokens::request(state, &write, name, &bytes).await;
         }
-        (Some("finalize"), Some(name), "update") => {
+        (Some("finalize"), Some(name), Verb::Update) => {
             return subresources::finalize(state, &write, name, &bytes).await;
         }
         (
             Some("status" | "approval" | "ephemeralcontainers"),
             Some(_),
-            "get" | "update" | "patch",
+            Verb::Get | Verb::Update | Verb::Patch,
         )
         | (None, _, _) => {}
         _ => return Err(ApiError::MethodNotAllowed),
     }
     match (verb, name) {
-        ("get", Some(name)) => read::get(state, info, namespace, name, format).await,
-        ("list", _) => read::list(state, info, namespace, params, format).await,
-        ("watch", name) => watch::watch(state, info, namespace, name, params, format).await,
-        ("create", None) => write::create(state, &write, caller, &bytes).await,
-        ("update", Some(name)) => write::update(state, &write, name, subresource, &bytes).await,
-        ("patch", Some(name)) => write::patch(state, &write, name, subresource, &bytes).await,
-        ("delete", Some(name)) => delete::delete(state, &write, name, &bytes).await,
-        ("deletecollection", None) => delete::delete_collection(state, &write, &bytes).await,
+        (Verb::Get, Some(name)) => read::get(state, info, namespace, name, format).await,
+        (Verb::List, _) => read::list(state, info, namespace, params, format).await,
+        (Verb::Watch, name) => watch::watch(state, info, namespace, name, params, format).await,
+        (Verb::Create, None) => write::create(state, &write, caller, &bytes).await,
+        (Verb::Update, Some(name)) => write::update(state, &write, name, subresource, &bytes).await,
+        (Verb::Patch, Some(name)) => write::patch(state, &write, name, subresource, &bytes).await,
+        (Verb::Delete, Some(name)) => delete::delete(state, &write, name, &bytes).await,
+        (Verb::DeleteCollection, None) => delete::delete_collection(state, &write, &bytes).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -9,6 +9,7 @@ use std::num::IntErrorKind;
 
 use http::HeaderMap;
 use skiff_apimachinery::ApiError;
+use skiff_apimachinery::resources::Verb;
 use skiff_apimachinery::selector::{FieldSelector, LabelSelector};
 use skiff_apimachinery::status::Target;
 use skiff_apimachinery::validation::{BadValue, FieldError, field_manager, go_quote, invalid};
@@ -114,23 +115,23 @@ impl Params {
     /// of create, update and patch (`headers` give the patch type).
     pub fn validate(
         &self,
-        verb: &str,
+        verb: Verb,
         headers: &HeaderMap,
         has_body: bool,
     ) -> Result<(), ApiError> {
         match verb {
-            "list" | "watch" => self.list_options(verb == "watch"),
-            "deletecollection" => {
+            Verb::List | Verb::Watch => self.list_options(verb == Verb::Watch),
+            Verb::DeleteCollection => {
                 self.list_options(false)?;
                 if has_body {
                     return Ok(());
                 }
                 self.delete_options()
             }
-            "delete" if !has_body => self.delete_options(),
-            "create" => self.write_options("CreateOptions", Vec::new()),
-            "update" => self.write_options("UpdateOptions", Vec::new()),
-            "patch" => {
+            Verb::Delete if !has_body => self.delete_options(),
+            Verb::Create => self.write_options("CreateOptions", Vec::new()),
+            Verb::Update => self.write_options("UpdateOptions", Vec::new()),
+            Verb::Patch => {
                 let media = headers
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
@@ -325,27 +326,27 @@ mod tests {
         Params::parse(Some(query)).unwrap()
     }
 
-    fn check(query: &str, verb: &str) -> Result<(), ApiError> {
+    fn check(query: &str, verb: Verb) -> Result<(), ApiError> {
         params(query).validate(verb, &HeaderMap::new(), false)
     }
 
     #[test]
     fn grace_period_that_is_not_a_number_should_be_a_400() {
-        let error = check("gracePeriodSeconds=abc", "delete").unwrap_err();
+        let error = check("gracePeriodSeconds=abc", Verb::Delete).unwrap_err();
         assert_eq!(error.code(), 400);
         assert_eq!(
             error.to_string(),
             "strconv.ParseInt: parsing \"abc\": invalid syntax"
         );
-        assert!(check("gracePeriodSeconds=0", "delete").is_ok());
+        assert!(check("gracePeriodSeconds=0", Verb::Delete).is_ok());
         assert!(
             params("gracePeriodSeconds=abc")
-                .validate("delete", &HeaderMap::new(), true)
+                .validate(Verb::Delete, &HeaderMap::new(), true)
                 .is_ok(),
             "a body's DeleteOptions win over the query"
         );
         assert_eq!(
-            check("limit=99999999999999999999", "list")
+            check("limit=99999999999999999999", Verb::List)
                 .unwrap_err()
                 .to_string(),
             "strconv.ParseInt: parsing \"99999999999999999999\": value out of range"
@@ -354,14 +355,14 @@ mod tests {
 
     #[test]
     fn resource_version_match_without_resource_version_should_be_a_422() {
-        let error = check("resourceVersionMatch=Exact", "list").unwrap_err();
+        let error = check("resourceVersionMatch=Exact", Verb::List).unwrap_err();
         assert_eq!(error.code(), 422);
         assert_eq!(
             error.to_string(),
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
         );
         assert_eq!(
-            check("resourceVersion=5&resourceVersionMatch=Bogus", "list")
+            check("resourceVersion=5&resourceVersionMatch=Bogus", Verb::List)
                 .unwrap_err()
                 .to_string(),
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: \"Bogus\": supported values: \"Exact\", \"NotOlderThan\", \"\""
@@ -369,27 +370,27 @@ mod tests {
         assert!(
             check(
                 "resourceVersion=5&resourceVersionMatch=NotOlderThan",
-                "list"
+                Verb::List
             )
             .is_ok()
         );
-        assert!(check("resourceVersion=0&resourceVersionMatch=Exact", "list").is_err());
-        assert!(check("sendInitialEvents=true", "list").is_err());
+        assert!(check("resourceVersion=0&resourceVersionMatch=Exact", Verb::List).is_err());
+        assert!(check("sendInitialEvents=true", Verb::List).is_err());
     }
 
     #[test]
     fn watch_options_should_follow_watch_list_rules() {
-        assert!(check("watch=1", "watch").is_ok());
-        assert!(check("watch=1&resourceVersion=7", "watch").is_ok());
+        assert!(check("watch=1", Verb::Watch).is_ok());
+        assert!(check("watch=1&resourceVersion=7", Verb::Watch).is_ok());
         assert!(
             check(
                 "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
-                "watch"
+                Verb::Watch
             )
             .is_ok()
         );
         assert_eq!(
-            check("sendInitialEvents=true", "watch")
+            check("sendInitialEvents=true", Verb::Watch)
                 .unwrap_err()
                 .to_string(),
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
@@ -397,7 +398,7 @@ mod tests {
         assert!(
             check(
                 "resourceVersion=7&resourceVersionMatch=NotOlderThan",
-                "watch"
+                Verb::Watch
             )
             .is_err()
         );
@@ -406,27 +407,27 @@ mod tests {
     #[test]
     fn field_manager_over_128_characters_should_be_a_422() {
         let long = "m".repeat(129);
-        let error = check(&format!("fieldManager={long}"), "create").unwrap_err();
+        let error = check(&format!("fieldManager={long}"), Verb::Create).unwrap_err();
         assert_eq!(
             error.to_string(),
             "CreateOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long: may not be more than 128 bytes"
         );
-        let error = check("fieldManager=a%07b", "update").unwrap_err();
+        let error = check("fieldManager=a%07b", Verb::Update).unwrap_err();
         assert_eq!(
             error.to_string(),
             "UpdateOptions.meta.k8s.io \"\" is invalid: fieldManager: Invalid value: \"a\\ab\": invalid character U+0007 (at position 1)"
         );
-        assert!(check(&format!("fieldManager={}", "m".repeat(128)), "create").is_ok());
+        assert!(check(&format!("fieldManager={}", "m".repeat(128)), Verb::Create).is_ok());
     }
 
     #[test]
     fn write_options_should_refuse_bad_dry_run_field_validation_and_force() {
         assert_eq!(
-            check("dryRun=x", "create").unwrap_err().to_string(),
+            check("dryRun=x", Verb::Create).unwrap_err().to_string(),
             "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: [\"x\"]: supported values: \"All\""
         );
         assert_eq!(
-            check("fieldValidation=Loose", "update")
+            check("fieldValidation=Loose", Verb::Update)
                 .unwrap_err()
                 .to_string(),
             "UpdateOptions.meta.k8s.io \"\" is invalid: fieldValidation: Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
@@ -437,7 +438,7 @@ mod tests {
             "application/merge-patch+json".parse().unwrap(),
         );
         let error = params("force=true")
-            .validate("patch", &headers, true)
+            .validate(Verb::Patch, &headers, true)
             .unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -449,19 +450,19 @@ mod tests {
         );
         assert!(
             params("force=true")
-                .validate("patch", &headers, true)
+                .validate(Verb::Patch, &headers, true)
                 .is_err()
         );
         assert!(
             params("force=true&fieldManager=me")
-                .validate("patch", &headers, true)
+                .validate(Verb::Patch, &headers, true)
                 .is_ok()
         );
     }
 
     #[test]
     fn invalid_label_selector_keys_should_be_a_400() {
-        let error = check("labelSelector=-bad%3Dx", "list").unwrap_err();
+        let error = check("labelSelector=-bad%3Dx", Verb::List).unwrap_err();
         assert_eq!(error.code(), 400);
         assert!(
             error
@@ -470,7 +471,9 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            check("fieldSelector=nonsense", "watch").unwrap_err().code(),
+            check("fieldSelector=nonsense", Verb::Watch)
+                .unwrap_err()
+                .code(),
             400
         );
     }

@@ -1,5 +1,6 @@
 //! Each resource's own rules, as upstream's registry keeps a strategy per resource: its
-//! defaults, how a create is answered (reviews are computed, never stored), which objects can
+//! defaults, where its objects come from (componentstatuses are computed), how a create is
+//! answered (reviews are computed, never stored), which objects can
 //! never be deleted, and how deletion propagates by default. The handlers look the strategy up
 //! once per request ([`of`]) instead of matching kind names; a new kind adds a module here.
 //! Pure: no I/O (allocations that need the store are `crate::allocation`).
@@ -23,8 +24,19 @@ pub enum Create {
     TokenReview,
 }
 
+/// Where a resource's objects come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// The store.
+    Stored,
+    /// Computed per request: the deprecated `componentstatuses`.
+    ComponentStatuses,
+}
+
 /// One resource's rules.
 pub struct Strategy {
+    /// Where its objects come from.
+    pub serving: Serving,
     /// Fills in upstream's defaults (every create and every replacement).
     pub defaults: fn(&mut Value),
     /// How a create is answered.
@@ -40,6 +52,7 @@ fn no_defaults(_: &mut Value) {}
 
 /// The rules of a resource with none of its own.
 const GENERIC: Strategy = Strategy {
+    serving: Serving::Stored,
     defaults: no_defaults,
     create: Create::Store,
     undeletable: &[],
@@ -56,6 +69,11 @@ const TOKEN_REVIEW: Strategy = Strategy {
     ..GENERIC
 };
 
+const COMPONENT_STATUS: Strategy = Strategy {
+    serving: Serving::ComponentStatuses,
+    ..GENERIC
+};
+
 /// The strategy of `info`'s resource.
 pub fn of(info: &ResourceInfo) -> &'static Strategy {
     match (info.group.as_str(), info.kind.as_str()) {
@@ -64,6 +82,7 @@ pub fn of(info: &ResourceInfo) -> &'static Strategy {
         ("", "Namespace") => &core::NAMESPACE,
         ("", "Secret") => &core::SECRET,
         ("", "ReplicationController") => &core::REPLICATION_CONTROLLER,
+        ("", "ComponentStatus") => &COMPONENT_STATUS,
         ("apps", "ReplicaSet") => &apps::REPLICA_SET,
         ("apps", "Deployment") => &apps::DEPLOYMENT,
         ("apps", "StatefulSet") => &apps::STATEFUL_SET,
