@@ -16,7 +16,7 @@ use skiff_apimachinery::status::{Cause, Target};
 use super::read::{self, render_one};
 use super::write_request::WriteRequest;
 use crate::body;
-use crate::guaranteed::{Decision, Outcome, Site, guaranteed_update, spec_finalizers_pending};
+use crate::guaranteed::{Decision, Outcome, guaranteed_update, spec_finalizers_pending};
 use crate::objects::{meta_mut, meta_str};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
@@ -234,12 +234,7 @@ pub async fn delete(
     } else {
         StatusCode::OK
     };
-    let site = Site {
-        info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     let outcome = guaranteed_update(state, site, |_, old| {
         options.check_preconditions(old, &target)?;
         let before = finalizers(old);

@@ -13,7 +13,7 @@ use skiff_apimachinery::status::Target;
 use super::write::{Change, prepare_replacement};
 use super::write_request::WriteRequest;
 use crate::body;
-use crate::guaranteed::{Decision, Site, current, guaranteed_update};
+use crate::guaranteed::{Decision, current, guaranteed_update};
 use crate::objects::meta_str;
 use crate::patch;
 use crate::respond::{self, Format};
@@ -167,12 +167,7 @@ pub async fn write(
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
     let paths = paths(state, request);
-    let site = Site {
-        info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     let outcome = guaranteed_update(state, site, |kv, old| {
         let mut scale = scale_of(old, &paths);
         if is_patch {

@@ -10,7 +10,7 @@ use skiff_apimachinery::status::Target;
 
 use super::write_request::WriteRequest;
 use crate::body;
-use crate::guaranteed::{Decision, Site, guaranteed_update};
+use crate::guaranteed::{Decision, guaranteed_update};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;
@@ -35,12 +35,7 @@ pub async fn bind(
         .to_string();
     let target = Target::new("", "pods", name);
     let key = storage::key(request.info, request.namespace, name);
-    let site = Site {
-        info: request.info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     guaranteed_update(state, site, |_, old| {
         if let Some(bound) = old
             .pointer("/spec/nodeName")
@@ -120,12 +115,7 @@ pub async fn finalize(
         .unwrap_or_else(|| json!([]));
     let target = Target::new("", "namespaces", name);
     let key = storage::key(request.info, None, name);
-    let site = Site {
-        info: request.info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     let outcome = guaranteed_update(state, site, |_, old| {
         let mut new = old.clone();
         if let Some(map) = new.as_object_mut() {

@@ -18,7 +18,7 @@ use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
 use crate::crd;
-use crate::guaranteed::{Decision, Outcome, Site, crd_written, guaranteed_update, is_crd};
+use crate::guaranteed::{Decision, Outcome, crd_written, guaranteed_update, is_crd};
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
 use crate::respond::{self, Format};
@@ -339,12 +339,7 @@ pub async fn update(
         .transpose()?;
     let target = Target::new(&info.group, &info.plural, name);
     let key = storage::key(info, request.namespace, name);
-    let site = Site {
-        info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     let mut warnings = Vec::new();
     let outcome = guaranteed_update(state, site, |_, old| {
         let change = Change {
@@ -459,12 +454,7 @@ pub async fn patch(
             ));
         }
     }
-    let site = Site {
-        info,
-        key: &key,
-        target: &target,
-        dry_run: request.params.dry_run()?,
-    };
+    let site = request.site(&key, &target)?;
     let mut warnings = Vec::new();
     let outcome = guaranteed_update(state, site, |kv, old| {
         let mut new = if kind == PatchType::Apply {

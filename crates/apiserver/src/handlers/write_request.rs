@@ -2,9 +2,11 @@
 //! its request. Kept apart from the handlers so they depend on it and not on each other.
 
 use http::HeaderMap;
-use skiff_apimachinery::ResourceInfo;
+use skiff_apimachinery::status::Target;
+use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use super::params::Params;
+use crate::guaranteed::Site;
 use crate::respond::Format;
 
 /// What a write handler needs about its request.
@@ -19,4 +21,16 @@ pub struct WriteRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The response format.
     pub format: Format,
+}
+
+impl WriteRequest<'_> {
+    /// Where a guaranteed update of the object at `key` writes, honouring `dryRun`.
+    pub fn site<'s>(&'s self, key: &'s str, target: &'s Target) -> Result<Site<'s>, ApiError> {
+        Ok(Site {
+            info: self.info,
+            key,
+            target,
+            dry_run: self.params.dry_run()?,
+        })
+    }
 }

@@ -331,30 +331,12 @@ fn workload(kind: &str, object: &Value, errors: &mut Vec<FieldError>) {
             }
         }
     }
-    template_meta(template, "spec.template", errors);
-    let pod = template.and_then(|t| t.get("spec"));
-    let restart = pod
-        .and_then(|p| p.get("restartPolicy"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if restart != "Always" {
-        errors.push(FieldError::not_supported(
-            "spec.template.spec.restartPolicy",
-            restart,
-            &["Always"],
-        ));
-    }
-    if pod.and_then(|p| p.get("activeDeadlineSeconds")).is_some() {
-        let owner = if kind == "Deployment" {
-            "ReplicaSet"
-        } else {
-            kind
-        };
-        errors.push(FieldError::forbidden(
-            "spec.template.spec.activeDeadlineSeconds",
-            format!("activeDeadlineSeconds in {owner} is not Supported"),
-        ));
-    }
+    let owner = if kind == "Deployment" {
+        "ReplicaSet"
+    } else {
+        kind
+    };
+    replicated_template(template, owner, errors);
     match kind {
         "Deployment" => {
             if let Some(deadline) = at("progressDeadlineSeconds").and_then(Value::as_i64) {
@@ -413,25 +395,31 @@ fn replication_controller(object: &Value, errors: &mut Vec<FieldError>) {
         }
     }
     if template.is_some() {
-        template_meta(template, "spec.template", errors);
-        let pod = template.and_then(|t| t.get("spec"));
-        let restart = pod
-            .and_then(|p| p.get("restartPolicy"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if restart != "Always" {
-            errors.push(FieldError::not_supported(
-                "spec.template.spec.restartPolicy",
-                restart,
-                &["Always"],
-            ));
-        }
-        if pod.and_then(|p| p.get("activeDeadlineSeconds")).is_some() {
-            errors.push(FieldError::forbidden(
-                "spec.template.spec.activeDeadlineSeconds",
-                "activeDeadlineSeconds in ReplicationController is not Supported",
-            ));
-        }
+        replicated_template(template, "ReplicationController", errors);
+    }
+}
+
+/// The pod template of a controller that keeps replicas running (`owner` names it in the
+/// message): its metadata, `restartPolicy: Always`, and no `activeDeadlineSeconds`.
+fn replicated_template(template: Option<&Value>, owner: &str, errors: &mut Vec<FieldError>) {
+    template_meta(template, "spec.template", errors);
+    let pod = template.and_then(|t| t.get("spec"));
+    let restart = pod
+        .and_then(|p| p.get("restartPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if restart != "Always" {
+        errors.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            restart,
+            &["Always"],
+        ));
+    }
+    if pod.and_then(|p| p.get("activeDeadlineSeconds")).is_some() {
+        errors.push(FieldError::forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            format!("activeDeadlineSeconds in {owner} is not Supported"),
+        ));
     }
 }
 
