@@ -47,9 +47,21 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
+/// The value at a JSON pointer without escapes (`/a/b/0`), found without allocating (unlike
+/// [`Value::pointer`], which unescapes every segment into a new string).
+fn at<'a>(object: &'a Value, pointer: &str) -> Option<&'a Value> {
+    pointer
+        .split('/')
+        .skip(1)
+        .try_fold(object, |value, segment| match value {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
 fn age(object: &Value, now: Timestamp) -> String {
-    object
-        .pointer("/metadata/creationTimestamp")
+    at(object, "/metadata/creationTimestamp")
         .and_then(Value::as_str)
         .and_then(|t| t.parse::<Timestamp>().ok())
         .map_or_else(
@@ -59,7 +71,7 @@ fn age(object: &Value, now: Timestamp) -> String {
 }
 
 fn text(object: &Value, pointer: &str) -> String {
-    match object.pointer(pointer) {
+    match at(object, pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
@@ -67,7 +79,7 @@ fn text(object: &Value, pointer: &str) -> String {
 }
 
 fn count(object: &Value, pointer: &str) -> i64 {
-    object.pointer(pointer).map_or(0, |v| match v {
+    at(object, pointer).map_or(0, |v| match v {
         Value::Object(m) => m.len() as i64,
         Value::Array(a) => a.len() as i64,
         Value::Number(n) => n.as_i64().unwrap_or(0),
@@ -80,7 +92,7 @@ fn or_none(s: String) -> String {
 }
 
 /// The column definitions and one row's cells for a kind.
-fn columns(kind: &str) -> Vec<Value> {
+pub(crate) fn columns(kind: &str) -> Vec<Value> {
     let name = column(
         "Name",
         "string",
@@ -209,8 +221,7 @@ fn columns(kind: &str) -> Vec<Value> {
 
 /// `a=b,c=d` from a map (a label selector's matchLabels, or a Service's selector).
 pub fn labels_text(object: &Value, pointer: &str) -> String {
-    object
-        .pointer(pointer)
+    at(object, pointer)
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -222,8 +233,7 @@ pub fn labels_text(object: &Value, pointer: &str) -> String {
 }
 
 fn template_containers(object: &Value, field: &str) -> String {
-    object
-        .pointer("/spec/template/spec/containers")
+    at(object, "/spec/template/spec/containers")
         .and_then(Value::as_array)
         .map(|c| {
             c.iter()
@@ -234,14 +244,72 @@ fn template_containers(object: &Value, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
+/// The fields a built-in kind's cells read (see [`cells`]), as paths that cross arrays
+/// (`/status/conditions/type` is every condition's type), and those of which they only count
+/// the members: a list's objects need no more decoded to be printed.
+pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut read = vec!["/metadata/name", "/metadata/creationTimestamp"];
+    let mut counted = vec![];
+    match kind {
+        "Pod" => {
+            read.extend([
+                "/metadata/deletionTimestamp",
+                "/spec/nodeName",
+                "/status/containerStatuses/ready",
+                "/status/containerStatuses/restartCount",
+                "/status/phase",
+                "/status/podIP",
+            ]);
+            counted.push("/spec/containers");
+        }
+        "Deployment" => read.extend([
+            "/spec/replicas",
+            "/status/readyReplicas",
+            "/status/updatedReplicas",
+            "/status/availableReplicas",
+        ]),
+        "ReplicaSet" => read.extend([
+            "/spec/replicas",
+            "/status/replicas",
+            "/status/readyReplicas",
+        ]),
+        "Service" => read.extend([
+            "/spec/type",
+            "/spec/clusterIP",
+            "/spec/ports",
+            "/spec/selector",
+        ]),
+        "ConfigMap" => counted.extend(["/data", "/binaryData"]),
+        "Secret" => {
+            read.push("/type");
+            counted.push("/data");
+        }
+        "Namespace" => read.push("/status/phase"),
+        "Node" => read.extend(["/status/conditions/type", "/status/conditions/status"]),
+        "ServiceAccount" => counted.push("/secrets"),
+        _ => {}
+    }
+    if matches!(
+        kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController"
+    ) {
+        read.extend([
+            "/spec/template/spec/containers/name",
+            "/spec/template/spec/containers/image",
+            "/spec/selector",
+        ]);
+    }
+    (read, counted)
+}
+
+/// One object's cells for a built-in kind's [`columns`].
+pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
     let mut row = vec![json!(text(object, "/metadata/name"))];
     match kind {
         "Pod" => {
-            let statuses = object
-                .pointer("/status/containerStatuses")
+            let statuses = at(object, "/status/containerStatuses")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default();
             let total = count(object, "/spec/containers");
             let ready = statuses
@@ -253,7 +321,7 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
                 .filter_map(|s| s["restartCount"].as_i64())
                 .sum();
             let phase = text(object, "/status/phase");
-            let status = if object.pointer("/metadata/deletionTimestamp").is_some() {
+            let status = if at(object, "/metadata/deletionTimestamp").is_some() {
                 "Terminating".to_string()
             } else if phase.is_empty() {
                 "Pending".into()
@@ -267,8 +335,7 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             ]);
         }
         "Deployment" => {
-            let desired = object
-                .pointer("/spec/replicas")
+            let desired = at(object, "/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             row.extend([
@@ -283,8 +350,7 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
         "ReplicaSet" => {
             row.extend([
                 json!(
-                    object
-                        .pointer("/spec/replicas")
+                    at(object, "/spec/replicas")
                         .and_then(Value::as_i64)
                         .unwrap_or(1)
                 ),
@@ -293,8 +359,7 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             ]);
         }
         "Service" => {
-            let ports: Vec<String> = object
-                .pointer("/spec/ports")
+            let ports: Vec<String> = at(object, "/spec/ports")
                 .and_then(Value::as_array)
                 .map(|ports| {
                     ports
@@ -320,8 +385,7 @@ fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
         "Secret" => row.extend([json!(text(object, "/type")), json!(count(object, "/data"))]),
         "Namespace" => row.push(json!(text(object, "/status/phase"))),
         "Node" => {
-            let ready = object
-                .pointer("/status/conditions")
+            let ready = at(object, "/status/conditions")
                 .and_then(Value::as_array)
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
                 .map(|c| {
@@ -368,6 +432,41 @@ pub fn partial_metadata(object: &Value) -> Value {
     })
 }
 
+/// The column definitions of a kind's Table; `printer` holds a custom resource's printer
+/// columns (`None` for built-in kinds).
+pub fn column_definitions(info: &ResourceInfo, printer: Option<&[Value]>) -> Vec<Value> {
+    match printer {
+        Some(defs) => crate::crd::printer::columns(defs),
+        None => columns(&info.kind),
+    }
+}
+
+/// One object's cells, in the order of [`column_definitions`].
+pub fn row_cells(
+    info: &ResourceInfo,
+    printer: Option<&[Value]>,
+    object: &Value,
+    now: Timestamp,
+) -> Vec<Value> {
+    match printer {
+        Some(defs) => crate::crd::printer::cells(defs, object, now),
+        None => cells(&info.kind, object, now),
+    }
+}
+
+/// Whether a Table's cells may be computed without the object's `metadata.managedFields`: no
+/// built-in column reads them, and a custom resource's column only if its JSONPath names them
+/// or may reach them (a wildcard or recursive descent).
+pub fn cells_skip_managed_fields(printer: Option<&[Value]>) -> bool {
+    printer.is_none_or(|defs| {
+        !defs.iter().any(|d| {
+            d.get("jsonPath")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.contains("managedFields") || p.contains("..") || p.contains('*'))
+        })
+    })
+}
+
 /// A Table of `objects`; `list_meta` is the list's metadata (resourceVersion, continue).
 /// `printer` holds a custom resource's printer columns (`None` for built-in kinds).
 pub fn table(
@@ -380,18 +479,12 @@ pub fn table(
 ) -> Value {
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| {
-            let cells = match printer {
-                Some(defs) => crate::crd::printer::cells(defs, o, now),
-                None => cells(&info.kind, o, now),
-            };
-            json!({"cells": cells, "object": partial_metadata(o)})
-        })
+        .map(|o| json!({"cells": row_cells(info, printer, o, now), "object": partial_metadata(o)}))
         .collect();
-    let columns = match (with_columns, printer) {
-        (false, _) => vec![],
-        (true, Some(defs)) => crate::crd::printer::columns(defs),
-        (true, None) => columns(&info.kind),
+    let columns = if with_columns {
+        column_definitions(info, printer)
+    } else {
+        vec![]
     };
     json!({
         "kind": "Table",
@@ -404,7 +497,17 @@ pub fn table(
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::*;
+
+    #[test]
+    fn pointers_should_be_found_as_serde_json_finds_them() {
+        let object = json!({"a": {"b": [1, {"c": "x"}]}, "d": null});
+        for pointer in [
+            "/a", "/a/b", "/a/b/1/c", "/a/b/2", "/a/x", "/d", "/d/e", "/a/b/x",
+        ] {
+            assert_eq!(at(&object, pointer), object.pointer(pointer), "{pointer}");
+        }
+    }
 
     #[test]
     fn human_duration_should_match_kubectl() {

@@ -1,5 +1,6 @@
-//! The API benchmark: a real `skiff server` child process (embedded SQLite store) measured
-//! through HTTPS with kube-rs clients, beside the store's own rate measured in the same run.
+//! The API benchmark: a real `skiff server` child process (embedded SQLite store, or a private
+//! etcd with `--etcd`) measured through HTTPS with kube-rs clients, beside the store's own rate
+//! measured in the same run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use skiff_store::Store;
+use skiff_store::etcd::EtcdStore;
+use skiff_store::etcd_process::EtcdProcess;
 use skiff_store::sqlite::SqliteStore;
 
 /// Benchmark settings.
@@ -24,6 +27,7 @@ pub struct Options {
     pub pods: usize,
     pub objects: usize,
     pub dependents: usize,
+    pub etcd: bool,
 }
 
 struct ServerProcess {
@@ -53,13 +57,67 @@ fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((field("VmRSS:")?, field("RssAnon:")?))
 }
 
-fn start_server(dir: &Path) -> anyhow::Result<(ServerProcess, kube::Client)> {
+/// The server's peak resident memory (MiB) since [`reset_peak`].
+fn peak_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")?;
+    Ok(kib / 1024.0)
+}
+
+/// Resets the server's peak resident memory to its current one (`clear_refs` 5).
+fn reset_peak(pid: u32) -> anyhow::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+    Ok(())
+}
+
+/// A LIST as raw bytes (nothing decoded on the client): its duration and size.
+async fn list_raw(
+    client: &kube::Client,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<(Duration, u64)> {
+    let mut request = kube::core::Request::new(path).list(&ListParams::default())?;
+    request.headers_mut().insert("accept", accept.parse()?);
+    let start = Instant::now();
+    let body = client.request_stream(request).await?;
+    let bytes = futures::io::copy(body, &mut futures::io::sink()).await?;
+    Ok((start.elapsed(), bytes))
+}
+
+/// Five raw LISTs: (median, slowest, size in bytes).
+async fn list_raw_five(
+    client: &kube::Client,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<(Duration, Duration, u64)> {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let (took, bytes) = list_raw(client, path, accept).await?;
+        times.push(took);
+        size = bytes;
+    }
+    times.sort();
+    Ok((times[2], times[4], size))
+}
+
+fn start_server(dir: &Path, etcd: Option<&str>) -> anyhow::Result<(ServerProcess, kube::Client)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["server", "--https-port", &port.to_string(), "--data-dir"])
-        .arg(dir)
+        .arg(dir);
+    if let Some(endpoint) = etcd {
+        command.args(["--datastore-endpoint", endpoint]);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -246,13 +304,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .tempdir_in("/var/tmp")?;
     let duration = Duration::from_secs(options.seconds);
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&scratch.path().join("baseline"))?);
+    // With etcd, the baseline writes under its own prefix of the same etcd the server uses.
+    let etcd = if options.etcd {
+        let data = scratch.path().join("etcd");
+        Some(tokio::task::spawn_blocking(move || EtcdProcess::start_in(&data)).await??)
+    } else {
+        None
+    };
+    let store: Arc<dyn Store> = match &etcd {
+        Some(process) => Arc::new(EtcdStore::connect(process.endpoint()).await?),
+        None => Arc::new(SqliteStore::open(&scratch.path().join("baseline"))?),
+    };
     let store_one = super::store::write_rate(&store, 1, duration, "one").await?;
     let store_many = super::store::write_rate(&store, 64, duration, "many").await?;
     drop(store);
-    eprintln!("store: {store_one:.0}/s (1 writer), {store_many:.0}/s (64)");
+    eprintln!(
+        "store ({}): {store_one:.0}/s (1 writer), {store_many:.0}/s (64)",
+        if etcd.is_some() { "etcd" } else { "sqlite" }
+    );
 
-    let (server, client) = start_server(&scratch.path().join("server"))?;
+    let (server, client) = start_server(
+        &scratch.path().join("server"),
+        etcd.as_ref().map(EtcdProcess::endpoint),
+    )?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_mib(pid)?;
@@ -283,6 +357,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }))?)
     })
     .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before_lists = rss_mib(pid)?;
+    let pods_path = "/api/v1/namespaces/bench-pods/pods";
+    reset_peak(pid)?;
+    let (_, one_list_bytes) = list_raw(&client, pods_path, "application/json").await?;
+    let list_peak = peak_mib(pid)? - rss_before_lists.0;
     let mut list_times = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
@@ -296,6 +376,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     list_times.sort();
     eprintln!("LIST {} pods: median {:?}", options.pods, list_times[2]);
+    let raw_json = list_raw_five(&client, pods_path, "application/json").await?;
+    let raw_table = list_raw_five(
+        &client,
+        pods_path,
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .await?;
+    let raw_metadata = list_raw_five(
+        &client,
+        pods_path,
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after_lists = rss_mib(pid)?;
+    eprintln!(
+        "LIST raw: JSON {:?}, Table {:?}, metadata {:?}; RSS {:.0} -> {:.0} MiB after 21 LISTs",
+        raw_json.0, raw_table.0, raw_metadata.0, rss_before_lists.0, rss_after_lists.0
+    );
 
     let gc_rate = collection_rate(
         &Api::namespaced(client.clone(), "bench-gc"),
@@ -330,11 +429,40 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watch_p99.as_secs_f64()
     );
     println!(
-        "| LIST {} pods, median / slowest of 5 | {} / {} | slowest is {:.4} of the 30 s SLO |",
+        "| LIST {} pods (kube-rs, decoded into Pods), median / slowest of 5 | {} / {} | slowest is {:.4} of the 30 s SLO |",
         options.pods,
         ms(list_times[2]),
         ms(list_times[4]),
         list_times[4].as_secs_f64() / 30.0
+    );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    for (what, (median, slowest, size)) in [
+        ("JSON", raw_json),
+        ("Table", raw_table),
+        ("PartialObjectMetadataList", raw_metadata),
+    ] {
+        println!(
+            "| LIST {} pods as {what}, bytes only, median / slowest of 5 ({:.1} MiB) | {} / {} | median is {:.2} of the 250 ms goal |",
+            options.pods,
+            mib(size),
+            ms(median),
+            ms(slowest),
+            median.as_secs_f64() / 0.25
+        );
+    }
+    println!(
+        "| server RSS growth at the peak of one LIST ({:.1} MiB answer) | {list_peak:.0} MiB | {:.2} of the answer's size |",
+        mib(one_list_bytes),
+        list_peak / mib(one_list_bytes).max(f64::EPSILON)
+    );
+    println!(
+        "| server RSS before / after 21 LISTs of {} pods (anonymous) | {:.0} MiB ({:.0} MiB) / {:.0} MiB ({:.0} MiB) | +{:.0} MiB |",
+        options.pods,
+        rss_before_lists.0,
+        rss_before_lists.1,
+        rss_after_lists.0,
+        rss_after_lists.1,
+        rss_after_lists.0 - rss_before_lists.0
     );
     println!(
         "| garbage collector: dependents deleted/s after their owner ({}) | {gc_rate:.0} | {:.2} of API creates/s with 1 client |",

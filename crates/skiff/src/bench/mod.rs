@@ -45,6 +45,9 @@ pub enum BenchCommand {
         /// Dependents the garbage collector deletes after their owner.
         #[arg(long, default_value_t = 1_000)]
         dependents: usize,
+        /// Back the server (and the store baseline) with a private etcd instead of SQLite.
+        #[arg(long)]
+        etcd: bool,
     },
 }
 
@@ -71,6 +74,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             pods,
             objects,
             dependents,
+            etcd,
         } => {
             api::run(api::Options {
                 seconds,
@@ -78,6 +82,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 pods,
                 objects,
                 dependents,
+                etcd,
             })
             .await
         }
