@@ -1496,3 +1496,62 @@ async fn an_immutable_config_map_should_refuse_new_data() {
         )
     );
 }
+
+#[tokio::test]
+async fn creates_should_be_refused_in_missing_and_terminating_namespaces() {
+    let api = api().await;
+    let missing = api
+        .json(
+            "POST",
+            "/api/v1/namespaces/nowhere/configmaps",
+            cm("a", json!({})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.json());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}});
+    assert_eq!(
+        api.json("POST", "/api/v1/namespaces", ns).await.status,
+        StatusCode::CREATED
+    );
+    // Created a moment ago: allowed, whether or not the cache holds it yet.
+    let inside = api
+        .json(
+            "POST",
+            "/api/v1/namespaces/doomed/configmaps",
+            cm("a", json!({})),
+        )
+        .await;
+    assert_eq!(inside.status, StatusCode::CREATED, "{}", inside.json());
+    // No namespace controller runs here: the namespace stays Terminating.
+    let deleted = api
+        .call("DELETE", "/api/v1/namespaces/doomed", None, Vec::new())
+        .await;
+    assert!(deleted.status.is_success());
+    // The cache catches up with the deletion soon; until then a create may still slip in, as
+    // upstream's admission (which reads its informer) allows.
+    let mut refused = None;
+    for attempt in 0..50 {
+        let reply = api
+            .json(
+                "POST",
+                "/api/v1/namespaces/doomed/configmaps",
+                cm(&format!("late-{attempt}"), json!({})),
+            )
+            .await;
+        if reply.status == StatusCode::FORBIDDEN {
+            refused = Some(reply.json());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("creates are refused once the namespace is terminating");
+    let name = refused["details"]["name"].as_str().unwrap();
+    assert_eq!(
+        refused["message"],
+        format!(
+            "configmaps \"{name}\" is forbidden: unable to create new content in namespace doomed because it is being terminated"
+        ),
+        "{refused}"
+    );
+    assert_eq!(refused["details"]["kind"], "configmaps");
+}

@@ -37,26 +37,38 @@ fn random_suffix() -> String {
         .collect()
 }
 
-async fn ensure_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+/// Refuses a create of `object` (as errors name it) in a namespace that is missing (404) or
+/// terminating (403, upstream's NamespaceLifecycle wording).
+async fn ensure_namespace(
+    state: &ApiState,
+    namespace: &str,
+    object: &Target,
+) -> Result<(), ApiError> {
     let info = &state
         .registry
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
     let target = Target::new("", "namespaces", namespace);
-    let (kv, _) = state
-        .store
-        .get(&storage::key(info, None, namespace), None)
-        .await
-        .map_err(|e| storage::api_error(e, &target))?;
-    let namespace_object = storage::decode(&kv.ok_or_else(|| ApiError::NotFound(target.clone()))?)?;
+    let key = storage::key(info, None, namespace);
+    // The watch cache answers for namespaces it holds (upstream's NamespaceLifecycle admission
+    // reads its informer too); one it does not hold yet may have been created a moment ago.
+    let cached = state
+        .watch_cache
+        .get(&key)
+        .and_then(|c| serde_json::from_slice::<Value>(c.item()).ok());
+    let namespace_object = match cached {
+        Some(object) => object,
+        None => crate::guaranteed::current(state, &key, &target).await?.1,
+    };
     if namespace_object
         .pointer("/metadata/deletionTimestamp")
         .is_some()
     {
         return Err(ApiError::Forbidden {
-            target,
+            target: object.clone(),
             message: format!(
-                "unable to create new content in namespace {namespace} because it is being terminated"
+                "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                object.resource, object.name
             ),
         });
     }
@@ -113,7 +125,8 @@ async fn create_object(
     crate::validation::prune(&mut object, &unknown);
     crate::validation::validate(info, &object)?;
     if let Some(namespace) = request.namespace.filter(|_| info.namespaced()) {
-        ensure_namespace(state, namespace).await?;
+        let target = Target::new(&info.group, &info.plural, &name);
+        ensure_namespace(state, namespace, &target).await?;
     }
     if request.params.dry_run()? {
         return Ok(with_warnings(
