@@ -2,6 +2,7 @@
 //! client libraries and operators work against skiff. All state is in a `skiff_store::Store`;
 //! this crate never keeps state of its own that a restart could lose.
 
+mod age;
 mod allocation;
 mod apply;
 pub mod auth;

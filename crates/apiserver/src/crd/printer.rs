@@ -59,7 +59,7 @@ fn age(value: Option<&Value>, now: Timestamp) -> String {
     value
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<Timestamp>().ok())
-        .map(|t| crate::table::human_duration(now.as_second() - t.as_second()))
+        .map(|t| crate::age::human_duration(now.as_second() - t.as_second()))
         .unwrap_or_else(|| "<unknown>".into())
 }
 
