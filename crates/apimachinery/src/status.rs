@@ -108,6 +108,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 414: the URI is longer than the server takes.
+    #[error("the request URI is too long (limit {limit} bytes)")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// 413: the request is too large in some other way (e.g. a JSON patch's operations).
     #[error("Request entity too large: {0}")]
     RequestEntityTooLarge(String),
@@ -205,6 +211,7 @@ impl ApiError {
             Self::NotAcceptable(_) => 406,
             Self::Expired(_) => 410,
             Self::TooLarge { .. } | Self::RequestEntityTooLarge(_) => 413,
+            Self::UriTooLong { .. } => 414,
             Self::UnsupportedMediaType(_) => 415,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
@@ -228,6 +235,7 @@ impl ApiError {
             Self::NotAcceptable(_) => "NotAcceptable",
             Self::Expired(_) => "Expired",
             Self::TooLarge { .. } | Self::RequestEntityTooLarge(_) => "RequestEntityTooLarge",
+            Self::UriTooLong { .. } => "RequestURITooLong",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::Internal(_) => "InternalError",
             Self::Unavailable(_) => "ServiceUnavailable",

@@ -25,9 +25,17 @@ pub enum PatchType {
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes.
 pub async fn read(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_BODY })
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|error| {
+        let over_the_limit =
+            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if over_the_limit {
+            ApiError::TooLarge { limit: MAX_BODY }
+        } else {
+            // The client broke off or sent a malformed body: its request is bad, not large.
+            ApiError::BadRequest(format!("reading the request body: {error}"))
+        }
+    })
 }
 
 fn media_type(headers: &HeaderMap) -> String {

@@ -135,6 +135,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(open)
         .fallback(handlers::api)
+        // A wrong method on an open path (`POST /version`) is a 405 with a Status, too.
+        .method_not_allowed_fallback(|| async {
+            crate::respond::error(&skiff_apimachinery::ApiError::MethodNotAllowed)
+        })
         .with_state(state)
 }
 

@@ -1555,3 +1555,45 @@ async fn creates_should_be_refused_in_missing_and_terminating_namespaces() {
     );
     assert_eq!(refused["details"]["kind"], "configmaps");
 }
+
+#[tokio::test]
+async fn http_layer_errors_should_carry_a_status_body() {
+    let api = api().await;
+    for (method, uri) in [
+        ("DELETE", "/api/v1"),
+        ("POST", "/apis"),
+        ("PUT", "/openapi/v2"),
+        ("POST", "/version"),
+        ("PUT", "/healthz"),
+    ] {
+        let reply = api.call(method, uri, None, Vec::new()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        let status = reply.json();
+        assert_eq!(
+            (&status["kind"], &status["reason"], &status["code"]),
+            (&json!("Status"), &json!("MethodNotAllowed"), &json!(405)),
+            "{method} {uri}: {status}"
+        );
+    }
+    let long = api.get(&format!("{CMS}/{}", "a".repeat(40 * 1024))).await;
+    assert_eq!(long.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(long.json()["code"], 414);
+    // A body that breaks off is a bad request, not a large one.
+    let broken = futures::stream::iter([
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"apiVersion\":")),
+        Err(std::io::Error::other("connection reset")),
+    ]);
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(CMS)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(broken))
+        .unwrap();
+    request.extensions_mut().insert(admin());
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}

@@ -31,6 +31,10 @@ use crate::strategy::{self, Serving};
 use params::Params;
 use write_request::WriteRequest;
 
+/// The longest path and query the API takes (hyper itself refuses a URI over 64 KiB with a bare
+/// 414).
+const MAX_URI_BYTES: usize = 32 * 1024;
+
 /// For the paths anonymous callers may use: a request that presents a bearer token which fails
 /// authentication (and no client certificate) gets 401, as upstream answers.
 pub async fn reject_bad_bearer(
@@ -87,7 +91,16 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
         };
         Ok(respond::value(StatusCode::OK, &value, out))
     };
+    if parts.uri.path().len() + parts.uri.query().map_or(0, str::len) > MAX_URI_BYTES {
+        return Err(ApiError::UriTooLong {
+            limit: MAX_URI_BYTES,
+        });
+    }
+    let read = matches!(parts.method, Method::GET | Method::HEAD);
     if let Some(rest) = parts.uri.path().strip_prefix("/openapi/") {
+        if !read {
+            return Err(ApiError::MethodNotAllowed);
+        }
         let docs = state.openapi();
         return match rest.trim_end_matches('/') {
             "v2" => json(docs.v2.clone()),
@@ -98,7 +111,12 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
             },
         };
     }
-    match request::parse(parts.uri.path())? {
+    let path = request::parse(parts.uri.path())?;
+    // Discovery documents are read-only (`DELETE /api/v1` is not a read).
+    if !read && !matches!(path, ApiPath::Resource(_)) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    match path {
         ApiPath::CoreVersions if format == Format::Discovery => Ok(respond::value(
             StatusCode::OK,
             &discovery::aggregated(state, true),
