@@ -287,16 +287,6 @@ impl WatchCache {
         }
     }
 
-    /// The object at `key` as the snapshot holds it, if the snapshot is loaded and has it. A
-    /// miss proves nothing (the snapshot may lag a write just acknowledged): read the store.
-    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
-        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        if !snapshot.ready {
-            return None;
-        }
-        snapshot.objects.get(key).map(|e| Arc::clone(&e.0))
-    }
-
     /// The objects under `prefix` after `start_after` (at most `take`), all at the snapshot's
     /// revision.
     pub fn list(

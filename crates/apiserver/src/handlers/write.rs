@@ -50,16 +50,9 @@ async fn ensure_namespace(
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
     let target = Target::new("", "namespaces", namespace);
     let key = storage::key(info, None, namespace);
-    // The watch cache answers for namespaces it holds (upstream's NamespaceLifecycle admission
-    // reads its informer too); one it does not hold yet may have been created a moment ago.
-    let cached = state
-        .watch_cache
-        .get(&key)
-        .and_then(|c| serde_json::from_slice::<Value>(c.item()).ok());
-    let namespace_object = match cached {
-        Some(object) => object,
-        None => crate::guaranteed::current(state, &key, &target).await?.1,
-    };
+    // From the store, not the watch cache: a create right after the namespace's deletion (or
+    // creation) must see it, and a cache miss or a lagging cache cannot tell.
+    let (_, namespace_object) = crate::guaranteed::current(state, &key, &target).await?;
     if namespace_object
         .pointer("/metadata/deletionTimestamp")
         .is_some()
