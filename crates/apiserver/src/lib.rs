@@ -16,6 +16,7 @@ mod guaranteed;
 mod handlers;
 mod objects;
 mod openapi;
+mod openapi_proto;
 mod patch;
 mod registry;
 mod request;

@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 
 use serde_json::{Map, Value, json};
 use skiff_apimachinery::ResourceInfo;
@@ -16,12 +19,110 @@ use crate::schemas::{self, Register};
 use crate::types::with_type;
 
 /// The OpenAPI documents: v3 per group version (keyed by `api/v1` or `apis/{group}/{version}`,
-/// each with its content hash) and the one v2 document.
+/// each with its content hash) and the one v2 document, in JSON and (encoded on first use, kept
+/// as long as these documents are) in protobuf.
 pub struct Documents {
     /// OpenAPI v3 documents with their hashes.
     pub v3: BTreeMap<String, (Value, String)>,
     /// The Swagger 2.0 document.
     pub v2: Value,
+    /// `v2` as a gnostic `openapi.v2.Document` and its entity tag.
+    v2_proto: OnceLock<(Bytes, String)>,
+}
+
+impl Documents {
+    /// The Swagger 2.0 document as protobuf (gnostic's `openapi.v2.Document`) with its ETag.
+    pub fn v2_proto(&self) -> &(Bytes, String) {
+        self.v2_proto.get_or_init(|| {
+            let started = std::time::Instant::now();
+            let bytes = crate::openapi_proto::document(&self.v2);
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            let etag = format!("\"{:016X}\"", hasher.finish());
+            tracing::debug!(
+                bytes = bytes.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "encoded /openapi/v2 as protobuf"
+            );
+            (Bytes::from(bytes), etag)
+        })
+    }
+}
+
+/// The media type of `/openapi/v2` in protobuf, as kube-openapi answers it.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// Whether `Accept` prefers the protobuf form of `/openapi/v2` to JSON, as kube-openapi's
+/// handler decides: clauses by descending `q` (stable), the first that matches either form
+/// wins; kube-openapi matches both `…spec.v2@v1.0+protobuf` (what client-go sends) and
+/// `…spec.v2.v1.0+protobuf`.
+pub fn prefers_protobuf(accept: &str) -> bool {
+    let mut clauses: Vec<(f32, String)> = accept
+        .split(',')
+        .map(|clause| {
+            let mut parts = clause.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q, media)
+        })
+        .collect();
+    clauses.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, media) in clauses {
+        match media.as_str() {
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+            | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf" => return true,
+            "application/json" | "application/*" | "*/*" | "application/yaml" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `GET /openapi/v2` in protobuf when the client asks for it: the encoded document with its
+/// `ETag` (and `304 Not Modified` for a matching `If-None-Match`), `Vary: Accept`. `None` for
+/// every other request, which the JSON path answers.
+pub fn protobuf_response(
+    docs: impl FnOnce() -> std::sync::Arc<Documents>,
+    parts: &http::request::Parts,
+) -> Option<axum::response::Response> {
+    use http::{HeaderValue, StatusCode, header};
+    if parts.uri.path().trim_end_matches('/') != "/openapi/v2"
+        || !matches!(parts.method, http::Method::GET | http::Method::HEAD)
+    {
+        return None;
+    }
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())?;
+    if !prefers_protobuf(accept) {
+        return None;
+    }
+    let docs = docs();
+    let (bytes, etag) = docs.v2_proto();
+    let not_modified = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if not_modified {
+        axum::response::Response::new(axum::body::Body::empty())
+    } else {
+        axum::response::Response::new(axum::body::Body::from(bytes.clone()))
+    };
+    if not_modified {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(V2_PROTOBUF));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    Some(response)
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -247,8 +348,22 @@ pub fn documents(registry: &Registry) -> Documents {
         let h = hash(&doc);
         v3.insert(key, (doc, h));
     }
-    let v2 = swagger(&v3);
-    Documents { v3, v2 }
+    let custom_v2 = registry
+        .custom()
+        .iter()
+        .map(|resource| {
+            (
+                custom_schema_name(&resource.info),
+                custom_definition_v2(resource),
+            )
+        })
+        .collect();
+    let v2 = swagger(&v3, &custom_v2);
+    Documents {
+        v3,
+        v2,
+        v2_proto: OnceLock::new(),
+    }
 }
 
 /// Rewrites OpenAPI v3 references (`#/components/schemas/`) as Swagger 2.0 ones
@@ -263,6 +378,51 @@ fn v2_refs(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(v2_refs),
         _ => {}
+    }
+}
+
+/// The Swagger 2.0 form of a schema, as upstream publishes it: a reference with siblings
+/// (`{"$ref": …, "description": …}`) instead of OpenAPI v3's `{"allOf": [{"$ref": …}], …}`.
+/// kube-openapi's proto parser (kubectl's client-side validation) follows only a `$ref`; an
+/// `allOf` is an arbitrary value to it, so nothing below it would be checked.
+fn v2_schema(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let single_ref = match map.get("allOf") {
+        Some(Value::Array(all)) if all.len() == 1 => all[0]
+            .as_object()
+            .filter(|r| r.len() == 1)
+            .and_then(|r| r.get("$ref"))
+            .cloned(),
+        _ => None,
+    };
+    if let Some(reference) = single_ref
+        && !["$ref", "type", "properties"]
+            .iter()
+            .any(|k| map.contains_key(*k))
+    {
+        map.remove("allOf");
+        map.insert("$ref".into(), reference);
+    }
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        properties.values_mut().for_each(v2_schema);
+    }
+    match map.get_mut("items") {
+        Some(Value::Array(items)) => items.iter_mut().for_each(v2_schema),
+        Some(items) => v2_schema(items),
+        None => {}
+    }
+    if let Some(additional) = map.get_mut("additionalProperties") {
+        v2_schema(additional);
+    }
+    for key in ["allOf", "oneOf", "anyOf"] {
+        if let Some(Value::Array(all)) = map.get_mut(key) {
+            all.iter_mut().for_each(v2_schema);
+        }
+    }
+    if let Some(not) = map.get_mut("not") {
+        v2_schema(not);
     }
 }
 
@@ -303,8 +463,94 @@ fn v2_operation(op: &Value) -> Value {
     v2
 }
 
-/// One Swagger 2.0 document with every group version's paths and definitions.
-fn swagger(v3: &BTreeMap<String, (Value, String)>) -> Value {
+/// A custom kind's Swagger 2.0 definition, as upstream's CRD builder publishes it for v2: without
+/// a schema, or with one that keeps unknown fields at its root, only `type: object` (properties
+/// would make kubectl refuse every other field); else the schema made v2-compatible (see
+/// [`v2_structural`]) with apiVersion, kind and a `$ref` to ObjectMeta added.
+fn custom_definition_v2(resource: &crate::registry::CustomResource) -> Value {
+    let preserves = |s: &Value| s["x-kubernetes-preserve-unknown-fields"] == json!(true);
+    let mut definition = match &resource.schema {
+        Some(schema) if !preserves(schema) => {
+            let mut schema = schema.clone();
+            v2_structural(&mut schema);
+            if let Some(map) = schema.as_object_mut() {
+                let properties = map.entry("properties").or_insert_with(|| json!({}));
+                if let Some(properties) = properties.as_object_mut() {
+                    properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+                    properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+                    properties.insert(
+                        "metadata".into(),
+                        json!({"$ref": format!("#/components/schemas/{}", <k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as schemars::JsonSchema>::schema_name()), "description": "Standard object's metadata."}),
+                    );
+                }
+            }
+            schema
+        }
+        _ => json!({"type": "object"}),
+    };
+    let info = &resource.info;
+    definition["x-kubernetes-group-version-kind"] =
+        json!([{"group": info.group, "version": info.version, "kind": info.kind}]);
+    definition
+}
+
+/// Upstream's `ToStructuralOpenAPIV2`: what kubectl's v2 parser cannot take is removed from a
+/// structural schema, recursively — the junctors (`allOf`, `oneOf`, `anyOf`, `not`); the type,
+/// items and properties of a nullable value; the items and properties of a value that keeps
+/// unknown fields; the type of an array left without items; nullable fields from `required`.
+fn v2_structural(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    for junctor in ["allOf", "oneOf", "anyOf", "not"] {
+        map.remove(junctor);
+    }
+    if map.remove("nullable") == Some(json!(true)) {
+        for key in ["type", "items", "properties"] {
+            map.remove(key);
+        }
+    }
+    if map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true)) {
+        map.remove("items");
+        map.remove("properties");
+    }
+    if !map.contains_key("items") && map.get("type") == Some(&json!("array")) {
+        map.remove("type");
+    }
+    let nullable = |s: &Value| s["nullable"] == json!(true);
+    let nullable_fields: Vec<String> = map
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.iter()
+                .filter(|(_, s)| nullable(s))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(Value::Array(required)) = map.get_mut("required") {
+        required.retain(|r| {
+            !r.as_str()
+                .is_some_and(|r| nullable_fields.iter().any(|f| f == r))
+        });
+    }
+    if map.get("additionalProperties").is_some_and(nullable) {
+        map.remove("required");
+    }
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        properties.values_mut().for_each(v2_structural);
+    }
+    if let Some(items) = map.get_mut("items") {
+        v2_structural(items);
+    }
+    if let Some(additional) = map.get_mut("additionalProperties") {
+        v2_structural(additional);
+    }
+}
+
+/// One Swagger 2.0 document with every group version's paths and definitions; the custom
+/// kinds' definitions are `custom` (their own v2 form) instead of their v3 schemas.
+fn swagger(v3: &BTreeMap<String, (Value, String)>, custom: &BTreeMap<String, Value>) -> Value {
     let mut paths = Map::new();
     let mut definitions = Map::new();
     for (doc, _) in v3.values() {
@@ -329,9 +575,11 @@ fn swagger(v3: &BTreeMap<String, (Value, String)>) -> Value {
             .and_then(Value::as_object)
         {
             for (name, schema) in schemas {
-                definitions
-                    .entry(name.clone())
-                    .or_insert_with(|| schema.clone());
+                definitions.entry(name.clone()).or_insert_with(|| {
+                    let mut schema = custom.get(name).unwrap_or(schema).clone();
+                    v2_schema(&mut schema);
+                    schema
+                });
             }
         }
     }
@@ -358,4 +606,85 @@ pub fn index(docs: &Documents) -> Value {
         })
         .collect();
     json!({"paths": paths})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn request(accept: &str, if_none_match: Option<&str>) -> http::request::Parts {
+        let mut builder = http::Request::get("/openapi/v2").header(http::header::ACCEPT, accept);
+        if let Some(tag) = if_none_match {
+            builder = builder.header(http::header::IF_NONE_MATCH, tag);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn accept_should_choose_protobuf_only_when_it_ranks_first() {
+        assert!(prefers_protobuf(
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(prefers_protobuf(
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf, application/json"
+        ));
+        assert!(prefers_protobuf(
+            "application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(!prefers_protobuf(
+            "application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(!prefers_protobuf("*/*"));
+        assert!(!prefers_protobuf("application/vnd.kubernetes.protobuf"));
+    }
+
+    #[test]
+    fn openapi_v2_in_protobuf_should_be_served_with_its_media_type_and_etag() {
+        let docs = Arc::new(documents(&Registry::builtin()));
+        let accept = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        let response = protobuf_response(|| docs.clone(), &request(accept, None)).unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(headers[http::header::CONTENT_TYPE], V2_PROTOBUF);
+        assert_eq!(headers[http::header::VARY], "Accept");
+        let etag = headers[http::header::ETAG].to_str().unwrap().to_string();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        assert_eq!(etag, docs.v2_proto().1);
+        // The document starts with `swagger = 1`: "2.0".
+        assert!(docs.v2_proto().0.starts_with(b"\x0a\x032.0"));
+
+        let again = protobuf_response(|| docs.clone(), &request(accept, Some(&etag))).unwrap();
+        assert_eq!(again.status(), http::StatusCode::NOT_MODIFIED);
+        let stale = protobuf_response(|| docs.clone(), &request(accept, Some("\"0\""))).unwrap();
+        assert_eq!(stale.status(), http::StatusCode::OK);
+
+        assert!(protobuf_response(|| docs.clone(), &request("application/json", None)).is_none());
+        let mut v3 = request(accept, None);
+        v3.uri = "/openapi/v3".parse().unwrap();
+        assert!(protobuf_response(|| docs.clone(), &v3).is_none());
+    }
+
+    #[test]
+    fn v2_schemas_should_refer_directly_instead_of_through_all_of() {
+        let mut schema = json!({"properties": {
+            "metadata": {"allOf": [{"$ref": "#/components/schemas/M"}], "description": "d"},
+            "both": {"allOf": [{"$ref": "#/components/schemas/M"}], "type": "object"},
+            "list": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/M"}]}},
+        }});
+        v2_schema(&mut schema);
+        assert_eq!(
+            schema["properties"]["metadata"],
+            json!({"$ref": "#/components/schemas/M", "description": "d"})
+        );
+        assert!(
+            schema["properties"]["both"]["allOf"].is_array(),
+            "kept beside a type"
+        );
+        assert_eq!(
+            schema["properties"]["list"]["items"],
+            json!({"$ref": "#/components/schemas/M"})
+        );
+    }
 }

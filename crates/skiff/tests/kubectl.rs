@@ -580,3 +580,175 @@ fn kubectl_should_work_against_skiff_server() {
         eprintln!("{}: scenario passed", binary.display());
     }
 }
+
+const LISTED: &str = "
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: listed, labels: {set: listed}}
+data: {color: green}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: listed, labels: {set: listed}}
+data: {token: c2VjcmV0}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: listed, labels: {set: listed}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: listed}}
+  template:
+    metadata: {labels: {app: listed}}
+    spec:
+      containers:
+      - {name: web, image: busybox:1.36, ports: [{containerPort: 80}]}
+---
+apiVersion: e2e.example.com/v1
+kind: Mailbox
+metadata: {name: listed, labels: {set: listed}}
+spec: {host: list.example}
+";
+
+/// What `kubectl get -o yaml` wrote comes back: every object with its fields.
+fn assert_listed_back(k: &Kubectl<'_>, how: &str) {
+    let version = k.binary.display();
+    assert_eq!(
+        k.jsonpath("cm/listed", "{.data.color}"),
+        "green",
+        "{version}: {how}"
+    );
+    assert_eq!(
+        k.jsonpath("secret/listed", "{.data.token}"),
+        "c2VjcmV0",
+        "{version}: {how}"
+    );
+    assert_eq!(
+        k.jsonpath(
+            "deploy/listed",
+            "{.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ),
+        "2 busybox:1.36",
+        "{version}: {how}"
+    );
+    assert_eq!(
+        k.jsonpath("mbx/listed", "{.spec.host}"),
+        "list.example",
+        "{version}: {how}"
+    );
+}
+
+/// `kubectl get -o yaml` of several objects writes a `kind: List`; kubectl validates a List
+/// client-side against `/openapi/v2` in protobuf, so `create -f` and `apply -f` of that file
+/// work only when the server serves it.
+fn list_round_trip(k: &Kubectl<'_>, dir: &Path) {
+    let version = k.binary.display();
+    let namespace = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n",
+        k.namespace
+    );
+    assert!(k.apply_yaml(&namespace, &[]).status.success());
+    let applied = k.apply_yaml(LISTED, &[]);
+    assert!(
+        applied.status.success(),
+        "{version}: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let kinds = "configmaps,secrets,deployments,mailboxes";
+    let list = k.ok(&["get", kinds, "-l", "set=listed", "-o", "yaml"]);
+    assert!(
+        list.starts_with("apiVersion: v1\nitems:") && list.contains("\nkind: List\n"),
+        "{version}: {list}"
+    );
+    assert_eq!(list.matches("\n  kind: ").count(), 4, "{version}: {list}");
+    let file = dir.join(format!("{}.yaml", k.namespace));
+    std::fs::write(&file, &list).unwrap();
+    let file = file.to_str().unwrap();
+
+    let delete = ["delete", kinds, "-l", "set=listed", "--wait=true"];
+    k.ok(&delete);
+    let created = k.ok(&["create", "-f", file]);
+    for object in [
+        "configmap/listed created",
+        "secret/listed created",
+        "deployment.apps/listed created",
+        "mailbox.e2e.example.com/listed created",
+    ] {
+        assert!(created.contains(object), "{version}: {created}");
+    }
+    assert_listed_back(k, "create -f");
+
+    k.ok(&delete);
+    let applied = k.ok(&["apply", "-f", file]);
+    assert_eq!(
+        applied.matches(" created").count(),
+        4,
+        "{version}: {applied}"
+    );
+    assert_listed_back(k, "apply -f");
+    assert!(
+        k.jsonpath(
+            "cm/listed",
+            "{.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}"
+        )
+        .contains("green"),
+        "{version}: apply recorded its configuration"
+    );
+
+    // A List with unknown fields (at the top of an item and nested): kubectl's client-side
+    // validation names each and nothing is created.
+    let bad = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {{name: strict-bad, namespace: {}, bogusmeta: 1}}\n  bogus: 1\n",
+        k.namespace
+    );
+    let bad_file = dir.join(format!("{}-bad.yaml", k.namespace));
+    std::fs::write(&bad_file, bad).unwrap();
+    let bad_file = bad_file.to_str().unwrap();
+    for verb in ["create", "apply"] {
+        let out = k.run(&[verb, "-f", bad_file, "--validate=strict"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{version}: {verb}: {stderr}");
+        assert!(
+            stderr.contains("unknown field \"bogus\"")
+                && stderr.contains("unknown field \"bogusmeta\""),
+            "{version}: {verb}: {stderr}"
+        );
+    }
+    assert!(!k.run(&["get", "cm", "strict-bad"]).status.success());
+    let lenient = k.run(&["create", "-f", bad_file, "--validate=false"]);
+    assert!(
+        lenient.status.success(),
+        "{version}: {}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+}
+
+#[test]
+fn kubectl_should_create_and_apply_a_list_it_got_as_yaml() {
+    // Missing binaries fail under SKIFF_REQUIRE_KUBECTL=1 (kubectl_binaries asserts it).
+    let binaries = kubectl_binaries();
+    if binaries.is_empty() {
+        eprintln!("skipping: no kubectl installed");
+        return;
+    }
+    let server = start_server();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, binary) in binaries.iter().enumerate() {
+        let k = Kubectl {
+            binary,
+            kubeconfig: &server.kubeconfig,
+            namespace: format!("list-{i}"),
+        };
+        if i == 0 {
+            assert!(k.apply_yaml(CRD, &[]).status.success(), "CRD");
+            k.ok(&[
+                "wait",
+                "--for=condition=Established",
+                "crd/mailboxes.e2e.example.com",
+                "--timeout=10s",
+            ]);
+        }
+        list_round_trip(&k, dir.path());
+        eprintln!("{}: list round trip passed", binary.display());
+    }
+}

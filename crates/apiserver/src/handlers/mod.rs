@@ -81,6 +81,9 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
     if caller.0.is_none() {
         return Err(ApiError::Unauthorized);
     }
+    if let Some(response) = crate::openapi::protobuf_response(|| state.openapi(), &parts) {
+        return Ok(response);
+    }
     let format = respond::negotiate(&parts.headers)?;
     let params = Params::parse(parts.uri.query())?;
     let json = |value: serde_json::Value| {
