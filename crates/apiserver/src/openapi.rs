@@ -305,23 +305,30 @@ fn custom_schema_name(info: &ResourceInfo) -> String {
     format!("{}.{}.{}", group.join("."), info.version, info.kind)
 }
 
+/// Adds the fields every object has to a custom kind's schema: apiVersion, kind and `metadata`
+/// (as the document's form of a reference to ObjectMeta).
+fn add_object_fields(schema: &mut Value, metadata: Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let properties = map.entry("properties").or_insert_with(|| json!({}));
+    if let Some(properties) = properties.as_object_mut() {
+        properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+        properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+        properties.insert("metadata".into(), metadata);
+    }
+}
+
 /// A custom kind's schema: its openAPIV3Schema with the standard apiVersion, kind and metadata.
 fn custom_definition(resource: &crate::registry::CustomResource, object_meta: &str) -> Value {
     let mut definition = resource
         .schema
         .clone()
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-    if let Some(map) = definition.as_object_mut() {
-        let properties = map.entry("properties").or_insert_with(|| json!({}));
-        if let Some(properties) = properties.as_object_mut() {
-            properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
-            properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
-            properties.insert(
-                "metadata".into(),
-                json!({"allOf": [{"$ref": format!("#/components/schemas/{object_meta}")}], "description": "Standard object's metadata."}),
-            );
-        }
-    }
+    add_object_fields(
+        &mut definition,
+        json!({"allOf": [{"$ref": format!("#/components/schemas/{object_meta}")}], "description": "Standard object's metadata."}),
+    );
     definition
 }
 
@@ -473,17 +480,10 @@ fn custom_definition_v2(resource: &crate::registry::CustomResource) -> Value {
         Some(schema) if !preserves(schema) => {
             let mut schema = schema.clone();
             v2_structural(&mut schema);
-            if let Some(map) = schema.as_object_mut() {
-                let properties = map.entry("properties").or_insert_with(|| json!({}));
-                if let Some(properties) = properties.as_object_mut() {
-                    properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
-                    properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
-                    properties.insert(
-                        "metadata".into(),
-                        json!({"$ref": format!("#/components/schemas/{}", <k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as schemars::JsonSchema>::schema_name()), "description": "Standard object's metadata."}),
-                    );
-                }
-            }
+            add_object_fields(
+                &mut schema,
+                json!({"$ref": format!("#/components/schemas/{}", <k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as schemars::JsonSchema>::schema_name()), "description": "Standard object's metadata."}),
+            );
             schema
         }
         _ => json!({"type": "object"}),

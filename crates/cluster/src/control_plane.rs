@@ -50,7 +50,11 @@ pub struct ControlPlane {
 }
 
 /// Runs `work` until it ends or `stop` is cancelled; returns `name` for the shutdown log.
-async fn until_cancelled<F>(name: &'static str, stop: CancellationToken, work: F) -> &'static str
+pub(crate) async fn until_cancelled<F>(
+    name: &'static str,
+    stop: CancellationToken,
+    work: F,
+) -> &'static str
 where
     F: Future<Output = ()>,
 {

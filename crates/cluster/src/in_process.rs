@@ -7,7 +7,7 @@ use skiff_apiserver::clock::{Clock, SystemClock};
 use skiff_store::memory::MemoryStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::control_plane::component_client;
+use crate::control_plane::{component_client, until_cancelled};
 
 /// An API over a fresh memory store.
 pub struct InProcess {
@@ -48,13 +48,11 @@ impl InProcess {
     pub fn start_controllers(&self) -> Controllers {
         let stop = CancellationToken::new();
         let client = self.client("controllers");
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                () = skiff_controllers::run(client) => {}
-                () = token.cancelled() => {}
-            }
-        });
+        let task = tokio::spawn(until_cancelled(
+            "controllers",
+            stop.clone(),
+            skiff_controllers::run(client),
+        ));
         Controllers { stop, task }
     }
 }
@@ -62,7 +60,7 @@ impl InProcess {
 /// Running controllers of an [`InProcess`] cluster.
 pub struct Controllers {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<&'static str>,
 }
 
 impl Controllers {

@@ -45,6 +45,23 @@ fn entries<'a>(object: &'a Value, key: &str) -> impl Iterator<Item = (String, &'
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default()))
 }
 
+/// Checks the keys of the base64 map `field` (a ConfigMap's `binaryData`, a Secret's `data`)
+/// and returns the size of its decoded values.
+fn binary_keys(object: &Value, field: &str, errors: &mut Vec<FieldError>) -> usize {
+    let mut total = 0;
+    for (key, value) in entries(object, field) {
+        for problem in is_config_map_key(&key) {
+            errors.push(FieldError::invalid(
+                format!("{field}[{key}]"),
+                key.as_str(),
+                problem,
+            ));
+        }
+        total += decoded_len(value);
+    }
+    total
+}
+
 fn config_map(object: &Value, errors: &mut Vec<FieldError>) {
     let binary = object.get("binaryData").and_then(Value::as_object);
     let mut total = 0;
@@ -62,16 +79,7 @@ fn config_map(object: &Value, errors: &mut Vec<FieldError>) {
         }
         total += value.len();
     }
-    for (key, value) in entries(object, "binaryData") {
-        for problem in is_config_map_key(&key) {
-            errors.push(FieldError::invalid(
-                format!("binaryData[{key}]"),
-                key.as_str(),
-                problem,
-            ));
-        }
-        total += decoded_len(value);
-    }
+    total += binary_keys(object, "binaryData", errors);
     if total > MAX_DATA_SIZE {
         // Upstream names the whole object with an empty path, which prints as `[]`.
         errors.push(FieldError::too_long("[]", MAX_DATA_SIZE));
@@ -79,18 +87,8 @@ fn config_map(object: &Value, errors: &mut Vec<FieldError>) {
 }
 
 fn secret(object: &Value, errors: &mut Vec<FieldError>) {
-    let mut total = 0;
     let data = object.get("data").and_then(Value::as_object);
-    for (key, value) in entries(object, "data") {
-        for problem in is_config_map_key(&key) {
-            errors.push(FieldError::invalid(
-                format!("data[{key}]"),
-                key.as_str(),
-                problem,
-            ));
-        }
-        total += decoded_len(value);
-    }
+    let total = binary_keys(object, "data", errors);
     if total > MAX_DATA_SIZE {
         errors.push(FieldError::too_long("data", MAX_DATA_SIZE));
     }
