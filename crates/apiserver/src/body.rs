@@ -52,17 +52,56 @@ fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// The most YAML events that aliases may replay in one body. An alias repeats its anchor's
+/// whole subtree, so nested aliases grow exponentially ("billion laughs": a few hundred bytes
+/// that expand to 9^9 strings, and with serde-saphyr's default of a million replayed events grew
+/// the server by 120 MiB before it refused them); this bounds what a small body can cost, while
+/// leaving room for a manifest that reuses a block of 40 events 250 times.
+pub const MAX_YAML_ALIAS_EVENTS: usize = 10_000;
+
 /// Parses JSON or YAML bytes into a JSON value.
 pub fn parse(bytes: &[u8], yaml: bool) -> Result<Value, ApiError> {
     if yaml {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ApiError::BadRequest("the YAML body is not UTF-8".into()))?;
-        serde_saphyr::from_str::<Value>(text)
-            .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))
+        let options = serde_saphyr::options! {
+            alias_limits: serde_saphyr::alias_limits! {
+                max_total_replayed_events: MAX_YAML_ALIAS_EVENTS,
+            },
+        };
+        serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+            if excessive_aliasing(&e) {
+                // Upstream's YAML decoder (go-yaml) refuses the same with these words.
+                ApiError::BadRequest(format!(
+                    "error decoding YAML: yaml: document contains excessive aliasing (over \
+                     {MAX_YAML_ALIAS_EVENTS} events replayed by aliases)"
+                ))
+            } else {
+                ApiError::BadRequest(format!("error decoding YAML: {e}"))
+            }
+        })
     } else {
         serde_json::from_slice(bytes)
             .map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))
     }
+}
+
+/// Whether decoding stopped at one of the alias limits (under the wrappers that add the
+/// source snippet and the alias's location).
+fn excessive_aliasing(mut error: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error;
+    while let Error::WithSnippet { error: inner, .. } | Error::AliasError { error: inner, .. } =
+        error
+    {
+        error = inner;
+    }
+    matches!(
+        error,
+        Error::AliasReplayLimitExceeded { .. }
+            | Error::AliasExpansionLimitExceeded { .. }
+            | Error::AliasReplayStackDepthExceeded { .. }
+            | Error::AliasReplayCounterOverflow { .. }
+    )
 }
 
 /// Decodes an object body (create, update).
@@ -99,4 +138,58 @@ pub fn patch(headers: &HeaderMap, bytes: &[u8]) -> Result<(PatchType, Value), Ap
         }
     };
     Ok((kind, parse(bytes, kind == PatchType::Apply)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "Billion laughs": nine levels of nine aliases each, 9^9 strings from a few hundred bytes.
+    fn billion_laughs() -> String {
+        let mut yaml = String::from("a: &a [");
+        yaml.push_str(&["\"lol\""; 9].join(","));
+        yaml.push_str("]\n");
+        for (previous, level) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+            let aliases = vec![format!("*{previous}"); 9].join(",");
+            yaml.push_str(&format!("{level}: &{level} [{aliases}]\n"));
+        }
+        yaml
+    }
+
+    #[test]
+    fn yaml_alias_bomb_should_be_refused_as_a_bad_request_early() {
+        let bomb = billion_laughs();
+        let started = std::time::Instant::now();
+        let error = parse(bomb.as_bytes(), true).unwrap_err();
+        assert_eq!(error.code(), 400);
+        assert!(
+            error
+                .to_string()
+                .contains("yaml: document contains excessive aliasing"),
+            "{error}"
+        );
+        // Refused after at most MAX_YAML_ALIAS_EVENTS replayed events, not a million.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn yaml_aliases_within_the_limit_should_still_decode() {
+        let env = (0..20)
+            .map(|i| format!("{{name: V{i}, value: x}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut yaml = format!("env: &env [{env}]\ncontainers:\n");
+        for i in 0..50 {
+            yaml.push_str(&format!("- {{name: c{i}, env: *env}}\n"));
+        }
+        let value = parse(yaml.as_bytes(), true).unwrap();
+        assert_eq!(value["containers"][49]["env"][19]["name"], "V19");
+    }
+
+    #[test]
+    fn other_yaml_errors_should_keep_their_message() {
+        let error = parse(b"a: *undefined\n", true).unwrap_err();
+        assert_eq!(error.code(), 400);
+        assert!(!error.to_string().contains("excessive aliasing"), "{error}");
+    }
 }

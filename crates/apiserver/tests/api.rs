@@ -1585,3 +1585,151 @@ async fn http_layer_errors_should_carry_a_status_body() {
     let response = api.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+/// The status, `kind`, `reason` and `code` of an error answer: every 4xx carries a `Status`.
+fn status_of(reply: &Reply) -> (StatusCode, Value, Value, Value) {
+    let status = reply.json();
+    assert_eq!(status["kind"], "Status", "{status}");
+    (
+        reply.status,
+        status["reason"].clone(),
+        status["code"].clone(),
+        status["message"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn http_layer_4xx_should_all_carry_a_status_with_their_reason() {
+    let api = api().await;
+    // Unknown paths, inside and outside the API.
+    for uri in [
+        "/nope",
+        "/",
+        "/api/v1/nope",
+        "/apis/nope.example/v1/things",
+        "/openapi/v9",
+    ] {
+        let (code, reason, number, _) = status_of(&api.get(uri).await);
+        assert_eq!(
+            (code, reason, number),
+            (StatusCode::NOT_FOUND, json!("NotFound"), json!(404)),
+            "{uri}"
+        );
+    }
+    // A write method on a discovery document is not a read of it.
+    for (method, uri) in [
+        ("DELETE", "/api/v1"),
+        ("PUT", "/apis/apps/v1"),
+        ("PATCH", "/api"),
+    ] {
+        let reply = api.call(method, uri, None, Vec::new()).await;
+        let (code, reason, _, _) = status_of(&reply);
+        assert_eq!(
+            (code, reason),
+            (StatusCode::METHOD_NOT_ALLOWED, json!("MethodNotAllowed")),
+            "{method} {uri}"
+        );
+    }
+    let long = api.get(&format!("{CMS}/{}", "a".repeat(40 * 1024))).await;
+    let (code, reason, _, _) = status_of(&long);
+    assert_eq!(
+        (code, reason),
+        (StatusCode::URI_TOO_LONG, json!("RequestURITooLong"))
+    );
+    // Over the limit is a 413; a body that breaks off is a 400, both with a Status.
+    let huge = api
+        .call("POST", CMS, None, vec![b' '; 3 * 1024 * 1024 + 1])
+        .await;
+    let (code, reason, _, _) = status_of(&huge);
+    assert_eq!(
+        (code, reason),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!("RequestEntityTooLarge")
+        )
+    );
+    let broken = futures::stream::iter([
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"apiVersion\":")),
+        Err(std::io::Error::other("connection reset")),
+    ]);
+    let mut request = Request::builder()
+        .method("PUT")
+        .uri(format!("{CMS}/broken"))
+        .header("content-type", "application/json")
+        .body(Body::from_stream(broken))
+        .unwrap();
+    request.extensions_mut().insert(admin());
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let code = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (code, &status["kind"], &status["reason"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!("Status"),
+            &json!("BadRequest")
+        )
+    );
+}
+
+/// "Billion laughs" in a ConfigMap: nine levels of nine aliases, 9^9 strings from 421 bytes.
+fn yaml_alias_bomb(name: &str) -> Vec<u8> {
+    let mut yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\nlol:\n");
+    yaml.push_str(
+        "  a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (previous, level) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+        let aliases = vec![format!("*{previous}"); 9].join(",");
+        yaml.push_str(&format!("  {level}: &{level} [{aliases}]\n"));
+    }
+    yaml.into_bytes()
+}
+
+#[tokio::test]
+async fn yaml_alias_bomb_should_be_refused_with_a_400_on_every_yaml_write() {
+    let api = api().await;
+    api.json("POST", CMS, cm("target", json!({}))).await;
+    for (method, uri, content_type) in [
+        ("POST", CMS.to_string(), "application/yaml"),
+        ("PUT", format!("{CMS}/target"), "application/yaml"),
+        (
+            "PATCH",
+            format!("{CMS}/target?fieldManager=bomb"),
+            "application/apply-patch+yaml",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let reply = api
+            .call(method, &uri, Some(content_type), yaml_alias_bomb("target"))
+            .await;
+        let (code, reason, _, message) = status_of(&reply);
+        assert_eq!(
+            (code, reason),
+            (StatusCode::BAD_REQUEST, json!("BadRequest")),
+            "{method} {content_type}"
+        );
+        assert!(
+            message
+                .as_str()
+                .unwrap()
+                .contains("document contains excessive aliasing"),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{method}");
+    }
+    // Aliases within the limit still work.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: anchored\n  labels: &l {app: web}\n  annotations: *l\ndata: *l\n";
+    let created = api
+        .call(
+            "POST",
+            CMS,
+            Some("application/yaml"),
+            yaml.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.json()["data"], json!({"app": "web"}));
+}

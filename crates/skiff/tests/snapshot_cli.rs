@@ -1,5 +1,6 @@
 //! `skiff snapshot save|restore` round trips, through the real binary, for the embedded store
-//! and (when an etcd binary is installed) for etcd.
+//! and for etcd (`#[ignore = "needs etcd"]`: run by `cargo test -- --include-ignored`, as
+//! `./scripts/test` does, and failing when no `etcd` is on PATH).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -63,12 +64,12 @@ async fn sqlite_snapshot_should_round_trip_through_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd"]
 async fn etcd_snapshot_should_round_trip_through_the_cli() {
-    if !etcd_available() {
-        assert!(std::env::var("SKIFF_REQUIRE_ETCD").as_deref() != Ok("1"));
-        eprintln!("skipping: no etcd binary on PATH");
-        return;
-    }
+    assert!(
+        etcd_available(),
+        "this test needs an `etcd` binary on PATH (./scripts/install-deps installs it)"
+    );
     let process = tokio::task::spawn_blocking(EtcdProcess::start)
         .await
         .unwrap()

@@ -1,6 +1,7 @@
 //! One conformance suite for every store backend: memory, SQLite and etcd (a private etcd is
-//! started as a child process per test; without an `etcd` binary those tests are skipped, unless
-//! `SKIFF_REQUIRE_ETCD=1`, as in CI, makes that a failure).
+//! started as a child process per test). The etcd tests need an `etcd` binary, so they are
+//! `#[ignore = "needs etcd"]`: `cargo test -- --include-ignored` (as `./scripts/test` runs it)
+//! includes them, and they fail, not skip, when no `etcd` is on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -27,34 +28,30 @@ struct Backend {
     _guard: Box<dyn Any + Send>,
 }
 
-async fn memory() -> Option<Backend> {
-    Some(Backend {
+async fn memory() -> Backend {
+    Backend {
         store: Arc::new(MemoryStore::with_watch_capacity(RING)),
         _guard: Box::new(()),
-    })
+    }
 }
 
-async fn sqlite() -> Option<Backend> {
+async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = SqliteOptions {
         watch_capacity: RING,
     };
     let store = SqliteStore::open_with(dir.path(), options).expect("open sqlite");
-    Some(Backend {
+    Backend {
         store: Arc::new(store),
         _guard: Box::new(dir),
-    })
+    }
 }
 
-async fn etcd() -> Option<Backend> {
-    if !etcd_available() {
-        assert!(
-            std::env::var("SKIFF_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "SKIFF_REQUIRE_ETCD=1 but no etcd binary on PATH"
-        );
-        eprintln!("skipping: no etcd binary on PATH");
-        return None;
-    }
+async fn etcd() -> Backend {
+    assert!(
+        etcd_available(),
+        "this test needs an `etcd` binary on PATH (./scripts/install-deps installs it)"
+    );
     let process = tokio::task::spawn_blocking(EtcdProcess::start)
         .await
         .expect("join")
@@ -62,10 +59,10 @@ async fn etcd() -> Option<Backend> {
     let store = EtcdStore::connect_with(process.endpoint(), RING)
         .await
         .expect("connect etcd");
-    Some(Backend {
+    Backend {
         store: Arc::new(store),
         _guard: Box::new(process),
-    })
+    }
 }
 
 fn b(s: &str) -> Bytes {
@@ -573,9 +570,20 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(backend) = super::$backend().await {
-                        super::cases::$case(&backend).await;
-                    }
+                    let backend = super::$backend().await;
+                    super::cases::$case(&backend).await;
+                }
+            )*
+        }
+    };
+    (#[ignore = $why:literal] $backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = $why]
+                async fn $case() {
+                    let backend = super::$backend().await;
+                    super::cases::$case(&backend).await;
                 }
             )*
         }
@@ -586,7 +594,7 @@ macro_rules! all_backends {
     ($($case:ident),* $(,)?) => {
         suite!(memory: $($case),*);
         suite!(sqlite: $($case),*);
-        suite!(etcd: $($case),*);
+        suite!(#[ignore = "needs etcd"] etcd: $($case),*);
     };
 }
 

@@ -33,7 +33,7 @@ use write_request::WriteRequest;
 
 /// The longest path and query the API takes (hyper itself refuses a URI over 64 KiB with a bare
 /// 414).
-const MAX_URI_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 32 * 1024;
 
 /// For the paths anonymous callers may use: a request that presents a bearer token which fails
 /// authentication (and no client certificate) gets 401, as upstream answers.
