@@ -18,6 +18,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that always reads the same time: for tests whose answers depend on it (ages in
+/// Tables, timestamps on objects).
+#[derive(Clone, Copy, Debug)]
+pub struct FixedClock(pub Timestamp);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
 /// A timestamp as Kubernetes writes it: RFC 3339, whole seconds, UTC (`2026-11-23T08:00:00Z`).
 pub fn rfc3339(at: Timestamp) -> String {
     Timestamp::from_second(at.as_second())

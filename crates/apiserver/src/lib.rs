@@ -18,6 +18,7 @@ mod objects;
 mod openapi;
 mod openapi_proto;
 mod patch;
+mod recent_deletions;
 mod registry;
 mod request;
 mod respond;
@@ -160,6 +161,7 @@ pub async fn in_process(
         tokens: Arc::new(tokens::Tokens::ephemeral()?),
         watch_cache,
         advertise: "127.0.0.1:6443".into(),
+        recent_deletions: recent_deletions::RecentDeletions::default(),
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;
@@ -219,6 +221,7 @@ pub async fn start(
         tokens: Arc::new(tokens),
         watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
+        recent_deletions: recent_deletions::RecentDeletions::default(),
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;

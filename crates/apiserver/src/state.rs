@@ -25,6 +25,8 @@ pub struct Inner {
     pub tokens: Arc<crate::tokens::Tokens>,
     /// Recent events, decoded once, for every watcher.
     pub watch_cache: Arc<crate::watch_cache::WatchCache>,
+    /// Namespaces this server deleted recently (their lookups go to the store).
+    pub recent_deletions: crate::recent_deletions::RecentDeletions,
     /// The OpenAPI documents, built on first use and again after CRDs change.
     pub openapi: std::sync::RwLock<Option<Arc<crate::openapi::Documents>>>,
 }

@@ -13,7 +13,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use skiff_apiserver::auth::{Caller, User};
-use skiff_apiserver::clock::SystemClock;
+use skiff_apiserver::clock::FixedClock;
 use skiff_store::Store;
 use skiff_store::memory::MemoryStore;
 use tower::ServiceExt;
@@ -51,7 +51,9 @@ impl Reply {
 }
 
 async fn api() -> Api {
-    let cluster = skiff_cluster::InProcess::with(1024, Arc::new(SystemClock))
+    // A fixed clock: a Table's ages must not move between the two reads a test compares.
+    let now = jiff::Timestamp::now();
+    let cluster = skiff_cluster::InProcess::with(1024, Arc::new(FixedClock(now)))
         .await
         .unwrap();
     Api {

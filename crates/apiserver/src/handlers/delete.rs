@@ -229,6 +229,11 @@ pub async fn delete(
         });
     }
     let key = storage::key(info, request.namespace, name);
+    if info.group.is_empty() && matches!(info.plural.as_str(), "namespaces" | "serviceaccounts") {
+        // Before the write: a create in this namespace, or a token of this service account,
+        // that follows the deletion must look it up live.
+        state.recent_deletions.note(&key, state.clock.now());
+    }
     let accepted = if options.orphan_dependents == Some(false) {
         StatusCode::ACCEPTED
     } else {

@@ -8,7 +8,7 @@
 //! item (see [`stream`]).
 
 mod prune;
-mod stream;
+pub(super) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

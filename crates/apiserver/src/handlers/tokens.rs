@@ -22,12 +22,19 @@ const MIN_SECONDS: i64 = 600;
 
 async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> Option<String> {
     let info = &state.registry.find("", "v1", "serviceaccounts")?;
-    let (kv, _) = state
-        .store
-        .get(&storage::key(info, Some(namespace), name), None)
-        .await
-        .ok()?;
-    let account = storage::decode(&kv?).ok()?;
+    let key = storage::key(info, Some(namespace), name);
+    // From the watch cache unless this server deleted the account recently, as upstream's
+    // token authenticator reads its informer; from the store when the cache lacks it.
+    let cached = state
+        .recent_deletions
+        .cached(&state.watch_cache, &key, state.clock.now());
+    let account = match cached {
+        Some(account) => account,
+        None => {
+            let (kv, _) = state.store.get(&key, None).await.ok()?;
+            storage::decode(&kv?).ok()?
+        }
+    };
     account
         .pointer("/metadata/uid")
         .and_then(Value::as_str)

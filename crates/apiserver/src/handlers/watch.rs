@@ -19,9 +19,12 @@ use skiff_apimachinery::{ApiError, ResourceInfo};
 use skiff_store::{Event, EventKind, Revision, StoreError};
 use tokio::sync::mpsc;
 
+use crate::watch_cache::{CachedEvent, Seen, Side};
+
 use super::fields;
 use super::params::Params;
 use super::read;
+use super::read::stream::Selection;
 use crate::respond::Format;
 use crate::state::ApiState;
 use crate::storage;
@@ -38,6 +41,8 @@ struct Watch {
     prefix: String,
     labels: LabelSelector,
     fields: FieldSelector,
+    /// The selectors as cached objects are matched against (`None`: everything passes).
+    selection: Option<Selection>,
     format: Format,
     bookmarks: bool,
     columns_sent: bool,
@@ -69,6 +74,7 @@ pub async fn watch(
         state: state.clone(),
         info: info.clone(),
         prefix: storage::prefix(info, namespace),
+        selection: Selection::new(&labels, &field_selector),
         labels,
         fields: field_selector,
         format,
@@ -146,6 +152,22 @@ impl Watch {
         Bytes::from(bytes)
     }
 
+    /// The event line for a change from the watch cache: the event's shared line, unless this
+    /// watch asked for a Table or metadata.
+    fn cached_line(&mut self, event: &CachedEvent, seen: Seen) -> Option<Bytes> {
+        if !matches!(self.format, Format::Table | Format::Metadata) {
+            return event.line(seen);
+        }
+        let object = event.on(seen.side())?;
+        match object.to_value() {
+            Ok(value) => Some(self.line(seen.event_type(), &value)),
+            Err(error) => {
+                tracing::warn!(%error, key = object.key(), "a cached object does not decode");
+                None
+            }
+        }
+    }
+
     fn bookmark(&self, revision: Revision, initial_end: bool) -> Bytes {
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if initial_end {
@@ -169,8 +191,26 @@ impl Watch {
         fields::selected(object, &self.labels, &self.fields)
     }
 
+    /// Whether the object on `side` of a cached change passes this watch's selectors.
+    fn selects_cached(&self, event: &CachedEvent, side: Side) -> bool {
+        let Some(object) = event.on(side) else {
+            return false;
+        };
+        let Some(selection) = &self.selection else {
+            return true;
+        };
+        if let Some(labels) = selection.labels_only() {
+            // The event's labels are decoded once for all watchers.
+            return labels.matches(event.labels(side));
+        }
+        selection.matches_cached(object).unwrap_or_else(|error| {
+            tracing::warn!(%error, key = object.key(), "a cached object does not decode");
+            false
+        })
+    }
+
     /// The watch event for a change (`new` after a put, `old` before it), if this watcher sees
-    /// it: objects that start or stop matching the selectors become ADDED or DELETED.
+    /// it.
     fn translate(
         &mut self,
         kind: EventKind,
@@ -178,21 +218,21 @@ impl Watch {
         old: Option<&Value>,
     ) -> Option<Bytes> {
         let was = old.is_some_and(|o| self.selected(o));
-        match kind {
-            EventKind::Delete => {
-                let old = old?;
-                was.then(|| self.line("DELETED", old))
-            }
-            EventKind::Put => {
-                let new = new?;
-                match (self.selected(new), was) {
-                    (true, true) => Some(self.line("MODIFIED", new)),
-                    (true, false) => Some(self.line("ADDED", new)),
-                    (false, true) => Some(self.line("DELETED", new)),
-                    (false, false) => None,
-                }
-            }
-        }
+        let is = new.is_some_and(|o| self.selected(o));
+        let seen = Seen::of(kind, was, is)?;
+        let object = match seen.side() {
+            Side::Old => old?,
+            Side::New => new?,
+        };
+        Some(self.line(seen.event_type(), object))
+    }
+
+    /// [`Watch::translate`] for an event from the watch cache.
+    fn translate_cached(&mut self, event: &CachedEvent) -> Option<Bytes> {
+        let was = self.selects_cached(event, Side::Old);
+        let is = self.selects_cached(event, Side::New);
+        let seen = Seen::of(event.kind, was, is)?;
+        self.cached_line(event, seen)
     }
 
     fn translate_store(&mut self, event: &Event) -> Option<Bytes> {
@@ -227,8 +267,7 @@ impl Watch {
             };
             for event in &events {
                 after = event.revision;
-                let line = self.translate(event.kind, event.object.as_ref(), event.prev.as_ref());
-                if let Some(line) = line
+                if let Some(line) = self.translate_cached(event)
                     && sender.send(line).await.is_err()
                 {
                     return None;

@@ -50,9 +50,16 @@ async fn ensure_namespace(
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
     let target = Target::new("", "namespaces", namespace);
     let key = storage::key(info, None, namespace);
-    // From the store, not the watch cache: a create right after the namespace's deletion (or
-    // creation) must see it, and a cache miss or a lagging cache cannot tell.
-    let (_, namespace_object) = crate::guaranteed::current(state, &key, &target).await?;
+    // From the watch cache when it has the namespace, as upstream's NamespaceLifecycle reads its
+    // informer; from the store when the cache lacks it (it may have just been created) or when
+    // this server deleted it recently (the cache may not have seen that yet).
+    let cached = state
+        .recent_deletions
+        .cached(&state.watch_cache, &key, state.clock.now());
+    let namespace_object = match cached {
+        Some(object) => object,
+        None => crate::guaranteed::current(state, &key, &target).await?.1,
+    };
     if namespace_object
         .pointer("/metadata/deletionTimestamp")
         .is_some()

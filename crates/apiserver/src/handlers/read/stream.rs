@@ -63,6 +63,12 @@ impl Selection {
         fields::selected(object, &self.labels, &self.fields)
     }
 
+    /// The label selector, when there is no field selector: then an object's labels alone
+    /// decide.
+    pub fn labels_only(&self) -> Option<&LabelSelector> {
+        self.fields.0.is_empty().then_some(&self.labels)
+    }
+
     /// Whether a cached object is selected.
     pub fn matches_cached(&self, object: &CachedObject) -> Result<bool, StreamError> {
         let value = self

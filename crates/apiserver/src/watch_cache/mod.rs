@@ -1,7 +1,9 @@
 //! The watch cache: one store watch on everything under `/registry/` feeds a bounded ring of
-//! decoded events, and every API watcher reads that ring at its own pace. Objects are decoded
-//! once, however many watchers there are; a slow watcher holds no queue of its own (it only
-//! keeps a position), so it can neither stall the others nor grow memory. A watcher that falls
+//! rendered events, and every API watcher reads that ring at its own pace. Objects are decoded
+//! and rendered once, however many watchers there are (a watcher copies the bytes out); a slow
+//! watcher holds no queue of its own (it only keeps a position), so it can neither stall the
+//! others nor grow memory. The ring's objects are the snapshot's own copies, so the ring costs
+//! memory only for versions the snapshot no longer holds. A watcher that falls
 //! behind the ring's oldest event, or starts before it, is served by a direct store watch instead
 //! (which answers 410 Gone once that history is compacted).
 //!
@@ -17,7 +19,6 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
 use skiff_apimachinery::ApiError;
 use skiff_store::{Event, EventKind, RangeRequest, Revision, Store, StoreError};
 use tokio::sync::watch;
@@ -30,89 +31,11 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Keys read per store request while the snapshot loads.
 const LOAD_PAGE: usize = 256;
 
-/// One change, decoded.
-#[derive(Debug)]
-pub struct CachedEvent {
-    /// The store revision of the change.
-    pub revision: Revision,
-    /// The object's key.
-    pub key: String,
-    /// Put or delete.
-    pub kind: EventKind,
-    /// After a put: the object (with its resource version).
-    pub object: Option<Value>,
-    /// The object before the change, stamped with this change's revision (as upstream sends a
-    /// deleted object).
-    pub prev: Option<Value>,
-}
+mod event;
+mod object;
 
-/// A live object as a list sends it, rendered once when its change arrives.
-#[derive(Debug)]
-pub struct CachedObject {
-    key: Box<str>,
-    item: Box<[u8]>,
-    metadata: Option<(u32, u32)>,
-}
-
-impl CachedObject {
-    /// Renders a decoded object (fields in upstream's order, resource version stamped, as
-    /// [`storage::decode`] returns it).
-    pub fn new(key: &str, object: &Value) -> Self {
-        let (item, metadata) = render_item(object);
-        Self {
-            key: key.into(),
-            item: item.into_boxed_slice(),
-            metadata,
-        }
-    }
-
-    /// The object's key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The object's JSON without `kind` and `apiVersion`, as typed lists carry their items.
-    pub fn item(&self) -> &[u8] {
-        &self.item
-    }
-
-    /// The JSON of the object's `metadata`, if it has one.
-    pub fn metadata(&self) -> Option<&[u8]> {
-        let (start, end) = self.metadata?;
-        self.item.get(start as usize..end as usize)
-    }
-}
-
-/// Writes `object` without `kind` and `apiVersion`, noting where `metadata`'s value lies.
-fn render_item(object: &Value) -> (Vec<u8>, Option<(u32, u32)>) {
-    let mut out = Vec::with_capacity(512);
-    let mut metadata = None;
-    out.push(b'{');
-    if let Some(map) = object.as_object() {
-        let mut first = true;
-        for (key, value) in map {
-            if key == "kind" || key == "apiVersion" {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            // Writing JSON values into a Vec cannot fail: every map key is a string.
-            let _ = serde_json::to_writer(&mut out, key);
-            out.push(b':');
-            let start = out.len();
-            let _ = serde_json::to_writer(&mut out, value);
-            if key == "metadata"
-                && let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(out.len()))
-            {
-                metadata = Some((start, end));
-            }
-        }
-    }
-    out.push(b'}');
-    (out, metadata)
-}
+pub use event::{CachedEvent, Seen, Side};
+pub use object::CachedObject;
 
 /// A snapshot entry, ordered (and found) by its key.
 #[derive(Debug)]
@@ -120,13 +43,13 @@ struct Entry(Arc<CachedObject>);
 
 impl Borrow<str> for Entry {
     fn borrow(&self) -> &str {
-        &self.0.key
+        self.0.key()
     }
 }
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
+        self.0.key() == other.0.key()
     }
 }
 
@@ -140,7 +63,7 @@ impl PartialOrd for Entry {
 
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.cmp(&other.0.key)
+        self.0.key().cmp(other.0.key())
     }
 }
 
@@ -157,21 +80,23 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn apply(&mut self, key: &str, change: Change) {
-        match change {
+    /// Applies a change; returns the object it replaced or removed.
+    fn apply(&mut self, key: &str, change: Change) -> Option<Arc<CachedObject>> {
+        let old = match change {
             Change::Put(object) => {
                 self.broken.remove(key);
-                self.objects.replace(Entry(Arc::new(object)));
+                self.objects.replace(Entry(object))
             }
             Change::Undecodable(error) => {
-                self.objects.remove(key);
                 self.broken.insert(key.to_string(), error);
+                self.objects.take(key)
             }
             Change::Delete => {
-                self.objects.remove(key);
                 self.broken.remove(key);
+                self.objects.take(key)
             }
-        }
+        };
+        old.map(|entry| entry.0)
     }
 }
 
@@ -287,6 +212,16 @@ impl WatchCache {
         }
     }
 
+    /// The object at `key` in the snapshot: `None` when it is absent or the snapshot is not
+    /// loaded. The snapshot may lag the store by a few events.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        if !snapshot.ready {
+            return None;
+        }
+        snapshot.objects.get(key).map(|entry| Arc::clone(&entry.0))
+    }
+
     /// The objects under `prefix` after `start_after` (at most `take`), all at the snapshot's
     /// revision.
     pub fn list(
@@ -317,7 +252,7 @@ impl WatchCache {
         let mut range = snapshot
             .objects
             .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(|e| e.0.key.starts_with(prefix));
+            .take_while(|e| e.0.key().starts_with(prefix));
         let objects: Vec<Arc<CachedObject>> = match take {
             Some(n) => range.by_ref().take(n).map(|e| Arc::clone(&e.0)).collect(),
             None => range.by_ref().map(|e| Arc::clone(&e.0)).collect(),
@@ -329,16 +264,40 @@ impl WatchCache {
         })
     }
 
-    fn push(&self, event: CachedEvent, change: Change) {
-        let revision = event.revision;
-        {
+    /// Applies a change from the store to the snapshot and appends it to the ring.
+    fn push(&self, event: &Event) {
+        let revision = event.revision();
+        let change = match event.kind {
+            EventKind::Put => match storage::decode(&event.kv) {
+                Ok(object) => Change::Put(Arc::new(CachedObject::new(&event.kv.key, &object))),
+                Err(error) => Change::Undecodable(error),
+            },
+            EventKind::Delete => Change::Delete,
+        };
+        let object = match &change {
+            Change::Put(object) => Some(Arc::clone(object)),
+            _ => None,
+        };
+        let replaced = {
             let mut snapshot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-            snapshot.apply(&event.key, change);
+            let replaced = snapshot.apply(&event.kv.key, change);
             snapshot.revision = revision;
-        }
+            replaced
+        };
+        // The store's copy of the previous object, stamped with this change's revision.
+        let stamped = || {
+            let prev = event.prev.as_ref()?;
+            let object = storage::decode_at(&prev.value, revision).ok()?;
+            Some(Arc::new(CachedObject::new(&event.kv.key, &object)))
+        };
+        let prev = match event.kind {
+            EventKind::Put => replaced.or_else(stamped),
+            EventKind::Delete => stamped().or(replaced),
+        };
+        let cached = CachedEvent::new(revision, &event.kv.key, event.kind, object, prev);
         {
             let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
-            ring.events.push_back(Arc::new(event));
+            ring.events.push_back(Arc::new(cached));
             while ring.events.len() > self.capacity {
                 if let Some(old) = ring.events.pop_front() {
                     ring.since = old.revision;
@@ -371,34 +330,9 @@ impl WatchCache {
 
 /// What one event does to the snapshot.
 enum Change {
-    Put(CachedObject),
+    Put(Arc<CachedObject>),
     Undecodable(ApiError),
     Delete,
-}
-
-fn decode(event: &Event) -> (CachedEvent, Change) {
-    let revision = event.revision();
-    let (object, change) = match event.kind {
-        EventKind::Put => match storage::decode(&event.kv) {
-            Ok(object) => {
-                let rendered = CachedObject::new(&event.kv.key, &object);
-                (Some(object), Change::Put(rendered))
-            }
-            Err(error) => (None, Change::Undecodable(error)),
-        },
-        EventKind::Delete => (None, Change::Delete),
-    };
-    let decoded = CachedEvent {
-        revision,
-        key: event.kv.key.clone(),
-        kind: event.kind,
-        object,
-        prev: event
-            .prev
-            .as_ref()
-            .and_then(|p| storage::decode_at(&p.value, revision).ok()),
-    };
-    (decoded, change)
 }
 
 /// Reads every object under the root at `revision`, page by page.
@@ -420,7 +354,7 @@ async fn load(store: &Arc<dyn Store>, revision: Revision) -> Result<Snapshot, St
             .await?;
         for kv in &page.kvs {
             let change = match storage::decode(kv) {
-                Ok(object) => Change::Put(CachedObject::new(&kv.key, &object)),
+                Ok(object) => Change::Put(Arc::new(CachedObject::new(&kv.key, &object))),
                 Err(error) => Change::Undecodable(error),
             };
             snapshot.apply(&kv.key, change);
@@ -491,8 +425,7 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, now: Revision) {
                 match item {
                     Ok(event) => {
                         after = event.revision();
-                        let (decoded, change) = decode(&event);
-                        strong.push(decoded, change);
+                        strong.push(&event);
                     }
                     Err(StoreError::WatchLagged { resume_after }) => {
                         after = resume_after;

@@ -1,0 +1,67 @@
+//! Objects this server deleted recently, so that the lookups that admission and authentication
+//! make on every request can trust the watch cache otherwise: a create's namespace
+//! (NamespaceLifecycle) and a bearer token's service account. As upstream's namespace admission
+//! does (`forceLiveLookupCache`), an object deleted here is looked up in the store, not the
+//! cache, for [`LIVE_LOOKUP_FOR`] after its deletion: a request right after it must be refused
+//! even though the cache has not yet seen the deletion.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+
+use crate::watch_cache::WatchCache;
+
+/// How long after its deletion an object is looked up in the store (upstream: 30 s).
+pub const LIVE_LOOKUP_FOR: SignedDuration = SignedDuration::from_secs(30);
+
+/// Store keys of objects deleted by this server, with when.
+#[derive(Debug, Default)]
+pub struct RecentDeletions {
+    deleted: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl RecentDeletions {
+    /// Notes that the object at `key` is being deleted at `now`.
+    pub fn note(&self, key: &str, now: Timestamp) {
+        let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        deleted.retain(|_, at| now.duration_since(*at) < LIVE_LOOKUP_FOR);
+        deleted.insert(key.to_string(), now);
+    }
+
+    /// Whether the object at `key` was deleted within [`LIVE_LOOKUP_FOR`] before `now`.
+    pub fn recent(&self, key: &str, now: Timestamp) -> bool {
+        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        deleted
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < LIVE_LOOKUP_FOR)
+    }
+
+    /// The object at `key` as the watch cache holds it, when that can be trusted: `None` when
+    /// the cache lacks it (it may have just been created), cannot decode it, or this server
+    /// deleted it recently. The caller then reads the store.
+    pub fn cached(&self, cache: &WatchCache, key: &str, now: Timestamp) -> Option<Value> {
+        if self.recent(key, now) {
+            return None;
+        }
+        cache.get(key)?.to_value().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_should_force_live_lookups_for_thirty_seconds() {
+        let deletions = RecentDeletions::default();
+        let at = Timestamp::from_second(1_000_000).unwrap();
+        let key = "/registry/namespaces/team";
+        assert!(!deletions.recent(key, at));
+        deletions.note(key, at);
+        assert!(deletions.recent(key, at + SignedDuration::from_secs(29)));
+        assert!(!deletions.recent(key, at + SignedDuration::from_secs(30)));
+        assert!(!deletions.recent("/registry/namespaces/other", at));
+    }
+}

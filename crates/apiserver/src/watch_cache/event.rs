@@ -1,0 +1,226 @@
+//! One change as watchers read it, with what every watcher of it would otherwise compute again:
+//! the objects' labels (decoded on first use, for label selectors) and the JSON lines of the
+//! watch event (rendered on first send, then shared by every watcher that sends the same line,
+//! as upstream's watch cache caches an event's serialization).
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use skiff_store::{EventKind, Revision};
+
+use super::CachedObject;
+
+/// Which object of a change a watcher's event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The object before the change.
+    Old,
+    /// The object after it.
+    New,
+}
+
+/// What a watcher sees of a change: the event type it sends, and which object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The object now passes the watcher's selectors and did not before.
+    Added,
+    /// It passed them before and still does.
+    Modified,
+    /// A put after which it no longer passes them: DELETED with the new object.
+    Left,
+    /// A delete of an object that passed them: DELETED with the old object.
+    Deleted,
+}
+
+impl Seen {
+    /// What a watcher sees of a change, given whether the object passed its selectors before
+    /// the change (`was`) and after it (`is`): objects that start or stop matching become
+    /// ADDED or DELETED, as upstream's watch cache does.
+    pub fn of(kind: EventKind, was: bool, is: bool) -> Option<Self> {
+        match (kind, is, was) {
+            (EventKind::Delete, _, true) => Some(Self::Deleted),
+            (EventKind::Delete, _, false) | (EventKind::Put, false, false) => None,
+            (EventKind::Put, true, true) => Some(Self::Modified),
+            (EventKind::Put, true, false) => Some(Self::Added),
+            (EventKind::Put, false, true) => Some(Self::Left),
+        }
+    }
+
+    /// The event's `type`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Left | Self::Deleted => "DELETED",
+        }
+    }
+
+    /// The object the event carries.
+    pub fn side(self) -> Side {
+        match self {
+            Self::Deleted => Side::Old,
+            _ => Side::New,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// The labels of an object's metadata (everything else in it skipped).
+#[derive(Deserialize)]
+struct Labels {
+    #[serde(default)]
+    labels: Option<Map<String, Value>>,
+}
+
+/// One change, as watchers read it.
+#[derive(Debug)]
+pub struct CachedEvent {
+    /// The store revision of the change.
+    pub revision: Revision,
+    /// The object's key.
+    pub key: Box<str>,
+    /// Put or delete.
+    pub kind: EventKind,
+    /// After a put: the object (with its resource version), the snapshot's own copy.
+    pub object: Option<Arc<CachedObject>>,
+    /// The object before the change. After a put, the snapshot's previous copy (watchers only
+    /// ask whether it passed their selectors); after a delete, stamped with the deletion's
+    /// revision, as upstream sends a deleted object.
+    pub prev: Option<Arc<CachedObject>>,
+    /// The labels of `prev` and `object`, decoded on first use.
+    labels: OnceLock<[Option<Map<String, Value>>; 2]>,
+    /// The JSON line for each way a watcher sees the change, rendered on first use.
+    lines: [OnceLock<Bytes>; 4],
+}
+
+impl CachedEvent {
+    /// A change of `key` at `revision`.
+    pub fn new(
+        revision: Revision,
+        key: &str,
+        kind: EventKind,
+        object: Option<Arc<CachedObject>>,
+        prev: Option<Arc<CachedObject>>,
+    ) -> Self {
+        Self {
+            revision,
+            key: key.into(),
+            kind,
+            object,
+            prev,
+            labels: OnceLock::new(),
+            lines: Default::default(),
+        }
+    }
+
+    /// The object before (`Old`) or after (`New`) the change.
+    pub fn on(&self, side: Side) -> Option<&CachedObject> {
+        match side {
+            Side::Old => self.prev.as_deref(),
+            Side::New => self.object.as_deref(),
+        }
+    }
+
+    /// The labels of the object on `side` (`None`: it has none, or there is no object).
+    pub fn labels(&self, side: Side) -> Option<&Map<String, Value>> {
+        let decode = |object: Option<&CachedObject>| {
+            let metadata = object?.metadata()?;
+            match serde_json::from_slice::<Labels>(metadata) {
+                Ok(labels) => labels.labels,
+                Err(error) => {
+                    tracing::warn!(%error, key = %self.key, "cached metadata does not decode");
+                    None
+                }
+            }
+        };
+        let labels = self
+            .labels
+            .get_or_init(|| [decode(self.on(Side::Old)), decode(self.on(Side::New))]);
+        labels[usize::from(side == Side::New)].as_ref()
+    }
+
+    /// The JSON line of the watch event a watcher that sees the change as `seen` sends:
+    /// `{"type":…,"object":…}` and a newline. `None` when there is no such object.
+    pub fn line(&self, seen: Seen) -> Option<Bytes> {
+        let slot = &self.lines[seen.slot()];
+        if let Some(line) = slot.get() {
+            return Some(line.clone());
+        }
+        let object = self.on(seen.side())?;
+        let mut bytes = Vec::with_capacity(object.size() + 40);
+        bytes.extend_from_slice(b"{\"type\":\"");
+        bytes.extend_from_slice(seen.event_type().as_bytes());
+        bytes.extend_from_slice(b"\",\"object\":");
+        object.write_whole(&mut bytes);
+        bytes.extend_from_slice(b"}\n");
+        Some(slot.get_or_init(|| Bytes::from(bytes)).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(labels: Value) -> Arc<CachedObject> {
+        let value = json!({"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "a", "labels": labels, "resourceVersion": "3"}});
+        Arc::new(CachedObject::new("/registry/configmaps/default/a", &value))
+    }
+
+    #[test]
+    fn seen_should_follow_selector_transitions() {
+        assert_eq!(Seen::of(EventKind::Put, false, true), Some(Seen::Added));
+        assert_eq!(Seen::of(EventKind::Put, true, true), Some(Seen::Modified));
+        assert_eq!(Seen::of(EventKind::Put, true, false), Some(Seen::Left));
+        assert_eq!(Seen::of(EventKind::Put, false, false), None);
+        assert_eq!(
+            Seen::of(EventKind::Delete, true, false),
+            Some(Seen::Deleted)
+        );
+        assert_eq!(Seen::of(EventKind::Delete, false, false), None);
+        assert_eq!(Seen::Left.side(), Side::New);
+        assert_eq!(Seen::Deleted.side(), Side::Old);
+    }
+
+    #[test]
+    fn event_should_decode_labels_of_both_sides() {
+        let event = CachedEvent::new(
+            3,
+            "/registry/configmaps/default/a",
+            EventKind::Put,
+            Some(object(json!({"app": "web"}))),
+            Some(object(json!({"app": "db"}))),
+        );
+        assert_eq!(event.labels(Side::New).unwrap()["app"], "web");
+        assert_eq!(event.labels(Side::Old).unwrap()["app"], "db");
+        let bare = CachedEvent::new(3, "k", EventKind::Delete, None, None);
+        assert!(bare.labels(Side::New).is_none());
+    }
+
+    #[test]
+    fn line_should_be_rendered_once_and_shared() {
+        let event = CachedEvent::new(
+            3,
+            "/registry/configmaps/default/a",
+            EventKind::Put,
+            Some(object(json!({"app": "web"}))),
+            None,
+        );
+        let first = event.line(Seen::Added).unwrap();
+        let again = event.line(Seen::Added).unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        let line: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(line["type"], "ADDED");
+        assert_eq!(line["object"]["kind"], "ConfigMap");
+        assert_eq!(line["object"]["metadata"]["labels"]["app"], "web");
+        assert!(first.ends_with(b"}\n"));
+        assert!(event.line(Seen::Deleted).is_none());
+    }
+}

@@ -1,0 +1,176 @@
+//! A live object rendered once, when its change arrives, as the JSON the API sends for it: the
+//! same bytes serve every list item and every watch event of that version of the object, however
+//! many clients read them. Rendering happens once per change; sending is a copy.
+
+use serde_json::{Map, Value};
+
+/// An object as lists and watches send it.
+///
+/// The bytes are two JSON objects back to back: `{"kind":…,"apiVersion":…}`, then the rest of
+/// the object (its `item`), which is how typed lists carry their items. A watch event carries
+/// the whole object: both, joined.
+#[derive(Debug)]
+pub struct CachedObject {
+    key: Box<str>,
+    bytes: Box<[u8]>,
+    /// Where the item starts in `bytes`.
+    split: u32,
+    /// Where `metadata`'s value lies in the item.
+    metadata: Option<(u32, u32)>,
+}
+
+impl CachedObject {
+    /// Renders a decoded object (fields in upstream's order, resource version stamped, as
+    /// [`crate::storage::decode`] returns it).
+    pub fn new(key: &str, object: &Value) -> Self {
+        let empty = Map::new();
+        let map = object.as_object().unwrap_or(&empty);
+        let mut out = Vec::with_capacity(512);
+        write_fields(
+            map.iter().filter(|(k, _)| is_type_field(k)),
+            &mut out,
+            &mut None,
+        );
+        let split = out.len();
+        let mut metadata = None;
+        write_fields(
+            map.iter().filter(|(k, _)| !is_type_field(k)),
+            &mut out,
+            &mut metadata,
+        );
+        let relative = |at: usize| u32::try_from(at - split).ok();
+        Self {
+            key: key.into(),
+            bytes: out.into_boxed_slice(),
+            split: u32::try_from(split).unwrap_or(0),
+            metadata: metadata.and_then(|(start, end)| Some((relative(start)?, relative(end)?))),
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The object's JSON without `kind` and `apiVersion`, as typed lists carry their items.
+    pub fn item(&self) -> &[u8] {
+        &self.bytes[self.split as usize..]
+    }
+
+    /// `{"kind":…,"apiVersion":…}`, whichever of the two the object has.
+    fn type_fields(&self) -> &[u8] {
+        &self.bytes[..self.split as usize]
+    }
+
+    /// The JSON of the object's `metadata`, if it has one.
+    pub fn metadata(&self) -> Option<&[u8]> {
+        let (start, end) = self.metadata?;
+        self.item().get(start as usize..end as usize)
+    }
+
+    /// About the size of the whole object's JSON (a byte or two over).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends the whole object's JSON, `kind` and `apiVersion` first.
+    pub fn write_whole(&self, out: &mut Vec<u8>) {
+        let head = self.type_fields();
+        let item = self.item();
+        if head.len() <= 2 {
+            out.extend_from_slice(item);
+            return;
+        }
+        out.extend_from_slice(&head[..head.len() - 1]);
+        if item.len() > 2 {
+            out.push(b',');
+            out.extend_from_slice(&item[1..]);
+        } else {
+            out.push(b'}');
+        }
+    }
+
+    /// The whole object, decoded.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        let mut whole = Vec::with_capacity(self.size());
+        self.write_whole(&mut whole);
+        serde_json::from_slice(&whole)
+    }
+}
+
+fn is_type_field(key: &str) -> bool {
+    key == "kind" || key == "apiVersion"
+}
+
+/// Writes `fields` as one JSON object, noting where `metadata`'s value lies.
+fn write_fields<'a>(
+    fields: impl Iterator<Item = (&'a String, &'a Value)>,
+    out: &mut Vec<u8>,
+    metadata: &mut Option<(usize, usize)>,
+) {
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in fields {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing JSON values into a Vec cannot fail: every map key is a string.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let start = out.len();
+        let _ = serde_json::to_writer(&mut *out, value);
+        if key == "metadata" {
+            *metadata = Some((start, out.len()));
+        }
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn whole(object: &CachedObject) -> Value {
+        let mut out = Vec::new();
+        object.write_whole(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn whole_object_should_round_trip_with_type_fields_first() {
+        let object = json!({
+            "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "metadata": {"name": "a", "resourceVersion": "7"},
+            "data": {"k": "v"},
+        });
+        let cached = CachedObject::new("/registry/configmaps/default/a", &object);
+        let mut out = Vec::new();
+        cached.write_whole(&mut out);
+        assert_eq!(out, serde_json::to_vec(&object).unwrap());
+        assert_eq!(cached.to_value().unwrap(), object);
+        assert_eq!(
+            cached.item(),
+            br#"{"metadata":{"name":"a","resourceVersion":"7"},"data":{"k":"v"}}"#
+        );
+        assert_eq!(
+            cached.metadata().unwrap(),
+            br#"{"name":"a","resourceVersion":"7"}"#
+        );
+    }
+
+    #[test]
+    fn objects_without_type_fields_or_other_fields_should_render_whole() {
+        let bare = json!({"metadata": {"name": "a"}});
+        assert_eq!(whole(&CachedObject::new("k", &bare)), bare);
+        let only_type = json!({"kind": "Thing", "apiVersion": "x/v1"});
+        assert_eq!(whole(&CachedObject::new("k", &only_type)), only_type);
+        let empty = json!({});
+        let cached = CachedObject::new("k", &empty);
+        assert_eq!(whole(&cached), empty);
+        assert!(cached.metadata().is_none());
+    }
+}
