@@ -11,6 +11,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator: mimalloc, measured against glibc's malloc in BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kubernetes in one small binary.
 #[derive(Parser)]
 #[command(name = "skiff", version, about)]

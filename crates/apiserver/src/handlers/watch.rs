@@ -16,10 +16,13 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use skiff_apimachinery::selector::{FieldSelector, LabelSelector};
 use skiff_apimachinery::{ApiError, ResourceInfo};
-use skiff_store::{Event, EventKind, Revision, StoreError};
-use tokio::sync::mpsc;
+use skiff_store::{Event, EventKind, Revision};
 
 use crate::watch_cache::{CachedEvent, Seen, Side};
+
+mod follow;
+
+use follow::Follower;
 
 use super::fields;
 use super::params::Params;
@@ -81,7 +84,6 @@ pub async fn watch(
         bookmarks: params.flag("allowWatchBookmarks"),
         columns_sent: false,
     };
-    let (sender, receiver) = mpsc::channel::<Bytes>(64);
     let mut initial = Vec::new();
     let after = match start {
         Some(rv) if !send_initial => storage::parse_revision(rv)?,
@@ -100,21 +102,15 @@ pub async fn watch(
         .map(|object| watch.line("ADDED", object))
         .collect();
     let end_bookmark = (send_initial && watch.bookmarks).then(|| watch.bookmark(after, true));
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        for line in initial_events.into_iter().chain(end_bookmark) {
-            if sender.send(line).await.is_err() {
-                return;
-            }
-        }
-        tokio::select! {
-            () = &mut deadline => {}
-            () = watch.follow(after, &sender) => {}
-            () = sender.closed() => {}
-        }
+    let initial = futures::stream::iter(initial_events.into_iter().chain(end_bookmark));
+    let live = futures::stream::unfold(Follower::new(watch, after), |mut follower| async move {
+        let chunk = follower.next_chunk().await?;
+        Some((chunk, follower))
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
+    let stream = initial
+        .chain(live)
+        .take_until(tokio::time::sleep(timeout))
+        .map(Ok::<_, Infallible>);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
@@ -246,105 +242,5 @@ impl Watch {
             EventKind::Delete => None,
         };
         self.translate(event.kind, new.as_ref(), old.as_ref())
-    }
-
-    /// Serves from the watch cache while it holds everything after `after`. Returns the
-    /// revision to continue from in the store when it does not (or `None` when done).
-    async fn follow_cache(
-        &mut self,
-        mut after: Revision,
-        sender: &mpsc::Sender<Bytes>,
-        ticker: &mut tokio::time::Interval,
-    ) -> Option<Revision> {
-        const BATCH: usize = 500;
-        let cache = std::sync::Arc::clone(&self.state.watch_cache);
-        let mut latest = cache.subscribe();
-        loop {
-            let seen = *latest.borrow_and_update();
-            let Some(events) = cache.read_after(after, &self.prefix, BATCH) else {
-                // The ring no longer holds everything after `after`: go to the store.
-                return Some(after);
-            };
-            for event in &events {
-                after = event.revision;
-                if let Some(line) = self.translate_cached(event)
-                    && sender.send(line).await.is_err()
-                {
-                    return None;
-                }
-            }
-            if events.len() == BATCH {
-                continue;
-            }
-            // Everything up to `seen` has been read: bookmarks may say so.
-            after = after.max(seen);
-            tokio::select! {
-                changed = latest.changed() => if changed.is_err() { return None },
-                _ = ticker.tick(), if self.bookmarks => {
-                    if sender.send(self.bookmark(after, false)).await.is_err() {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Streams events after `after` until the client goes away or the store fails.
-    async fn follow(&mut self, after: Revision, sender: &mpsc::Sender<Bytes>) {
-        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-        ticker.tick().await;
-        let Some(mut after) = self.follow_cache(after, sender, &mut ticker).await else {
-            return;
-        };
-        'resume: loop {
-            let mut stream = match self.state.store.watch(&self.prefix, after).await {
-                Ok(stream) => stream,
-                Err(StoreError::Compacted { requested }) => {
-                    let error = ApiError::Expired(format!("too old resource version: {requested}"));
-                    let _ = sender.send(Self::error_line(&error)).await;
-                    return;
-                }
-                Err(error) => {
-                    let _ = sender
-                        .send(Self::error_line(&ApiError::Internal(error.to_string())))
-                        .await;
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    item = stream.next() => match item {
-                        Some(Ok(event)) => {
-                            after = event.revision();
-                            if let Some(line) = self.translate_store(&event)
-                                && sender.send(line).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Some(Err(StoreError::WatchLagged { resume_after })) => {
-                            after = resume_after;
-                            continue 'resume;
-                        }
-                        Some(Err(StoreError::Compacted { requested })) => {
-                            let error = ApiError::Expired(format!("too old resource version: {requested}"));
-                            let _ = sender.send(Self::error_line(&error)).await;
-                            return;
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "store watch failed");
-                            let _ = sender.send(Self::error_line(&ApiError::Internal(error.to_string()))).await;
-                            return;
-                        }
-                        None => return,
-                    },
-                    _ = ticker.tick(), if self.bookmarks => {
-                        if sender.send(self.bookmark(after, false)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
     }
 }

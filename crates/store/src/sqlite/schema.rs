@@ -76,8 +76,11 @@ pub(crate) fn open_reader(path: &std::path::Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-/// The writer's page cache (KiB): it holds the pages a batch of writes dirties.
-const WRITER_CACHE_KIB: i64 = 65_536;
+/// The writer's page cache (KiB): it holds the pages a batch of writes dirties and the pages
+/// written since the last checkpoint (those are read from the WAL, not the memory map). 64 MiB
+/// filled with a growing store and cost 0.4 KiB of anonymous memory per stored ConfigMap at
+/// 100,000 without a faster write (BENCHMARKS.md, A/B of 64 and 16 MiB).
+const WRITER_CACHE_KIB: i64 = 16_384;
 /// Each reader's page cache (KiB). Readers read through the memory map, whose pages are the
 /// kernel's (shared and reclaimable); a large private cache per pooled reader would copy the
 /// same pages once per connection.

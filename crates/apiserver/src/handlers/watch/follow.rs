@@ -1,0 +1,199 @@
+//! The live part of a watch: the changes after a revision, read from the watch cache's ring
+//! while it holds them and from a store watch otherwise, yielded as chunks of event lines for
+//! the response body to send. The body itself drives it: no task or channel of its own sits
+//! between the ring and the connection, so a change reaches each watcher with one wake-up, and
+//! a watcher that goes away is dropped with its connection.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use skiff_apimachinery::ApiError;
+use skiff_store::{Revision, StoreError, WatchStream};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval};
+
+use super::{BOOKMARK_EVERY, Watch};
+
+/// Events read from the ring at a time.
+const BATCH: usize = 500;
+
+/// Where the changes come from.
+enum Source {
+    /// The watch cache's ring; the receiver wakes us when it moves on.
+    Cache(watch::Receiver<Revision>),
+    /// A direct store watch (opened on first use), for history the ring no longer holds.
+    Store(Option<WatchStream>),
+    /// Nothing more: the stream ends.
+    Done,
+}
+
+/// A watch following the changes after `after`.
+pub(super) struct Follower {
+    watch: Watch,
+    after: Revision,
+    source: Source,
+    ticker: Interval,
+}
+
+impl Follower {
+    pub(super) fn new(watch: Watch, after: Revision) -> Self {
+        let latest = watch.state.watch_cache.subscribe();
+        Self {
+            watch,
+            after,
+            source: Source::Cache(latest),
+            ticker: bookmark_ticker(BOOKMARK_EVERY),
+        }
+    }
+
+    /// The next lines to send (`None`: the watch is over).
+    pub(super) async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match &mut self.source {
+                Source::Done => return None,
+                Source::Cache(latest) => {
+                    let seen = *latest.borrow_and_update();
+                    let Some(events) = self.watch.state.watch_cache.read_after(
+                        self.after,
+                        &self.watch.prefix,
+                        BATCH,
+                    ) else {
+                        // The ring no longer holds everything after `after`: go to the store.
+                        self.source = Source::Store(None);
+                        continue;
+                    };
+                    let mut lines = Lines::default();
+                    for event in &events {
+                        self.after = event.revision;
+                        if let Some(line) = self.watch.translate_cached(event) {
+                            lines.push(line);
+                        }
+                    }
+                    let more = events.len() == BATCH;
+                    if !more {
+                        // Everything up to `seen` has been read: bookmarks may say so.
+                        self.after = self.after.max(seen);
+                    }
+                    if let Some(chunk) = lines.into_chunk() {
+                        return Some(chunk);
+                    }
+                    if more {
+                        continue;
+                    }
+                    let closed = tokio::select! {
+                        changed = latest.changed() => changed.is_err(),
+                        _ = self.ticker.tick(), if self.watch.bookmarks => {
+                            return Some(self.watch.bookmark(self.after, false));
+                        }
+                    };
+                    if closed {
+                        self.source = Source::Done;
+                    }
+                }
+                Source::Store(None) => {
+                    match self
+                        .watch
+                        .state
+                        .store
+                        .watch(&self.watch.prefix, self.after)
+                        .await
+                    {
+                        Ok(stream) => self.source = Source::Store(Some(stream)),
+                        Err(error) => return Some(self.end_with(error)),
+                    }
+                }
+                Source::Store(Some(stream)) => {
+                    let item = tokio::select! {
+                        item = stream.next() => item,
+                        _ = self.ticker.tick(), if self.watch.bookmarks => {
+                            return Some(self.watch.bookmark(self.after, false));
+                        }
+                    };
+                    match item {
+                        Some(Ok(event)) => {
+                            self.after = event.revision();
+                            if let Some(line) = self.watch.translate_store(&event) {
+                                return Some(line);
+                            }
+                        }
+                        Some(Err(StoreError::WatchLagged { resume_after })) => {
+                            self.after = resume_after;
+                            self.source = Source::Store(None);
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "store watch failed");
+                            return Some(self.end_with(error));
+                        }
+                        None => self.source = Source::Done,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ERROR event that ends the watch after a store error: 410 `Expired` for compacted
+    /// history, as upstream sends it.
+    fn end_with(&mut self, error: StoreError) -> Bytes {
+        self.source = Source::Done;
+        let error = match error {
+            StoreError::Compacted { requested } => {
+                ApiError::Expired(format!("too old resource version: {requested}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        };
+        Watch::error_line(&error)
+    }
+}
+
+/// An interval whose first tick comes one `period` from now.
+fn bookmark_ticker(period: Duration) -> Interval {
+    tokio::time::interval_at(Instant::now() + period, period)
+}
+
+/// Lines gathered from one read of the ring, sent as one chunk.
+#[derive(Default)]
+struct Lines(Vec<Bytes>);
+
+impl Lines {
+    fn push(&mut self, line: Bytes) {
+        self.0.push(line);
+    }
+
+    /// One line as it is (it may be shared with other watchers); several joined.
+    fn into_chunk(mut self) -> Option<Bytes> {
+        match self.0.len() {
+            0 => None,
+            1 => self.0.pop(),
+            _ => {
+                let size = self.0.iter().map(Bytes::len).sum();
+                let mut chunk = BytesMut::with_capacity(size);
+                for line in &self.0 {
+                    chunk.extend_from_slice(line);
+                }
+                Some(chunk.freeze())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_should_pass_one_line_through_and_join_several() {
+        assert!(Lines::default().into_chunk().is_none());
+        let line = Bytes::from_static(b"{\"type\":\"ADDED\"}\n");
+        let mut one = Lines::default();
+        one.push(line.clone());
+        assert_eq!(one.into_chunk().unwrap().as_ptr(), line.as_ptr());
+        let mut two = Lines::default();
+        two.push(line.clone());
+        two.push(Bytes::from_static(b"{\"type\":\"DELETED\"}\n"));
+        assert_eq!(
+            two.into_chunk().unwrap(),
+            Bytes::from_static(b"{\"type\":\"ADDED\"}\n{\"type\":\"DELETED\"}\n")
+        );
+    }
+}
