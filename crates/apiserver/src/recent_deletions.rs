@@ -38,14 +38,15 @@ impl RecentDeletions {
             .is_some_and(|at| now.duration_since(*at) < LIVE_LOOKUP_FOR)
     }
 
-    /// The object at `key` as the watch cache holds it, when that can be trusted: `None` when
-    /// the cache lacks it (it may have just been created), cannot decode it, or this server
-    /// deleted it recently. The caller then reads the store.
-    pub fn cached(&self, cache: &WatchCache, key: &str, now: Timestamp) -> Option<Value> {
+    /// The `metadata` of the object at `key` as the watch cache holds it, when that can be
+    /// trusted: `None` when the cache lacks it (it may have just been created), cannot decode
+    /// it, or this server deleted it recently. The caller then reads the store. Only the
+    /// metadata is decoded: it is all that the lookups read.
+    pub fn cached_metadata(&self, cache: &WatchCache, key: &str, now: Timestamp) -> Option<Value> {
         if self.recent(key, now) {
             return None;
         }
-        cache.get(key)?.to_value().ok()
+        serde_json::from_slice(cache.get(key)?.metadata()?).ok()
     }
 }
 

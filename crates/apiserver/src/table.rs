@@ -388,6 +388,16 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
     row
 }
 
+/// [`partial_metadata`] from an object's rendered `metadata` JSON:
+/// `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":…}`.
+pub fn write_partial_metadata(metadata: Option<&[u8]>, out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
+    );
+    out.extend_from_slice(metadata.unwrap_or(b"{}"));
+    out.push(b'}');
+}
+
 /// `PartialObjectMetadata` for one object.
 pub fn partial_metadata(object: &Value) -> Value {
     json!({

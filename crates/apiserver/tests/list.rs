@@ -199,6 +199,68 @@ async fn lists_from_the_cache_should_equal_lists_from_the_store_byte_for_byte() 
 }
 
 #[tokio::test]
+async fn watches_from_the_cache_should_send_the_lines_a_store_watch_sends() {
+    let api = api().await;
+    let start =
+        api.create(CMS, cm("w", json!({"tier": "web"}))).await["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let mut changed = api.get(&format!("{CMS}/w")).await.json();
+    changed["data"]["k"] = json!("2");
+    api.call(
+        "PUT",
+        &format!("{CMS}/w"),
+        "application/json",
+        Some(changed),
+    )
+    .await;
+    api.create(CMS, cm("x", json!({}))).await;
+    api.call("DELETE", &format!("{CMS}/w"), "application/json", None)
+        .await;
+    let formats = [
+        "application/json",
+        "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+    ];
+    let watch = |accept: &'static str| {
+        let uri = format!("{CMS}?watch=1&resourceVersion={start}&timeoutSeconds=1");
+        let api = &api;
+        async move { api.call("GET", &uri, accept, None).await }
+    };
+    let mut cached = Vec::new();
+    for accept in formats {
+        let reply = watch(accept).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accept}");
+        cached.push(String::from_utf8(reply.body).unwrap());
+    }
+    let types: Vec<Value> = cached[0]
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].clone())
+        .collect();
+    assert_eq!(types, ["MODIFIED", "ADDED", "DELETED"], "{}", cached[0]);
+    // Push the changes out of the cache's ring (1,024 events): the same watch now reads the store.
+    api.create(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+    )
+    .await;
+    for i in 0..1100 {
+        api.create(
+            "/api/v1/namespaces/other/configmaps",
+            cm(&format!("o{i}"), json!({})),
+        )
+        .await;
+    }
+    // A consistent list waits for the cache to catch up with the store, so by now the ring
+    // has dropped the watched changes.
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    for (accept, cached) in formats.into_iter().zip(cached) {
+        let stored = String::from_utf8(watch(accept).await.body).unwrap();
+        assert_eq!(cached, stored, "{accept}");
+    }
+}
+
+#[tokio::test]
 async fn lists_should_keep_upstreams_shape_for_each_format() {
     let api = api().await;
     api.create(PODS, pod("web-0", "n1", json!({"app": "web"})))

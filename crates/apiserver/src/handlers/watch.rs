@@ -149,10 +149,21 @@ impl Watch {
     }
 
     /// The event line for a change from the watch cache: the event's shared line, unless this
-    /// watch asked for a Table or metadata.
+    /// watch asked for a Table or metadata (whose line copies the rendered `metadata`).
     fn cached_line(&mut self, event: &CachedEvent, seen: Seen) -> Option<Bytes> {
-        if !matches!(self.format, Format::Table | Format::Metadata) {
-            return event.line(seen);
+        match self.format {
+            Format::Table => {}
+            Format::Metadata => {
+                let metadata = event.on(seen.side())?.metadata();
+                let mut bytes = Vec::with_capacity(metadata.map_or(0, <[u8]>::len) + 120);
+                bytes.extend_from_slice(b"{\"type\":\"");
+                bytes.extend_from_slice(seen.event_type().as_bytes());
+                bytes.extend_from_slice(b"\",\"object\":");
+                table::write_partial_metadata(metadata, &mut bytes);
+                bytes.extend_from_slice(b"}\n");
+                return Some(Bytes::from(bytes));
+            }
+            _ => return event.line(seen),
         }
         let object = event.on(seen.side())?;
         match object.to_value() {

@@ -53,17 +53,19 @@ async fn ensure_namespace(
     // From the watch cache when it has the namespace, as upstream's NamespaceLifecycle reads its
     // informer; from the store when the cache lacks it (it may have just been created) or when
     // this server deleted it recently (the cache may not have seen that yet).
-    let cached = state
-        .recent_deletions
-        .cached(&state.watch_cache, &key, state.clock.now());
-    let namespace_object = match cached {
-        Some(object) => object,
-        None => crate::guaranteed::current(state, &key, &target).await?.1,
+    let cached =
+        state
+            .recent_deletions
+            .cached_metadata(&state.watch_cache, &key, state.clock.now());
+    let terminating = match cached {
+        Some(metadata) => metadata.get("deletionTimestamp").is_some(),
+        None => crate::guaranteed::current(state, &key, &target)
+            .await?
+            .1
+            .pointer("/metadata/deletionTimestamp")
+            .is_some(),
     };
-    if namespace_object
-        .pointer("/metadata/deletionTimestamp")
-        .is_some()
-    {
+    if terminating {
         return Err(ApiError::Forbidden {
             target: object.clone(),
             message: format!(

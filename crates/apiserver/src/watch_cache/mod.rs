@@ -342,6 +342,12 @@ async fn load(store: &Arc<dyn Store>, revision: Revision) -> Result<Snapshot, St
         ready: true,
         ..Snapshot::default()
     };
+    if revision == 0 {
+        // Nothing existed before the first write. (A read at revision 0 would read the
+        // current state, so objects created since would be in the snapshot before their own
+        // events: creates would be sent as MODIFIED.)
+        return Ok(snapshot);
+    }
     let mut start_after = None;
     loop {
         let page = store

@@ -142,14 +142,24 @@ fn config_map(name: String) -> anyhow::Result<ConfigMap> {
     }))?)
 }
 
+/// Creates through the API: their rate, and CPU per create (µs), the server's and the clients'.
+struct CreateFigures {
+    rate: f64,
+    server_us: f64,
+    client_us: f64,
+}
+
 async fn create_rate(
     api: &Api<ConfigMap>,
+    server: u32,
     clients: usize,
     duration: Duration,
     tag: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<CreateFigures> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
+    let server = server.to_string();
+    let cpu_before = (cpu_seconds(&server)?, cpu_seconds("self")?);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -173,7 +183,15 @@ async fn create_rate(
     for task in tasks {
         task.await??;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let created = count.load(Ordering::Relaxed) as f64;
+    let per_create = |before: f64, pid: &str| -> anyhow::Result<f64> {
+        Ok((cpu_seconds(pid)? - before) * 1e6 / created.max(1.0))
+    };
+    Ok(CreateFigures {
+        rate: created / start.elapsed().as_secs_f64(),
+        server_us: per_create(cpu_before.0, &server)?,
+        client_us: per_create(cpu_before.1, "self")?,
+    })
 }
 
 async fn create_many<K, F>(api: &Api<K>, total: usize, make: F) -> anyhow::Result<()>
@@ -396,9 +414,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .await?;
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench");
-    let api_one = create_rate(&cms, 1, duration, "one").await?;
-    let api_many = create_rate(&cms, 64, duration, "many").await?;
-    eprintln!("api: {api_one:.0} creates/s (1 client), {api_many:.0}/s (64)");
+    let one = create_rate(&cms, pid, 1, duration, "one").await?;
+    let creates = create_rate(&cms, pid, 64, duration, "many").await?;
+    let (api_one, api_many) = (one.rate, creates.rate);
+    eprintln!(
+        "api: {api_one:.0} creates/s (1 client), {api_many:.0}/s (64); CPU per create with 64 clients: server {:.0} µs, clients {:.0} µs",
+        creates.server_us, creates.client_us
+    );
 
     let watch = watch_latency(&cms, pid, options.watchers, 100).await?;
     eprintln!(
@@ -493,6 +515,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!(
         "| API creates/s over HTTPS, 64 clients | {api_many:.0} | {:.2} of the store |",
         api_many / store_many
+    );
+    println!(
+        "| CPU per create with 64 clients, server / kube-rs clients | {:.0} µs / {:.0} µs | server is {:.2} of the clients |",
+        creates.server_us,
+        creates.client_us,
+        creates.server_us / creates.client_us.max(f64::EPSILON)
     );
     println!(
         "| watch latency, {} watchers, p50 / p99 | {} / {} | p99 is {:.4} of the 1 s SLO |",

@@ -217,21 +217,12 @@ fn separator(first: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":…}`.
-fn write_partial(metadata: Option<&[u8]>, out: &mut Vec<u8>) {
-    out.extend_from_slice(
-        br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
-    );
-    out.extend_from_slice(metadata.unwrap_or(b"{}"));
-    out.push(b'}');
-}
-
 fn write_row(cells: &[Value], metadata: Option<&[u8]>, out: &mut Vec<u8>) {
     out.extend_from_slice(br#"{"cells":"#);
     // Writing JSON values into a Vec cannot fail: every map key is a string.
     let _ = serde_json::to_writer(&mut *out, cells);
     out.extend_from_slice(br#","object":"#);
-    write_partial(metadata, out);
+    table::write_partial_metadata(metadata, out);
     out.push(b'}');
 }
 
@@ -273,7 +264,7 @@ fn write(
             }
             separator(first, out);
             match shape {
-                Shape::Metadata => write_partial(object.metadata(), out),
+                Shape::Metadata => table::write_partial_metadata(object.metadata(), out),
                 _ => out.extend_from_slice(object.item()),
             }
         }
