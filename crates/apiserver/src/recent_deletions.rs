@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::watch_cache::WatchCache;
 
@@ -38,15 +39,33 @@ impl RecentDeletions {
             .is_some_and(|at| now.duration_since(*at) < LIVE_LOOKUP_FOR)
     }
 
-    /// The `metadata` of the object at `key` as the watch cache holds it, when that can be
-    /// trusted: `None` when the cache lacks it (it may have just been created), cannot decode
-    /// it, or this server deleted it recently. The caller then reads the store. Only the
-    /// metadata is decoded: it is all that the lookups read.
-    pub fn cached_metadata(&self, cache: &WatchCache, key: &str, now: Timestamp) -> Option<Value> {
+    /// What the lookups read of the object at `key` as the watch cache holds it, when that can
+    /// be trusted: `None` when the cache lacks it (it may have just been created), cannot decode
+    /// it, or this server deleted it recently. The caller then reads the store. Only the two
+    /// fields are decoded; the rest of the metadata is skipped.
+    pub fn cached(&self, cache: &WatchCache, key: &str, now: Timestamp) -> Option<Looked> {
         if self.recent(key, now) {
             return None;
         }
         serde_json::from_slice(cache.get(key)?.metadata()?).ok()
+    }
+}
+
+/// The fields of an object's metadata that per-request lookups read.
+#[derive(Debug, Deserialize)]
+pub struct Looked {
+    /// `metadata.uid`.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    #[serde(default, rename = "deletionTimestamp")]
+    deletion_timestamp: Option<IgnoredAny>,
+}
+
+impl Looked {
+    /// Whether the object is being deleted.
+    pub fn deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
     }
 }
 
@@ -64,5 +83,20 @@ mod tests {
         assert!(deletions.recent(key, at + SignedDuration::from_secs(29)));
         assert!(!deletions.recent(key, at + SignedDuration::from_secs(30)));
         assert!(!deletions.recent("/registry/namespaces/other", at));
+    }
+
+    #[test]
+    fn looked_should_read_the_uid_and_whether_the_object_is_deleting() {
+        let looked: Looked = serde_json::from_str(
+            r#"{"name":"a","uid":"u1","labels":{"x":"y"},"managedFields":[{"manager":"m"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (looked.uid.as_deref(), looked.deleting()),
+            (Some("u1"), false)
+        );
+        let looked: Looked =
+            serde_json::from_str(r#"{"deletionTimestamp":"2026-12-03T10:00:00Z"}"#).unwrap();
+        assert_eq!((looked.deleting(), looked.uid), (true, None));
     }
 }

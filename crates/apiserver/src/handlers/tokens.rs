@@ -25,21 +25,20 @@ async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> O
     let key = storage::key(info, Some(namespace), name);
     // From the watch cache unless this server deleted the account recently, as upstream's
     // token authenticator reads its informer; from the store when the cache lacks it.
-    let cached =
-        state
-            .recent_deletions
-            .cached_metadata(&state.watch_cache, &key, state.clock.now());
-    let metadata = match cached {
-        Some(metadata) => metadata,
+    let cached = state
+        .recent_deletions
+        .cached(&state.watch_cache, &key, state.clock.now());
+    match cached {
+        Some(looked) => looked.uid,
         None => {
             let (kv, _) = state.store.get(&key, None).await.ok()?;
-            storage::decode(&kv?).ok()?.get_mut("metadata")?.take()
+            let account = storage::decode(&kv?).ok()?;
+            account
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string)
         }
-    };
-    metadata
-        .get("uid")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    }
 }
 
 /// Checks a bearer token: signature, lifetime, and that its service account still exists.

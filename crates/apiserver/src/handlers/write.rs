@@ -53,12 +53,11 @@ async fn ensure_namespace(
     // From the watch cache when it has the namespace, as upstream's NamespaceLifecycle reads its
     // informer; from the store when the cache lacks it (it may have just been created) or when
     // this server deleted it recently (the cache may not have seen that yet).
-    let cached =
-        state
-            .recent_deletions
-            .cached_metadata(&state.watch_cache, &key, state.clock.now());
+    let cached = state
+        .recent_deletions
+        .cached(&state.watch_cache, &key, state.clock.now());
     let terminating = match cached {
-        Some(metadata) => metadata.get("deletionTimestamp").is_some(),
+        Some(looked) => looked.deleting(),
         None => crate::guaranteed::current(state, &key, &target)
             .await?
             .1
