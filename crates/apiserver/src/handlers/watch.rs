@@ -18,7 +18,7 @@ use skiff_apimachinery::selector::{FieldSelector, LabelSelector};
 use skiff_apimachinery::{ApiError, ResourceInfo};
 use skiff_store::{Event, EventKind, Revision};
 
-use crate::watch_cache::{CachedEvent, Seen, Side};
+use crate::watch_cache::{CachedEvent, Seen, Side, event_line};
 
 mod follow;
 
@@ -155,13 +155,10 @@ impl Watch {
             Format::Table => {}
             Format::Metadata => {
                 let metadata = event.on(seen.side())?.metadata();
-                let mut bytes = Vec::with_capacity(metadata.map_or(0, <[u8]>::len) + 120);
-                bytes.extend_from_slice(b"{\"type\":\"");
-                bytes.extend_from_slice(seen.event_type().as_bytes());
-                bytes.extend_from_slice(b"\",\"object\":");
-                table::write_partial_metadata(metadata, &mut bytes);
-                bytes.extend_from_slice(b"}\n");
-                return Some(Bytes::from(bytes));
+                let size = metadata.map_or(0, <[u8]>::len) + 80;
+                return Some(event_line(seen, size, |out| {
+                    table::write_partial_metadata(metadata, out)
+                }));
             }
             _ => return event.line(seen),
         }

@@ -152,14 +152,20 @@ impl CachedEvent {
             return Some(line.clone());
         }
         let object = self.on(seen.side())?;
-        let mut bytes = Vec::with_capacity(object.size() + 40);
-        bytes.extend_from_slice(b"{\"type\":\"");
-        bytes.extend_from_slice(seen.event_type().as_bytes());
-        bytes.extend_from_slice(b"\",\"object\":");
-        object.write_whole(&mut bytes);
-        bytes.extend_from_slice(b"}\n");
-        Some(slot.get_or_init(|| Bytes::from(bytes)).clone())
+        let line = event_line(seen, object.size(), |out| object.write_whole(out));
+        Some(slot.get_or_init(|| line).clone())
     }
+}
+
+/// `{"type":…,"object":…}` and a newline, the object written by `write` (about `size` bytes).
+pub fn event_line(seen: Seen, size: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut bytes = Vec::with_capacity(size + 40);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(seen.event_type().as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    write(&mut bytes);
+    bytes.extend_from_slice(b"}\n");
+    Bytes::from(bytes)
 }
 
 #[cfg(test)]

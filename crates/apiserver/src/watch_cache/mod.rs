@@ -34,7 +34,7 @@ const LOAD_PAGE: usize = 256;
 mod event;
 mod object;
 
-pub use event::{CachedEvent, Seen, Side};
+pub use event::{CachedEvent, Seen, Side, event_line};
 pub use object::CachedObject;
 
 /// A snapshot entry, ordered (and found) by its key.

@@ -158,8 +158,7 @@ async fn create_rate(
 ) -> anyhow::Result<CreateFigures> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
-    let server = server.to_string();
-    let cpu_before = (cpu_seconds(&server)?, cpu_seconds("self")?);
+    let cpu = CpuMeter::start(server)?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -184,13 +183,11 @@ async fn create_rate(
         task.await??;
     }
     let created = count.load(Ordering::Relaxed) as f64;
-    let per_create = |before: f64, pid: &str| -> anyhow::Result<f64> {
-        Ok((cpu_seconds(pid)? - before) * 1e6 / created.max(1.0))
-    };
+    let (server_us, client_us) = cpu.per(created)?;
     Ok(CreateFigures {
         rate: created / start.elapsed().as_secs_f64(),
-        server_us: per_create(cpu_before.0, &server)?,
-        client_us: per_create(cpu_before.1, "self")?,
+        server_us,
+        client_us,
     })
 }
 
@@ -231,6 +228,29 @@ fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
         Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
     };
     Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU used by the server and by this process since the meter started.
+struct CpuMeter {
+    server: String,
+    before: (f64, f64),
+}
+
+impl CpuMeter {
+    fn start(server: u32) -> anyhow::Result<Self> {
+        let server = server.to_string();
+        let before = (cpu_seconds(&server)?, cpu_seconds("self")?);
+        Ok(Self { server, before })
+    }
+
+    /// CPU (µs) per unit of work since the start: (the server's, this process's).
+    fn per(&self, units: f64) -> anyhow::Result<(f64, f64)> {
+        let per = |seconds: f64, before: f64| (seconds - before) * 1e6 / units.max(1.0);
+        Ok((
+            per(cpu_seconds(&self.server)?, self.before.0),
+            per(cpu_seconds("self")?, self.before.1),
+        ))
+    }
 }
 
 /// What the watch phase measured.
@@ -284,8 +304,7 @@ async fn watch_latency(
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let server = server.to_string();
-    let cpu_before = (cpu_seconds(&server)?, cpu_seconds("self")?);
+    let cpu = CpuMeter::start(server)?;
     let mut acked = HashMap::new();
     for i in 0..events {
         let mut cm = config_map(format!("watched-{i}"))?;
@@ -305,12 +324,7 @@ async fn watch_latency(
             range.1 = range.1.max(latency);
         }
     }
-    let deliveries = samples.len().max(1) as f64;
-    let per_delivery = |before: f64, pid: &str| -> anyhow::Result<f64> {
-        Ok((cpu_seconds(pid)? - before) * 1e6 / deliveries)
-    };
-    let server_us = per_delivery(cpu_before.0, &server)?;
-    let client_us = per_delivery(cpu_before.1, "self")?;
+    let (server_us, client_us) = cpu.per(samples.len() as f64)?;
     let mut firsts: Vec<Duration> = spread.values().map(|r| r.0).collect();
     let mut lasts: Vec<Duration> = spread.values().map(|r| r.1).collect();
     firsts.sort();
