@@ -4,22 +4,38 @@ Environment:
   SKIFF_KUBECONFIG   the admin kubeconfig of the skiff server to test.
   SKIFF_HTTP_LOG     optional file: every kr8s request (method, URL, content type, status, and
                      the body of 4xx/5xx answers), for triage.
+  SKIFF_LAST_TEST    optional file: the node id of the test running now, so that a run killed
+                     from outside still says where it stopped.
+
+pytest-timeout arms one SIGALRM per test. When it fires during a fixture's setup (the fixtures
+that wait for a pod to run do), the fixtures' teardown runs with no timer left, and a teardown
+that then blocks would hang the whole run. A watchdog thread here re-sends SIGALRM to the main
+thread, with every thread's stack on stderr, whenever one test has run much longer than its
+timeout, so the hung test fails and the run goes on.
 
 skiff does not decode protobuf request bodies yet, and `kubectl create namespace X` (used by the
 suite's namespace fixture) sends one; this plugin sends that namespace as JSON instead.
 """
+import faulthandler
 import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 KUBECONFIG = Path(os.environ["SKIFF_KUBECONFIG"])
 HTTP_LOG = os.environ.get("SKIFF_HTTP_LOG")
-_current = {"id": "-"}
+LAST_TEST = os.environ.get("SKIFF_LAST_TEST")
+_current = {"id": "-", "started": None}
+# A test that has run this long (pytest-timeout's limit is 20 s) is taken to hang.
+HUNG_AFTER = 60
 
 
 class SkiffCluster:
@@ -58,7 +74,39 @@ def pytest_runtest_setup(item):
     _current["id"] = item.nodeid.split("/")[-1]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logstart(nodeid, location):
+    _current["started"] = time.monotonic()
+    if LAST_TEST:
+        with open(LAST_TEST, "w") as f:
+            f.write(nodeid + "\n")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    _current["started"] = None
+
+
+def _watchdog():
+    main = threading.main_thread().ident
+    while True:
+        time.sleep(5)
+        started = _current["started"]
+        if started is None or time.monotonic() - started < HUNG_AFTER:
+            continue
+        # Only while pytest-timeout's handler is installed: SIGALRM's default action would end
+        # the process.
+        if not callable(signal.getsignal(signal.SIGALRM)):
+            continue
+        print(f"\nskiff_plugin: {_current['id']} has run {HUNG_AFTER}+ s; its threads:",
+              file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        signal.pthread_kill(main, signal.SIGALRM)
+        _current["started"] = time.monotonic()
+
+
 def pytest_configure(config):
+    threading.Thread(target=_watchdog, name="skiff-watchdog", daemon=True).start()
     if not HTTP_LOG:
         return
     import httpx

@@ -1,5 +1,6 @@
 //! Objects every cluster starts with: the namespaces `default`, `kube-system`, `kube-public` and
-//! `kube-node-lease`, the default ClusterRoles (`cluster-admin`, `admin`, `edit`, `view`) with
+//! `kube-node-lease`, the PriorityClasses `system-node-critical` and `system-cluster-critical`,
+//! the default ClusterRoles (`cluster-admin`, `admin`, `edit`, `view`) with
 //! `cluster-admin` bound to `system:masters`, and the `kubernetes` Service (and Endpoints) in
 //! `default`. They are created
 //! through the API router, like any client's objects; existing ones are left alone.
@@ -66,6 +67,17 @@ pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), Bo
             router,
             "/api/v1/namespaces",
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .await?;
+    }
+    for (name, value, description) in crate::priority::SYSTEM_CLASSES {
+        create(
+            router,
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            json!({
+                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "description": description,
+            }),
         )
         .await?;
     }

@@ -1733,3 +1733,101 @@ async fn yaml_alias_bomb_should_be_refused_with_a_400_on_every_yaml_write() {
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(created.json()["data"], json!({"app": "web"}));
 }
+
+#[tokio::test]
+async fn pod_creates_should_resolve_their_priority_class_as_upstreams_admission_does() {
+    let api = api().await;
+    let pod = |name: &str, extra: Value| {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::to_vec(
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let uri = "/api/v1/namespaces/default/pods";
+    let plain = api
+        .call(
+            "POST",
+            uri,
+            Some("application/json"),
+            pod("plain", json!({})),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::CREATED);
+    assert_eq!(plain.json()["spec"]["priority"], 0);
+    assert_eq!(
+        plain.json()["spec"]["preemptionPolicy"],
+        "PreemptLowerPriority"
+    );
+    let critical = api
+        .call(
+            "POST",
+            uri,
+            Some("application/json"),
+            pod(
+                "critical",
+                json!({"priorityClassName": "system-node-critical"}),
+            ),
+        )
+        .await;
+    assert_eq!(critical.status, StatusCode::CREATED);
+    assert_eq!(critical.json()["spec"]["priority"], 2_000_001_000);
+    let unknown = api
+        .call(
+            "POST",
+            uri,
+            Some("application/json"),
+            pod("unknown", json!({"priorityClassName": "nope"})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        unknown.json()["message"],
+        "pods \"unknown\" is forbidden: no PriorityClass with name nope was found"
+    );
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": "high"}, "value": 1000, "globalDefault": true, "preemptionPolicy": "Never"});
+    let created = api
+        .call(
+            "POST",
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            Some("application/json"),
+            serde_json::to_vec(&class).unwrap(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    // The cache may lag the class's create by an event or two.
+    let mut defaulted = Value::Null;
+    for i in 0..50 {
+        let reply = api
+            .call(
+                "POST",
+                uri,
+                Some("application/json"),
+                pod(&format!("d{i}"), json!({})),
+            )
+            .await;
+        defaulted = reply.json();
+        if defaulted["spec"]["priority"] == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(defaulted["spec"]["priorityClassName"], "high");
+    assert_eq!(defaulted["spec"]["preemptionPolicy"], "Never");
+    let mismatch = api
+        .call(
+            "POST",
+            uri,
+            Some("application/json"),
+            pod(
+                "mismatch",
+                json!({"priorityClassName": "high", "priority": 5}),
+            ),
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::FORBIDDEN);
+}

@@ -2,7 +2,10 @@
 //! uses a plain kube-rs [`kube::Client`], exactly as a user's controller would. When the
 //! component runs in the same process as the API server, [`in_process`] gives it a client whose
 //! transport calls the API router directly instead of going through TCP and TLS; everything
-//! above the transport is the same code path.
+//! above the transport is the same code path. [`leader`] elects one active instance of a
+//! component through a Lease, as client-go's leader election does.
+
+pub mod leader;
 
 use std::convert::Infallible;
 

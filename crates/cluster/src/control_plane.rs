@@ -1,4 +1,4 @@
-//! The control plane of `skiff server`: compactor, API server and controllers, started over one
+//! The control plane of `skiff server`: compactor, API server, controllers and scheduler, started over one
 //! store and stopped together. Every background task listens to one cancellation token and is
 //! joined on [`ControlPlane::shutdown`]; nothing is aborted mid-write.
 
@@ -28,6 +28,8 @@ pub struct Options {
     pub compaction_interval: Duration,
     /// Whether to run the controllers in this process.
     pub controllers: bool,
+    /// Whether to run the scheduler in this process.
+    pub scheduler: bool,
 }
 
 /// Starting the control plane failed.
@@ -65,7 +67,8 @@ where
     name
 }
 
-/// Starts the compactor, the API server and (unless disabled) the controllers over `store`.
+/// Starts the compactor, the API server and (unless disabled) the controllers and the scheduler
+/// over `store`.
 pub async fn start(
     options: Options,
     store: Arc<dyn Store>,
@@ -97,6 +100,14 @@ pub async fn start(
             "controllers",
             stop.clone(),
             skiff_controllers::run(client),
+        ));
+    }
+    if options.scheduler {
+        let client = component_client(&server.router, "scheduler");
+        tasks.spawn(until_cancelled(
+            "scheduler",
+            stop.clone(),
+            skiff_scheduler::run(client, skiff_scheduler::Options::default()),
         ));
     }
     Ok(ControlPlane {

@@ -1,5 +1,6 @@
 //! The in-process cluster the tests share: the API router over the memory store (no TLS, no
-//! port), kube-rs clients for components, and the controllers when a test wants them.
+//! port), kube-rs clients for components, and the controllers and schedulers when a test wants
+//! them.
 
 use std::sync::Arc;
 
@@ -46,24 +47,31 @@ impl InProcess {
     /// Starts the controllers; they run until the returned handle is stopped (or the test's
     /// runtime ends).
     pub fn start_controllers(&self) -> Controllers {
-        let stop = CancellationToken::new();
         let client = self.client("controllers");
-        let task = tokio::spawn(until_cancelled(
-            "controllers",
-            stop.clone(),
-            skiff_controllers::run(client),
-        ));
-        Controllers { stop, task }
+        Controllers::spawn("controllers", skiff_controllers::run(client))
+    }
+
+    /// Starts a scheduler with `options`; it runs until the returned handle is stopped (or the
+    /// test's runtime ends). Several may run at once: one leads.
+    pub fn start_scheduler(&self, options: skiff_scheduler::Options) -> Controllers {
+        let client = self.client("scheduler");
+        Controllers::spawn("scheduler", skiff_scheduler::run(client, options))
     }
 }
 
-/// Running controllers of an [`InProcess`] cluster.
+/// Running components (the controllers, a scheduler) of an [`InProcess`] cluster.
 pub struct Controllers {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<&'static str>,
 }
 
 impl Controllers {
+    fn spawn(name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(until_cancelled(name, stop.clone(), work));
+        Controllers { stop, task }
+    }
+
     /// Stops them and waits until they have.
     pub async fn stop(self) {
         self.stop.cancel();

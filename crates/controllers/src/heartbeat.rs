@@ -23,15 +23,6 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// The field manager of the renewals.
 const MANAGER: &str = "skiff-controllers";
 
-/// This process's identity in the Lease: host name and process id, as upstream's
-/// `hostname_uuid` tells instances apart.
-pub fn identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}_{}", std::process::id())
-}
-
 /// The Lease as one renewal applies it.
 fn renewal(holder: &str, now: k8s_openapi::jiff::Timestamp) -> serde_json::Value {
     json!({
@@ -50,7 +41,7 @@ fn renewal(holder: &str, now: k8s_openapi::jiff::Timestamp) -> serde_json::Value
 /// next tick (the Lease then expires on its own, which is the point).
 pub async fn run(client: Client) {
     let leases: Api<Lease> = Api::namespaced(client, NAMESPACE);
-    let holder = identity();
+    let holder = skiff_client::leader::identity();
     let params = PatchParams::apply(MANAGER).force();
     let mut tick = tokio::time::interval(RENEW_EVERY);
     loop {

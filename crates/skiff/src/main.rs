@@ -2,9 +2,12 @@
 //! each subcommand to its module; the components themselves live in the workspace's crates.
 
 mod bench;
+mod components;
 mod datastore;
 mod debug;
+mod kubeconfig;
 mod server;
+mod signals;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -38,6 +41,10 @@ pub struct DatastoreArgs {
 enum Command {
     /// Run the control plane: the Kubernetes API over HTTPS, backed by the store.
     Server(server::ServerArgs),
+    /// Run the scheduler alone against a cluster (`skiff server` runs one inside).
+    Scheduler(components::SchedulerArgs),
+    /// Register simulated nodes that run the pods bound to them without containers.
+    SimNodes(components::SimNodesArgs),
     /// Back up or restore the cluster's state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -64,6 +71,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Scheduler(args) => components::scheduler(args).await,
+            Command::SimNodes(args) => components::sim_nodes(args).await,
             Command::Snapshot(command) => snapshot::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Debug(command) => debug::run(command).await,

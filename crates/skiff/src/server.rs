@@ -1,6 +1,6 @@
 //! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), starts what
 //! `skiff_cluster::control_plane` wires over it (compactor, the Kubernetes API over HTTPS, the
-//! controllers as in-process kube-rs clients), prints where the admin kubeconfig is, and stops
+//! controllers and the scheduler as in-process kube-rs clients), prints where the admin kubeconfig is, and stops
 //! it all in order on SIGINT or SIGTERM.
 
 use std::io::Write;
@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// The API's HTTPS port.
     #[arg(long, default_value_t = 6443)]
     https_port: u16,
+    /// Do not run the scheduler in this process (`skiff scheduler` can run it elsewhere).
+    #[arg(long)]
+    no_scheduler: bool,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -44,6 +47,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         https_port: args.https_port,
         compaction_interval: COMPACTION_INTERVAL,
         controllers: true,
+        scheduler: !args.no_scheduler,
     };
     let control_plane = skiff_cluster::control_plane::start(options, store, Arc::new(SystemClock))
         .await
@@ -58,11 +62,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         control_plane.kubeconfig.display()
     );
     let _ = out.flush();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    crate::signals::terminated().await;
     eprintln!("skiff: shutting down");
     control_plane.shutdown().await;
     Ok(())

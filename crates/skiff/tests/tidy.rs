@@ -21,13 +21,20 @@ const LAYERS: &[(&str, u8)] = &[
     ("skiff-apiserver", 1),
     ("skiff-client", 1),
     ("skiff-controllers", 2),
+    ("skiff-scheduler", 2),
+    ("skiff-sim-nodes", 2),
     ("smtp-credentials", 2),
     ("skiff-cluster", 3),
     ("skiff", 4),
 ];
 
 /// The crates that are components: clients of the API and nothing more.
-const COMPONENTS: &[&str] = &["skiff-controllers", "smtp-credentials"];
+const COMPONENTS: &[&str] = &[
+    "skiff-controllers",
+    "skiff-scheduler",
+    "skiff-sim-nodes",
+    "smtp-credentials",
+];
 
 /// What components must never depend on.
 const SERVER_SIDE: &[&str] = &["skiff-store", "skiff-apiserver", "skiff-cluster"];

@@ -113,6 +113,9 @@ async fn create_object(
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
     (strategy::of(info).defaults)(&mut object);
+    if info.group.is_empty() && info.plural == "pods" {
+        crate::priority::admit(state, &mut object, &name).await?;
+    }
     let unknown = admit(state, info, &mut object, None)?;
     if !applied {
         apply::record_update(

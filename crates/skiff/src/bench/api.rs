@@ -30,8 +30,8 @@ pub struct Options {
     pub etcd: bool,
 }
 
-struct ServerProcess {
-    child: Child,
+pub(super) struct ServerProcess {
+    pub(super) child: Child,
 }
 
 impl Drop for ServerProcess {
@@ -43,7 +43,7 @@ impl Drop for ServerProcess {
 
 /// The server's resident memory: (all, anonymous) in MiB. File-backed pages (SQLite's
 /// memory-mapped database) are the difference: the kernel reclaims them under pressure.
-fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(super) fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
         let kib: f64 = status
@@ -106,14 +106,20 @@ async fn list_raw_five(
     Ok((times[2], times[4], size))
 }
 
-fn start_server(dir: &Path, etcd: Option<&str>) -> anyhow::Result<(ServerProcess, kube::Client)> {
+/// Starts `skiff server` with `extra` arguments over `dir` (or the etcd at `etcd`).
+pub(super) fn start_server(
+    dir: &Path,
+    etcd: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<(ServerProcess, kube::Client)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(["server", "--https-port", &port.to_string(), "--data-dir"])
-        .arg(dir);
+        .arg(dir)
+        .args(extra);
     if let Some(endpoint) = etcd {
         command.args(["--datastore-endpoint", endpoint]);
     }
@@ -129,11 +135,8 @@ fn start_server(dir: &Path, etcd: Option<&str>) -> anyhow::Result<(ServerProcess
         .context("the server did not print its kubeconfig")?;
     std::thread::spawn(move || lines.for_each(drop));
     let process = ServerProcess { child };
-    let config = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let options = kube::config::KubeConfigOptions::default();
-    let config =
-        futures::executor::block_on(kube::Config::from_custom_kubeconfig(config, &options))?;
-    Ok((process, kube::Client::try_from(config)?))
+    let client = futures::executor::block_on(crate::kubeconfig::client(Path::new(&kubeconfig)))?;
+    Ok((process, client))
 }
 
 fn config_map(name: String) -> anyhow::Result<ConfigMap> {
@@ -231,20 +234,20 @@ fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
 }
 
 /// CPU used by the server and by this process since the meter started.
-struct CpuMeter {
+pub(super) struct CpuMeter {
     server: String,
     before: (f64, f64),
 }
 
 impl CpuMeter {
-    fn start(server: u32) -> anyhow::Result<Self> {
+    pub(super) fn start(server: u32) -> anyhow::Result<Self> {
         let server = server.to_string();
         let before = (cpu_seconds(&server)?, cpu_seconds("self")?);
         Ok(Self { server, before })
     }
 
     /// CPU (µs) per unit of work since the start: (the server's, this process's).
-    fn per(&self, units: f64) -> anyhow::Result<(f64, f64)> {
+    pub(super) fn per(&self, units: f64) -> anyhow::Result<(f64, f64)> {
         let per = |seconds: f64, before: f64| (seconds - before) * 1e6 / units.max(1.0);
         Ok((
             per(cpu_seconds(&self.server)?, self.before.0),
@@ -383,7 +386,7 @@ async fn collection_rate(api: &Api<ConfigMap>, dependents: usize) -> anyhow::Res
     Ok(dependents as f64 / start.elapsed().as_secs_f64())
 }
 
-fn ms(d: Duration) -> String {
+pub(super) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -412,9 +415,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         if etcd.is_some() { "etcd" } else { "sqlite" }
     );
 
+    // Without a scheduler: the pods listed here are never meant to be placed.
     let (server, client) = start_server(
         &scratch.path().join("server"),
         etcd.as_ref().map(EtcdProcess::endpoint),
+        &["--no-scheduler"],
     )?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,6 +1,7 @@
 //! `skiff bench`: measurements reported in BENCHMARKS.md, always as ratios taken in one run.
 
 mod api;
+mod schedule;
 mod store;
 
 use std::path::PathBuf;
@@ -49,6 +50,16 @@ pub enum BenchCommand {
         #[arg(long)]
         etcd: bool,
     },
+    /// Pods bound (and running) per second end to end through HTTPS, with simulated nodes and
+    /// the server's own scheduler, and the server's memory.
+    Schedule {
+        /// Simulated nodes, one measurement per size (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 5000])]
+        nodes: Vec<usize>,
+        /// Pending pods created per measurement.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+    },
 }
 
 /// Runs a benchmark.
@@ -67,6 +78,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 watch_events,
             })
             .await
+        }
+        BenchCommand::Schedule { nodes, pods } => {
+            schedule::run(schedule::Options { nodes, pods }).await
         }
         BenchCommand::Api {
             seconds,

@@ -1,6 +1,9 @@
 //! What the end-to-end tests share: a real `skiff server` process on a free port with a
 //! temporary data directory, stopped (by its PID, through `Child`) when dropped.
 
+#[allow(dead_code)] // not every test binary drives kubectl
+pub mod kubectl;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,327 @@
+//! The scheduler's picture of the cluster: every node, and per node what the pods assigned to it
+//! use (requests, host ports, count). Pods count from the moment the scheduler *assumes* them on
+//! a node (just before its bind is sent), so a burst of pods never overcommits a node while
+//! their bindings travel; the watch then confirms the assignment, or a failed bind forgets it.
+//! Usage is kept per node name, whether or not the Node object is known yet, so the order in
+//! which nodes and pods arrive after a restart does not matter.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+
+use crate::affinity::{self, Term};
+use crate::resources::{self, Resources};
+
+/// A host port a pod holds: (host IP, protocol, port). An empty or `0.0.0.0` IP means every
+/// address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host address ("" for all).
+    pub ip: String,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    /// The port.
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Whether two pods cannot both hold these ports on one node.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        let any = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || any(&self.ip) || any(&other.ip))
+    }
+}
+
+/// The host ports `pod`'s containers ask for.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|port| *port > 0)?;
+            Some(HostPort {
+                ip: p.host_ip.clone().unwrap_or_default(),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// What one assigned pod uses on its node, and what later pods' affinity rules look at.
+#[derive(Clone, Debug)]
+struct Assigned {
+    node: String,
+    requests: Resources,
+    scoring: Resources,
+    ports: Vec<HostPort>,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    anti_affinity: Vec<Term>,
+}
+
+impl Assigned {
+    fn of(pod: &Pod, node: &str) -> Self {
+        Assigned {
+            node: node.to_string(),
+            requests: resources::pod_requests(pod, false),
+            scoring: resources::pod_requests(pod, true),
+            ports: host_ports(pod),
+            namespace: pod.namespace().unwrap_or_default(),
+            labels: pod.labels().clone(),
+            anti_affinity: affinity::required_anti_affinity(pod),
+        }
+    }
+}
+
+/// An assigned pod as the inter-pod rules see it.
+pub struct AssignedPod<'a> {
+    /// Its node's name.
+    pub node: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Its required anti-affinity terms.
+    pub anti_affinity: &'a [Term],
+}
+
+/// What the pods assigned to one node use.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    /// The sum of their requests.
+    pub requested: Resources,
+    /// The same with upstream's defaults for containers without requests (for scoring).
+    pub scoring: Resources,
+    /// How many pods.
+    pub pods: usize,
+    /// The host ports they hold.
+    pub ports: Vec<HostPort>,
+}
+
+impl Usage {
+    fn add(&mut self, pod: &Assigned) {
+        self.requested.add(&pod.requests);
+        self.scoring.add(&pod.scoring);
+        self.pods += 1;
+        self.ports.extend(pod.ports.iter().cloned());
+    }
+
+    fn remove(&mut self, pod: &Assigned) {
+        self.requested.subtract(&pod.requests);
+        self.scoring.subtract(&pod.scoring);
+        self.pods = self.pods.saturating_sub(1);
+        for port in &pod.ports {
+            if let Some(at) = self.ports.iter().position(|p| p == port) {
+                self.ports.swap_remove(at);
+            }
+        }
+    }
+}
+
+/// A node as the filters see it.
+#[derive(Clone, Debug)]
+pub struct NodeEntry {
+    /// The node's name.
+    pub name: String,
+    /// The Node object.
+    pub node: Node,
+    /// What it offers pods.
+    pub allocatable: Resources,
+}
+
+/// Nodes and what is assigned to them.
+#[derive(Debug, Default)]
+pub struct Cache {
+    nodes: Vec<NodeEntry>,
+    index: HashMap<String, usize>,
+    usage: HashMap<String, Usage>,
+    pods: HashMap<String, Assigned>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    empty: Usage,
+}
+
+impl Cache {
+    /// Adds or replaces a node.
+    pub fn upsert_node(&mut self, node: Node) {
+        let name = node.name_any();
+        let entry = NodeEntry {
+            allocatable: resources::allocatable(&node),
+            name: name.clone(),
+            node,
+        };
+        match self.index.get(&name) {
+            Some(&at) => self.nodes[at] = entry,
+            None => {
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(entry);
+            }
+        }
+    }
+
+    /// Removes a node (its pods' usage stays, should it come back).
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(at) = self.index.remove(name) {
+            self.nodes.swap_remove(at);
+            if let Some(moved) = self.nodes.get(at) {
+                self.index.insert(moved.name.clone(), at);
+            }
+        }
+    }
+
+    /// Forgets every node (before a relist); what pods use stays.
+    pub fn clear_nodes(&mut self) {
+        self.nodes.clear();
+        self.index.clear();
+    }
+
+    /// Forgets every pod but those `keep` says (before a relist).
+    pub fn retain_pods(&mut self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self.pods.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in gone {
+            self.unassign(&key);
+        }
+    }
+
+    /// The nodes, in a stable order.
+    pub fn nodes(&self) -> &[NodeEntry] {
+        &self.nodes
+    }
+
+    /// The labels of the node `name`, if it is known.
+    pub fn node_labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        let at = *self.index.get(name)?;
+        Some(self.nodes[at].node.labels())
+    }
+
+    /// Every assigned (or assumed) pod.
+    pub fn assigned(&self) -> impl Iterator<Item = AssignedPod<'_>> {
+        self.pods.values().map(|a| AssignedPod {
+            node: &a.node,
+            namespace: &a.namespace,
+            labels: &a.labels,
+            anti_affinity: &a.anti_affinity,
+        })
+    }
+
+    /// Records a namespace's labels (for terms' namespace selectors).
+    pub fn upsert_namespace(&mut self, name: String, labels: BTreeMap<String, String>) {
+        self.namespaces.insert(name, labels);
+    }
+
+    /// Forgets a namespace.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// The labels of the namespace `name`, if it is known.
+    pub fn namespace_labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces.get(name)
+    }
+
+    /// What is assigned to `node`.
+    pub fn usage(&self, node: &str) -> &Usage {
+        self.usage.get(node).unwrap_or(&self.empty)
+    }
+
+    /// Records `pod` (key `key`) as assigned to `node`, replacing what was recorded for it.
+    pub fn assign(&mut self, key: &str, pod: &Pod, node: &str) {
+        self.unassign(key);
+        let assigned = Assigned::of(pod, node);
+        self.usage
+            .entry(node.to_string())
+            .or_default()
+            .add(&assigned);
+        self.pods.insert(key.to_string(), assigned);
+    }
+
+    /// Removes whatever was recorded for the pod `key`.
+    pub fn unassign(&mut self, key: &str) {
+        if let Some(old) = self.pods.remove(key)
+            && let Some(usage) = self.usage.get_mut(&old.node)
+        {
+            usage.remove(&old);
+            if usage.pods == 0 {
+                self.usage.remove(&old.node);
+            }
+        }
+    }
+
+    /// The node the pod `key` is recorded on, if any.
+    pub fn assigned_node(&self, key: &str) -> Option<&str> {
+        self.pods.get(key).map(|a| a.node.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(cpu: &str, host_port: Option<i32>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{
+                "name": "c",
+                "resources": {"requests": {"cpu": cpu}},
+                "ports": host_port.map(|p| vec![json!({"containerPort": 80, "hostPort": p})]),
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn assigning_a_pod_again_should_replace_its_usage_not_add_to_it() {
+        let mut cache = Cache::default();
+        cache.assign("default/p", &pod("1", Some(80)), "n1");
+        cache.assign("default/p", &pod("1", Some(80)), "n1");
+        assert_eq!(cache.usage("n1").requested.get("cpu"), 1000);
+        assert_eq!(cache.usage("n1").pods, 1);
+        cache.assign("default/p", &pod("1", Some(80)), "n2");
+        assert_eq!(cache.usage("n1").pods, 0);
+        assert_eq!(cache.usage("n2").ports.len(), 1);
+        cache.unassign("default/p");
+        assert_eq!(cache.usage("n2").pods, 0);
+    }
+
+    #[test]
+    fn removing_a_node_should_keep_the_others_findable() {
+        let mut cache = Cache::default();
+        for name in ["a", "b", "c"] {
+            cache.upsert_node(serde_json::from_value(json!({"metadata": {"name": name}})).unwrap());
+        }
+        cache.remove_node("a");
+        let names: Vec<_> = cache.nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["c", "b"]);
+        cache.upsert_node(serde_json::from_value(json!({"metadata": {"name": "b"}})).unwrap());
+        assert_eq!(cache.nodes().len(), 2);
+    }
+
+    #[test]
+    fn host_ports_on_any_address_should_conflict_with_specific_ones() {
+        let any = HostPort {
+            ip: String::new(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
+        let one = HostPort {
+            ip: "10.0.0.1".into(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
+        let udp = HostPort {
+            ip: String::new(),
+            protocol: "UDP".into(),
+            port: 80,
+        };
+        assert!(any.conflicts(&one));
+        assert!(!any.conflicts(&udp));
+    }
+}

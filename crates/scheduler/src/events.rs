@@ -1,0 +1,197 @@
+//! The scheduler's Events (`core/v1`, the ones `kubectl describe pod` and `kubectl get events`
+//! show): `Scheduled` when a pod is bound, `FailedScheduling` when it fits nowhere. Like
+//! upstream's event broadcaster they are written off the scheduling path, from a bounded queue
+//! that drops notes when the API cannot keep up (an Event is never worth slowing scheduling),
+//! and repeats of one reason for one pod update a single Event's count instead of adding one
+//! Event per attempt. Event names are derived from the pod's uid and the reason, so a restarted
+//! scheduler continues the same Event.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// The component that reports the Events.
+pub const COMPONENT: &str = "default-scheduler";
+/// Notes waiting to be written; more are dropped.
+const BACKLOG: usize = 4096;
+/// Events written at once.
+const CONCURRENCY: usize = 16;
+/// Names remembered with their count before the memory is cleared.
+const REMEMBERED: usize = 100_000;
+
+/// One Event about a pod.
+#[derive(Clone, Debug)]
+pub struct Note {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// The pod's uid.
+    pub uid: String,
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    /// Upstream's reason (`Scheduled`, `FailedScheduling`).
+    pub reason: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+impl Note {
+    fn event_name(&self) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.uid.as_str(), self.reason).hash(&mut hasher);
+        format!("{}.{:016x}", self.name, hasher.finish())
+    }
+}
+
+/// Where the scheduler drops its notes.
+#[derive(Clone)]
+pub struct Recorder {
+    notes: mpsc::Sender<Note>,
+}
+
+impl Recorder {
+    /// A recorder and the future that writes its Events (run it beside the scheduler).
+    pub fn new(client: Client, instance: String) -> (Recorder, impl Future<Output = ()>) {
+        let (notes, queue) = mpsc::channel(BACKLOG);
+        (Recorder { notes }, write_all(client, instance, queue))
+    }
+
+    /// Queues a note; dropped when the backlog is full.
+    pub fn record(&self, note: Note) {
+        if self.notes.try_send(note).is_err() {
+            tracing::debug!("event backlog full: a scheduler Event was dropped");
+        }
+    }
+}
+
+async fn write_all(client: Client, instance: String, queue: mpsc::Receiver<Note>) {
+    let counts = std::sync::Mutex::new(HashMap::<String, i32>::new());
+    tokio_stream_from(queue)
+        .for_each_concurrent(CONCURRENCY, |note| {
+            let client = client.clone();
+            let instance = instance.as_str();
+            let counts = &counts;
+            async move {
+                let name = note.event_name();
+                let known = counts.lock().ok().and_then(|c| c.get(&name).copied());
+                let count = write(&client, instance, &note, &name, known).await;
+                if let (Some(count), Ok(mut counts)) = (count, counts.lock()) {
+                    if counts.len() >= REMEMBERED {
+                        counts.clear();
+                    }
+                    counts.insert(name, count);
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_from(mut queue: mpsc::Receiver<Note>) -> impl futures::Stream<Item = Note> {
+    futures::stream::poll_fn(move |cx| queue.poll_recv(cx))
+}
+
+/// Writes one note: a new Event, or the next count of the existing one. Returns the count
+/// written, `None` when the write failed (logged; Events are best effort).
+async fn write(
+    client: &Client,
+    instance: &str,
+    note: &Note,
+    name: &str,
+    known: Option<i32>,
+) -> Option<i32> {
+    let events: Api<Event> = Api::namespaced(client.clone(), &note.namespace);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let result = match known {
+        None => {
+            let event = new_event(note, name, instance, now);
+            match events.create(&PostParams::default(), &event).await {
+                Ok(_) => Ok(1),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let count = events
+                        .get(name)
+                        .await
+                        .ok()
+                        .and_then(|e| e.count)
+                        .unwrap_or(1);
+                    bump(&events, name, note, count + 1, now).await
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Some(count) => bump(&events, name, note, count + 1, now).await,
+    };
+    match result {
+        Ok(count) => Some(count),
+        Err(error) => {
+            tracing::debug!(%error, event = name, "writing a scheduler Event failed");
+            None
+        }
+    }
+}
+
+async fn bump(
+    events: &Api<Event>,
+    name: &str,
+    note: &Note,
+    count: i32,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<i32, kube::Error> {
+    let patch = json!({"count": count, "lastTimestamp": Time(now), "message": note.message});
+    match events
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(count),
+        // Deleted meanwhile (by a TTL or a person): start again.
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(kube::Error::Api(status)),
+        Err(error) => Err(error),
+    }
+}
+
+fn new_event(note: &Note, name: &str, instance: &str, now: k8s_openapi::jiff::Timestamp) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(note.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(note.name.clone()),
+            namespace: Some(note.namespace.clone()),
+            uid: Some(note.uid.clone()),
+            ..ObjectReference::default()
+        },
+        reason: Some(note.reason.into()),
+        message: Some(note.message.clone()),
+        type_: Some(note.type_.into()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        count: Some(1),
+        action: Some(
+            if note.reason == "Scheduled" {
+                "Binding"
+            } else {
+                "Scheduling"
+            }
+            .into(),
+        ),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(instance.to_string()),
+        ..Event::default()
+    }
+}

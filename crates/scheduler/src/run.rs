@@ -1,0 +1,372 @@
+//! The scheduler's loop: three watches (nodes, namespaces, pods) feed the [`Cache`] and the [`Queue`]; active
+//! pods are placed one at a time by [`decide::place`]; each placement is assumed in the cache
+//! at once and bound through `pods/binding` in the background, so binds of a burst travel in
+//! parallel while later decisions already count them. A pod that fits nowhere gets the
+//! PodScheduled=False / Unschedulable condition (upstream's message, then skiff's sentence) and
+//! a FailedScheduling Event, and is parked until the cluster changes. Everything is rebuilt
+//! from the watches' initial lists, after a restart and after a lost watch alike.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use rand::SeedableRng;
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::cache::Cache;
+use crate::decide::{self, FitError};
+use crate::events::{Note, Recorder};
+use crate::filters::Candidate;
+use crate::message;
+use crate::queue::Queue;
+
+/// Binds and status writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 64;
+/// Pods placed per turn of the loop before the watches are read again.
+const PLACEMENTS_PER_TURN: usize = 256;
+/// How often parked pods are tried again even without a cluster change (upstream: 5 min).
+const PARKED_FLUSH: Duration = Duration::from_secs(60);
+
+/// How a scheduler runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `spec.schedulerName` whose pods it places.
+    pub scheduler_name: String,
+    /// Its identity in Events and the leader Lease.
+    pub identity: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            scheduler_name: crate::DEFAULT_SCHEDULER.into(),
+            identity: skiff_client::leader::identity(),
+        }
+    }
+}
+
+/// How a bind ended.
+struct Bound {
+    key: String,
+    result: Result<(), kube::Error>,
+}
+
+struct Scheduler {
+    options: Options,
+    client: Client,
+    cache: Cache,
+    queue: Queue,
+    /// Pending pods of this scheduler, by key.
+    pending: HashMap<String, Pod>,
+    /// Pods assumed on a node whose assignment the watch has not shown yet.
+    assumed: HashSet<String>,
+    next_node: usize,
+    rng: rand::rngs::StdRng,
+    writes: Arc<Semaphore>,
+    bound: mpsc::UnboundedSender<Bound>,
+    recorder: Recorder,
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Runs the scheduler until the future is dropped.
+pub async fn run(client: Client, options: Options) {
+    let (recorder, events) = Recorder::new(client.clone(), options.identity.clone());
+    let (bound, mut binds) = mpsc::unbounded_channel();
+    let mut scheduler = Scheduler {
+        options,
+        client: client.clone(),
+        cache: Cache::default(),
+        queue: Queue::default(),
+        pending: HashMap::new(),
+        assumed: HashSet::new(),
+        next_node: 0,
+        rng: rand::rngs::StdRng::from_os_rng(),
+        writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
+        bound,
+        recorder,
+    };
+    let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff();
+    let namespaces = watcher::watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let pods =
+        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
+    tokio::pin!(nodes, namespaces, pods, events);
+    let mut flush = tokio::time::interval(PARKED_FLUSH);
+    loop {
+        let wakeup = scheduler.queue.next_wakeup();
+        tokio::select! {
+            () = &mut events => {}
+            Some(event) = nodes.next() => match event {
+                Ok(event) => scheduler.on_node(event),
+                Err(error) => tracing::debug!(%error, "node watch"),
+            },
+            Some(event) = namespaces.next() => match event {
+                Ok(Event::InitApply(ns) | Event::Apply(ns)) => {
+                    scheduler.cache.upsert_namespace(ns.name_any(), ns.labels().clone());
+                }
+                Ok(Event::Delete(ns)) => scheduler.cache.remove_namespace(&ns.name_any()),
+                Ok(Event::Init | Event::InitDone) => {}
+                Err(error) => tracing::debug!(%error, "namespace watch"),
+            },
+            Some(event) = pods.next() => match event {
+                Ok(event) => scheduler.on_pod(event),
+                Err(error) => tracing::debug!(%error, "pod watch"),
+            },
+            Some(done) = binds.recv() => scheduler.on_bound(done),
+            () = sleep_until(wakeup), if wakeup.is_some() => {}
+            _ = flush.tick() => scheduler.queue.cluster_changed(),
+            () = std::future::ready(()), if scheduler.queue.has_active() => {
+                for _ in 0..PLACEMENTS_PER_TURN {
+                    let Some(key) = scheduler.queue.pop() else { break };
+                    scheduler.schedule(&key);
+                }
+            }
+        }
+        scheduler.queue.promote(Instant::now());
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+impl Scheduler {
+    fn on_node(&mut self, event: Event<Node>) {
+        match event {
+            Event::Init => self.cache.clear_nodes(),
+            Event::InitApply(node) | Event::Apply(node) => {
+                self.cache.upsert_node(node);
+                self.queue.cluster_changed();
+            }
+            Event::Delete(node) => self.cache.remove_node(&node.name_any()),
+            Event::InitDone => self.queue.cluster_changed(),
+        }
+    }
+
+    fn on_pod(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Init => {
+                let assumed = &self.assumed;
+                self.cache.retain_pods(|key| assumed.contains(key));
+                self.pending.clear();
+                self.queue = Queue::default();
+            }
+            Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod),
+            Event::Delete(pod) => self.remove_pod(&key_of(&pod)),
+            Event::InitDone => {}
+        }
+    }
+
+    fn remove_pod(&mut self, key: &str) {
+        if self.cache.assigned_node(key).is_some() {
+            self.cache.unassign(key);
+            self.queue.cluster_changed();
+        }
+        self.assumed.remove(key);
+        self.pending.remove(key);
+        self.queue.forget(key);
+    }
+
+    fn apply_pod(&mut self, pod: Pod) {
+        let key = key_of(&pod);
+        if is_terminal(&pod) {
+            return self.remove_pod(&key);
+        }
+        let spec = pod.spec.as_ref();
+        if let Some(node) = spec
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
+            let node = node.to_string();
+            self.cache.assign(&key, &pod, &node);
+            self.assumed.remove(&key);
+            self.pending.remove(&key);
+            self.queue.forget(&key);
+            return;
+        }
+        let ours = spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(crate::DEFAULT_SCHEDULER)
+            == self.options.scheduler_name;
+        if !ours || pod.metadata.deletion_timestamp.is_some() {
+            self.pending.remove(&key);
+            self.queue.forget(&key);
+            return;
+        }
+        let priority = spec.and_then(|s| s.priority).unwrap_or(0);
+        let assumed = self.assumed.contains(&key);
+        self.pending.insert(key.clone(), pod);
+        if !assumed {
+            self.queue.add(&key, priority);
+        }
+    }
+
+    /// One scheduling attempt for the pod `key`.
+    fn schedule(&mut self, key: &str) {
+        let Some(pod) = self.pending.get(key).cloned() else {
+            self.queue.forget(key);
+            return;
+        };
+        let mut candidate = Candidate::new(&pod);
+        match decide::place(
+            &mut candidate,
+            &self.cache,
+            &mut self.next_node,
+            &mut self.rng,
+        ) {
+            Ok(node) => {
+                self.cache.assign(key, &pod, &node);
+                self.assumed.insert(key.to_string());
+                self.bind(key.to_string(), &pod, node);
+            }
+            Err(error) => {
+                self.queue.park(key, Instant::now());
+                self.report_unschedulable(&pod, &candidate, &error);
+            }
+        }
+    }
+
+    fn bind(&self, key: String, pod: &Pod, node: String) {
+        let pods: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let name = pod.name_any();
+        let uid = pod.uid();
+        let writes = Arc::clone(&self.writes);
+        let bound = self.bound.clone();
+        let recorder = self.recorder.clone();
+        let namespace = pod.namespace().unwrap_or_default();
+        tokio::spawn(async move {
+            let _permit = writes.acquire_owned().await;
+            let binding = json!({
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name, "namespace": namespace, "uid": uid},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            });
+            let result = pods
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+                .map(drop);
+            if result.is_ok() {
+                recorder.record(Note {
+                    message: format!("Successfully assigned {namespace}/{name} to {node}"),
+                    namespace,
+                    name,
+                    uid: uid.unwrap_or_default(),
+                    type_: "Normal",
+                    reason: "Scheduled",
+                });
+            }
+            let _ = bound.send(Bound { key, result });
+        });
+    }
+
+    fn on_bound(&mut self, done: Bound) {
+        let Err(error) = done.result else {
+            return;
+        };
+        let key = done.key;
+        if !self.assumed.remove(&key) {
+            return;
+        }
+        self.cache.unassign(&key);
+        match &error {
+            // Gone, or bound already (by another scheduler): nothing left to do.
+            kube::Error::Api(status) if status.code == 404 || status.code == 409 => {
+                tracing::debug!(pod = %key, %error, "binding refused");
+                self.pending.remove(&key);
+                self.queue.forget(&key);
+            }
+            _ => {
+                tracing::warn!(pod = %key, %error, "binding failed; retrying");
+                self.queue.retry(&key, Instant::now());
+            }
+        }
+    }
+
+    fn report_unschedulable(&self, pod: &Pod, candidate: &Candidate<'_>, error: &FitError) {
+        let text = format!(
+            "{} {}",
+            message::upstream(error),
+            message::explain(error, candidate, &self.cache)
+        );
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        self.recorder.record(Note {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: pod.uid().unwrap_or_default(),
+            type_: "Warning",
+            reason: "FailedScheduling",
+            message: text.clone(),
+        });
+        let current = scheduled_condition(pod);
+        if current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(text.as_str())
+        }) {
+            return;
+        }
+        let since = current
+            .filter(|c| c.status == "False")
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": text,
+            "lastProbeTime": null,
+            "lastTransitionTime": since,
+        }]}});
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let writes = Arc::clone(&self.writes);
+        tokio::spawn(async move {
+            let _permit = writes.acquire_owned().await;
+            if let Err(error) = pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, %error, "writing the Unschedulable condition failed");
+            }
+        });
+    }
+}
+
+fn scheduled_condition(pod: &Pod) -> Option<&PodCondition> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+}
