@@ -117,24 +117,52 @@ pub fn required_anti_affinity(pod: &Pod) -> Vec<Term> {
         .collect()
 }
 
-/// A (topology key, value) domain.
-type Domain = (String, String);
+/// Topology domains: per topology key, the values that hold what is looked for.
+#[derive(Debug, Default)]
+struct Domains(HashMap<String, HashSet<String>>);
+
+impl Domains {
+    fn insert(&mut self, key: &str, labels: &BTreeMap<String, String>) {
+        if let Some(value) = labels.get(key) {
+            self.0
+                .entry(key.to_string())
+                .or_default()
+                .insert(value.clone());
+        }
+    }
+
+    /// Whether the node with `labels` is in one of the domains of `key`.
+    fn holds(&self, key: &str, labels: &BTreeMap<String, String>) -> bool {
+        labels
+            .get(key)
+            .is_some_and(|v| self.0.get(key).is_some_and(|values| values.contains(v)))
+    }
+
+    /// Whether the node with `labels` is in any domain.
+    fn holds_any(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.keys().any(|key| self.holds(key, labels))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// What one attempt needs to answer per node.
 #[derive(Debug, Default)]
 pub struct Prepared {
     affinity: Vec<Term>,
     /// Domains holding a pod that matches every affinity term.
-    affinity_domains: HashSet<Domain>,
+    affinity_domains: Domains,
     /// The pod matches its own affinity terms (it may start a group).
     self_affine: bool,
     /// Domains holding a pod that a required anti-affinity term of the pod matches.
-    anti_domains: HashSet<Domain>,
-    anti_keys: Vec<String>,
+    anti_domains: Domains,
     /// Domains holding a pod whose required anti-affinity matches this pod.
-    existing_anti: HashSet<Domain>,
-    /// The preferred terms' weights per domain (anti-affinity counts negative).
-    preferred: HashMap<Domain, i64>,
+    existing_anti: Domains,
+    /// The preferred terms' weights per topology key and value (anti-affinity counts
+    /// negative).
+    preferred: HashMap<String, HashMap<String, i64>>,
 }
 
 fn terms(pod: &Pod, anti: bool, required: bool) -> Vec<(i64, PodAffinityTerm)> {
@@ -177,7 +205,9 @@ fn terms(pod: &Pod, anti: bool, required: bool) -> Vec<(i64, PodAffinityTerm)> {
     }
 }
 
-/// Prepares the inter-pod checks of `pod` against what `cache` holds.
+/// Prepares the inter-pod checks of `pod` against what `cache` holds. Only pods with terms of
+/// their own are scanned for a pod without terms, so the common case costs nothing per
+/// assigned pod.
 pub fn prepare(pod: &Pod, cache: &Cache) -> Prepared {
     let namespace = pod.namespace().unwrap_or_default();
     let labels = pod.labels().clone();
@@ -197,35 +227,48 @@ pub fn prepare(pod: &Pod, cache: &Cache) -> Prepared {
         self_affine: affinity
             .iter()
             .all(|t| t.matches(&namespace, &labels, cache)),
-        anti_keys: anti.iter().map(|t| t.topology_key.clone()).collect(),
         ..Prepared::default()
     };
-    let needs_pods = !affinity.is_empty() || !anti.is_empty() || !preferred.is_empty();
+    for assigned in cache.anti_affine() {
+        let Some(node_labels) = cache.node_labels(assigned.node) else {
+            continue;
+        };
+        for term in assigned.anti_affinity {
+            if term.matches(&namespace, &labels, cache) {
+                prepared
+                    .existing_anti
+                    .insert(&term.topology_key, node_labels);
+            }
+        }
+    }
+    if affinity.is_empty() && anti.is_empty() && preferred.is_empty() {
+        return prepared;
+    }
     for assigned in cache.assigned() {
         let Some(node_labels) = cache.node_labels(assigned.node) else {
             continue;
         };
-        let domain = |key: &str| node_labels.get(key).map(|v| (key.to_string(), v.clone()));
-        for term in assigned.anti_affinity {
-            if term.matches(&namespace, &labels, cache) {
-                prepared.existing_anti.extend(domain(&term.topology_key));
-            }
-        }
-        if !needs_pods {
-            continue;
-        }
         let matches = |t: &Term| t.matches(assigned.namespace, assigned.labels, cache);
         if !affinity.is_empty() && affinity.iter().all(matches) {
-            prepared
-                .affinity_domains
-                .extend(affinity.iter().filter_map(|t| domain(&t.topology_key)));
+            for term in &affinity {
+                prepared
+                    .affinity_domains
+                    .insert(&term.topology_key, node_labels);
+            }
         }
         for term in anti.iter().filter(|t| matches(t)) {
-            prepared.anti_domains.extend(domain(&term.topology_key));
+            prepared
+                .anti_domains
+                .insert(&term.topology_key, node_labels);
         }
         for (weight, term) in preferred.iter().filter(|(_, t)| matches(t)) {
-            if let Some(d) = domain(&term.topology_key) {
-                *prepared.preferred.entry(d).or_insert(0) += weight;
+            if let Some(value) = node_labels.get(&term.topology_key) {
+                *prepared
+                    .preferred
+                    .entry(term.topology_key.clone())
+                    .or_default()
+                    .entry(value.clone())
+                    .or_insert(0) += weight;
             }
         }
     }
@@ -236,15 +279,7 @@ pub fn prepare(pod: &Pod, cache: &Cache) -> Prepared {
 impl Prepared {
     /// Why a node with `labels` cannot take the pod, if it cannot.
     pub fn check(&self, labels: &BTreeMap<String, String>) -> Option<Reason> {
-        let has = |set: &HashSet<Domain>, key: &str| {
-            labels
-                .get(key)
-                .is_some_and(|v| set.contains(&(key.to_string(), v.clone())))
-        };
-        if labels
-            .iter()
-            .any(|(k, v)| self.existing_anti.contains(&(k.clone(), v.clone())))
-        {
+        if self.existing_anti.holds_any(labels) {
             return Some(Reason::ExistingAntiAffinity);
         }
         if !self.affinity.is_empty() {
@@ -258,17 +293,13 @@ impl Prepared {
             let everywhere = self
                 .affinity
                 .iter()
-                .all(|t| has(&self.affinity_domains, &t.topology_key));
+                .all(|t| self.affinity_domains.holds(&t.topology_key, labels));
             let first_of_group = self.affinity_domains.is_empty() && self.self_affine;
             if !everywhere && !first_of_group {
                 return Some(Reason::PodAffinity);
             }
         }
-        if self
-            .anti_keys
-            .iter()
-            .any(|key| has(&self.anti_domains, key))
-        {
+        if self.anti_domains.holds_any(labels) {
             return Some(Reason::PodAntiAffinity);
         }
         None
@@ -276,9 +307,9 @@ impl Prepared {
 
     /// The preferred terms' raw score of a node with `labels`.
     pub fn score(&self, labels: &BTreeMap<String, String>) -> i64 {
-        labels
+        self.preferred
             .iter()
-            .filter_map(|(k, v)| self.preferred.get(&(k.clone(), v.clone())))
+            .filter_map(|(key, values)| values.get(labels.get(key)?))
             .sum()
     }
 }

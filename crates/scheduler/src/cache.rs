@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::ResourceExt;
 
 use crate::affinity::{self, Term};
@@ -81,6 +81,17 @@ impl Assigned {
     }
 }
 
+impl Assigned {
+    fn view(&self) -> AssignedPod<'_> {
+        AssignedPod {
+            node: &self.node,
+            namespace: &self.namespace,
+            labels: &self.labels,
+            anti_affinity: &self.anti_affinity,
+        }
+    }
+}
+
 /// An assigned pod as the inter-pod rules see it.
 pub struct AssignedPod<'a> {
     /// Its node's name.
@@ -126,7 +137,7 @@ impl Usage {
     }
 }
 
-/// A node as the filters see it.
+/// A node as the filters see it, with what every attempt asks of it computed once.
 #[derive(Clone, Debug)]
 pub struct NodeEntry {
     /// The node's name.
@@ -135,6 +146,20 @@ pub struct NodeEntry {
     pub node: Node,
     /// What it offers pods.
     pub allocatable: Resources,
+    /// Its taints, `not-ready` included when it is not Ready.
+    pub taints: Vec<Taint>,
+}
+
+impl NodeEntry {
+    /// The entry of `node`.
+    pub fn new(node: Node) -> Self {
+        NodeEntry {
+            name: node.name_any(),
+            allocatable: resources::allocatable(&node),
+            taints: crate::filters::effective_taints(&node),
+            node,
+        }
+    }
 }
 
 /// Nodes and what is assigned to them.
@@ -144,6 +169,8 @@ pub struct Cache {
     index: HashMap<String, usize>,
     usage: HashMap<String, Usage>,
     pods: HashMap<String, Assigned>,
+    /// The assigned pods with required anti-affinity terms.
+    anti_affine: std::collections::HashSet<String>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     empty: Usage,
 }
@@ -151,12 +178,8 @@ pub struct Cache {
 impl Cache {
     /// Adds or replaces a node.
     pub fn upsert_node(&mut self, node: Node) {
-        let name = node.name_any();
-        let entry = NodeEntry {
-            allocatable: resources::allocatable(&node),
-            name: name.clone(),
-            node,
-        };
+        let entry = NodeEntry::new(node);
+        let name = entry.name.clone();
         match self.index.get(&name) {
             Some(&at) => self.nodes[at] = entry,
             None => {
@@ -203,12 +226,15 @@ impl Cache {
 
     /// Every assigned (or assumed) pod.
     pub fn assigned(&self) -> impl Iterator<Item = AssignedPod<'_>> {
-        self.pods.values().map(|a| AssignedPod {
-            node: &a.node,
-            namespace: &a.namespace,
-            labels: &a.labels,
-            anti_affinity: &a.anti_affinity,
-        })
+        self.pods.values().map(Assigned::view)
+    }
+
+    /// The assigned pods that have required anti-affinity terms.
+    pub fn anti_affine(&self) -> impl Iterator<Item = AssignedPod<'_>> {
+        self.anti_affine
+            .iter()
+            .filter_map(|key| self.pods.get(key))
+            .map(Assigned::view)
     }
 
     /// Records a namespace's labels (for terms' namespace selectors).
@@ -239,11 +265,15 @@ impl Cache {
             .entry(node.to_string())
             .or_default()
             .add(&assigned);
+        if !assigned.anti_affinity.is_empty() {
+            self.anti_affine.insert(key.to_string());
+        }
         self.pods.insert(key.to_string(), assigned);
     }
 
     /// Removes whatever was recorded for the pod `key`.
     pub fn unassign(&mut self, key: &str) {
+        self.anti_affine.remove(key);
         if let Some(old) = self.pods.remove(key)
             && let Some(usage) = self.usage.get_mut(&old.node)
         {

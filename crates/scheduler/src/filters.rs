@@ -127,7 +127,7 @@ pub fn check(pod: &Candidate<'_>, node: &NodeEntry, usage: &Usage) -> Vec<Reason
     if let Some(reason) = unschedulable(pod, &node.node) {
         return vec![reason];
     }
-    if let Some(taint) = untolerated_taint(pod.tolerations(), &node.node) {
+    if let Some(taint) = first_untolerated(pod.tolerations(), &node.taints) {
         return vec![Reason::Taint(taint)];
     }
     if !matches_affinity(pod.pod, &node.node) {
@@ -192,12 +192,15 @@ pub fn effective_taints(node: &Node) -> Vec<Taint> {
     taints
 }
 
-/// The first NoSchedule or NoExecute taint of `node` that no toleration tolerates.
-pub fn untolerated_taint(tolerations: &[Toleration], node: &Node) -> Option<Taint> {
-    effective_taints(node).into_iter().find(|taint| {
-        (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-            && !tolerations.iter().any(|t| tolerates(t, taint))
-    })
+/// The first NoSchedule or NoExecute taint of `taints` that no toleration tolerates.
+pub fn first_untolerated(tolerations: &[Toleration], taints: &[Taint]) -> Option<Taint> {
+    taints
+        .iter()
+        .find(|taint| {
+            (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+                && !tolerations.iter().any(|t| tolerates(t, taint))
+        })
+        .cloned()
 }
 
 /// Upstream's `Toleration.ToleratesTaint`.
@@ -320,11 +323,7 @@ mod tests {
             },
         }))
         .unwrap();
-        NodeEntry {
-            name: "n1".into(),
-            allocatable: crate::resources::allocatable(&node),
-            node,
-        }
+        NodeEntry::new(node)
     }
 
     fn pod(spec: serde_json::Value) -> Pod {

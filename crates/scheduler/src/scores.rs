@@ -6,6 +6,7 @@
 //! constraints (2, fewer matching pods in the node's domains is better).
 
 use k8s_openapi::api::core::v1::Toleration;
+use kube::ResourceExt;
 
 use crate::cache::{NodeEntry, Usage};
 use crate::filters::{self, Candidate};
@@ -65,10 +66,10 @@ pub fn raw(pod: &Candidate<'_>, node: &NodeEntry, usage: &Usage) -> Raw {
         .collect();
     let deviation = (shares[0] - shares[1]).abs() / 2.0;
     let balanced = ((1.0 - deviation) * MAX as f64) as i64;
-    let labels = node.node.metadata.labels.clone().unwrap_or_default();
+    let labels = node.node.labels();
     Raw {
-        pod_affinity: pod.affinity.score(&labels),
-        crowding: pod.spread.crowding(&labels),
+        pod_affinity: pod.affinity.score(labels),
+        crowding: pod.spread.crowding(labels),
         least_allocated,
         balanced,
         affinity: preferred_affinity(pod, node),
@@ -171,11 +172,7 @@ mod tests {
             value["spec"] = spec.clone();
         }
         let node: Node = serde_json::from_value(value).unwrap();
-        NodeEntry {
-            name: name.into(),
-            allocatable: crate::resources::allocatable(&node),
-            node,
-        }
+        NodeEntry::new(node)
     }
 
     fn pod(spec: serde_json::Value) -> Pod {

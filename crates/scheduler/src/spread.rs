@@ -79,7 +79,7 @@ pub fn prepare(pod: &Pod, cache: &Cache) -> Prepared {
             if honor_affinity && !filters::matches_affinity(pod, &node.node) {
                 continue;
             }
-            if honor_taints && filters::untolerated_taint(&tolerations, &node.node).is_some() {
+            if honor_taints && filters::first_untolerated(&tolerations, &node.taints).is_some() {
                 continue;
             }
             counts.entry(value.clone()).or_insert(0);

@@ -42,8 +42,47 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// Runs the benchmark for every cluster size.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     for &nodes in &options.nodes {
+        decisions(nodes, options.pods)?;
         one(nodes, options.pods).await?;
     }
+    Ok(())
+}
+
+/// The scheduler's own ceiling: placements per second of `decide::place` in memory (no API),
+/// each placement assumed in the cache as the scheduler does.
+fn decisions(node_count: usize, pod_count: usize) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    let mut cache = skiff_scheduler::cache::Cache::default();
+    for i in 0..node_count {
+        let node = skiff_sim_nodes::node::node(&format!("sim-{i}"), i);
+        let mut node: Node = serde_json::from_value(node)?;
+        let status = skiff_sim_nodes::node::status(
+            &format!("sim-{i}"),
+            i,
+            &skiff_sim_nodes::Shape::default(),
+            "2026-01-01T00:00:00Z",
+        );
+        node.status = Some(serde_json::from_value(status["status"].clone())?);
+        cache.upsert_node(node);
+    }
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "bench", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+    }))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut next = 0;
+    let start = Instant::now();
+    for i in 0..pod_count {
+        let mut candidate = skiff_scheduler::filters::Candidate::new(&pod);
+        let node = skiff_scheduler::decide::place(&mut candidate, &cache, &mut next, &mut rng)
+            .map_err(|e| anyhow::anyhow!("{}", skiff_scheduler::message::upstream(&e)))?;
+        cache.assign(&format!("bench/p{i}"), &pod, &node);
+    }
+    println!(
+        "schedule: {node_count} nodes, {pod_count} pods placed in memory (the scheduler's decisions alone, no API): {:.0}/s",
+        pod_count as f64 / start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
