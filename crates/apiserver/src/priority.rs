@@ -1,8 +1,8 @@
 //! Upstream's Priority admission for pod creates: `spec.priorityClassName` resolves to the
 //! PriorityClass's value in `spec.priority` (and its `preemptionPolicy`); a pod without a class
-//! gets the `globalDefault` class (the highest-valued one if several claim it), or priority 0.
-//! An unknown class, or a `spec.priority` that differs from the class's value, is refused with
-//! upstream's 403. The two system classes always exist (bootstrap creates them). PriorityClasses
+//! gets the `globalDefault` class (the lowest-valued one if several claim it), or priority 0.
+//! An unknown class, or a `spec.priority` or `spec.preemptionPolicy` that differs from the
+//! class's, is refused with upstream's 403. The two system classes always exist (bootstrap creates them). PriorityClasses
 //! are read from the watch cache's snapshot, as upstream's admission reads its informer; from
 //! the store while the snapshot is loading.
 
@@ -82,7 +82,7 @@ pub async fn admit(state: &ApiState, object: &mut Value, name: &str) -> Result<(
         None => classes
             .iter()
             .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
-            .max_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0)),
+            .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0)),
     };
     let value = class
         .and_then(|c| c.get("value").and_then(Value::as_i64))
@@ -96,6 +96,12 @@ pub async fn admit(state: &ApiState, object: &mut Value, name: &str) -> Result<(
         .and_then(|c| c.get("preemptionPolicy").and_then(Value::as_str))
         .unwrap_or("PreemptLowerPriority")
         .to_string();
+    let given_policy = spec.get("preemptionPolicy").and_then(Value::as_str);
+    if let Some(given) = given_policy.filter(|g| class.is_some() && *g != policy) {
+        return Err(forbidden(format!(
+            "the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"
+        )));
+    }
     if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
         if let Some(class) = class.and_then(|c| c.pointer("/metadata/name")).cloned() {
             spec.insert("priorityClassName".into(), class);

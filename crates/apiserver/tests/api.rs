@@ -719,7 +719,21 @@ async fn pods_should_bind_once_and_be_evictable() {
     let created = api.json("POST", pods, pod).await.json();
     assert_eq!(created["status"]["phase"], "Pending");
     assert_eq!(created["spec"]["restartPolicy"], "Always");
-    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-1"}});
+    // A Binding for another pod of the same name (an earlier one, deleted and recreated) is
+    // refused.
+    let stale = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": "not-this-pod"}, "target": {"kind": "Node", "name": "node-1"}});
+    let refused = api.json("POST", &format!("{pods}/p/binding"), stale).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("the UID in the precondition (not-this-pod) does not match"),
+        "{}",
+        refused.json()
+    );
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": uid}, "target": {"kind": "Node", "name": "node-1"}});
     assert_eq!(
         api.json("POST", &format!("{pods}/p/binding"), binding.clone())
             .await

@@ -21,13 +21,19 @@ pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the leader renews and candidates retry.
 pub const RETRY: Duration = Duration::from_secs(2);
 
-/// This process's identity in a Lease: host name and process id, as upstream's
-/// `hostname_uuid` tells instances apart.
+/// This process's identity in a Lease: host name and a random uuid, as client-go's
+/// `hostname_uuid` tells instances apart (a process id is not enough: containers all run as
+/// pid 1). Drawn once per process.
 pub fn identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}_{}", std::process::id())
+    static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}_{}", uuid::Uuid::new_v4())
+        })
+        .clone()
 }
 
 /// What identifies one Lease record: its holder and renew time.

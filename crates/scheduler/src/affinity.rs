@@ -279,9 +279,6 @@ pub fn prepare(pod: &Pod, cache: &Cache) -> Prepared {
 impl Prepared {
     /// Why a node with `labels` cannot take the pod, if it cannot.
     pub fn check(&self, labels: &BTreeMap<String, String>) -> Option<Reason> {
-        if self.existing_anti.holds_any(labels) {
-            return Some(Reason::ExistingAntiAffinity);
-        }
         if !self.affinity.is_empty() {
             if self
                 .affinity
@@ -301,6 +298,9 @@ impl Prepared {
         }
         if self.anti_domains.holds_any(labels) {
             return Some(Reason::PodAntiAffinity);
+        }
+        if self.existing_anti.holds_any(labels) {
+            return Some(Reason::ExistingAntiAffinity);
         }
         None
     }

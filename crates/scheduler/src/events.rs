@@ -126,7 +126,17 @@ async fn write(
                 Err(error) => Err(error),
             }
         }
-        Some(count) => bump(&events, name, note, count + 1, now).await,
+        Some(count) => match bump(&events, name, note, count + 1, now).await {
+            // Deleted meanwhile (by its TTL or a person): start it again.
+            Err(kube::Error::Api(status)) if status.code == 404 => events
+                .create(
+                    &PostParams::default(),
+                    &new_event(note, name, instance, now),
+                )
+                .await
+                .map(|_| 1),
+            other => other,
+        },
     };
     match result {
         Ok(count) => Some(count),

@@ -213,9 +213,9 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     if !key.is_empty() && key != taint.key {
         return false;
     }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
+    match toleration.operator.as_deref().unwrap_or("") {
         "Exists" => true,
-        "Equal" => {
+        "Equal" | "" => {
             !key.is_empty()
                 && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }

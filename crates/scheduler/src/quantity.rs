@@ -34,7 +34,10 @@ pub fn milli(text: &str) -> Result<i128, QuantityError> {
             .saturating_mul(10)
             .saturating_add(i128::from(byte - b'0'));
     }
-    exponent += 3 - i32::try_from(fraction.len()).map_err(|_| bad())?;
+    exponent = i32::try_from(fraction.len())
+        .ok()
+        .and_then(|digits| exponent.checked_add(3)?.checked_sub(digits))
+        .ok_or_else(bad)?;
     let mut value = digits.saturating_mul(1i128 << binary_shift).min(LIMIT);
     if exponent >= 0 {
         for _ in 0..exponent.min(40) {
@@ -116,5 +119,6 @@ mod tests {
             Err(QuantityError("9Ei9999999999999999999999".into()))
         );
         assert!(milli("99999999999999999999999999999999999999Ei").unwrap() >= LIMIT);
+        assert!(milli("1e2147483647").is_err());
     }
 }

@@ -125,13 +125,18 @@ impl Queue {
         }
     }
 
-    /// The attempt failed for a passing reason (a bind error): retry after the back-off.
-    pub fn retry(&mut self, key: &str, now: Instant) {
+    /// The attempt failed for a passing reason (a bind error): retry after the back-off. A pod
+    /// the queue no longer knows (it was reset by a relist meanwhile) is taken in again.
+    pub fn retry(&mut self, key: &str, priority: i32, now: Instant) {
         self.unplace(key);
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.attempts += 1;
-            entry.ready_at = now + backoff(entry.attempts);
-        }
+        let entry = self.entries.entry(key.to_string()).or_insert(Entry {
+            place: Place::Parked,
+            priority,
+            attempts: 0,
+            ready_at: now,
+        });
+        entry.attempts += 1;
+        entry.ready_at = now + backoff(entry.attempts);
         self.send_to_backoff(key);
     }
 
@@ -226,6 +231,15 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_bind_of_a_pod_the_queue_forgot_should_still_be_retried() {
+        let mut queue = Queue::default();
+        let now = Instant::now();
+        queue.retry("ns/p", 0, now);
+        queue.promote(now + MAX_BACKOFF);
+        assert_eq!(queue.pop().as_deref(), Some("ns/p"));
+    }
+
+    #[test]
     fn forgotten_pods_should_never_come_back() {
         let mut queue = Queue::default();
         queue.add("ns/p", 0);
@@ -233,7 +247,7 @@ mod tests {
         assert_eq!(queue.pop(), None);
         queue.add("ns/q", 0);
         let _ = queue.pop();
-        queue.retry("ns/q", Instant::now());
+        queue.retry("ns/q", 0, Instant::now());
         queue.forget("ns/q");
         queue.promote(Instant::now() + MAX_BACKOFF);
         assert_eq!(queue.pop(), None);

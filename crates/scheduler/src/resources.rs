@@ -50,13 +50,13 @@ impl Resources {
         }
     }
 
-    /// Reads a Kubernetes resource list; unparsable quantities count as zero (the API server
-    /// refuses them on write, so they only come from a server that does not).
+    /// Reads a Kubernetes resource list; unparsable and negative quantities count as zero (the
+    /// API server refuses them on write, so they only come from a server that does not).
     pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Self {
         Resources(
             list.into_iter()
                 .flatten()
-                .map(|(name, q)| (name.clone(), quantity::milli(&q.0).unwrap_or(0)))
+                .map(|(name, q)| (name.clone(), quantity::milli(&q.0).unwrap_or(0).max(0)))
                 .collect(),
         )
     }

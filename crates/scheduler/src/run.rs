@@ -6,7 +6,7 @@
 //! a FailedScheduling Event, and is parked until the cluster changes. Everything is rebuilt
 //! from the watches' initial lists, after a restart and after a lost watch alike.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use kube::{Client, ResourceExt};
 use rand::SeedableRng;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cache::Cache;
@@ -57,6 +58,7 @@ impl Default for Options {
 /// How a bind ended.
 struct Bound {
     key: String,
+    uid: String,
     result: Result<(), kube::Error>,
 }
 
@@ -67,8 +69,15 @@ struct Scheduler {
     queue: Queue,
     /// Pending pods of this scheduler, by key.
     pending: HashMap<String, Pod>,
-    /// Pods assumed on a node whose assignment the watch has not shown yet.
-    assumed: HashSet<String>,
+    /// Pods assumed on a node whose assignment the watch has not shown yet, with their uid.
+    assumed: HashMap<String, String>,
+    /// Whether the node and pod watches have delivered their initial lists: no decision is
+    /// made on a partial picture.
+    nodes_synced: bool,
+    pods_synced: bool,
+    /// The binds and status writes in flight, cancelled with the loop (when leadership is
+    /// lost, none lands afterwards).
+    writes_in_flight: JoinSet<()>,
     next_node: usize,
     rng: rand::rngs::StdRng,
     writes: Arc<Semaphore>,
@@ -97,7 +106,10 @@ pub async fn run(client: Client, options: Options) {
         cache: Cache::default(),
         queue: Queue::default(),
         pending: HashMap::new(),
-        assumed: HashSet::new(),
+        assumed: HashMap::new(),
+        nodes_synced: false,
+        pods_synced: false,
+        writes_in_flight: JoinSet::new(),
         next_node: 0,
         rng: rand::rngs::StdRng::from_os_rng(),
         writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
@@ -136,9 +148,10 @@ pub async fn run(client: Client, options: Options) {
                 Err(error) => tracing::debug!(%error, "pod watch"),
             },
             Some(done) = binds.recv() => scheduler.on_bound(done),
+            Some(_) = scheduler.writes_in_flight.join_next(), if !scheduler.writes_in_flight.is_empty() => {}
             () = sleep_until(wakeup), if wakeup.is_some() => {}
             _ = flush.tick() => scheduler.queue.cluster_changed(),
-            () = std::future::ready(()), if scheduler.queue.has_active() => {
+            () = std::future::ready(()), if scheduler.ready() => {
                 for _ in 0..PLACEMENTS_PER_TURN {
                     let Some(key) = scheduler.queue.pop() else { break };
                     scheduler.schedule(&key);
@@ -156,33 +169,46 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Scheduler {
+    /// Whether a placement may be made now.
+    fn ready(&self) -> bool {
+        self.nodes_synced && self.pods_synced && self.queue.has_active()
+    }
+
     fn on_node(&mut self, event: Event<Node>) {
         match event {
-            Event::Init => self.cache.clear_nodes(),
+            Event::Init => {
+                self.nodes_synced = false;
+                self.cache.clear_nodes();
+            }
             Event::InitApply(node) | Event::Apply(node) => {
                 self.cache.upsert_node(node);
                 self.queue.cluster_changed();
             }
             Event::Delete(node) => self.cache.remove_node(&node.name_any()),
-            Event::InitDone => self.queue.cluster_changed(),
+            Event::InitDone => {
+                self.nodes_synced = true;
+                self.queue.cluster_changed();
+            }
         }
     }
 
     fn on_pod(&mut self, event: Event<Pod>) {
         match event {
             Event::Init => {
+                self.pods_synced = false;
                 let assumed = &self.assumed;
-                self.cache.retain_pods(|key| assumed.contains(key));
+                self.cache.retain_pods(|key| assumed.contains_key(key));
                 self.pending.clear();
                 self.queue = Queue::default();
             }
             Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod),
             Event::Delete(pod) => self.remove_pod(&key_of(&pod)),
-            Event::InitDone => {}
+            Event::InitDone => self.pods_synced = true,
         }
     }
 
     fn remove_pod(&mut self, key: &str) {
+        // (An assumed pod deleted while its bind travels is forgotten here too.)
         if self.cache.assigned_node(key).is_some() {
             self.cache.unassign(key);
             self.queue.cluster_changed();
@@ -213,13 +239,18 @@ impl Scheduler {
             .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or(crate::DEFAULT_SCHEDULER)
             == self.options.scheduler_name;
-        if !ours || pod.metadata.deletion_timestamp.is_some() {
+        // Pods held back by scheduling gates wait outside the queue, as upstream's
+        // SchedulingGates plugin keeps them.
+        let gated = spec
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        if !ours || gated || pod.metadata.deletion_timestamp.is_some() {
             self.pending.remove(&key);
             self.queue.forget(&key);
             return;
         }
         let priority = spec.and_then(|s| s.priority).unwrap_or(0);
-        let assumed = self.assumed.contains(&key);
+        let assumed = self.assumed.contains_key(&key);
         self.pending.insert(key.clone(), pod);
         if !assumed {
             self.queue.add(&key, priority);
@@ -241,7 +272,8 @@ impl Scheduler {
         ) {
             Ok(node) => {
                 self.cache.assign(key, &pod, &node);
-                self.assumed.insert(key.to_string());
+                self.assumed
+                    .insert(key.to_string(), pod.uid().unwrap_or_default());
                 self.bind(key.to_string(), &pod, node);
             }
             Err(error) => {
@@ -251,7 +283,7 @@ impl Scheduler {
         }
     }
 
-    fn bind(&self, key: String, pod: &Pod, node: String) {
+    fn bind(&mut self, key: String, pod: &Pod, node: String) {
         let pods: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let name = pod.name_any();
@@ -260,7 +292,7 @@ impl Scheduler {
         let bound = self.bound.clone();
         let recorder = self.recorder.clone();
         let namespace = pod.namespace().unwrap_or_default();
-        tokio::spawn(async move {
+        self.writes_in_flight.spawn(async move {
             let _permit = writes.acquire_owned().await;
             let binding = json!({
                 "apiVersion": "v1",
@@ -277,17 +309,18 @@ impl Scheduler {
                 )
                 .await
                 .map(drop);
+            let uid = uid.unwrap_or_default();
             if result.is_ok() {
                 recorder.record(Note {
                     message: format!("Successfully assigned {namespace}/{name} to {node}"),
                     namespace,
                     name,
-                    uid: uid.unwrap_or_default(),
+                    uid: uid.clone(),
                     type_: "Normal",
                     reason: "Scheduled",
                 });
             }
-            let _ = bound.send(Bound { key, result });
+            let _ = bound.send(Bound { key, uid, result });
         });
     }
 
@@ -296,9 +329,11 @@ impl Scheduler {
             return;
         };
         let key = done.key;
-        if !self.assumed.remove(&key) {
+        // A bind of an earlier pod of the same name says nothing about this one.
+        if self.assumed.get(&key) != Some(&done.uid) {
             return;
         }
+        self.assumed.remove(&key);
         self.cache.unassign(&key);
         match &error {
             // Gone, or bound already (by another scheduler): nothing left to do.
@@ -309,12 +344,17 @@ impl Scheduler {
             }
             _ => {
                 tracing::warn!(pod = %key, %error, "binding failed; retrying");
-                self.queue.retry(&key, Instant::now());
+                let priority = self
+                    .pending
+                    .get(&key)
+                    .and_then(|p| p.spec.as_ref()?.priority)
+                    .unwrap_or(0);
+                self.queue.retry(&key, priority, Instant::now());
             }
         }
     }
 
-    fn report_unschedulable(&self, pod: &Pod, candidate: &Candidate<'_>, error: &FitError) {
+    fn report_unschedulable(&mut self, pod: &Pod, candidate: &Candidate<'_>, error: &FitError) {
         let text = format!(
             "{} {}",
             message::upstream(error),
@@ -352,7 +392,7 @@ impl Scheduler {
         }]}});
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let writes = Arc::clone(&self.writes);
-        tokio::spawn(async move {
+        self.writes_in_flight.spawn(async move {
             let _permit = writes.acquire_owned().await;
             if let Err(error) = pods
                 .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))

@@ -68,6 +68,9 @@ struct Simulated {
     index: usize,
     /// Whether this run created the Node (and so removes it at the end).
     created: bool,
+    /// The Node's uid: the removal is conditional on it, so a Node someone else made under
+    /// the same name meanwhile is left alone.
+    uid: String,
 }
 
 fn now() -> String {
@@ -110,7 +113,18 @@ async fn register_all(
                 async move {
                     register(client, &name, index, &options.shape)
                         .await
-                        .map(|created| created.map(|created| (name, Simulated { index, created })))
+                        .map(|registered| {
+                            registered.map(|(created, uid)| {
+                                (
+                                    name,
+                                    Simulated {
+                                        index,
+                                        created,
+                                        uid,
+                                    },
+                                )
+                            })
+                        })
                 }
             })
             .buffer_unordered(WRITES_IN_FLIGHT)
@@ -125,14 +139,14 @@ async fn register_all(
     Ok(nodes)
 }
 
-/// Registers one node: `Some(created)`, or `None` when a Node of that name exists and is not a
-/// simulated one (it is left alone).
+/// Registers one node: `Some((created, uid))`, or `None` when a Node of that name exists and is
+/// not a simulated one (it is left alone).
 async fn register(
     client: &Client,
     name: &str,
     index: usize,
     shape: &Shape,
-) -> Result<Option<bool>, SimError> {
+) -> Result<Option<(bool, String)>, SimError> {
     let error = |source| SimError::Register {
         name: name.to_string(),
         source,
@@ -160,16 +174,26 @@ async fn register(
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .map_err(error)?;
+    let uid = stored.uid().unwrap_or_default();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease: Lease =
-        serde_json::from_value(node::lease(name, &stored.uid().unwrap_or_default(), &now()))
-            .map_err(|e| error(kube::Error::SerdeError(e)))?;
-    match leases.create(&PostParams::default(), &lease).await {
+    let lease = node::lease(name, &uid, &now());
+    let typed: Lease =
+        serde_json::from_value(lease.clone()).map_err(|e| error(kube::Error::SerdeError(e)))?;
+    match leases.create(&PostParams::default(), &typed).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        // Left by an earlier run: it must point at this Node, or the garbage collector takes
+        // it.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let owners =
+                json!({"metadata": {"ownerReferences": lease["metadata"]["ownerReferences"]}});
+            leases
+                .patch(name, &PatchParams::default(), &Patch::Merge(&owners))
+                .await
+                .map_err(error)?;
+        }
         Err(source) => return Err(error(source)),
     }
-    Ok(Some(created))
+    Ok(Some((created, uid)))
 }
 
 /// Renews every node's Lease once per [`RENEW_EVERY`], a slice of the nodes at a time.
@@ -267,10 +291,17 @@ async fn run_pods(client: &Client, nodes: &HashMap<String, Simulated>) {
 async fn remove_created(client: &Client, nodes: &HashMap<String, Simulated>) {
     let api: Api<Node> = Api::all(client.clone());
     futures::stream::iter(nodes.iter().filter(|(_, s)| s.created))
-        .for_each_concurrent(WRITES_IN_FLIGHT, |(name, _)| {
+        .for_each_concurrent(WRITES_IN_FLIGHT, |(name, simulated)| {
             let api = &api;
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(simulated.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
             async move {
-                if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+                if let Err(error) = api.delete(name, &params).await {
                     tracing::warn!(node = %name, %error, "removing a simulated node failed");
                 }
             }

@@ -19,7 +19,8 @@ fn success() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
-/// POST `pods/{name}/binding`: sets `spec.nodeName`; a pod is bound at most once.
+/// POST `pods/{name}/binding`: sets `spec.nodeName`; a pod is bound at most once, and only the
+/// pod whose uid the Binding names (when it names one).
 pub async fn bind(
     state: &ApiState,
     request: &WriteRequest<'_>,
@@ -33,10 +34,24 @@ pub async fn bind(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("a Binding needs target.name".into()))?
         .to_string();
+    let uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
     let target = Target::new("", "pods", name);
     let key = storage::key(request.info, request.namespace, name);
     let site = request.site(&key, &target)?;
     guaranteed_update(state, site, |_, old| {
+        let stored = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        if let Some(uid) = uid.as_deref().filter(|u| *u != stored) {
+            return Err(ApiError::ConflictMessage {
+                target: target.clone(),
+                message: format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": the UID in the precondition ({uid}) does not match the UID in record ({stored}). The object might have been deleted and then recreated"
+                ),
+            });
+        }
         if let Some(bound) = old
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
