@@ -103,17 +103,9 @@ impl Term {
 /// pod, since they constrain pods placed after it).
 pub fn required_anti_affinity(pod: &Pod) -> Vec<Term> {
     let namespace = pod.namespace().unwrap_or_default();
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .into_iter()
-        .flatten()
-        .filter_map(|t| Term::new(t, &namespace, pod.labels()))
+    terms(pod, true, true)
+        .iter()
+        .filter_map(|(_, t)| Term::new(t, &namespace, pod.labels()))
         .collect()
 }
 
@@ -165,6 +157,7 @@ pub struct Prepared {
     preferred: HashMap<String, HashMap<String, i64>>,
 }
 
+/// The pod's (anti-)affinity terms of one kind, with their weights (0 for required terms).
 fn terms(pod: &Pod, anti: bool, required: bool) -> Vec<(i64, PodAffinityTerm)> {
     let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     let (req, pref) = if anti {
@@ -172,11 +165,11 @@ fn terms(pod: &Pod, anti: bool, required: bool) -> Vec<(i64, PodAffinityTerm)> {
         (
             a.and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
-                    .clone()
+                    .as_ref()
             }),
             a.and_then(|a| {
                 a.preferred_during_scheduling_ignored_during_execution
-                    .clone()
+                    .as_ref()
             }),
         )
     } else {
@@ -184,23 +177,20 @@ fn terms(pod: &Pod, anti: bool, required: bool) -> Vec<(i64, PodAffinityTerm)> {
         (
             a.and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
-                    .clone()
+                    .as_ref()
             }),
             a.and_then(|a| {
                 a.preferred_during_scheduling_ignored_during_execution
-                    .clone()
+                    .as_ref()
             }),
         )
     };
     if required {
-        req.unwrap_or_default()
-            .into_iter()
-            .map(|t| (0, t))
-            .collect()
+        req.into_iter().flatten().map(|t| (0, t.clone())).collect()
     } else {
-        pref.unwrap_or_default()
-            .into_iter()
-            .map(|w| (i64::from(w.weight), w.pod_affinity_term))
+        pref.into_iter()
+            .flatten()
+            .map(|w| (i64::from(w.weight), w.pod_affinity_term.clone()))
             .collect()
     }
 }
