@@ -9,6 +9,13 @@
 //! - after a commit, the resource's hooks run (custom resources are re-served after a CRD
 //!   changes, a Service's ClusterIP is given back when it is removed).
 //!
+//! The first attempt decides on the watch cache's copy of the object when it has one, as
+//! upstream starts from its cached object (`cachedExistingObject`): the compare-and-swap on the
+//! revision decided on catches a stale copy, and whatever a stale copy could have made wrong is
+//! decided again on the store's state — a conflict, an error of the verb's own, a precondition on
+//! another revision, a write that would change nothing. Dry runs, which commit nothing that could
+//! catch a stale copy, read the store.
+//!
 //! Store errors become API errors here, through the one mapping `storage::api_error`.
 
 use serde_json::{Value, json};
@@ -87,8 +94,19 @@ pub async fn current(
     Ok((kv, object))
 }
 
+/// The watch cache's copy of the object at `key` with its revision, if it has one.
+fn cached(state: &ApiState, key: &str) -> Option<(Revision, Value)> {
+    let object = state.watch_cache.get(key)?.to_value().ok()?;
+    let revision = object
+        .pointer("/metadata/resourceVersion")?
+        .as_str()?
+        .parse()
+        .ok()?;
+    Some((revision, object))
+}
+
 /// Reads, decides, commits; retries the whole on conflicts unless the decision carried a
-/// precondition. `decide` sees the stored key-value and the decoded object, and may be called
+/// precondition. `decide` sees the object's revision and the decoded object, and may be called
 /// more than once.
 pub async fn guaranteed_update<F>(
     state: &ApiState,
@@ -96,27 +114,48 @@ pub async fn guaranteed_update<F>(
     mut decide: F,
 ) -> Result<Outcome, ApiError>
 where
-    F: FnMut(&KeyValue, &Value) -> Result<Decision, ApiError>,
+    F: FnMut(Revision, &Value) -> Result<Decision, ApiError>,
 {
+    let mut try_cache = !site.dry_run;
     for _ in 0..RETRIES {
-        let (kv, old) = current(state, site.key, site.target).await?;
-        let decision = decide(&kv, &old)?;
-        let retry_on_conflict = !matches!(
-            decision,
-            Decision::Write {
-                precondition: Some(_),
-                ..
+        let found = if try_cache {
+            cached(state, site.key)
+        } else {
+            None
+        };
+        try_cache = false;
+        let from_cache = found.is_some();
+        let (revision, old) = match found {
+            Some(found) => found,
+            None => {
+                let (kv, old) = current(state, site.key, site.target).await?;
+                (kv.mod_revision, old)
             }
-        );
-        match commit(state, &site, &kv, old, decision).await {
+        };
+        let decision = match decide(revision, &old) {
+            Ok(decision) => decision,
+            Err(_) if from_cache => continue,
+            Err(error) => return Err(error),
+        };
+        let precondition = match &decision {
+            Decision::Write { precondition, .. } => *precondition,
+            Decision::Delete => None,
+        };
+        if from_cache && precondition.is_some_and(|p| p != revision) {
+            continue;
+        }
+        match commit(state, &site, revision, old, decision, from_cache).await {
             Ok(outcome) => {
                 if !site.dry_run {
                     after_commit(state, site.info, &outcome).await;
                 }
                 return Ok(outcome);
             }
-            Err(Failed::Store(StoreError::Conflict { .. })) if retry_on_conflict => continue,
+            Err(Failed::Stale) => {}
+            Err(Failed::Store(StoreError::Conflict { .. }))
+                if precondition.is_none() || from_cache => {}
             Err(Failed::Store(error)) => return Err(storage::api_error(error, site.target)),
+            Err(Failed::Api(_)) if from_cache => {}
             Err(Failed::Api(error)) => return Err(error),
         }
     }
@@ -127,6 +166,8 @@ where
 enum Failed {
     Store(StoreError),
     Api(ApiError),
+    /// The write would change nothing, judged on the watch cache's copy, which may be stale.
+    Stale,
 }
 
 impl From<ApiError> for Failed {
@@ -162,20 +203,28 @@ fn stamp(object: &mut Value, revision: Revision) -> Result<(), ApiError> {
 async fn commit(
     state: &ApiState,
     site: &Site<'_>,
-    kv: &KeyValue,
+    revision: Revision,
     old: Value,
     decision: Decision,
+    from_cache: bool,
 ) -> Result<Outcome, Failed> {
     let (mut removed, expected) = match decision {
-        Decision::Delete => (old, kv.mod_revision),
+        Decision::Delete => (old, revision),
         Decision::Write {
             object,
             precondition,
-        } if finalized(&object) => (object, precondition.unwrap_or(kv.mod_revision)),
+        } if finalized(&object) => (object, precondition.unwrap_or(revision)),
         Decision::Write {
             object,
             precondition,
-        } => return write(state, site, kv, object, precondition).await,
+        } => {
+            let read = Read {
+                revision,
+                old: &old,
+                from_cache,
+            };
+            return write(state, site, read, object, precondition).await;
+        }
     };
     if site.dry_run {
         return Ok(Outcome::Deleted(removed));
@@ -197,24 +246,31 @@ async fn commit(
     Ok(Outcome::Deleted(removed))
 }
 
+/// The state a write was decided on.
+struct Read<'a> {
+    revision: Revision,
+    old: &'a Value,
+    from_cache: bool,
+}
+
 async fn write(
     state: &ApiState,
     site: &Site<'_>,
-    kv: &KeyValue,
+    read: Read<'_>,
     mut new: Value,
     precondition: Option<Revision>,
 ) -> Result<Outcome, Failed> {
-    let expected = precondition.unwrap_or(kv.mod_revision);
-    let encoded = storage::encode(&new)?;
+    let expected = precondition.unwrap_or(read.revision);
     // A write that changes nothing is not a write: no new revision, no watch event. Field
     // order does not count, nor do the times of managedFields entries (upstream keeps the old
     // ones when nothing else changed), so a controller re-applying the same object settles.
-    if expected == kv.mod_revision
-        && let Some(stored) = unchanged(&kv.value, &encoded)
-    {
+    if expected == read.revision && unchanged(read.old, &new) {
+        if read.from_cache {
+            return Err(Failed::Stale);
+        }
         let meta = meta_mut(&mut new)?;
-        meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-        if let Some(fields) = stored.pointer("/metadata/managedFields") {
+        meta.insert("resourceVersion".into(), json!(read.revision.to_string()));
+        if let Some(fields) = read.old.pointer("/metadata/managedFields") {
             meta.insert("managedFields".into(), fields.clone());
         }
         return Ok(Outcome::Written(new));
@@ -224,34 +280,64 @@ async fn write(
     }
     let revision = state
         .store
-        .update(site.key, encoded, expected)
+        .update(site.key, storage::encode(&new)?, expected)
         .await
         .map_err(Failed::Store)?;
     stamp(&mut new, revision)?;
     Ok(Outcome::Written(new))
 }
 
-/// The stored object, when `new` says the same thing (see `write`).
-fn unchanged(stored: &[u8], new: &[u8]) -> Option<Value> {
-    if stored == new {
-        return serde_json::from_slice(stored).ok();
-    }
-    let without_times = |bytes: &[u8]| -> Option<Value> {
-        let mut object: Value = serde_json::from_slice(bytes).ok()?;
-        if let Some(entries) = object
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
-                entry.remove("time");
-            }
-        }
-        Some(object)
+/// Whether `new` says what `stored` says: the same fields (in any order), but for the resource
+/// version and the times of managedFields entries.
+fn unchanged(stored: &Value, new: &Value) -> bool {
+    let (Some(stored), Some(new)) = (stored.as_object(), new.as_object()) else {
+        return stored == new;
     };
-    // Map equality ignores key order.
-    (without_times(stored)? == without_times(new)?)
-        .then(|| serde_json::from_slice(stored).ok())
-        .flatten()
+    same_fields(stored, new, |key, a, b| match key {
+        "metadata" => match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => same_fields(a, b, |key, a, b| match key {
+                "resourceVersion" => true,
+                "managedFields" => same_entries(a, b),
+                _ => a == b,
+            }),
+            _ => a == b,
+        },
+        _ => a == b,
+    })
+}
+
+/// Whether two maps have the same keys (a `resourceVersion` aside) and `same` holds for each
+/// key's two values.
+fn same_fields(
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let keys =
+        |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+    keys(a) == keys(b)
+        && a.iter().all(|(key, value)| match b.get(key) {
+            Some(other) => same(key, value, other),
+            None => key == "resourceVersion",
+        })
+}
+
+/// Whether two managedFields lists say the same but for their entries' times.
+fn same_entries(a: &Value, b: &Value) -> bool {
+    match (a.as_array(), b.as_array()) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| match (x.as_object(), y.as_object()) {
+                        (Some(x), Some(y)) => {
+                            same_fields(x, y, |key, p, q| key == "time" || p == q)
+                        }
+                        _ => x == y,
+                    })
+        }
+        _ => a == b,
+    }
 }
 
 /// Whether `info` is the CustomResourceDefinition resource.
@@ -278,19 +364,143 @@ async fn after_commit(state: &ApiState, info: &ResourceInfo, outcome: &Outcome) 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use skiff_store::Store;
+    use skiff_store::memory::MemoryStore;
+
     use super::*;
+    use crate::state::Inner;
+
+    const KEY: &str = "/registry/core/configmaps/default/c";
+
+    fn config_map(value: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"c","namespace":"default"}},"data":{{"k":"{value}"}}}}"#
+        ))
+    }
+
+    /// A server whose watch cache holds `c` at `k: old`, while its store has moved on to
+    /// `k: new` at a later revision: a cache that has not caught up yet.
+    async fn stale_cache() -> (ApiState, Revision) {
+        let behind: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        behind.create(KEY, config_map("old")).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let first = store.create(KEY, config_map("old")).await.unwrap();
+        let current = store.update(KEY, config_map("new"), first).await.unwrap();
+        let watch_cache = crate::watch_cache::WatchCache::start(behind, 100)
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            if watch_cache.get(KEY).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let state = ApiState::new(Inner {
+            store,
+            registry: crate::registry::Registry::builtin(),
+            clock: Arc::new(crate::clock::SystemClock),
+            tokens: Arc::new(crate::tokens::Tokens::ephemeral().unwrap()),
+            watch_cache,
+            advertise: "127.0.0.1:6443".into(),
+            recent_deletions: crate::recent_deletions::RecentDeletions::default(),
+            openapi: std::sync::RwLock::new(None),
+        });
+        (state, current)
+    }
+
+    fn site<'a>(info: &'a ResourceInfo, target: &'a Target) -> Site<'a> {
+        Site {
+            info,
+            key: KEY,
+            target,
+            dry_run: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_decided_on_a_stale_cached_copy_should_be_decided_again_on_the_stores() {
+        let (state, current) = stale_cache().await;
+        let target = Target::new("", "configmaps", "c");
+        let info = state.registry.find("", "v1", "configmaps").unwrap();
+        let mut seen = Vec::new();
+        let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
+            seen.push((revision, old["data"]["k"].clone()));
+            let mut new = old.clone();
+            new["data"]["k2"] = json!("added");
+            Ok(Decision::Write {
+                object: new,
+                precondition: None,
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].1, "old");
+        assert_eq!(seen[1], (current, json!("new")));
+        assert_eq!(outcome.object()["data"], json!({"k": "new", "k2": "added"}));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_changes_nothing_on_a_stale_copy_should_still_be_written() {
+        let (state, _) = stale_cache().await;
+        let target = Target::new("", "configmaps", "c");
+        let info = state.registry.find("", "v1", "configmaps").unwrap();
+        // Sets k back to "old": nothing, on the cached copy; a change, on the store's.
+        let outcome = guaranteed_update(&state, site(&info, &target), |_, old| {
+            let mut new = old.clone();
+            new["data"]["k"] = json!("old");
+            Ok(Decision::Write {
+                object: new,
+                precondition: None,
+            })
+        })
+        .await
+        .unwrap();
+        let (kv, _) = state.store.get(KEY, None).await.unwrap();
+        assert_eq!(storage::decode(&kv.unwrap()).unwrap()["data"]["k"], "old");
+        assert_eq!(outcome.object()["data"]["k"], "old");
+    }
+
+    #[tokio::test]
+    async fn a_precondition_on_the_stores_revision_should_hold_though_the_cache_is_behind() {
+        let (state, current) = stale_cache().await;
+        let target = Target::new("", "configmaps", "c");
+        let info = state.registry.find("", "v1", "configmaps").unwrap();
+        let mut refused_once = false;
+        let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
+            // A verb's own check, made on what it reads: the stale copy fails it.
+            if old["data"]["k"] != "new" {
+                refused_once = true;
+                return Err(ApiError::Conflict(target.clone()));
+            }
+            assert_eq!(revision, current);
+            let mut new = old.clone();
+            new["data"]["k"] = json!("newer");
+            Ok(Decision::Write {
+                object: new,
+                precondition: Some(current),
+            })
+        })
+        .await
+        .unwrap();
+        assert!(refused_once);
+        assert_eq!(outcome.object()["data"]["k"], "newer");
+    }
 
     #[test]
     fn a_write_differing_only_in_key_order_or_managed_field_times_should_be_unchanged() {
-        let stored = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}}"#;
-        let reordered = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dg=="},"type":"Opaque"}"#;
-        let kept = unchanged(stored, reordered).unwrap();
-        assert_eq!(
-            kept["metadata"]["managedFields"][0]["time"],
-            "2026-01-01T00:00:00Z"
-        );
-        let changed = br#"{"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dw=="},"type":"Opaque"}"#;
-        assert!(unchanged(stored, changed).is_none());
+        let stored = json!({"kind":"Secret","metadata":{"name":"s","resourceVersion":"7","managedFields":[{"manager":"m","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}});
+        let reordered = json!({"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dg=="},"type":"Opaque"});
+        assert!(unchanged(&stored, &reordered));
+        let changed = json!({"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"m","time":"2026-01-01T00:00:09Z"}]},"data":{"k":"dw=="},"type":"Opaque"});
+        assert!(!unchanged(&stored, &changed));
+        let other_manager = json!({"kind":"Secret","metadata":{"name":"s","managedFields":[{"manager":"n","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}});
+        assert!(!unchanged(&stored, &other_manager));
+        let more_metadata = json!({"kind":"Secret","metadata":{"name":"s","uid":"u","managedFields":[{"manager":"m","time":"2026-01-01T00:00:00Z"}]},"type":"Opaque","data":{"k":"dg=="}});
+        assert!(!unchanged(&stored, &more_metadata));
     }
 
     #[test]

@@ -70,6 +70,11 @@ const META_ORDER: [&str; 15] = [
 ];
 
 fn reorder(map: &mut serde_json::Map<String, Value>, first: &[&str]) {
+    // Already in order (as every object this server wrote): nothing to move.
+    let rank = |key: &str| first.iter().position(|f| *f == key).unwrap_or(first.len());
+    if map.keys().map(|k| rank(k)).is_sorted() {
+        return;
+    }
     let mut ordered = serde_json::Map::with_capacity(map.len());
     for key in first {
         if let Some((k, v)) = map.remove_entry(*key) {
@@ -98,13 +103,43 @@ pub fn canonical_order(object: &mut Value) {
 
 /// Encodes an object for storage, without its resource version.
 pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
-    let mut object = object.clone();
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    serde_json::to_vec(&object)
+    serde_json::to_vec(&Stored(object))
         .map(Bytes::from)
         .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+/// An object as it is stored: its `metadata` without `resourceVersion`.
+struct Stored<'a>(&'a Value);
+
+/// An object's `metadata` without `resourceVersion`.
+struct StoredMeta<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(map) = self.0.as_object() else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for (key, value) in map {
+            match value.as_object() {
+                Some(meta) if key == "metadata" => out.serialize_entry(key, &StoredMeta(meta))?,
+                _ => out.serialize_entry(key, value)?,
+            }
+        }
+        out.end()
+    }
+}
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = serializer.serialize_map(None)?;
+        for (key, value) in self.0.iter().filter(|(k, _)| *k != "resourceVersion") {
+            out.serialize_entry(key, value)?;
+        }
+        out.end()
+    }
 }
 
 /// Maps a store error about `target` to the API error clients expect.

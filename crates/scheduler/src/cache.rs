@@ -162,12 +162,18 @@ impl NodeEntry {
     }
 }
 
-/// Nodes and what is assigned to them.
+/// Nodes and what is assigned to them. What each node name's pods use sits in a slot of its
+/// own (kept while the name has a Node or pods), so the filters read a node's usage by position
+/// instead of looking its name up, for every node of every attempt.
 #[derive(Debug, Default)]
 pub struct Cache {
     nodes: Vec<NodeEntry>,
+    /// The usage slot of each of `nodes`.
+    node_slots: Vec<usize>,
     index: HashMap<String, usize>,
-    usage: HashMap<String, Usage>,
+    slots: HashMap<String, usize>,
+    usage: Vec<Usage>,
+    free_slots: Vec<usize>,
     pods: HashMap<String, Assigned>,
     /// The assigned pods with required anti-affinity terms.
     anti_affine: std::collections::HashSet<String>,
@@ -176,6 +182,33 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The usage slot of the node name `name`, made when it has none.
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.usage.push(Usage::default());
+            self.usage.len() - 1
+        });
+        self.slots.insert(name.to_string(), slot);
+        slot
+    }
+
+    /// Gives back the slot of `name` once neither a Node nor a pod needs it.
+    fn release_slot(&mut self, name: &str) {
+        if self.index.contains_key(name) {
+            return;
+        }
+        if let Some(&slot) = self.slots.get(name)
+            && self.usage[slot].pods == 0
+        {
+            self.usage[slot] = Usage::default();
+            self.slots.remove(name);
+            self.free_slots.push(slot);
+        }
+    }
+
     /// Adds or replaces a node.
     pub fn upsert_node(&mut self, node: Node) {
         let entry = NodeEntry::new(node);
@@ -183,8 +216,10 @@ impl Cache {
         match self.index.get(&name) {
             Some(&at) => self.nodes[at] = entry,
             None => {
+                let slot = self.slot(&name);
                 self.index.insert(name, self.nodes.len());
                 self.nodes.push(entry);
+                self.node_slots.push(slot);
             }
         }
     }
@@ -193,16 +228,22 @@ impl Cache {
     pub fn remove_node(&mut self, name: &str) {
         if let Some(at) = self.index.remove(name) {
             self.nodes.swap_remove(at);
+            self.node_slots.swap_remove(at);
             if let Some(moved) = self.nodes.get(at) {
                 self.index.insert(moved.name.clone(), at);
             }
+            self.release_slot(name);
         }
     }
 
     /// Forgets every node (before a relist); what pods use stays.
     pub fn clear_nodes(&mut self) {
+        let names: Vec<String> = self.index.drain().map(|(name, _)| name).collect();
         self.nodes.clear();
-        self.index.clear();
+        self.node_slots.clear();
+        for name in names {
+            self.release_slot(&name);
+        }
     }
 
     /// Forgets every pod but those `keep` says (before a relist).
@@ -254,17 +295,24 @@ impl Cache {
 
     /// What is assigned to `node`.
     pub fn usage(&self, node: &str) -> &Usage {
-        self.usage.get(node).unwrap_or(&self.empty)
+        self.slots
+            .get(node)
+            .map_or(&self.empty, |&slot| &self.usage[slot])
+    }
+
+    /// What is assigned to the node at `at` in [`Cache::nodes`].
+    pub fn usage_at(&self, at: usize) -> &Usage {
+        self.node_slots
+            .get(at)
+            .map_or(&self.empty, |&slot| &self.usage[slot])
     }
 
     /// Records `pod` (key `key`) as assigned to `node`, replacing what was recorded for it.
     pub fn assign(&mut self, key: &str, pod: &Pod, node: &str) {
         self.unassign(key);
         let assigned = Assigned::of(pod, node);
-        self.usage
-            .entry(node.to_string())
-            .or_default()
-            .add(&assigned);
+        let slot = self.slot(node);
+        self.usage[slot].add(&assigned);
         if !assigned.anti_affinity.is_empty() {
             self.anti_affine.insert(key.to_string());
         }
@@ -275,12 +323,10 @@ impl Cache {
     pub fn unassign(&mut self, key: &str) {
         self.anti_affine.remove(key);
         if let Some(old) = self.pods.remove(key)
-            && let Some(usage) = self.usage.get_mut(&old.node)
+            && let Some(&slot) = self.slots.get(&old.node)
         {
-            usage.remove(&old);
-            if usage.pods == 0 {
-                self.usage.remove(&old.node);
-            }
+            self.usage[slot].remove(&old);
+            self.release_slot(&old.node);
         }
     }
 

@@ -48,9 +48,10 @@ pub fn place(
     let start = if count == 0 { 0 } else { *next % count };
     let mut examined = 0;
     while examined < count && feasible.len() < wanted {
-        let node = &nodes[(start + examined) % count];
+        let at = (start + examined) % count;
+        let node = &nodes[at];
         examined += 1;
-        let usage = cache.usage(&node.name);
+        let usage = cache.usage_at(at);
         let reasons = filters::check(pod, node, usage);
         if reasons.is_empty() {
             feasible.push((node, scores::raw(pod, node, usage)));

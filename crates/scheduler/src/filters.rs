@@ -156,13 +156,15 @@ static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections:
 
 fn unschedulable(pod: &Candidate<'_>, node: &Node) -> Option<Reason> {
     let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    if !cordoned {
+        return None;
+    }
     let taint = Taint {
         key: UNSCHEDULABLE.into(),
         effect: "NoSchedule".into(),
         ..Taint::default()
     };
-    (cordoned && !pod.tolerations().iter().any(|t| tolerates(t, &taint)))
-        .then_some(Reason::Unschedulable)
+    (!pod.tolerations().iter().any(|t| tolerates(t, &taint))).then_some(Reason::Unschedulable)
 }
 
 /// Whether `node` reports the Ready condition as True.
@@ -293,16 +295,16 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str
 /// NodeResourcesFit: every resource the pod requests that the node has too little left of.
 pub fn fit(requests: &Resources, allocatable: &Resources, usage: &Usage) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    let allowed_pods = allocatable.get("pods") / 1000;
+    let allowed_pods = allocatable.pods() / 1000;
     if i128::try_from(usage.pods).unwrap_or(i128::MAX) + 1 > allowed_pods {
         reasons.push(Reason::TooManyPods);
     }
-    for (name, &wanted) in &requests.0 {
+    for (name, wanted) in requests.iter() {
         if name == "pods" || wanted <= 0 {
             continue;
         }
         if wanted > allocatable.get(name) - usage.requested.get(name) {
-            reasons.push(Reason::Insufficient(name.clone()));
+            reasons.push(Reason::Insufficient(name.to_string()));
         }
     }
     reasons
@@ -412,7 +414,7 @@ mod tests {
         let n = node(json!({}), json!({}), true);
         let p = pod(json!({}));
         let mut usage = Usage::default();
-        usage.requested.0.insert("cpu".into(), 1500);
+        usage.requested.set("cpu", 1500);
         usage.pods = 2;
         let got: Vec<String> = check(&Candidate::new(&p), &n, &usage)
             .iter()
@@ -420,7 +422,7 @@ mod tests {
             .collect();
         assert_eq!(got, ["Insufficient cpu"]);
         usage.pods = 3;
-        usage.requested.0.insert("cpu".into(), 0);
+        usage.requested.set("cpu", 0);
         let got: Vec<String> = check(&Candidate::new(&p), &n, &usage)
             .iter()
             .map(ToString::to_string)

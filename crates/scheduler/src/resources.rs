@@ -18,47 +18,130 @@ pub const DEFAULT_MILLI_CPU: i128 = 100;
 /// milli-bytes.
 pub const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024 * 1000;
 
-/// An amount of every resource, in milli-units; resources not named are zero.
+/// An amount of every resource, in milli-units; resources not named are zero. The four every
+/// node reports sit in fixed slots (the filters read them for every node of every attempt);
+/// extended resources (`example.com/gpu`, hugepages) are kept by name, sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Resources(pub BTreeMap<String, i128>);
+pub struct Resources {
+    cpu: i128,
+    memory: i128,
+    ephemeral_storage: i128,
+    pods: i128,
+    extended: Vec<(String, i128)>,
+}
 
 impl Resources {
+    /// The fixed slot of `name`, if it has one.
+    fn slot(&self, name: &str) -> Option<i128> {
+        match name {
+            "cpu" => Some(self.cpu),
+            "memory" => Some(self.memory),
+            "ephemeral-storage" => Some(self.ephemeral_storage),
+            "pods" => Some(self.pods),
+            _ => None,
+        }
+    }
+
     /// The amount of `name` (zero when absent).
     pub fn get(&self, name: &str) -> i128 {
-        self.0.get(name).copied().unwrap_or(0)
+        self.slot(name).unwrap_or_else(|| {
+            self.extended
+                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .map_or(0, |at| self.extended[at].1)
+        })
+    }
+
+    /// CPU, in milli-CPU.
+    pub fn cpu(&self) -> i128 {
+        self.cpu
+    }
+
+    /// Memory, in milli-bytes.
+    pub fn memory(&self) -> i128 {
+        self.memory
+    }
+
+    /// The pod count, in milli-pods.
+    pub fn pods(&self) -> i128 {
+        self.pods
+    }
+
+    /// The amount of `name`, to change.
+    fn entry(&mut self, name: &str) -> &mut i128 {
+        if self.slot(name).is_some() {
+            return match name {
+                "cpu" => &mut self.cpu,
+                "memory" => &mut self.memory,
+                "ephemeral-storage" => &mut self.ephemeral_storage,
+                _ => &mut self.pods,
+            };
+        }
+        let at = match self
+            .extended
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.extended.insert(at, (name.to_string(), 0));
+                at
+            }
+        };
+        &mut self.extended[at].1
+    }
+
+    /// Sets the amount of `name`.
+    pub fn set(&mut self, name: &str, amount: i128) {
+        *self.entry(name) = amount;
+    }
+
+    /// Every resource with its amount, in upstream's order of checking them: CPU, memory,
+    /// ephemeral storage, pods, then extended resources by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i128)> {
+        [
+            ("cpu", self.cpu),
+            ("memory", self.memory),
+            ("ephemeral-storage", self.ephemeral_storage),
+            ("pods", self.pods),
+        ]
+        .into_iter()
+        .chain(self.extended.iter().map(|(n, a)| (n.as_str(), *a)))
+    }
+
+    /// Combines `other` into these, resource by resource.
+    fn combine(&mut self, other: &Resources, f: impl Fn(i128, i128) -> i128) {
+        self.cpu = f(self.cpu, other.cpu);
+        self.memory = f(self.memory, other.memory);
+        self.ephemeral_storage = f(self.ephemeral_storage, other.ephemeral_storage);
+        self.pods = f(self.pods, other.pods);
+        for (name, amount) in &other.extended {
+            let entry = self.entry(name);
+            *entry = f(*entry, *amount);
+        }
     }
 
     /// Adds `other` to these.
     pub fn add(&mut self, other: &Resources) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_insert(0) += amount;
-        }
+        self.combine(other, |a, b| a + b);
     }
 
     /// Subtracts `other` from these.
     pub fn subtract(&mut self, other: &Resources) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_insert(0) -= amount;
-        }
+        self.combine(other, |a, b| a - b);
     }
 
     /// Raises each resource to at least `other`'s amount.
     fn max_with(&mut self, other: &Resources) {
-        for (name, amount) in &other.0 {
-            let entry = self.0.entry(name.clone()).or_insert(0);
-            *entry = (*entry).max(*amount);
-        }
+        self.combine(other, i128::max);
     }
 
     /// Reads a Kubernetes resource list; unparsable and negative quantities count as zero (the
     /// API server refuses them on write, so they only come from a server that does not).
     pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Self {
-        Resources(
-            list.into_iter()
-                .flatten()
-                .map(|(name, q)| (name.clone(), quantity::milli(&q.0).unwrap_or(0).max(0)))
-                .collect(),
-        )
+        let mut resources = Resources::default();
+        for (name, q) in list.into_iter().flatten() {
+            resources.set(name, quantity::milli(&q.0).unwrap_or(0).max(0));
+        }
+        resources
     }
 }
 
@@ -72,8 +155,19 @@ fn container_requests(container: &Container, defaults: bool) -> Resources {
             .and_then(|r| r.requests.as_ref()),
     );
     if defaults {
-        requests.0.entry("cpu".into()).or_insert(DEFAULT_MILLI_CPU);
-        requests.0.entry("memory".into()).or_insert(DEFAULT_MEMORY);
+        let named = |name: &str| {
+            container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .is_some_and(|r| r.contains_key(name))
+        };
+        if !named("cpu") {
+            requests.cpu = DEFAULT_MILLI_CPU;
+        }
+        if !named("memory") {
+            requests.memory = DEFAULT_MEMORY;
+        }
     }
     requests
 }
@@ -104,10 +198,11 @@ pub fn pod_requests(pod: &Pod, defaults: bool) -> Resources {
         init_peak.max_with(&running);
     }
     total.max_with(&init_peak);
-    let pod_level = Resources::from_list(spec.resources.as_ref().and_then(|r| r.requests.as_ref()));
-    for (name, amount) in pod_level.0 {
-        if name == "cpu" || name == "memory" {
-            total.0.insert(name, amount);
+    let pod_level_requests = spec.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let pod_level = Resources::from_list(pod_level_requests);
+    for name in ["cpu", "memory"] {
+        if pod_level_requests.is_some_and(|r| r.contains_key(name)) {
+            total.set(name, pod_level.get(name));
         }
     }
     total.add(&Resources::from_list(spec.overhead.as_ref()));

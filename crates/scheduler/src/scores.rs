@@ -34,15 +34,16 @@ pub struct Raw {
 
 /// The raw figures of one feasible node.
 pub fn raw(pod: &Candidate<'_>, node: &NodeEntry, usage: &Usage) -> Raw {
-    let fractions: Vec<(i128, i128)> = ["cpu", "memory"]
-        .iter()
-        .map(|r| {
-            (
-                usage.scoring.get(r) + pod.scoring.get(r),
-                node.allocatable.get(r),
-            )
-        })
-        .collect();
+    let fractions = [
+        (
+            usage.scoring.cpu() + pod.scoring.cpu(),
+            node.allocatable.cpu(),
+        ),
+        (
+            usage.scoring.memory() + pod.scoring.memory(),
+            node.allocatable.memory(),
+        ),
+    ];
     let least_allocated = fractions
         .iter()
         .map(|&(requested, capacity)| {
@@ -54,16 +55,13 @@ pub fn raw(pod: &Candidate<'_>, node: &NodeEntry, usage: &Usage) -> Raw {
         })
         .sum::<i64>()
         / 2;
-    let shares: Vec<f64> = fractions
-        .iter()
-        .map(|&(requested, capacity)| {
-            if capacity <= 0 {
-                1.0
-            } else {
-                (requested as f64 / capacity as f64).min(1.0)
-            }
-        })
-        .collect();
+    let shares = fractions.map(|(requested, capacity)| {
+        if capacity <= 0 {
+            1.0
+        } else {
+            (requested as f64 / capacity as f64).min(1.0)
+        }
+    });
     let deviation = (shares[0] - shares[1]).abs() / 2.0;
     let balanced = ((1.0 - deviation) * MAX as f64) as i64;
     let labels = node.node.labels();
@@ -187,10 +185,8 @@ mod tests {
         let p = pod(json!({}));
         let candidate = Candidate::new(&p);
         let mut busy = Usage::default();
-        busy.scoring.0.insert("cpu".into(), 2000);
-        busy.scoring
-            .0
-            .insert("memory".into(), 4 * 1024 * 1024 * 1024 * 1000);
+        busy.scoring.set("cpu", 2000);
+        busy.scoring.set("memory", 4 * 1024 * 1024 * 1024 * 1000);
         let raws = [
             raw(&candidate, &node("a", json!({})), &Usage::default()),
             raw(&candidate, &node("b", json!({})), &busy),

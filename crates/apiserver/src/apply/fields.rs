@@ -14,15 +14,43 @@ pub type Path = Vec<String>;
 /// A set of owned fields.
 pub type FieldSet = BTreeSet<Path>;
 
-/// The `k:` element naming a list item by its key fields.
-fn key_element(item: &Value, keys: &[String]) -> String {
+/// The key fields of a list item (those of `keys` it has, in that order).
+pub fn key_fields(item: &Value, keys: &[String]) -> Map<String, Value> {
     let mut map = Map::new();
     for key in keys {
         if let Some(v) = item.get(key) {
             map.insert(key.clone(), v.clone());
         }
     }
-    format!("k:{}", Value::Object(map))
+    map
+}
+
+/// The `k:` element of a list item's key fields.
+pub fn key_text(key: &Map<String, Value>) -> String {
+    let mut text = String::from("k:");
+    // Writing JSON into a String cannot fail: every map key is a string.
+    if let Ok(json) = serde_json::to_string(key) {
+        text.push_str(&json);
+    }
+    text
+}
+
+/// The `k:` element naming a list item by its key fields.
+fn key_element(item: &Value, keys: &[String]) -> String {
+    key_text(&key_fields(item, keys))
+}
+
+/// Where the first item of `items` with every field of `key` is (how a `k:` element finds its
+/// item).
+pub fn position_keyed(items: &[Value], key: &Map<String, Value>) -> Option<usize> {
+    items
+        .iter()
+        .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+}
+
+/// The first item of `items` with every field of `key`.
+pub fn find_keyed<'a>(items: &'a [Value], key: &Map<String, Value>) -> Option<&'a Value> {
+    position_keyed(items, key).map(|at| &items[at])
 }
 
 /// The fields `value` sets, below `prefix`.
@@ -108,9 +136,7 @@ pub fn from_fields_v1(tree: &Value) -> FieldSet {
 fn find_item(items: &[Value], element: &str) -> Option<usize> {
     if let Some(key) = element.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(key).ok()?;
-        return items
-            .iter()
-            .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)));
+        return position_keyed(items, &key);
     }
     let value: Value = serde_json::from_str(element.strip_prefix("v:")?).ok()?;
     items.iter().position(|item| *item == value)

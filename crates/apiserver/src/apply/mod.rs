@@ -10,6 +10,7 @@
 
 pub mod fields;
 pub mod shape;
+mod update;
 
 use serde_json::{Map, Value, json};
 use skiff_apimachinery::ApiError;
@@ -127,12 +128,7 @@ fn owned_fields(object: &Value, shape: &Shape) -> FieldSet {
         map.remove("apiVersion");
         map.remove("kind");
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-            meta.retain(|k, _| {
-                matches!(
-                    k.as_str(),
-                    "labels" | "annotations" | "finalizers" | "ownerReferences"
-                )
-            });
+            meta.retain(|k, _| update::OWNED_METADATA.contains(&k.as_str()));
             if meta.is_empty() {
                 map.remove("metadata");
             }
@@ -165,6 +161,25 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer
             .and_then(Value::as_array)
             .is_some_and(|g| !g.is_empty())
         && given != old.and_then(|o| o.pointer("/metadata/managedFields"));
+    // An update of a stored object walks only what it changed (`update.rs`), unless the
+    // entries are the caller's own.
+    if let Some(old) = old.filter(|_| !replaced)
+        && update::record(new, old, shape, writer)
+    {
+        return;
+    }
+    record_whole(new, old, shape, writer, replaced);
+}
+
+/// [`record_update`] by a walk of the whole object: every field of `new` is looked up in `old`.
+/// `replaced`: the entries are `new`'s own (else `old`'s).
+fn record_whole(
+    new: &mut Value,
+    old: Option<&Value>,
+    shape: &Shape,
+    writer: &Writer<'_>,
+    replaced: bool,
+) {
     let mut list = match old {
         Some(old) if !replaced => entries(old),
         _ => entries(new),

@@ -168,7 +168,7 @@ pub async fn write(
     let key = storage::key(info, request.namespace, name);
     let paths = paths(state, request);
     let site = request.site(&key, &target)?;
-    let outcome = guaranteed_update(state, site, |kv, old| {
+    let outcome = guaranteed_update(state, site, |revision, old| {
         let mut scale = scale_of(old, &paths);
         if is_patch {
             let (kind, patch_body) = body::patch(request.headers, bytes)?;
@@ -184,7 +184,7 @@ pub async fn write(
             scale = body::object(request.headers, bytes)?;
         }
         let precondition = match meta_str(&scale, "resourceVersion") {
-            Some(rv) if rv != kv.mod_revision.to_string() => Some(storage::parse_revision(rv)?),
+            Some(rv) if rv != revision.to_string() => Some(storage::parse_revision(rv)?),
             _ => None,
         };
         let mut new = old.clone();

@@ -473,7 +473,7 @@ pub async fn patch(
     }
     let site = request.site(&key, &target)?;
     let mut warnings = Vec::new();
-    let outcome = guaranteed_update(state, site, |kv, old| {
+    let outcome = guaranteed_update(state, site, |revision, old| {
         let mut new = if kind == PatchType::Apply {
             let now = crate::clock::rfc3339(state.clock.now());
             apply::apply(
@@ -495,7 +495,7 @@ pub async fn patch(
         crate::validation::check_url_name(&new, name)?;
         // A resourceVersion in the patch is a precondition; otherwise patch the fresh object.
         let precondition = match meta_str(&new, "resourceVersion") {
-            Some(rv) if rv != kv.mod_revision.to_string() => Some(storage::parse_revision(rv)?),
+            Some(rv) if rv != revision.to_string() => Some(storage::parse_revision(rv)?),
             _ => None,
         };
         if kind == PatchType::Json || precondition.is_none() {
