@@ -69,10 +69,15 @@ const META_ORDER: [&str; 15] = [
     "managedFields",
 ];
 
+/// Whether `map`'s keys start with those of `first` it has, in that order.
+fn ordered(map: &serde_json::Map<String, Value>, first: &[&str]) -> bool {
+    let rank = |key: &str| first.iter().position(|f| *f == key).unwrap_or(first.len());
+    map.keys().map(|k| rank(k)).is_sorted()
+}
+
 fn reorder(map: &mut serde_json::Map<String, Value>, first: &[&str]) {
     // Already in order (as every object this server wrote): nothing to move.
-    let rank = |key: &str| first.iter().position(|f| *f == key).unwrap_or(first.len());
-    if map.keys().map(|k| rank(k)).is_sorted() {
+    if ordered(map, first) {
         return;
     }
     let mut ordered = serde_json::Map::with_capacity(map.len());
@@ -83,6 +88,20 @@ fn reorder(map: &mut serde_json::Map<String, Value>, first: &[&str]) {
     }
     ordered.append(map);
     *map = ordered;
+}
+
+/// Whether an object's fields are in upstream's order already (see [`canonical_order`]).
+pub fn is_canonical(object: &Value) -> bool {
+    let Some(map) = object.as_object() else {
+        return true;
+    };
+    let meta_ordered = map
+        .get("metadata")
+        .and_then(Value::as_object)
+        .is_none_or(|meta| ordered(meta, &META_ORDER));
+    let status_last =
+        !map.contains_key("status") || map.keys().next_back().is_some_and(|k| k == "status");
+    meta_ordered && status_last && ordered(map, &["kind", "apiVersion", "metadata"])
 }
 
 /// Puts an object's fields in upstream's order: `kind`, `apiVersion`, `metadata` (in

@@ -123,19 +123,38 @@ fn store_entries(object: &mut Value, entries: Vec<Entry>) {
 
 /// The fields an object sets that managers own: everything but the server's own metadata.
 fn owned_fields(object: &Value, shape: &Shape) -> FieldSet {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-            meta.retain(|k, _| update::OWNED_METADATA.contains(&k.as_str()));
-            if meta.is_empty() {
-                map.remove("metadata");
+    let mut out = FieldSet::new();
+    let mut prefix = Vec::new();
+    let root = match object.as_object() {
+        Some(map) if matches!(shape.kind(object), Kind::Struct | Kind::Map) => map,
+        _ => {
+            collect(object, shape, &mut prefix, &mut out);
+            return out;
+        }
+    };
+    for (key, value) in root {
+        match (key.as_str(), value) {
+            ("kind" | "apiVersion", _) => {}
+            ("metadata", Value::Object(meta)) => {
+                let meta_shape = shape.child("metadata");
+                prefix.push("f:metadata".into());
+                for (key, value) in meta
+                    .iter()
+                    .filter(|(k, _)| update::OWNED_METADATA.contains(&k.as_str()))
+                {
+                    prefix.push(format!("f:{key}"));
+                    collect(value, &meta_shape.child(key), &mut prefix, &mut out);
+                    prefix.pop();
+                }
+                prefix.pop();
+            }
+            _ => {
+                prefix.push(format!("f:{key}"));
+                collect(value, &shape.child(key), &mut prefix, &mut out);
+                prefix.pop();
             }
         }
     }
-    let mut out = FieldSet::new();
-    collect(&object, shape, &mut Vec::new(), &mut out);
     out
 }
 

@@ -64,9 +64,15 @@ pub fn render_one(
     format: Format,
     status: StatusCode,
 ) -> Response {
-    let mut object = object.clone();
-    storage::canonical_order(&mut object);
-    let object = &object;
+    let reordered;
+    let object = if storage::is_canonical(object) {
+        object
+    } else {
+        let mut copy = object.clone();
+        storage::canonical_order(&mut copy);
+        reordered = copy;
+        &reordered
+    };
     match format {
         Format::Table => {
             let meta = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
