@@ -69,6 +69,14 @@ const META_ORDER: [&str; 15] = [
     "managedFields",
 ];
 
+/// Where `key` goes among ObjectMeta's fields (fields Go does not know go last).
+pub fn meta_rank(key: &str) -> usize {
+    META_ORDER
+        .iter()
+        .position(|f| *f == key)
+        .unwrap_or(META_ORDER.len())
+}
+
 /// Whether `map`'s keys start with those of `first` it has, in that order.
 fn ordered(map: &serde_json::Map<String, Value>, first: &[&str]) -> bool {
     let rank = |key: &str| first.iter().position(|f| *f == key).unwrap_or(first.len());

@@ -7,7 +7,9 @@
 //!
 //! - [`node`]: the Node, its status and Lease, pure.
 //! - [`pods`]: what to do with a pod on a simulated node, pure.
+//! - [`lean`]: a pod as a simulated node reads it.
 
+pub mod lean;
 pub mod node;
 pub mod pods;
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -223,8 +225,11 @@ async fn run_pods(client: &Client, nodes: &HashMap<String, Simulated>) {
     let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
     let mut handled: HashSet<(String, pods::Action)> = HashSet::new();
     let mut slots: HashMap<String, usize> = HashMap::new();
-    let stream = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
+    let stream = watcher::watcher(
+        Api::<lean::Pod>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
     tokio::pin!(stream);
     while let Some(event) = stream.next().await {
         let pod = match event {
@@ -240,7 +245,7 @@ async fn run_pods(client: &Client, nodes: &HashMap<String, Simulated>) {
                 continue;
             }
         };
-        let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        let Some(node_name) = pod.spec.node_name.clone() else {
             continue;
         };
         let Some(simulated) = nodes.get(&node_name) else {
@@ -255,7 +260,8 @@ async fn run_pods(client: &Client, nodes: &HashMap<String, Simulated>) {
         *slot += 1;
         let pod_ip = node::pod_ip(simulated.index, *slot - 1);
         let host_ip = node::node_ip(simulated.index);
-        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<lean::Pod> =
+            Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
         let writes = Arc::clone(&writes);
         tokio::spawn(async move {
             let _permit = writes.acquire_owned().await;

@@ -3,8 +3,9 @@
 //! (it is being deleted: there is nothing to stop, so it goes at once, as a kubelet deletes a
 //! pod whose containers have stopped), or left alone; [`running_status`] is that status.
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
+
+use crate::lean::{Container, Pod};
 
 /// What to do with a pod on a simulated node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +23,7 @@ pub fn decide(pod: &Pod) -> Action {
     if pod.metadata.deletion_timestamp.is_some() {
         return Action::Remove;
     }
-    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+    match pod.status.phase.as_deref() {
         Some("Running" | "Succeeded" | "Failed") => Action::Leave,
         _ => Action::Start,
     }
@@ -30,9 +31,8 @@ pub fn decide(pod: &Pod) -> Action {
 
 /// The status of `pod` with every container running and ready.
 pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &str) -> Value {
-    let spec = pod.spec.as_ref();
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
-    let container = |c: &k8s_openapi::api::core::v1::Container, running: bool| {
+    let container = |c: &Container, running: bool| {
         let state = if running {
             json!({"running": {"startedAt": now}})
         } else {
@@ -49,17 +49,18 @@ pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &str) -> Valu
             "state": state,
         })
     };
-    let containers: Vec<Value> = spec
-        .map(|s| s.containers.iter().map(|c| container(c, true)).collect())
-        .unwrap_or_default();
-    let init: Vec<Value> = spec
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|cs| {
-            cs.iter()
-                .map(|c| container(c, c.restart_policy.as_deref() == Some("Always")))
-                .collect()
-        })
-        .unwrap_or_default();
+    let containers: Vec<Value> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| container(c, true))
+        .collect();
+    let init: Vec<Value> = pod
+        .spec
+        .init_containers
+        .iter()
+        .map(|c| container(c, c.restart_policy.as_deref() == Some("Always")))
+        .collect();
     let condition = |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
     let mut status = json!({
         "phase": "Running",

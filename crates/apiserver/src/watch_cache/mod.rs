@@ -33,6 +33,7 @@ const LOAD_PAGE: usize = 256;
 
 mod event;
 mod object;
+mod stored;
 
 pub use event::{CachedEvent, Seen, Side, event_line};
 pub use object::CachedObject;
@@ -268,10 +269,12 @@ impl WatchCache {
     fn push(&self, event: &Event) {
         let revision = event.revision();
         let change = match event.kind {
-            EventKind::Put => match storage::decode(&event.kv) {
-                Ok(object) => Change::Put(Arc::new(CachedObject::new(&event.kv.key, &object))),
-                Err(error) => Change::Undecodable(error),
-            },
+            EventKind::Put => {
+                match CachedObject::from_stored(&event.kv.key, &event.kv.value, revision) {
+                    Ok(object) => Change::Put(Arc::new(object)),
+                    Err(error) => Change::Undecodable(error),
+                }
+            }
             EventKind::Delete => Change::Delete,
         };
         let object = match &change {
@@ -287,8 +290,8 @@ impl WatchCache {
         // The store's copy of the previous object, stamped with this change's revision.
         let stamped = || {
             let prev = event.prev.as_ref()?;
-            let object = storage::decode_at(&prev.value, revision).ok()?;
-            Some(Arc::new(CachedObject::new(&event.kv.key, &object)))
+            let object = CachedObject::from_stored(&event.kv.key, &prev.value, revision).ok()?;
+            Some(Arc::new(object))
         };
         let prev = match event.kind {
             EventKind::Put => replaced.or_else(stamped),
@@ -359,8 +362,8 @@ async fn load(store: &Arc<dyn Store>, revision: Revision) -> Result<Snapshot, St
             })
             .await?;
         for kv in &page.kvs {
-            let change = match storage::decode(kv) {
-                Ok(object) => Change::Put(Arc::new(CachedObject::new(&kv.key, &object))),
+            let change = match CachedObject::from_stored(&kv.key, &kv.value, kv.mod_revision) {
+                Ok(object) => Change::Put(Arc::new(object)),
                 Err(error) => Change::Undecodable(error),
             };
             snapshot.apply(&kv.key, change);
