@@ -128,17 +128,19 @@ pub fn canonical_order(object: &mut Value) {
     }
 }
 
-/// Encodes an object for storage, without its resource version.
+/// Encodes an object for storage, without its resource version, its fields in upstream's
+/// order (see [`canonical_order`]; what the watch cache copies without decoding).
 pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
     serde_json::to_vec(&Stored(object))
         .map(Bytes::from)
         .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
 }
 
-/// An object as it is stored: its `metadata` without `resourceVersion`.
+/// An object as it is stored: `kind`, `apiVersion`, `metadata` (in ObjectMeta's order, without
+/// `resourceVersion`), the other fields as given, `status` last.
 struct Stored<'a>(&'a Value);
 
-/// An object's `metadata` without `resourceVersion`.
+/// An object's `metadata` in ObjectMeta's order, without `resourceVersion`.
 struct StoredMeta<'a>(&'a serde_json::Map<String, Value>);
 
 impl serde::Serialize for Stored<'_> {
@@ -148,11 +150,23 @@ impl serde::Serialize for Stored<'_> {
             return self.0.serialize(serializer);
         };
         let mut out = serializer.serialize_map(Some(map.len()))?;
-        for (key, value) in map {
-            match value.as_object() {
-                Some(meta) if key == "metadata" => out.serialize_entry(key, &StoredMeta(meta))?,
-                _ => out.serialize_entry(key, value)?,
+        for key in ["kind", "apiVersion"] {
+            if let Some(value) = map.get(key) {
+                out.serialize_entry(key, value)?;
             }
+        }
+        match map.get("metadata") {
+            Some(Value::Object(meta)) => out.serialize_entry("metadata", &StoredMeta(meta))?,
+            Some(other) => out.serialize_entry("metadata", other)?,
+            None => {}
+        }
+        for (key, value) in map.iter().filter(|(k, _)| {
+            !matches!(k.as_str(), "kind" | "apiVersion" | "metadata" | "status")
+        }) {
+            out.serialize_entry(key, value)?;
+        }
+        if let Some(status) = map.get("status") {
+            out.serialize_entry("status", status)?;
         }
         out.end()
     }
@@ -162,7 +176,12 @@ impl serde::Serialize for StoredMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut out = serializer.serialize_map(None)?;
-        for (key, value) in self.0.iter().filter(|(k, _)| *k != "resourceVersion") {
+        for key in META_ORDER.iter().filter(|k| **k != "resourceVersion") {
+            if let Some(value) = self.0.get(*key) {
+                out.serialize_entry(key, value)?;
+            }
+        }
+        for (key, value) in self.0.iter().filter(|(k, _)| !META_ORDER.contains(&k.as_str())) {
             out.serialize_entry(key, value)?;
         }
         out.end()
@@ -202,4 +221,29 @@ pub fn parse_revision(value: &str) -> Result<Revision, ApiError> {
         .ok()
         .filter(|r| *r >= 0)
         .ok_or_else(|| ApiError::BadRequest(format!("invalid resource version \"{value}\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn objects_should_be_stored_in_upstreams_field_order_without_their_resource_version() {
+        let object = json!({"status": {"phase": "Running"}, "apiVersion": "v1",
+            "spec": {"b": 1, "a": 2}, "metadata": {"labels": {"x": "y"}, "zz": 1, "uid": "u",
+            "resourceVersion": "5", "name": "p"}, "kind": "Pod"});
+        let stored = encode(&object).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&stored).unwrap(),
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
+        );
+        let decoded = decode_at(&stored, 9).unwrap();
+        assert!(is_canonical(&decoded));
+        assert_eq!(
+            serde_json::to_string(&decoded).unwrap(),
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"9","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
+        );
+    }
 }
