@@ -154,6 +154,8 @@ async fn create_object(
         return Err(ApiError::AlreadyExists(target));
     }
     let allocation = allocation::allocate(state, info, &mut object, &name).await?;
+    // In the order it is stored and sent in, so the answer is rendered without a copy.
+    storage::canonical_order(&mut object);
     let revision = match state.store.create(&key, storage::encode(&object)?).await {
         Ok(revision) => revision,
         Err(error) => {
