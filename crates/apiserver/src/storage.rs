@@ -160,9 +160,10 @@ impl serde::Serialize for Stored<'_> {
             Some(other) => out.serialize_entry("metadata", other)?,
             None => {}
         }
-        for (key, value) in map.iter().filter(|(k, _)| {
-            !matches!(k.as_str(), "kind" | "apiVersion" | "metadata" | "status")
-        }) {
+        for (key, value) in map
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "kind" | "apiVersion" | "metadata" | "status"))
+        {
             out.serialize_entry(key, value)?;
         }
         if let Some(status) = map.get("status") {
@@ -181,7 +182,11 @@ impl serde::Serialize for StoredMeta<'_> {
                 out.serialize_entry(key, value)?;
             }
         }
-        for (key, value) in self.0.iter().filter(|(k, _)| !META_ORDER.contains(&k.as_str())) {
+        for (key, value) in self
+            .0
+            .iter()
+            .filter(|(k, _)| !META_ORDER.contains(&k.as_str()))
+        {
             out.serialize_entry(key, value)?;
         }
         out.end()

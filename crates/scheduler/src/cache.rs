@@ -5,13 +5,16 @@
 //! Usage is kept per node name, whether or not the Node object is known yet, so the order in
 //! which nodes and pods arrive after a restart does not matter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::ResourceExt;
 
 use crate::affinity::{self, Term};
+use crate::nominations::Nominations;
 use crate::resources::{self, Resources};
+use crate::volumes::Volumes;
 
 /// A host port a pod holds: (host IP, protocol, port). An empty or `0.0.0.0` IP means every
 /// address.
@@ -55,7 +58,8 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
         .collect()
 }
 
-/// What one assigned pod uses on its node, and what later pods' affinity rules look at.
+/// What one assigned pod uses on its node, what later pods' affinity rules look at, and what
+/// preemption weighs.
 #[derive(Clone, Debug)]
 struct Assigned {
     node: String,
@@ -65,10 +69,19 @@ struct Assigned {
     namespace: String,
     labels: BTreeMap<String, String>,
     anti_affinity: Vec<Term>,
+    uid: String,
+    priority: i32,
+    /// `status.startTime`, if it started.
+    start: Option<String>,
+    /// Being deleted (`deletionTimestamp`, or a deletion this scheduler sent).
+    deleting: bool,
+    /// Carries the DisruptionTarget condition of a preemption by a scheduler.
+    preempted: bool,
 }
 
 impl Assigned {
     fn of(pod: &Pod, node: &str) -> Self {
+        let status = pod.status.as_ref();
         Assigned {
             node: node.to_string(),
             requests: resources::pod_requests(pod, false),
@@ -77,8 +90,40 @@ impl Assigned {
             namespace: pod.namespace().unwrap_or_default(),
             labels: pod.labels().clone(),
             anti_affinity: affinity::required_anti_affinity(pod),
+            uid: pod.uid().unwrap_or_default(),
+            priority: crate::priority_of(pod),
+            start: status
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.to_string()),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            preempted: status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "DisruptionTarget"))
+                .is_some_and(|c| {
+                    c.status == "True" && c.reason.as_deref() == Some(PREEMPTION_BY_SCHEDULER)
+                }),
         }
     }
+}
+
+/// The reason of the DisruptionTarget condition a preemption writes on its victims.
+pub const PREEMPTION_BY_SCHEDULER: &str = "PreemptionByScheduler";
+
+/// A pod on a node, as preemption weighs it.
+pub struct PodOnNode<'a> {
+    /// `namespace/name`.
+    pub key: &'a str,
+    /// Its uid.
+    pub uid: &'a str,
+    /// Its priority.
+    pub priority: i32,
+    /// When it started (RFC 3339), if it did.
+    pub start: Option<&'a str>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    /// Whether a scheduler's preemption is deleting it.
+    pub preempted: bool,
+    assigned: &'a Assigned,
 }
 
 impl Assigned {
@@ -119,10 +164,15 @@ pub struct Usage {
 
 impl Usage {
     fn add(&mut self, pod: &Assigned) {
-        self.requested.add(&pod.requests);
-        self.scoring.add(&pod.scoring);
+        self.add_parts(&pod.requests, &pod.scoring, &pod.ports);
+    }
+
+    /// Counts one more pod with these requests and host ports.
+    pub fn add_parts(&mut self, requests: &Resources, scoring: &Resources, ports: &[HostPort]) {
+        self.requested.add(requests);
+        self.scoring.add(scoring);
         self.pods += 1;
-        self.ports.extend(pod.ports.iter().cloned());
+        self.ports.extend(ports.iter().cloned());
     }
 
     fn remove(&mut self, pod: &Assigned) {
@@ -134,6 +184,16 @@ impl Usage {
                 self.ports.swap_remove(at);
             }
         }
+    }
+
+    /// Counts `pod` (a pod of this node) again.
+    pub fn add_pod(&mut self, pod: &PodOnNode<'_>) {
+        self.add(pod.assigned);
+    }
+
+    /// Stops counting `pod` (a pod of this node).
+    pub fn remove_pod(&mut self, pod: &PodOnNode<'_>) {
+        self.remove(pod.assigned);
     }
 }
 
@@ -173,8 +233,14 @@ pub struct Cache {
     index: HashMap<String, usize>,
     slots: HashMap<String, usize>,
     usage: Vec<Usage>,
+    /// The keys of the pods each usage slot counts.
+    members: Vec<BTreeSet<String>>,
     free_slots: Vec<usize>,
     pods: HashMap<String, Assigned>,
+    /// Pods this scheduler is deleting to preempt them (until the watch shows it).
+    marked: HashSet<String>,
+    nominations: Nominations,
+    volumes: Volumes,
     /// The assigned pods with required anti-affinity terms.
     anti_affine: std::collections::HashSet<String>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
@@ -189,6 +255,7 @@ impl Cache {
         }
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.usage.push(Usage::default());
+            self.members.push(BTreeSet::new());
             self.usage.len() - 1
         });
         self.slots.insert(name.to_string(), slot);
@@ -204,6 +271,7 @@ impl Cache {
             && self.usage[slot].pods == 0
         {
             self.usage[slot] = Usage::default();
+            self.members[slot].clear();
             self.slots.remove(name);
             self.free_slots.push(slot);
         }
@@ -259,6 +327,11 @@ impl Cache {
         &self.nodes
     }
 
+    /// Where the node `name` is in [`Cache::nodes`], if it is known.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     /// The labels of the node `name`, if it is known.
     pub fn node_labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
         let at = *self.index.get(name)?;
@@ -309,10 +382,14 @@ impl Cache {
 
     /// Records `pod` (key `key`) as assigned to `node`, replacing what was recorded for it.
     pub fn assign(&mut self, key: &str, pod: &Pod, node: &str) {
-        self.unassign(key);
-        let assigned = Assigned::of(pod, node);
+        self.forget(key);
+        let mut assigned = Assigned::of(pod, node);
+        assigned.deleting |= self.marked.contains(key);
+        assigned.preempted |= self.marked.contains(key);
         let slot = self.slot(node);
         self.usage[slot].add(&assigned);
+        self.members[slot].insert(key.to_string());
+        self.nominations.remove(key);
         if !assigned.anti_affinity.is_empty() {
             self.anti_affine.insert(key.to_string());
         }
@@ -321,12 +398,88 @@ impl Cache {
 
     /// Removes whatever was recorded for the pod `key`.
     pub fn unassign(&mut self, key: &str) {
+        self.marked.remove(key);
+        self.forget(key);
+    }
+
+    /// Removes the pod's usage (its preemption mark stays: the pod may be recorded again).
+    fn forget(&mut self, key: &str) {
         self.anti_affine.remove(key);
         if let Some(old) = self.pods.remove(key)
             && let Some(&slot) = self.slots.get(&old.node)
         {
             self.usage[slot].remove(&old);
+            self.members[slot].remove(key);
             self.release_slot(&old.node);
+        }
+    }
+
+    /// The pods recorded on `node`.
+    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = PodOnNode<'_>> {
+        self.slots
+            .get(node)
+            .map(|&slot| &self.members[slot])
+            .into_iter()
+            .flatten()
+            .filter_map(|key| {
+                let assigned = self.pods.get(key)?;
+                Some(PodOnNode {
+                    key,
+                    uid: &assigned.uid,
+                    priority: assigned.priority,
+                    start: assigned.start.as_deref(),
+                    deleting: assigned.deleting,
+                    preempted: assigned.preempted,
+                    assigned,
+                })
+            })
+    }
+
+    /// Records that this scheduler is deleting the pod `key` to preempt it: it counts as a
+    /// terminating victim until the watch shows so or it is gone.
+    pub fn mark_preempted(&mut self, key: &str) {
+        self.marked.insert(key.to_string());
+        if let Some(assigned) = self.pods.get_mut(key) {
+            assigned.deleting = true;
+            assigned.preempted = true;
+        }
+    }
+
+    /// Forgets [`Cache::mark_preempted`] (the deletion failed); the watch's view stands.
+    pub fn unmark_preempted(&mut self, key: &str) {
+        self.marked.remove(key);
+    }
+
+    /// The claims and volumes.
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    /// The claims and volumes, to change.
+    pub fn volumes_mut(&mut self) -> &mut Volumes {
+        &mut self.volumes
+    }
+
+    /// The nominations: pods that preempted others, by the node they wait for.
+    pub fn nominations(&self) -> &Nominations {
+        &self.nominations
+    }
+
+    /// The nominations, to change.
+    pub fn nominations_mut(&mut self) -> &mut Nominations {
+        &mut self.nominations
+    }
+
+    /// What `node` (at `at` in [`Cache::nodes`]) has in use as a pod of `priority` (uid
+    /// `uid`) sees it: the assigned pods, and the pods nominated to it of at least that
+    /// priority, as upstream's filters count them.
+    pub fn usage_for(&self, at: usize, priority: i32, uid: &str) -> Cow<'_, Usage> {
+        let usage = self.usage_at(at);
+        match self.nodes.get(at) {
+            Some(node) if !self.nominations.is_empty() => {
+                self.nominations.added_to(usage, &node.name, priority, uid)
+            }
+            _ => Cow::Borrowed(usage),
         }
     }
 

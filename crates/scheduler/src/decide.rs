@@ -16,6 +16,8 @@ pub struct FitError {
     pub nodes: usize,
     /// Each node that refused, with its reasons.
     pub failures: Vec<(String, Vec<Reason>)>,
+    /// Why no node was even tried (the pod's claims), if so.
+    pub unusable: Option<crate::volumes::Unusable>,
 }
 
 /// How many feasible nodes are enough in a cluster of `nodes` (upstream's
@@ -42,6 +44,13 @@ pub fn place(
     let pod = &*pod;
     let nodes = cache.nodes();
     let count = nodes.len();
+    if let Err(unusable) = &pod.volumes {
+        return Err(FitError {
+            nodes: count,
+            failures: Vec::new(),
+            unusable: Some(unusable.clone()),
+        });
+    }
     let wanted = enough_feasible(count);
     let mut feasible = Vec::new();
     let mut failures = Vec::new();
@@ -51,10 +60,10 @@ pub fn place(
         let at = (start + examined) % count;
         let node = &nodes[at];
         examined += 1;
-        let usage = cache.usage_at(at);
-        let reasons = filters::check(pod, node, usage);
+        let usage = cache.usage_for(at, pod.priority, &pod.uid);
+        let reasons = filters::check(pod, node, &usage);
         if reasons.is_empty() {
-            feasible.push((node, scores::raw(pod, node, usage)));
+            feasible.push((node, scores::raw(pod, node, &usage)));
         } else {
             failures.push((node.name.clone(), reasons));
         }
@@ -64,6 +73,7 @@ pub fn place(
         return Err(FitError {
             nodes: count,
             failures,
+            unusable: None,
         });
     }
     let raws: Vec<scores::Raw> = feasible.iter().map(|(_, raw)| *raw).collect();
@@ -82,6 +92,22 @@ pub fn place(
         }
     }
     Ok(feasible[best].0.name.clone())
+}
+
+/// Whether `pod` passes every filter on the node `name` (a nominated pod tries its node first,
+/// as upstream's `evaluateNominatedNode` does); the reasons when it does not.
+pub fn fits_on(pod: &mut Candidate<'_>, cache: &Cache, name: &str) -> Result<(), Vec<Reason>> {
+    let Some(at) = cache.node_index(name) else {
+        return Err(Vec::new());
+    };
+    pod.prepare(cache);
+    let usage = cache.usage_for(at, pod.priority, &pod.uid);
+    let reasons = filters::check(pod, &cache.nodes()[at], &usage);
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
 }
 
 #[cfg(test)]

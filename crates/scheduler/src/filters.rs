@@ -1,5 +1,5 @@
 //! The filters: whether a pod may run on a node, in upstream's order (NodeUnschedulable,
-//! TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, PodTopologySpread,
+//! TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, VolumeBinding, PodTopologySpread,
 //! InterPodAffinity — the last two prepared per attempt in [`crate::spread`] and
 //! [`crate::affinity`]), stopping at the first filter that
 //! refuses, with upstream's reason strings (they make up the `0/3 nodes are available: ...`
@@ -10,7 +10,7 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
 
 use crate::cache::{HostPort, NodeEntry, Usage};
@@ -40,6 +40,9 @@ pub enum Reason {
     Spread,
     /// The node lacks a topology spread constraint's label.
     SpreadMissingLabel,
+    /// The node does not match the node affinity of a PersistentVolume the pod's claims are
+    /// bound to.
+    VolumeNodeAffinity,
     /// The node's domain has no pod the pod's required affinity asks for.
     PodAffinity,
     /// The node's domain has a pod the pod's required anti-affinity refuses.
@@ -68,6 +71,7 @@ impl fmt::Display for Reason {
             Reason::SpreadMissingLabel => f.write_str(
                 "node(s) didn't match pod topology spread constraints (missing required label)",
             ),
+            Reason::VolumeNodeAffinity => f.write_str("node(s) had volume node affinity conflict"),
             Reason::PodAffinity => f.write_str("node(s) didn't match pod affinity rules"),
             Reason::PodAntiAffinity => f.write_str("node(s) didn't match pod anti-affinity rules"),
             Reason::ExistingAntiAffinity => {
@@ -81,6 +85,10 @@ impl fmt::Display for Reason {
 pub struct Candidate<'a> {
     /// The pod.
     pub pod: &'a Pod,
+    /// Its priority.
+    pub priority: i32,
+    /// Its uid.
+    pub uid: String,
     /// What it requests.
     pub requests: Resources,
     /// What it requests with upstream's scoring defaults.
@@ -91,6 +99,8 @@ pub struct Candidate<'a> {
     pub spread: crate::spread::Prepared,
     /// Its inter-pod affinity rules, and the placed pods' against it.
     pub affinity: crate::affinity::Prepared,
+    /// The node affinities of the volumes its claims are bound to, or why no node can take it.
+    pub volumes: Result<Vec<NodeSelector>, crate::volumes::Unusable>,
 }
 
 impl<'a> Candidate<'a> {
@@ -98,11 +108,14 @@ impl<'a> Candidate<'a> {
     pub fn new(pod: &'a Pod) -> Self {
         Candidate {
             pod,
+            priority: crate::priority_of(pod),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
             requests: crate::resources::pod_requests(pod, false),
             scoring: crate::resources::pod_requests(pod, true),
             ports: crate::cache::host_ports(pod),
             spread: crate::spread::Prepared::default(),
             affinity: crate::affinity::Prepared::default(),
+            volumes: Ok(Vec::new()),
         }
     }
 
@@ -110,6 +123,7 @@ impl<'a> Candidate<'a> {
     pub fn prepare(&mut self, cache: &crate::cache::Cache) {
         self.spread = crate::spread::prepare(self.pod, cache);
         self.affinity = crate::affinity::prepare(self.pod, cache);
+        self.volumes = cache.volumes().requirements(self.pod);
     }
 
     /// The pod's tolerations.
@@ -143,6 +157,14 @@ pub fn check(pod: &Candidate<'_>, node: &NodeEntry, usage: &Usage) -> Vec<Reason
     let reasons = fit(&pod.requests, &node.allocatable, usage);
     if !reasons.is_empty() {
         return reasons;
+    }
+    let volumes = pod.volumes.as_deref().unwrap_or(&[]);
+    if !volumes.iter().all(|v| {
+        v.node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, &node.node))
+    }) {
+        return vec![Reason::VolumeNodeAffinity];
     }
     let labels = node.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
     pod.spread

@@ -6,8 +6,11 @@
 //! - [`quantity`], [`resources`]: what pods request and nodes offer.
 //! - [`cache`]: nodes and what is assigned (or assumed) on each.
 //! - [`filters`], [`scores`]: upstream's default filters and scores; [`spread`] and
-//!   [`affinity`] count what topology spread and inter-pod affinity need per attempt.
+//!   [`affinity`] count what topology spread and inter-pod affinity need per attempt;
+//!   [`volumes`] holds the claims and the node affinity of the volumes they are bound to.
 //! - [`decide`]: one placement, pure.
+//! - [`preempt`]: which lower-priority pods to evict when a pod fits nowhere, pure;
+//!   [`nominations`]: the pods that did, counted on the node they wait for.
 //! - [`message`]: the Unschedulable message and the sentence.
 //! - [`queue`]: active, backoff and parked pods.
 //! - [`events`]: the Scheduled and FailedScheduling Events.
@@ -19,12 +22,15 @@ pub mod decide;
 pub mod events;
 pub mod filters;
 pub mod message;
+pub mod nominations;
+pub mod preempt;
 pub mod quantity;
 pub mod queue;
 pub mod resources;
 pub mod run;
 pub mod scores;
 pub mod spread;
+pub mod volumes;
 
 pub use run::Options;
 
@@ -34,6 +40,11 @@ pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
 pub const LEASE: &str = "kube-scheduler";
 /// The Lease's namespace.
 pub const LEASE_NAMESPACE: &str = "kube-system";
+
+/// A pod's priority (`spec.priority`, set by the API server's Priority admission; 0 without).
+pub fn priority_of(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
 
 /// Runs the scheduler whenever this instance leads, until the future is dropped.
 pub async fn run(client: kube::Client, options: Options) {

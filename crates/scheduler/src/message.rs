@@ -22,22 +22,31 @@ pub fn upstream(error: &FitError) -> String {
     if error.nodes == 0 {
         return NO_NODES.to_string();
     }
+    if let Some(unusable) = &error.unusable {
+        return format!("0/{} nodes are available: {unusable}.", error.nodes);
+    }
+    available(
+        error.nodes,
+        error
+            .failures
+            .iter()
+            .flat_map(|(_, reasons)| reasons.iter().map(ToString::to_string)),
+    )
+}
+
+/// `0/N nodes are available: ...` over `nodes` nodes, from every node's reasons (upstream's
+/// `FitError` text, also the inner text of a failed preemption).
+pub fn available(nodes: usize, reasons: impl IntoIterator<Item = String>) -> String {
     let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, reasons) in &error.failures {
-        for reason in reasons {
-            *histogram.entry(reason.to_string()).or_insert(0) += 1;
-        }
+    for reason in reasons {
+        *histogram.entry(reason).or_insert(0) += 1;
     }
     let mut parts: Vec<String> = histogram
         .iter()
         .map(|(reason, count)| format!("{count} {reason}"))
         .collect();
     parts.sort();
-    format!(
-        "0/{} nodes are available: {}.",
-        error.nodes,
-        parts.join(", ")
-    )
+    format!("0/{nodes} nodes are available: {}.", parts.join(", "))
 }
 
 /// What kind of refusal a reason is, for grouping nodes.
@@ -52,6 +61,7 @@ enum Kind {
     SpreadLabel,
     PodAffinity,
     PodAntiAffinity,
+    Volume,
 }
 
 fn kind(reason: &Reason) -> Kind {
@@ -64,6 +74,7 @@ fn kind(reason: &Reason) -> Kind {
         Reason::Spread => Kind::Spread,
         Reason::SpreadMissingLabel => Kind::SpreadLabel,
         Reason::PodAffinity => Kind::PodAffinity,
+        Reason::VolumeNodeAffinity => Kind::Volume,
         Reason::PodAntiAffinity | Reason::ExistingAntiAffinity => Kind::PodAntiAffinity,
     }
 }
@@ -72,6 +83,9 @@ fn kind(reason: &Reason) -> Kind {
 pub fn explain(error: &FitError, pod: &Candidate<'_>, cache: &Cache) -> String {
     if error.nodes == 0 {
         return "No node has joined the cluster yet; the pod is placed as soon as one does.".into();
+    }
+    if let Some(unusable) = &error.unusable {
+        return unusable.explain();
     }
     let mut groups: BTreeMap<Kind, Vec<&(String, Vec<Reason>)>> = BTreeMap::new();
     for failure in &error.failures {
@@ -140,6 +154,8 @@ fn clause(
         Kind::PodAffinity => "no pod it must be placed with (required pod affinity)".into(),
         Kind::PodAntiAffinity if all => "every node is in a topology domain that already runs a pod it must stay apart from (required pod anti-affinity)".into(),
         Kind::PodAntiAffinity => "a pod it must stay apart from (required pod anti-affinity)".into(),
+        Kind::Volume if all => "no node matches the node affinity of the PersistentVolume its claim is bound to (the volume lives on other nodes)".into(),
+        Kind::Volume => "not where its PersistentVolume lives (volume node affinity)".into(),
     }
 }
 

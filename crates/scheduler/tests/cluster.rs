@@ -130,7 +130,7 @@ async fn an_unschedulable_pod_should_say_why_and_run_once_a_node_fits() {
     pods.create(&PostParams::default(), &pod("big", "4", json!({})))
         .await
         .unwrap();
-    let expected = "0/2 nodes are available: 2 Insufficient cpu. Needs 4 CPUs; the largest free share on any node is 2 CPUs (node small-0).";
+    let expected = "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling. Needs 4 CPUs; the largest free share on any node is 2 CPUs (node small-0).";
     eventually("the Unschedulable condition", || async {
         let pod = pods.get("big").await.unwrap();
         let conditions = pod.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -172,6 +172,113 @@ async fn an_unschedulable_pod_should_say_why_and_run_once_a_node_fits() {
             .map(|n| n.name_any())
             .collect();
         names == ["big-0"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_higher_priority_should_preempt_lower_ones_and_run_in_their_place() {
+    let cluster = InProcess::start().await.unwrap();
+    let client = cluster.client("test");
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    for (name, value) in [("low", 10), ("high", 1000)] {
+        let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value});
+        classes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(class).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let _nodes = sim_nodes(&client, "one-", 1, "3");
+    let _scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, cpu) in [("low-a", "1"), ("low-b", "1"), ("low-c", "1")] {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, cpu, json!({"priorityClassName": "low"})),
+        )
+        .await
+        .unwrap();
+    }
+    eventually("three low-priority pods running", || async {
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        list.items.iter().filter(|p| running(p)).count() == 3
+    })
+    .await;
+    let version = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut watch = pods
+        .watch(&WatchParams::default(), &version)
+        .await
+        .unwrap()
+        .boxed();
+    pods.create(
+        &PostParams::default(),
+        &pod("high", "2", json!({"priorityClassName": "high"})),
+    )
+    .await
+    .unwrap();
+    // Two of the three make room; the pod takes their node, nominated for it first.
+    let mut marked = Vec::new();
+    let mut deleted = Vec::new();
+    let mut nominated = false;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("the preemption to finish within 30 s")
+    {
+        match event.unwrap() {
+            WatchEvent::Modified(p) => {
+                let status = p.status.clone().unwrap_or_default();
+                if p.name_any() == "high" {
+                    nominated |= status.nominated_node_name.as_deref() == Some("one-0");
+                    if running(&p) {
+                        break;
+                    }
+                }
+                let disrupted = status.conditions.unwrap_or_default().iter().any(|c| {
+                    c.type_ == "DisruptionTarget"
+                        && c.reason.as_deref() == Some("PreemptionByScheduler")
+                        && c.message.as_deref()
+                            == Some("default-scheduler: preempting to accommodate a higher priority pod")
+                });
+                if disrupted && !marked.contains(&p.name_any()) {
+                    marked.push(p.name_any());
+                }
+            }
+            WatchEvent::Deleted(p) => deleted.push(p.name_any()),
+            _ => {}
+        }
+    }
+    assert!(nominated, "the pod was never nominated for one-0");
+    assert_eq!(marked.len(), 2, "{marked:?}");
+    marked.sort();
+    deleted.sort();
+    assert_eq!(marked, deleted);
+    let high = pods.get("high").await.unwrap();
+    assert_eq!(node_of(&high).as_deref(), Some("one-0"));
+    let left = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(left.items.len(), 2, "one low-priority pod stays");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let uid = high.uid().unwrap();
+    eventually("a Preempted event per victim", || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("Preempted")
+                    && e.message.as_deref()
+                        == Some(format!("Preempted by pod {uid} on node one-0").as_str())
+            })
+            .count()
+            == 2
     })
     .await;
 }
