@@ -3,6 +3,7 @@
 //! label and field selectors.
 
 pub mod lists;
+pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;

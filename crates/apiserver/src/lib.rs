@@ -18,6 +18,7 @@ mod objects;
 mod openapi;
 mod openapi_proto;
 mod patch;
+mod printers;
 mod priority;
 mod recent_deletions;
 mod registry;

@@ -52,6 +52,27 @@ fn count(object: &Value, pointer: &str) -> i64 {
     })
 }
 
+/// `N/M` of the pod's readiness gates that pass, or `<none>`.
+fn readiness_gates(pod: &Value) -> String {
+    let Some(gates) = at(pod, "/spec/readinessGates")
+        .and_then(Value::as_array)
+        .filter(|g| !g.is_empty())
+    else {
+        return "<none>".into();
+    };
+    let conditions = at(pod, "/status/conditions").and_then(Value::as_array);
+    let passing = gates
+        .iter()
+        .filter(|gate| {
+            conditions.is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == gate["conditionType"] && c["status"] == "True")
+            })
+        })
+        .count();
+    format!("{passing}/{}", gates.len())
+}
+
 fn or_none(s: String) -> String {
     if s.is_empty() { "<none>".into() } else { s }
 }
@@ -157,6 +178,38 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
                 1,
                 "Name of the node the pod is assigned to.",
             ));
+            cols.push(column(
+                "Nominated Node",
+                "string",
+                1,
+                "Name of the node where the pod is nominated to run (preemption).",
+            ));
+            cols.push(column(
+                "Readiness Gates",
+                "string",
+                1,
+                "Whether the pod's readiness gates pass.",
+            ));
+        }
+        "Node" => {
+            cols.push(column(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ));
+            for (name, description) in [
+                ("Internal-IP", "List of internal IPs in the node."),
+                ("External-IP", "List of external IPs in this node."),
+                (
+                    "OS-Image",
+                    "OS image reported by the node from /etc/os-release.",
+                ),
+                ("Kernel-Version", "Kernel version reported by the node."),
+                ("Container-Runtime", "Container runtime name and version."),
+            ] {
+                cols.push(column(name, "string", 1, description));
+            }
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
             cols.push(column(
@@ -220,10 +273,16 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             read.extend([
                 "/metadata/deletionTimestamp",
                 "/spec/nodeName",
-                "/status/containerStatuses/ready",
-                "/status/containerStatuses/restartCount",
+                "/spec/initContainers/name",
+                "/spec/initContainers/restartPolicy",
+                "/spec/readinessGates",
+                "/status/containerStatuses",
+                "/status/initContainerStatuses",
+                "/status/conditions",
                 "/status/phase",
+                "/status/reason",
                 "/status/podIP",
+                "/status/nominatedNodeName",
             ]);
             counted.push("/spec/containers");
         }
@@ -250,7 +309,17 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             counted.push("/data");
         }
         "Namespace" => read.push("/status/phase"),
-        "Node" => read.extend(["/status/conditions/type", "/status/conditions/status"]),
+        "Node" => read.extend([
+            "/metadata/labels",
+            "/spec/unschedulable",
+            "/status/conditions/type",
+            "/status/conditions/status",
+            "/status/addresses",
+            "/status/nodeInfo/kubeletVersion",
+            "/status/nodeInfo/osImage",
+            "/status/nodeInfo/kernelVersion",
+            "/status/nodeInfo/containerRuntimeVersion",
+        ]),
         "ServiceAccount" => counted.push("/secrets"),
         _ => {}
     }
@@ -271,34 +340,7 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
 pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
     let mut row = vec![json!(text(object, "/metadata/name"))];
     match kind {
-        "Pod" => {
-            let statuses = at(object, "/status/containerStatuses")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let total = count(object, "/spec/containers");
-            let ready = statuses
-                .iter()
-                .filter(|s| s["ready"] == json!(true))
-                .count();
-            let restarts: i64 = statuses
-                .iter()
-                .filter_map(|s| s["restartCount"].as_i64())
-                .sum();
-            let phase = text(object, "/status/phase");
-            let status = if at(object, "/metadata/deletionTimestamp").is_some() {
-                "Terminating".to_string()
-            } else if phase.is_empty() {
-                "Pending".into()
-            } else {
-                phase
-            };
-            row.extend([
-                json!(format!("{ready}/{total}")),
-                json!(status),
-                json!(restarts.to_string()),
-            ]);
-        }
+        "Pod" => row.extend(crate::printers::pod_cells(object, now)),
         "Deployment" => {
             let desired = at(object, "/spec/replicas")
                 .and_then(Value::as_i64)
@@ -349,28 +391,41 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
         "ConfigMap" => row.push(json!(count(object, "/data") + count(object, "/binaryData"))),
         "Secret" => row.extend([json!(text(object, "/type")), json!(count(object, "/data"))]),
         "Namespace" => row.push(json!(text(object, "/status/phase"))),
-        "Node" => {
-            let ready = at(object, "/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| {
-                    if c["status"] == "True" {
-                        "Ready"
-                    } else {
-                        "NotReady"
-                    }
-                })
-                .unwrap_or("Unknown");
-            row.extend([json!(ready), json!("<none>")]);
-        }
+        "Node" => row.extend(crate::printers::node_cells(object)),
         "ServiceAccount" => row.push(json!(count(object, "/secrets"))),
         _ => {}
     }
     row.push(json!(age(object, now)));
+    if kind == "Node" {
+        row.push(json!(text(object, "/status/nodeInfo/kubeletVersion")));
+    }
     match kind {
         "Pod" => {
             row.push(json!(or_none(text(object, "/status/podIP"))));
             row.push(json!(or_none(text(object, "/spec/nodeName"))));
+            row.push(json!(or_none(text(object, "/status/nominatedNodeName"))));
+            row.push(json!(readiness_gates(object)));
+        }
+        "Node" => {
+            let address = |kind: &str| {
+                at(object, "/status/addresses")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().find(|a| a["type"] == kind))
+                    .and_then(|a| a["address"].as_str())
+                    .unwrap_or("<none>")
+                    .to_string()
+            };
+            row.push(json!(address("InternalIP")));
+            row.push(json!(address("ExternalIP")));
+            row.push(json!(or_none(text(object, "/status/nodeInfo/osImage"))));
+            row.push(json!(or_none(text(
+                object,
+                "/status/nodeInfo/kernelVersion"
+            ))));
+            row.push(json!(or_none(text(
+                object,
+                "/status/nodeInfo/containerRuntimeVersion"
+            ))));
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
             let selector = if kind == "ReplicationController" {

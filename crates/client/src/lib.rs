@@ -3,8 +3,10 @@
 //! component runs in the same process as the API server, [`in_process`] gives it a client whose
 //! transport calls the API router directly instead of going through TCP and TLS; everything
 //! above the transport is the same code path. [`leader`] elects one active instance of a
-//! component through a Lease, as client-go's leader election does.
+//! component through a Lease, as client-go's leader election does; [`events`] writes a
+//! component's Events.
 
+pub mod events;
 pub mod leader;
 
 use std::convert::Infallible;

@@ -1,4 +1,5 @@
-//! The control plane of `skiff server`: compactor, API server, controllers and scheduler, started over one
+//! The control plane of `skiff server`: compactor, API server, controllers, scheduler and node
+//! agent, started over one
 //! store and stopped together. Every background task listens to one cancellation token and is
 //! joined on [`ControlPlane::shutdown`]; nothing is aborted mid-write.
 
@@ -30,6 +31,8 @@ pub struct Options {
     pub controllers: bool,
     /// Whether to run the scheduler in this process.
     pub scheduler: bool,
+    /// The node agent to run in this process, if any.
+    pub agent: Option<skiff_agent::Options>,
 }
 
 /// Starting the control plane failed.
@@ -110,6 +113,14 @@ pub async fn start(
             skiff_scheduler::run(client, skiff_scheduler::Options::default()),
         ));
     }
+    if let Some(agent) = options.agent {
+        let client = component_client(&server.router, "node");
+        tasks.spawn(until_cancelled("node agent", stop.clone(), async move {
+            if let Err(error) = skiff_agent::run(client, agent).await {
+                tracing::error!(error = %error_chain(&error), "the node agent stopped");
+            }
+        }));
+    }
     Ok(ControlPlane {
         address: server.address,
         kubeconfig: server.kubeconfig.clone(),
@@ -117,6 +128,18 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// An error with its causes, one after the other.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A kube-rs client of `router` with the identity `system:skiff:{component}`.

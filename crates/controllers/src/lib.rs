@@ -7,17 +7,29 @@
 //!   deletion).
 //! - [`namespace`]: empties namespaces that are being deleted, then lets them go.
 //! - [`heartbeat`]: renews the Lease that tells others the controllers are alive.
+//! - [`node_ipam`]: gives each Node a pod CIDR.
 
 pub mod gc;
 pub mod heartbeat;
 pub mod namespace;
+pub mod node_ipam;
 mod resources;
 
 /// Runs every controller until the returned future is dropped.
 pub async fn run(client: kube::Client) {
+    let ipam = async {
+        match node_ipam::Range::parse(node_ipam::CLUSTER_CIDR) {
+            Some(range) => node_ipam::run(client.clone(), range).await,
+            None => tracing::error!(
+                cidr = node_ipam::CLUSTER_CIDR,
+                "the cluster CIDR does not parse"
+            ),
+        }
+    };
     tokio::join!(
         gc::run(client.clone()),
         namespace::run(client.clone()),
-        heartbeat::run(client)
+        ipam,
+        heartbeat::run(client.clone())
     );
 }

@@ -3,7 +3,8 @@
 //! upstream's words and in a sentence for a person. A kube-rs client of the API like every
 //! component; one instance leads at a time through the Lease `kube-system/kube-scheduler`.
 //!
-//! - [`quantity`], [`resources`]: what pods request and nodes offer.
+//! - [`resources`]: what pods request and nodes offer (quantities read by
+//!   `skiff_apimachinery::quantity`).
 //! - [`cache`]: nodes and what is assigned (or assumed) on each.
 //! - [`filters`], [`scores`]: upstream's default filters and scores; [`spread`] and
 //!   [`affinity`] count what topology spread and inter-pod affinity need per attempt;
@@ -13,18 +14,15 @@
 //!   [`nominations`]: the pods that did, counted on the node they wait for.
 //! - [`message`]: the Unschedulable message and the sentence.
 //! - [`queue`]: active, backoff and parked pods.
-//! - [`events`]: the Scheduled and FailedScheduling Events.
 //! - [`run`]: the watch-driven loop.
 
 pub mod affinity;
 pub mod cache;
 pub mod decide;
-pub mod events;
 pub mod filters;
 pub mod message;
 pub mod nominations;
 pub mod preempt;
-pub mod quantity;
 pub mod queue;
 pub mod resources;
 pub mod run;
@@ -33,6 +31,9 @@ pub mod spread;
 pub mod volumes;
 
 pub use run::Options;
+
+/// The component its Events come from.
+pub const COMPONENT: &str = "default-scheduler";
 
 /// The scheduler name pods get by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";

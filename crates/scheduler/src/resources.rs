@@ -1,4 +1,4 @@
-//! What a pod requests and what a node offers, in milli-units (see [`crate::quantity`]). A pod's
+//! What a pod requests and what a node offers, in milli-units (see `skiff_apimachinery::quantity`). A pod's
 //! requests follow upstream's `PodRequests`: the larger of its app containers' sum and each
 //! init container's peak (restartable "sidecar" init containers keep running, so they add to
 //! both), plus the pod's overhead; pod-level `spec.resources.requests` replace the containers'
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity;
+use skiff_apimachinery::quantity;
 
 /// CPU a container without a CPU request counts as when scoring (upstream's
 /// `DefaultMilliCPURequest`), in milli-CPU.

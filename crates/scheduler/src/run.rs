@@ -31,11 +31,11 @@ use tokio::time::Instant;
 
 use crate::cache::Cache;
 use crate::decide::{self, FitError};
-use crate::events::{Note, Recorder};
 use crate::filters::Candidate;
 use crate::message;
 use crate::preempt::{self, Preemption, Victim};
 use crate::queue::Queue;
+use skiff_client::events::{Note, Recorder, Reporter};
 
 /// Binds and status writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 64;
@@ -121,7 +121,17 @@ fn is_terminal(pod: &Pod) -> bool {
 
 /// Runs the scheduler until the future is dropped.
 pub async fn run(client: Client, options: Options) {
-    let (recorder, events) = Recorder::new(client.clone(), options.identity.clone());
+    let reporter = Reporter {
+        component: crate::COMPONENT,
+        instance: options.identity.clone(),
+        host: None,
+        action: |reason| match reason {
+            "Scheduled" => "Binding",
+            "Preempted" => "Preempting",
+            _ => "Scheduling",
+        },
+    };
+    let (recorder, events) = Recorder::new(client.clone(), reporter);
     let (bound, mut binds) = mpsc::unbounded_channel();
     let (not_evicted, mut failed_evictions) = mpsc::unbounded_channel();
     let mut scheduler = Scheduler {
@@ -488,6 +498,7 @@ impl Scheduler {
                         type_: "Normal",
                         reason: "Preempted",
                         message,
+                        field_path: None,
                     }),
                     // Gone already: nothing to evict, and no Event.
                     Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
@@ -566,6 +577,7 @@ impl Scheduler {
                     uid: uid.clone(),
                     type_: "Normal",
                     reason: "Scheduled",
+                    field_path: None,
                 });
             }
             let _ = bound.send(Bound { key, uid, result });
@@ -614,6 +626,7 @@ impl Scheduler {
             type_: "Warning",
             reason: "FailedScheduling",
             message: text.clone(),
+            field_path: None,
         });
         let current = scheduled_condition(pod);
         let nominated = pod

@@ -1,6 +1,7 @@
 //! `skiff`: Kubernetes in one small binary. This file only parses the command line and hands
 //! each subcommand to its module; the components themselves live in the workspace's crates.
 
+mod agent;
 mod bench;
 mod components;
 mod datastore;
@@ -41,6 +42,13 @@ pub struct DatastoreArgs {
 enum Command {
     /// Run the control plane: the Kubernetes API over HTTPS, backed by the store.
     Server(server::ServerArgs),
+    /// Run the node agent alone, joining a cluster (`skiff server` runs one inside).
+    Agent(agent::AgentArgs),
+    /// Remove what a node agent made on this machine: its pods, network and containerd.
+    Reset(agent::ResetArgs),
+    /// Side-load or pack container images without a registry.
+    #[command(subcommand)]
+    Images(agent::ImagesCommand),
     /// Run the scheduler alone against a cluster (`skiff server` runs one inside).
     Scheduler(components::SchedulerArgs),
     /// Register simulated nodes that run the pods bound to them without containers.
@@ -71,6 +79,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
+            Command::Reset(args) => agent::reset(args).await,
+            Command::Images(command) => agent::images(command).await,
             Command::Scheduler(args) => components::scheduler(args).await,
             Command::SimNodes(args) => components::sim_nodes(args).await,
             Command::Snapshot(command) => snapshot::run(command).await,

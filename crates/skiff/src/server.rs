@@ -1,7 +1,8 @@
-//! `skiff server`: the control plane. Opens the store (embedded SQLite, or etcd), starts what
-//! `skiff_cluster::control_plane` wires over it (compactor, the Kubernetes API over HTTPS, the
-//! controllers and the scheduler as in-process kube-rs clients), prints where the admin kubeconfig is, and stops
-//! it all in order on SIGINT or SIGTERM.
+//! `skiff server`: the control plane and, unless `--no-agent`, a node. Opens the store
+//! (embedded SQLite, or etcd), starts what `skiff_cluster::control_plane` wires over it
+//! (compactor, the Kubernetes API over HTTPS, the controllers, the scheduler and the node agent
+//! as in-process kube-rs clients), prints where the admin kubeconfig is, and stops it all in
+//! order on SIGINT or SIGTERM (pods keep running: the next start adopts them).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -30,6 +31,12 @@ pub struct ServerArgs {
     /// Do not run the scheduler in this process (`skiff scheduler` can run it elsewhere).
     #[arg(long)]
     no_scheduler: bool,
+    /// Do not run a node agent in this process: an API without a node of its own (its pods
+    /// run on nodes that join with `skiff agent`).
+    #[arg(long)]
+    no_agent: bool,
+    #[command(flatten)]
+    node: crate::agent::NodeArgs,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -48,6 +55,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         compaction_interval: COMPACTION_INTERVAL,
         controllers: true,
         scheduler: !args.no_scheduler,
+        agent: (!args.no_agent).then(|| {
+            let roles = vec![(
+                "node-role.kubernetes.io/control-plane".into(),
+                String::new(),
+            )];
+            args.node
+                .options(&args.datastore.data_dir.join("agent"), roles)
+        }),
     };
     let control_plane = skiff_cluster::control_plane::start(options, store, Arc::new(SystemClock))
         .await

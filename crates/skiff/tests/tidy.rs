@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("skiff-controllers", 2),
     ("skiff-scheduler", 2),
     ("skiff-sim-nodes", 2),
+    ("skiff-agent", 2),
     ("smtp-credentials", 2),
     ("skiff-cluster", 3),
     ("skiff", 4),
@@ -33,6 +34,7 @@ const COMPONENTS: &[&str] = &[
     "skiff-controllers",
     "skiff-scheduler",
     "skiff-sim-nodes",
+    "skiff-agent",
     "smtp-credentials",
 ];
 

@@ -43,6 +43,7 @@ struct Options {
     orphan_dependents: Option<bool>,
     uid: Option<String>,
     resource_version: Option<String>,
+    grace_period: Option<i64>,
 }
 
 fn invalid_options(field: &str, message: String) -> ApiError {
@@ -98,11 +99,17 @@ impl Options {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
+        // Already checked as a number by the query's validation; a body's is an integer.
+        let grace_period = body
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| request.params.get("gracePeriodSeconds")?.parse().ok());
         Ok(Self {
             propagation,
             orphan_dependents,
             uid: precondition("uid"),
             resource_version: precondition("resourceVersion"),
+            grace_period,
         })
     }
 
@@ -176,20 +183,35 @@ fn finalizers_after(existing: &[String], options: &Options, default_orphan: bool
     if same_set { existing.to_vec() } else { out }
 }
 
-/// Marks `object` as being deleted: `deletionTimestamp` (kept if already set), a zero grace
-/// period, the generation bumped once, and a namespace's phase `Terminating`.
-fn mark_deleting(object: &mut Value, finalizers: Vec<String>, now: &str) -> Result<(), ApiError> {
+/// Marks `object` as being deleted: `deletionTimestamp` `grace` seconds from `now` (an earlier
+/// one is kept), that grace period, the generation bumped once, and a namespace's phase
+/// `Terminating`.
+fn mark_deleting(
+    object: &mut Value,
+    finalizers: Vec<String>,
+    now: jiff::Timestamp,
+    grace: i64,
+) -> Result<(), ApiError> {
     let namespace = object.get("kind").and_then(Value::as_str) == Some("Namespace");
     let meta = meta_mut(object)?;
-    if !meta.contains_key("deletionTimestamp") {
-        if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
-            && generation > 0
-        {
-            meta.insert("generation".into(), json!(generation + 1));
-        }
-        meta.insert("deletionTimestamp".into(), json!(now));
+    let at = now
+        .checked_add(jiff::SignedDuration::from_secs(grace))
+        .unwrap_or(now);
+    let earlier = meta
+        .get("deletionTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|set| set <= at);
+    if !meta.contains_key("deletionTimestamp")
+        && let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+        && generation > 0
+    {
+        meta.insert("generation".into(), json!(generation + 1));
     }
-    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if !earlier {
+        meta.insert("deletionTimestamp".into(), json!(crate::clock::rfc3339(at)));
+    }
+    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
     if finalizers.is_empty() {
         meta.remove("finalizers");
     } else {
@@ -244,12 +266,20 @@ pub async fn delete(
         options.check_preconditions(old, &target)?;
         let before = finalizers(old);
         let after = finalizers_after(&before, &options, strategy.orphans_by_default);
-        if after.is_empty() && !spec_finalizers_pending(old) {
+        // A graceful deletion only ever shortens the grace period an earlier one gave.
+        let mut grace = (strategy.grace_period)(old, options.grace_period);
+        if old.pointer("/metadata/deletionTimestamp").is_some()
+            && let Some(given) = old
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        {
+            grace = grace.min(given);
+        }
+        if grace == 0 && after.is_empty() && !spec_finalizers_pending(old) {
             return Ok(Decision::Delete);
         }
         let mut object = old.clone();
-        let now = crate::clock::rfc3339(state.clock.now());
-        mark_deleting(&mut object, after, &now)?;
+        mark_deleting(&mut object, after, state.clock.now(), grace)?;
         Ok(Decision::Write {
             object,
             precondition: None,

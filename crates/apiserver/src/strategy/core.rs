@@ -10,8 +10,30 @@ use super::{GENERIC, Strategy};
 /// The strategy of pods.
 pub(super) const POD: Strategy = Strategy {
     defaults: pod_defaults,
+    grace_period: pod_grace_period,
     ..GENERIC
 };
+
+/// Upstream's `CheckGracefulDelete` for pods: the requested grace period, else the pod's
+/// `terminationGracePeriodSeconds` (30 s by default); 0 for a pod no node runs (not bound yet)
+/// or one that has finished.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds")?.as_i64())
+        .unwrap_or(30)
+        .max(0)
+}
 
 /// A pod's defaults, with its service account and default tolerations.
 fn pod_defaults(object: &mut Value) {
@@ -26,9 +48,44 @@ fn pod_defaults(object: &mut Value) {
         set_default(spec, "serviceAccount", json!(account));
         default_tolerations(spec);
     }
+    let class = qos_class(object.get("spec"));
     if let Some(status) = object_at(object, "status") {
         set_default(status, "phase", json!("Pending"));
-        set_default(status, "qosClass", json!("BestEffort"));
+        set_default(status, "qosClass", json!(class));
+    }
+}
+
+/// A pod's QoS class (upstream's `ComputePodQOS`, over cpu and memory): BestEffort without any
+/// request or limit, Guaranteed when every container limits both and requests (defaulting to
+/// the limits) equal them, Burstable otherwise.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers = ["containers", "initContainers"]
+        .into_iter()
+        .filter_map(|field| spec?.get(field)?.as_array())
+        .flatten();
+    let milli = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .and_then(|q| skiff_apimachinery::quantity::milli(q).ok())
+            .filter(|m| *m > 0)
+    };
+    let (mut any, mut guaranteed, mut seen) = (false, true, false);
+    for container in containers {
+        seen = true;
+        for resource in ["cpu", "memory"] {
+            let limit = milli(container.pointer(&format!("/resources/limits/{resource}")));
+            let request =
+                milli(container.pointer(&format!("/resources/requests/{resource}"))).or(limit);
+            any |= limit.is_some() || request.is_some();
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed && seen) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
     }
 }
 
@@ -161,6 +218,36 @@ pub(super) fn replica_defaults(object: &mut Value) {
         set_default(spec, "replicas", json!(1));
     }
     template(object);
+}
+
+#[cfg(test)]
+mod qos_tests {
+    use super::*;
+
+    #[test]
+    fn the_qos_class_should_follow_requests_and_limits() {
+        let class = |spec: Value| qos_class(Some(&spec));
+        assert_eq!(class(json!({"containers": [{"name": "c"}]})), "BestEffort");
+        assert_eq!(
+            class(
+                json!({"containers": [{"name": "c", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]})
+            ),
+            "Guaranteed"
+        );
+        assert_eq!(
+            class(
+                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]})
+            ),
+            "Burstable"
+        );
+        assert_eq!(
+            class(
+                json!({"containers": [{"name": "c", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                {"name": "d"}]})
+            ),
+            "Burstable"
+        );
+    }
 }
 
 #[cfg(test)]

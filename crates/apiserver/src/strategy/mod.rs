@@ -46,9 +46,17 @@ pub struct Strategy {
     /// Whether a delete that names no propagation policy orphans the dependents (upstream
     /// keeps this for core/v1 ReplicationControllers and batch/v1 Jobs).
     pub orphans_by_default: bool,
+    /// The grace period a delete gives an object (`requested`: the DeleteOptions'): 0 deletes
+    /// at once; more keeps the object with a `deletionTimestamp` that far ahead until someone
+    /// (a node agent) deletes it for good. Only pods are deleted gracefully.
+    pub grace_period: fn(object: &Value, requested: Option<i64>) -> i64,
 }
 
 fn no_defaults(_: &mut Value) {}
+
+fn no_grace(_: &Value, _: Option<i64>) -> i64 {
+    0
+}
 
 /// The rules of a resource with none of its own.
 const GENERIC: Strategy = Strategy {
@@ -57,6 +65,7 @@ const GENERIC: Strategy = Strategy {
     create: Create::Store,
     undeletable: &[],
     orphans_by_default: false,
+    grace_period: no_grace,
 };
 
 const SELF_SUBJECT_REVIEW: Strategy = Strategy {

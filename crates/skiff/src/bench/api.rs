@@ -117,7 +117,13 @@ pub(super) fn start_server(
         .port();
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["server", "--https-port", &port.to_string(), "--data-dir"])
+        .args([
+            "server",
+            "--no-agent",
+            "--https-port",
+            &port.to_string(),
+            "--data-dir",
+        ])
         .arg(dir)
         .args(extra);
     if let Some(endpoint) = etcd {

@@ -38,6 +38,7 @@ pub fn start_server() -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
             "server",
+            "--no-agent",
             "--https-port",
             &free_port().to_string(),
             "--data-dir",

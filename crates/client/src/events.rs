@@ -1,10 +1,11 @@
-//! The scheduler's Events (`core/v1`, the ones `kubectl describe pod` and `kubectl get events`
-//! show): `Scheduled` when a pod is bound, `FailedScheduling` when it fits nowhere. Like
-//! upstream's event broadcaster they are written off the scheduling path, from a bounded queue
-//! that drops notes when the API cannot keep up (an Event is never worth slowing scheduling),
-//! and repeats of one reason for one pod update a single Event's count instead of adding one
-//! Event per attempt. Event names are derived from the pod's uid and the reason, so a restarted
-//! scheduler continues the same Event.
+//! Components' Events (`core/v1`, the ones `kubectl describe` and `kubectl get events` show):
+//! the scheduler's `Scheduled` and `FailedScheduling`, the node agent's `Pulled`, `Started`,
+//! `BackOff`... Like upstream's event broadcaster they are written off the component's work,
+//! from a bounded queue that drops notes when the API cannot keep up (an Event is never worth
+//! slowing anything), and repeats of one reason about one object (and container) update a single
+//! Event's count instead of adding one Event each time. Event names are derived from the
+//! object's uid, the container and the reason, so a restarted component continues the same
+//! Event.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,8 +18,6 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-/// The component that reports the Events.
-pub const COMPONENT: &str = "default-scheduler";
 /// Notes waiting to be written; more are dropped.
 const BACKLOG: usize = 4096;
 /// Events written at once.
@@ -26,63 +25,78 @@ const CONCURRENCY: usize = 16;
 /// Names remembered with their count before the memory is cleared.
 const REMEMBERED: usize = 100_000;
 
-/// One Event about a pod.
+/// One Event about an object (a pod, unless `kind` says otherwise).
 #[derive(Clone, Debug)]
 pub struct Note {
-    /// The pod's namespace.
+    /// The object's namespace.
     pub namespace: String,
-    /// The pod's name.
+    /// The object's name.
     pub name: String,
-    /// The pod's uid.
+    /// The object's uid.
     pub uid: String,
     /// `Normal` or `Warning`.
     pub type_: &'static str,
-    /// Upstream's reason (`Scheduled`, `FailedScheduling`).
+    /// Upstream's reason (`Scheduled`, `FailedScheduling`, `Pulled`, `BackOff`, ...).
     pub reason: &'static str,
     /// What happened.
     pub message: String,
+    /// The part of the object it is about (`spec.containers{web}`), if any.
+    pub field_path: Option<String>,
 }
 
 impl Note {
     fn event_name(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (self.uid.as_str(), self.reason).hash(&mut hasher);
+        (self.uid.as_str(), self.field_path.as_deref(), self.reason).hash(&mut hasher);
         format!("{}.{:016x}", self.name, hasher.finish())
     }
 }
 
-/// Where the scheduler drops its notes.
+/// Who reports: the component, its instance and the host it runs on.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    /// The component (`default-scheduler`, `kubelet`).
+    pub component: &'static str,
+    /// This instance of it.
+    pub instance: String,
+    /// The node it runs on, if it runs on one.
+    pub host: Option<String>,
+    /// The Event's `action` for a reason (empty: none).
+    pub action: fn(&str) -> &'static str,
+}
+
+/// Where a component drops its notes.
 #[derive(Clone)]
 pub struct Recorder {
     notes: mpsc::Sender<Note>,
 }
 
 impl Recorder {
-    /// A recorder and the future that writes its Events (run it beside the scheduler).
-    pub fn new(client: Client, instance: String) -> (Recorder, impl Future<Output = ()>) {
+    /// A recorder and the future that writes its Events (run it beside the component).
+    pub fn new(client: Client, reporter: Reporter) -> (Recorder, impl Future<Output = ()>) {
         let (notes, queue) = mpsc::channel(BACKLOG);
-        (Recorder { notes }, write_all(client, instance, queue))
+        (Recorder { notes }, write_all(client, reporter, queue))
     }
 
     /// Queues a note; dropped when the backlog is full.
     pub fn record(&self, note: Note) {
         if self.notes.try_send(note).is_err() {
-            tracing::debug!("event backlog full: a scheduler Event was dropped");
+            tracing::debug!("event backlog full: an Event was dropped");
         }
     }
 }
 
-async fn write_all(client: Client, instance: String, queue: mpsc::Receiver<Note>) {
+async fn write_all(client: Client, reporter: Reporter, queue: mpsc::Receiver<Note>) {
     let counts = std::sync::Mutex::new(HashMap::<String, i32>::new());
     tokio_stream_from(queue)
         .for_each_concurrent(CONCURRENCY, |note| {
             let client = client.clone();
-            let instance = instance.as_str();
+            let reporter = &reporter;
             let counts = &counts;
             async move {
                 let name = note.event_name();
                 let known = counts.lock().ok().and_then(|c| c.get(&name).copied());
-                let count = write(&client, instance, &note, &name, known).await;
+                let count = write(&client, reporter, &note, &name, known).await;
                 if let (Some(count), Ok(mut counts)) = (count, counts.lock()) {
                     if counts.len() >= REMEMBERED {
                         counts.clear();
@@ -102,7 +116,7 @@ fn tokio_stream_from(mut queue: mpsc::Receiver<Note>) -> impl futures::Stream<It
 /// written, `None` when the write failed (logged; Events are best effort).
 async fn write(
     client: &Client,
-    instance: &str,
+    reporter: &Reporter,
     note: &Note,
     name: &str,
     known: Option<i32>,
@@ -111,7 +125,7 @@ async fn write(
     let now = k8s_openapi::jiff::Timestamp::now();
     let result = match known {
         None => {
-            let event = new_event(note, name, instance, now);
+            let event = new_event(note, name, reporter, now);
             match events.create(&PostParams::default(), &event).await {
                 Ok(_) => Ok(1),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -131,7 +145,7 @@ async fn write(
             Err(kube::Error::Api(status)) if status.code == 404 => events
                 .create(
                     &PostParams::default(),
-                    &new_event(note, name, instance, now),
+                    &new_event(note, name, reporter, now),
                 )
                 .await
                 .map(|_| 1),
@@ -141,7 +155,7 @@ async fn write(
     match result {
         Ok(count) => Some(count),
         Err(error) => {
-            tracing::debug!(%error, event = name, "writing a scheduler Event failed");
+            tracing::debug!(%error, event = name, "writing an Event failed");
             None
         }
     }
@@ -166,7 +180,12 @@ async fn bump(
     }
 }
 
-fn new_event(note: &Note, name: &str, instance: &str, now: k8s_openapi::jiff::Timestamp) -> Event {
+fn new_event(
+    note: &Note,
+    name: &str,
+    reporter: &Reporter,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Event {
     Event {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -179,29 +198,25 @@ fn new_event(note: &Note, name: &str, instance: &str, now: k8s_openapi::jiff::Ti
             name: Some(note.name.clone()),
             namespace: Some(note.namespace.clone()),
             uid: Some(note.uid.clone()),
+            field_path: note.field_path.clone(),
             ..ObjectReference::default()
         },
         reason: Some(note.reason.into()),
         message: Some(note.message.clone()),
         type_: Some(note.type_.into()),
         source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: None,
+            component: Some(reporter.component.into()),
+            host: reporter.host.clone(),
         }),
         first_timestamp: Some(Time(now)),
         last_timestamp: Some(Time(now)),
         event_time: Some(MicroTime(now)),
         count: Some(1),
-        action: Some(
-            if note.reason == "Scheduled" {
-                "Binding"
-            } else {
-                "Scheduling"
-            }
-            .into(),
-        ),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(instance.to_string()),
+        action: Some((reporter.action)(note.reason))
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+        reporting_component: Some(reporter.component.into()),
+        reporting_instance: Some(reporter.instance.clone()),
         ..Event::default()
     }
 }

@@ -1,0 +1,264 @@
+//! skiff's node agent, its kubelet: it registers its Node, runs the pods bound to it through a
+//! CRI runtime (by default a containerd it starts and supervises itself), reports their status,
+//! and keeps them running when the control plane is gone — a kube-rs client of the API like
+//! every component.
+//!
+//! - [`runtime`]: the CRI calls behind one trait (containerd over its socket, or a fake).
+//! - [`containerd`]: the agent's own containerd, configured and supervised.
+//! - [`images`]: image archives without a registry, and the sandbox image skiff builds.
+//! - [`network`]: the CNI configuration and the egress guard, installed before any pod runs.
+//! - [`node`]: registration, status and Lease.
+//! - [`pods`]: a worker per pod, carrying out what its spec asks of the runtime.
+//! - [`cgroups`]: pod cgroups removed with their pods.
+
+pub mod cgroups;
+pub mod containerd;
+pub mod images;
+pub mod network;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube::Client;
+use skiff_client::events::{Recorder, Reporter};
+
+use runtime::Runtime;
+use runtime::cri::Cri;
+
+/// The component the agent's Events come from (upstream's name, which tools filter on).
+pub const COMPONENT: &str = "kubelet";
+
+/// Where the container runtime comes from.
+#[derive(Clone, Debug)]
+pub enum RuntimeSource {
+    /// A containerd the agent starts and supervises, under its data directory.
+    Supervised,
+    /// An existing CRI runtime at this socket.
+    Endpoint(PathBuf),
+}
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The Node's name.
+    pub node_name: String,
+    /// The Node's address.
+    pub node_ip: IpAddr,
+    /// Where the agent keeps its files (containerd's, CNI's, pods' volumes and logs).
+    pub data_dir: PathBuf,
+    /// The container runtime.
+    pub runtime: RuntimeSource,
+    /// The cluster's pod CIDR.
+    pub cluster_cidr: String,
+    /// The cluster's service CIDR.
+    pub service_cidr: String,
+    /// Extra Node labels.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Options {
+    fn containerd(&self) -> containerd::Paths {
+        containerd::Paths {
+            dir: self.data_dir.join("containerd"),
+            cni_conf_dir: self.data_dir.join("cni").join("net.d"),
+            sandbox_image: images::PAUSE_IMAGE.into(),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        match &self.runtime {
+            RuntimeSource::Supervised => self.containerd().socket(),
+            RuntimeSource::Endpoint(path) => path.clone(),
+        }
+    }
+
+    /// The agent's cgroup (parent of every pod's).
+    pub fn node_slice(&self) -> String {
+        format!("skiff-{}", network::suffix(&self.node_name))
+    }
+
+    fn network(&self, pod_cidr: &str) -> network::Network {
+        network::Network::new(
+            &self.node_name,
+            &self.cluster_cidr,
+            &self.service_cidr,
+            pod_cidr,
+            self.data_dir.join("cni"),
+        )
+    }
+}
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// containerd could not be started.
+    #[error("starting containerd")]
+    Containerd(#[from] containerd::ContainerdError),
+    /// The runtime could not be reached.
+    #[error("reaching the container runtime")]
+    Runtime(#[from] runtime::RuntimeError),
+    /// The sandbox image could not be provided.
+    #[error("providing the sandbox image")]
+    Image(#[from] images::ImageError),
+    /// The Node could not be registered.
+    #[error("registering the node {name}")]
+    Register {
+        /// The node.
+        name: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// The pod network could not be set up.
+    #[error("setting up the pod network")]
+    Network(#[from] network::NetworkError),
+}
+
+/// Runs the agent until the future is dropped. Pods keep running when it stops (and when it is
+/// killed): a new agent adopts them.
+pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
+    let mut supervisor = None;
+    if let RuntimeSource::Supervised = options.runtime {
+        supervisor = Some(containerd::Supervisor::start(options.containerd()).await?);
+    }
+    let socket = options.socket();
+    let cri: Arc<dyn Runtime> = Arc::new(Cri::new(&socket)?);
+    let (runtime_name, runtime_version) = cri.version().await?;
+    images::ensure_pause(cri.as_ref(), &socket, &options.data_dir.join("images")).await?;
+    let facts = node::Facts {
+        name: options.node_name.clone(),
+        ip: options.node_ip.to_string(),
+        runtime_version: format!("{runtime_name}://{runtime_version}"),
+        port: 10250,
+        labels: options.labels.clone(),
+    };
+    node::register(&client, &facts)
+        .await
+        .map_err(|source| AgentError::Register {
+            name: options.node_name.clone(),
+            source,
+        })?;
+    let pod_cidr = node::pod_cidr(&client, &options.node_name).await;
+    State::of(&options, &pod_cidr).save(&options.data_dir);
+    options.network(&pod_cidr).install().await?;
+    tracing::info!(node = %options.node_name, %pod_cidr, "node agent ready");
+    let reporter = Reporter {
+        component: COMPONENT,
+        instance: options.node_name.clone(),
+        host: Some(options.node_name.clone()),
+        action: |_| "",
+    };
+    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let shared = Arc::new(pods::worker::Shared {
+        client: client.clone(),
+        runtime: cri,
+        node: options.node_name.clone(),
+        node_ip: options.node_ip.to_string(),
+        runtime_name,
+        logs: options.data_dir.join("logs"),
+        pods: options.data_dir.join("pods"),
+        node_slice: options.node_slice(),
+        recorder,
+    });
+    let supervise = async {
+        match supervisor {
+            Some(supervisor) => supervisor.watch().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = supervise => {}
+        () = events => {}
+        () = node::keep_alive(client.clone(), facts) => {}
+        () = pods::run(shared) => {}
+    }
+    Ok(())
+}
+
+/// What a reset needs to know of the agent that ran in a data directory (`agent.json`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct State {
+    node_name: String,
+    pod_cidr: String,
+    cluster_cidr: String,
+    service_cidr: String,
+    endpoint: Option<PathBuf>,
+}
+
+impl State {
+    fn of(options: &Options, pod_cidr: &str) -> Self {
+        State {
+            node_name: options.node_name.clone(),
+            pod_cidr: pod_cidr.to_string(),
+            cluster_cidr: options.cluster_cidr.clone(),
+            service_cidr: options.service_cidr.clone(),
+            endpoint: match &options.runtime {
+                RuntimeSource::Supervised => None,
+                RuntimeSource::Endpoint(path) => Some(path.clone()),
+            },
+        }
+    }
+
+    fn save(&self, data_dir: &std::path::Path) {
+        let written = std::fs::create_dir_all(data_dir).and_then(|()| {
+            std::fs::write(
+                data_dir.join("agent.json"),
+                serde_json::to_vec(self).unwrap_or_default(),
+            )
+        });
+        if let Err(error) = written {
+            tracing::warn!(%error, "recording the agent's state failed; a reset will miss its network");
+        }
+    }
+}
+
+/// Removes everything the agent that ran with `data_dir` made on this machine (see [`reset`]);
+/// `false` if no agent ran there.
+pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
+    let Ok(bytes) = std::fs::read(data_dir.join("agent.json")) else {
+        return false;
+    };
+    let Ok(state) = serde_json::from_slice::<State>(&bytes) else {
+        return false;
+    };
+    let options = Options {
+        node_name: state.node_name,
+        node_ip: IpAddr::from([127, 0, 0, 1]),
+        data_dir: data_dir.to_path_buf(),
+        runtime: state
+            .endpoint
+            .map_or(RuntimeSource::Supervised, RuntimeSource::Endpoint),
+        cluster_cidr: state.cluster_cidr,
+        service_cidr: state.service_cidr,
+        labels: Vec::new(),
+    };
+    reset(&options, &state.pod_cidr).await;
+    true
+}
+
+/// Removes everything an agent with `options` made on this machine: its pods' sandboxes and
+/// containers, their cgroups, the guard, the bridge, and the containerd it started (by the pid
+/// it recorded). For tests and `skiff agent --reset`; a running agent must be stopped first.
+pub async fn reset(options: &Options, pod_cidr: &str) {
+    if let Ok(cri) = Cri::new(&options.socket()) {
+        let labels = pods::labels::AGENT;
+        let ours = |l: &std::collections::HashMap<String, String>| {
+            l.get(labels).map(String::as_str) == Some(options.node_name.as_str())
+        };
+        if let Ok(sandboxes) = cri.list_sandboxes(None).await {
+            for sandbox in sandboxes.iter().filter(|s| ours(&s.labels)) {
+                let _ = cri.stop_sandbox(&sandbox.id).await;
+                let _ = cri.remove_sandbox(&sandbox.id).await;
+            }
+        }
+    }
+    cgroups::remove_slice(&options.node_slice());
+    options.network(pod_cidr).remove().await;
+    if let RuntimeSource::Supervised = options.runtime {
+        containerd::stop(&options.containerd()).await;
+    }
+}

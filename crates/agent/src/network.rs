@@ -1,0 +1,290 @@
+//! The node's pod network and its egress guard. Pods get addresses from the node's pod CIDR
+//! through Debian's CNI plugins (bridge + host-local + portmap), configured by a conflist the
+//! agent writes. Before any pod runs, the guard makes sure nothing addressed to the cluster's
+//! pod or service CIDRs ever leaves through the machine's uplink, even with a rule missing: the
+//! service CIDR is routed to the pod bridge (so service traffic is never sent to the default
+//! route), and an nftables table drops packets to the cluster CIDRs, and un-masqueraded packets
+//! from the pod CIDR, on every interface but loopback and skiff's bridges.
+
+use std::path::PathBuf;
+
+use ring::digest::{SHA256, digest};
+use serde_json::json;
+
+/// Running `ip` or `nft` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The command could not run.
+    #[error("running {command}")]
+    Run {
+        /// The command.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command said no.
+    #[error("{command} failed: {output}")]
+    Failed {
+        /// The command.
+        command: String,
+        /// What it said.
+        output: String,
+    },
+    /// The configuration could not be written.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every bridge name starts so; the guard lets cluster traffic through all of them.
+pub const BRIDGE_PREFIX: &str = "skiff";
+
+/// A node's pod network.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// The bridge pods attach to.
+    pub bridge: String,
+    /// The nftables table of the guard.
+    pub table: String,
+    /// The cluster's pod CIDR (every node's pod CIDR is inside).
+    pub cluster_cidr: String,
+    /// The cluster's service CIDR.
+    pub service_cidr: String,
+    /// This node's pod CIDR.
+    pub pod_cidr: String,
+    /// Where the CNI conflist goes.
+    pub conf_dir: PathBuf,
+    /// Where host-local keeps its leases.
+    pub ipam_dir: PathBuf,
+}
+
+/// A short, stable suffix for this node's network objects (interface names have 15 bytes).
+pub fn suffix(node: &str) -> String {
+    digest(&SHA256, node.as_bytes()).as_ref()[..3]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Network {
+    /// The network of `node` with its pod CIDR.
+    pub fn new(
+        node: &str,
+        cluster_cidr: &str,
+        service_cidr: &str,
+        pod_cidr: &str,
+        dir: PathBuf,
+    ) -> Self {
+        let suffix = suffix(node);
+        Network {
+            bridge: format!("{BRIDGE_PREFIX}{suffix}"),
+            table: format!("skiff-guard-{suffix}"),
+            cluster_cidr: cluster_cidr.to_string(),
+            service_cidr: service_cidr.to_string(),
+            pod_cidr: pod_cidr.to_string(),
+            conf_dir: dir.join("net.d"),
+            ipam_dir: dir.join("ipam"),
+        }
+    }
+
+    /// The CNI conflist.
+    pub fn conflist(&self) -> String {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": self.table.replace("guard", "pods"),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": true,
+                    "ipMasq": true,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": self.pod_cidr}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": self.ipam_dir.display().to_string(),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        })
+        .to_string()
+    }
+
+    /// The guard's nftables rules (the table is replaced whole).
+    pub fn guard_rules(&self) -> String {
+        let cluster = format!("{{ {}, {} }}", self.cluster_cidr, self.service_cidr);
+        let outside = format!("oifname != \"lo\" oifname != \"{BRIDGE_PREFIX}*\"");
+        format!(
+            "table inet {table} {{}}\n\
+             delete table inet {table}\n\
+             table inet {table} {{\n\
+             \tchain output {{\n\
+             \t\ttype filter hook output priority filter; policy accept;\n\
+             \t\t{outside} ip daddr {cluster} drop\n\
+             \t}}\n\
+             \tchain forward {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\t{outside} ip daddr {cluster} drop\n\
+             \t}}\n\
+             \tchain postrouting {{\n\
+             \t\ttype filter hook postrouting priority srcnat + 10; policy accept;\n\
+             \t\t{outside} ip saddr {pods} drop\n\
+             \t}}\n\
+             }}\n",
+            table = self.table,
+            pods = self.cluster_cidr,
+        )
+    }
+
+    /// Installs the guard and the bridge, then writes the CNI configuration: nothing can send
+    /// pod traffic before the guard is in place.
+    pub async fn install(&self) -> Result<(), NetworkError> {
+        run_ignoring(
+            "ip",
+            &["link", "add", &self.bridge, "type", "bridge"],
+            "File exists",
+        )
+        .await?;
+        run("ip", &["link", "set", &self.bridge, "up"]).await?;
+        run(
+            "ip",
+            &["route", "replace", &self.service_cidr, "dev", &self.bridge],
+        )
+        .await?;
+        nft(&self.guard_rules()).await?;
+        for (path, value) in [
+            ("/proc/sys/net/ipv4/ip_forward", "1"),
+            ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+        ] {
+            // The bridge module's sysctl exists once the first bridge does.
+            if let Err(error) = std::fs::write(path, value) {
+                tracing::warn!(path, %error, "setting a network sysctl failed");
+            }
+        }
+        std::fs::create_dir_all(&self.conf_dir).map_err(|source| NetworkError::Write {
+            path: self.conf_dir.clone(),
+            source,
+        })?;
+        let path = self.conf_dir.join("10-skiff.conflist");
+        std::fs::write(&path, self.conflist())
+            .map_err(|source| NetworkError::Write { path, source })?;
+        Ok(())
+    }
+
+    /// Removes the guard, the route and the bridge (teardown).
+    pub async fn remove(&self) {
+        let _ = nft(&format!(
+            "table inet {0} {{}}\ndelete table inet {0}\n",
+            self.table
+        ))
+        .await;
+        let _ = run(
+            "ip",
+            &["route", "del", &self.service_cidr, "dev", &self.bridge],
+        )
+        .await;
+        let _ = run("ip", &["link", "del", &self.bridge]).await;
+        let _ = std::fs::remove_dir_all(&self.ipam_dir);
+    }
+}
+
+async fn run(program: &str, args: &[&str]) -> Result<(), NetworkError> {
+    run_ignoring(program, args, "\0").await
+}
+
+/// Runs a command; an error whose output contains `benign` counts as success.
+async fn run_ignoring(program: &str, args: &[&str], benign: &str) -> Result<(), NetworkError> {
+    let command = format!("{program} {}", args.join(" "));
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|source| NetworkError::Run {
+            command: command.clone(),
+            source,
+        })?;
+    let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if output.status.success() || said.contains(benign) {
+        return Ok(());
+    }
+    Err(NetworkError::Failed {
+        command,
+        output: said,
+    })
+}
+
+async fn nft(rules: &str) -> Result<(), NetworkError> {
+    use tokio::io::AsyncWriteExt;
+    let command = "nft -f -".to_string();
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| NetworkError::Run {
+            command: command.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .await
+            .map_err(|source| NetworkError::Run {
+                command: command.clone(),
+                source,
+            })?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| NetworkError::Run {
+            command: command.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(NetworkError::Failed {
+            command,
+            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_should_drop_cluster_traffic_everywhere_but_loopback_and_skiffs_bridges() {
+        let network = Network::new(
+            "node-a",
+            "10.42.0.0/16",
+            "10.43.0.0/16",
+            "10.42.3.0/24",
+            PathBuf::from("/d"),
+        );
+        assert!(network.bridge.starts_with("skiff") && network.bridge.len() <= 15);
+        let rules = network.guard_rules();
+        assert!(rules.contains(
+            "oifname != \"lo\" oifname != \"skiff*\" ip daddr { 10.42.0.0/16, 10.43.0.0/16 } drop"
+        ));
+        assert!(
+            rules.contains("oifname != \"lo\" oifname != \"skiff*\" ip saddr 10.42.0.0/16 drop")
+        );
+        let conflist: serde_json::Value = serde_json::from_str(&network.conflist()).unwrap();
+        assert_eq!(
+            conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.3.0/24"
+        );
+        assert_eq!(conflist["plugins"][0]["bridge"], network.bridge.as_str());
+    }
+}

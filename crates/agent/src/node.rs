@@ -1,0 +1,252 @@
+//! The Node this agent runs: registered under its name with the machine's capacity (minus a
+//! reserve), addresses and versions; its Lease in `kube-node-lease` renewed every 10 s; its
+//! status written when it changes and otherwise every five minutes (upstream's rhythm), so an
+//! idle node writes nothing but its Lease.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// How often the Lease is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The Lease's duration.
+const LEASE_SECONDS: i32 = 40;
+/// How often the status is computed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How often an unchanged status is written anyway.
+const REPORT_EVERY: Duration = Duration::from_secs(300);
+/// The version nodes report (the API version skiff serves).
+pub const VERSION: &str = "v1.34.0";
+/// Pods a node takes (upstream's `maxPods`).
+const MAX_PODS: i64 = 110;
+
+/// What the node reports about itself.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub ip: String,
+    /// The runtime (`containerd://1.6.20`).
+    pub runtime_version: String,
+    /// The port of the agent's own endpoint (logs, exec).
+    pub port: u16,
+    /// Extra labels (roles).
+    pub labels: Vec<(String, String)>,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn os_image() -> String {
+    read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn memory_kib() -> u64 {
+    read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The Node object registered at start (its status follows in a second write).
+pub fn object(facts: &Facts) -> Value {
+    let mut labels = serde_json::Map::new();
+    labels.insert("kubernetes.io/hostname".into(), json!(facts.name));
+    labels.insert("kubernetes.io/os".into(), json!("linux"));
+    labels.insert("kubernetes.io/arch".into(), json!(architecture()));
+    labels.insert("beta.kubernetes.io/os".into(), json!("linux"));
+    labels.insert("beta.kubernetes.io/arch".into(), json!(architecture()));
+    for (key, value) in &facts.labels {
+        labels.insert(key.clone(), json!(value));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": facts.name, "labels": labels},
+        "spec": {},
+    })
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    since: &str,
+    now: &str,
+) -> Value {
+    json!({"type": type_, "status": status, "reason": reason, "message": message,
+        "lastHeartbeatTime": now, "lastTransitionTime": since})
+}
+
+/// The node's status at `now` (`since`: when the node became ready).
+pub fn status(facts: &Facts, since: &str, now: &str) -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let memory = memory_kib();
+    // A reserve for the system and the agent itself, as kubelet's system-reserved would.
+    let reserved_cpu_milli = 100;
+    let reserved_memory_kib = 256 * 1024;
+    let allocatable_memory = memory.saturating_sub(reserved_memory_kib);
+    let allocatable_cpu = (cpus as u64 * 1000).saturating_sub(reserved_cpu_milli);
+    json!({
+        "capacity": {"cpu": cpus.to_string(), "memory": format!("{memory}Ki"), "pods": MAX_PODS.to_string()},
+        "allocatable": {"cpu": format!("{allocatable_cpu}m"), "memory": format!("{allocatable_memory}Ki"),
+            "pods": MAX_PODS.to_string()},
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", since, now),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", since, now),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", since, now),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", since, now),
+        ],
+        "addresses": [{"type": "InternalIP", "address": facts.ip}, {"type": "Hostname", "address": facts.name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.port}},
+        "nodeInfo": {
+            "machineID": read("/etc/machine-id"),
+            "systemUUID": read("/sys/class/dmi/id/product_uuid"),
+            "bootID": read("/proc/sys/kernel/random/boot_id"),
+            "kernelVersion": read("/proc/sys/kernel/osrelease"),
+            "osImage": os_image(),
+            "containerRuntimeVersion": facts.runtime_version,
+            "kubeletVersion": VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": architecture(),
+        },
+    })
+}
+
+/// A status as compared between writes: without the heartbeat times.
+fn without_heartbeats(status: &Value) -> Value {
+    let mut status = status.clone();
+    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        for condition in conditions.iter_mut().filter_map(Value::as_object_mut) {
+            condition.remove("lastHeartbeatTime");
+        }
+    }
+    status
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Registers the Node (or takes over the one of the same name); returns it.
+pub async fn register(client: &Client, facts: &Facts) -> Result<Node, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(object(facts)).map_err(kube::Error::SerdeError)?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(node) => Ok(node),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Registered before (an agent restart): keep the Node, refresh its labels.
+            let labels = json!({"metadata": {"labels": object(facts)["metadata"]["labels"]}});
+            nodes
+                .patch(&facts.name, &PatchParams::default(), &Patch::Merge(&labels))
+                .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Waits until the control plane gives the node a pod CIDR; returns it.
+pub async fn pod_cidr(client: &Client, name: &str) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        match nodes.get(name).await {
+            Ok(node) => {
+                if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return cidr;
+                }
+                if !logged {
+                    tracing::info!(
+                        node = name,
+                        "waiting for the control plane to give the node a pod CIDR"
+                    );
+                    logged = true;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "reading the Node failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Keeps the Node's status current and its Lease renewed, until the future is dropped.
+pub async fn keep_alive(client: Client, facts: Facts) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let since = now();
+    let mut written: Option<(Value, tokio::time::Instant)> = None;
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    let mut report = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tokio::select! {
+            _ = renew.tick() => renew_lease(&nodes, &leases, &facts.name).await,
+            _ = report.tick() => {
+                let status = status(&facts, &since, &now());
+                let due = written.as_ref().is_none_or(|(last, at)| {
+                    without_heartbeats(last) != without_heartbeats(&status) || at.elapsed() >= REPORT_EVERY
+                });
+                if !due {
+                    continue;
+                }
+                let patch = json!({"status": status});
+                match nodes.patch_status(&facts.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => written = Some((status, tokio::time::Instant::now())),
+                    Err(error) => tracing::debug!(%error, "writing the node's status failed; retrying"),
+                }
+            }
+        }
+    }
+}
+
+/// Renews (or creates) the node's Lease, owned by the Node.
+async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, name: &str) {
+    let renewal = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
+        "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+    match leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&renewal))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            let Ok(node) = nodes.get(name).await else {
+                return;
+            };
+            let mut lease = renewal;
+            lease["metadata"] = json!({"name": name, "namespace": "kube-node-lease",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                    "uid": node.uid().unwrap_or_default()}]});
+            let Ok(lease) = serde_json::from_value::<Lease>(lease) else {
+                return;
+            };
+            if let Err(error) = leases.create(&PostParams::default(), &lease).await {
+                tracing::debug!(%error, "creating the node's Lease failed");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "renewing the node's Lease failed"),
+    }
+}

@@ -1,0 +1,329 @@
+//! A container's environment as kubelet makes it (`makeEnvironmentVariables`): `envFrom`
+//! sources first, then `env` in order, each `$(NAME)` expanded from what came before;
+//! values from ConfigMaps and Secrets (read by the worker beforehand), from the pod's own fields
+//! and from the container's resources. A missing source that is not optional is an error whose
+//! text becomes the container's `CreateContainerConfigError` message, in upstream's words.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::ResourceExt;
+
+/// The ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// ConfigMaps.
+    pub config_maps: HashMap<String, Option<ConfigMap>>,
+    /// Secrets.
+    pub secrets: HashMap<String, Option<Secret>>,
+}
+
+/// The names of the ConfigMaps and Secrets the pod's containers take values from (environment
+/// and volumes).
+pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let mut config_maps = Vec::new();
+    let mut secrets = Vec::new();
+    let Some(spec) = pod.spec.as_ref() else {
+        return (config_maps, secrets);
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for container in containers {
+        for from in container.env_from.iter().flatten() {
+            if let Some(c) = &from.config_map_ref {
+                config_maps.push(c.name.clone());
+            }
+            if let Some(s) = &from.secret_ref {
+                secrets.push(s.name.clone());
+            }
+        }
+        for var in container.env.iter().flatten() {
+            let Some(from) = &var.value_from else {
+                continue;
+            };
+            if let Some(c) = &from.config_map_key_ref {
+                config_maps.push(c.name.clone());
+            }
+            if let Some(s) = &from.secret_key_ref {
+                secrets.push(s.name.clone());
+            }
+        }
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(c) = &volume.config_map {
+            config_maps.push(c.name.clone());
+        }
+        if let Some(s) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.push(s);
+        }
+    }
+    config_maps.sort();
+    config_maps.dedup();
+    secrets.sort();
+    secrets.dedup();
+    (config_maps, secrets)
+}
+
+/// The string data of a ConfigMap or the decoded data of a Secret.
+fn config_map_data(map: &ConfigMap) -> BTreeMap<String, String> {
+    map.data.clone().unwrap_or_default()
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+/// Expands `$(NAME)` from `vars`; `$$` is a literal `$`; unknown references stay as written.
+pub fn expand(text: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match vars.iter().rev().find(|(k, _)| k == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A pod field as `fieldRef` reads it.
+fn field(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Result<String, String> {
+    let bracketed = |prefix: &str| -> Option<String> {
+        let key = path
+            .strip_prefix(prefix)?
+            .strip_prefix("['")?
+            .strip_suffix("']")?;
+        Some(key.to_string())
+    };
+    if let Some(key) = bracketed("metadata.labels") {
+        return Ok(pod.labels().get(&key).cloned().unwrap_or_default());
+    }
+    if let Some(key) = bracketed("metadata.annotations") {
+        return Ok(pod.annotations().get(&key).cloned().unwrap_or_default());
+    }
+    let spec = pod.spec.as_ref();
+    Ok(match path {
+        "metadata.name" => pod.name_any(),
+        "metadata.namespace" => pod.namespace().unwrap_or_default(),
+        "metadata.uid" => pod.uid().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        other => return Err(format!("unsupported fieldPath: {other}")),
+    })
+}
+
+/// A container resource as `resourceFieldRef` reads it, in units of its divisor (CPU rounded
+/// up to whole units, as upstream does).
+fn resource(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Result<String, String> {
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported container resource: {resource}"))?;
+    let resources = container.resources.as_ref();
+    let list = match kind {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => return Err(format!("unsupported container resource: {resource}")),
+    };
+    let Some(quantity) = list.and_then(|l| l.get(name)) else {
+        // Upstream falls back to the node's allocatable for limits; requests default to 0.
+        return Ok("0".into());
+    };
+    let milli = skiff_apimachinery::quantity::milli(&quantity.0).map_err(|e| e.to_string())?;
+    let divisor = match divisor {
+        Some(d) => skiff_apimachinery::quantity::milli(d).map_err(|e| e.to_string())?,
+        None => 1000,
+    };
+    if divisor <= 0 {
+        return Err(format!("invalid divisor for {resource}"));
+    }
+    Ok(((milli + divisor - 1) / divisor).to_string())
+}
+
+/// The environment of `container`, or why it cannot be made.
+pub fn environment(
+    pod: &Pod,
+    container: &Container,
+    sources: &Sources,
+    host_ip: &str,
+    pod_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let set = |vars: &mut Vec<(String, String)>, name: String, value: String| {
+        vars.retain(|(k, _)| *k != name);
+        vars.push((name, value));
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let data = if let Some(reference) = &from.config_map_ref {
+            match sources.config_maps.get(&reference.name).cloned().flatten() {
+                Some(map) => config_map_data(&map),
+                None if reference.optional == Some(true) => continue,
+                None => return Err(format!("configmap \"{}\" not found", reference.name)),
+            }
+        } else if let Some(reference) = &from.secret_ref {
+            match sources.secrets.get(&reference.name).cloned().flatten() {
+                Some(secret) => secret_data(&secret),
+                None if reference.optional == Some(true) => continue,
+                None => return Err(format!("secret \"{}\" not found", reference.name)),
+            }
+        } else {
+            continue;
+        };
+        for (key, value) in data {
+            set(&mut vars, format!("{prefix}{key}"), value);
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match &var.value_from {
+            None => expand(var.value.as_deref().unwrap_or(""), &vars),
+            Some(from) => {
+                if let Some(r) = &from.config_map_key_ref {
+                    match sources.config_maps.get(&r.name).cloned().flatten() {
+                        Some(map) => match config_map_data(&map).get(&r.key) {
+                            Some(value) => value.clone(),
+                            None if r.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!(
+                                    "couldn't find key {} in ConfigMap {namespace}/{}",
+                                    r.key, r.name
+                                ));
+                            }
+                        },
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("configmap \"{}\" not found", r.name)),
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    match sources.secrets.get(&r.name).cloned().flatten() {
+                        Some(secret) => match secret_data(&secret).get(&r.key) {
+                            Some(value) => value.clone(),
+                            None if r.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!(
+                                    "couldn't find key {} in Secret {namespace}/{}",
+                                    r.key, r.name
+                                ));
+                            }
+                        },
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("secret \"{}\" not found", r.name)),
+                    }
+                } else if let Some(r) = &from.field_ref {
+                    field(pod, &r.field_path, host_ip, pod_ip)?
+                } else if let Some(r) = &from.resource_field_ref {
+                    resource(
+                        container,
+                        &r.resource,
+                        r.divisor.as_ref().map(|d| d.0.as_str()),
+                    )?
+                } else {
+                    continue;
+                }
+            }
+        };
+        set(&mut vars, var.name.clone(), value);
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(container: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "labels": {"app": "w"}},
+            "spec": {"nodeName": "n1", "containers": [container]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn values_should_come_from_sources_fields_and_earlier_variables() {
+        let pod = pod(json!({"name": "c", "image": "i",
+        "resources": {"limits": {"memory": "64Mi", "cpu": "1500m"}},
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "A", "value": "x"},
+            {"name": "B", "value": "$(A)-$(CFG_k)-$$-$(NOPE)"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "p"}}},
+        ]}));
+        let mut sources = Sources::default();
+        let cfg: ConfigMap = serde_json::from_value(json!({"data": {"k": "v"}})).unwrap();
+        sources.config_maps.insert("cfg".into(), Some(cfg));
+        let secret: Secret =
+            serde_json::from_value(json!({"data": {"p": "aHVudGVyMg=="}})).unwrap();
+        sources.secrets.insert("s".into(), Some(secret));
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let env = environment(&pod, container, &sources, "192.0.2.1", "10.42.0.5").unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("CFG_k"), Some("v"));
+        assert_eq!(get("B"), Some("x-v-$-$(NOPE)"));
+        assert_eq!(get("POD"), Some("web"));
+        assert_eq!(get("APP"), Some("w"));
+        assert_eq!(get("IP"), Some("10.42.0.5"));
+        assert_eq!(get("MEM"), Some("64"));
+        assert_eq!(get("CPU"), Some("2"));
+        assert_eq!(get("PASS"), Some("hunter2"));
+    }
+
+    #[test]
+    fn missing_sources_should_be_named_as_upstream_names_them() {
+        let pod = pod(json!({"name": "c", "image": "i", "env": [
+            {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "k"}}}]}));
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let mut sources = Sources::default();
+        sources.config_maps.insert("x".into(), None);
+        assert_eq!(
+            environment(&pod, container, &sources, "", ""),
+            Err("configmap \"x\" not found".into())
+        );
+        let empty: ConfigMap = serde_json::from_value(json!({"data": {}})).unwrap();
+        sources.config_maps.insert("x".into(), Some(empty));
+        assert_eq!(
+            environment(&pod, container, &sources, "", ""),
+            Err("couldn't find key k in ConfigMap shop/x".into())
+        );
+    }
+}

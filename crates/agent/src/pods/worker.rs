@@ -1,0 +1,836 @@
+//! One task per pod (kubelet's pod workers): it owns everything about its pod — the latest pod
+//! from the API, what the runtime holds for it, back-offs, why containers wait, the status last
+//! written — and, woken by a change of either or by a back-off running out, carries out the plan
+//! (`plan.rs`), writes the status when it changed, and when the pod is being deleted, stops its
+//! containers with their grace period and deletes it from the API (uid-conditional) once nothing
+//! runs. A pod the API no longer has is torn down. Nothing here needs the API to keep pods
+//! running: with the API gone, crashed containers are still restarted from the last known spec
+//! and sources, and status writes wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use skiff_client::events::{Note, Recorder};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::env::{self, Sources};
+use super::observed::{self, PodRuntime, RunState, StatusCache};
+use super::plan::{self, Input, Start, Waiting};
+use super::{config, status, volumes};
+use crate::cgroups;
+use crate::runtime::{Runtime, RuntimeError};
+
+/// What every pod worker shares.
+pub struct Shared {
+    /// The API.
+    pub client: Client,
+    /// The container runtime.
+    pub runtime: Arc<dyn Runtime>,
+    /// This node's name.
+    pub node: String,
+    /// This node's address.
+    pub node_ip: String,
+    /// The runtime's name (`containerd`), for container ids.
+    pub runtime_name: String,
+    /// Where pod logs go.
+    pub logs: PathBuf,
+    /// Where pods' volumes live.
+    pub pods: PathBuf,
+    /// The agent's cgroup, parent of every pod's.
+    pub node_slice: String,
+    /// Where Events go.
+    pub recorder: Recorder,
+}
+
+/// What a pod worker is told.
+#[derive(Debug)]
+pub enum Message {
+    /// The pod as the API holds it now.
+    Pod(Box<Pod>),
+    /// What the runtime holds for it now.
+    Runtime(PodRuntime),
+    /// The API no longer has it.
+    Gone,
+}
+
+/// The shortest grace period a container gets (upstream's `minimumGracePeriodInSeconds`).
+const MIN_GRACE: i64 = 2;
+/// How soon a failed status write is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+/// Rounds of plan and action per wake-up (a new sandbox, then its containers, ...).
+const ROUNDS: usize = 6;
+
+/// One pod's worker.
+pub struct Worker {
+    shared: Arc<Shared>,
+    uid: String,
+    pod: Option<Pod>,
+    runtime: PodRuntime,
+    /// Whether the runtime has been read for this pod (until then, nothing is done).
+    seen: bool,
+    backoff: Backoff,
+    image_backoff: Backoff,
+    /// Why containers could not start, by name (image, config, create and start errors).
+    failures: BTreeMap<String, Waiting>,
+    exited_at: HashMap<String, Instant>,
+    written: Option<Value>,
+    retry_status: bool,
+    ips: HashMap<String, String>,
+    sources: Sources,
+    statuses: StatusCache,
+}
+
+fn grace_seconds(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(MIN_GRACE)
+}
+
+fn find_container<'p>(pod: &'p Pod, name: &str, init: bool) -> Option<&'p Container> {
+    let spec = pod.spec.as_ref()?;
+    if init {
+        spec.init_containers
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == name)
+    } else {
+        spec.containers.iter().find(|c| c.name == name)
+    }
+}
+
+/// Whether a status says the same as another but for its times.
+fn same_status(a: &Value, b: &Value) -> bool {
+    fn strip(value: &Value) -> Value {
+        let mut value = value.clone();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("startTime");
+        }
+        if let Some(conditions) = value.get_mut("conditions").and_then(Value::as_array_mut) {
+            for condition in conditions.iter_mut().filter_map(Value::as_object_mut) {
+                condition.remove("lastTransitionTime");
+            }
+        }
+        value
+    }
+    strip(a) == strip(b)
+}
+
+impl Worker {
+    /// A worker for the pod `uid` (`pod`: `None` for runtime objects of a pod the API no longer
+    /// has; `runtime`: `None` until the runtime has been read).
+    pub fn new(
+        shared: Arc<Shared>,
+        uid: String,
+        pod: Option<Pod>,
+        runtime: Option<PodRuntime>,
+    ) -> Self {
+        Worker {
+            shared,
+            uid,
+            pod,
+            seen: runtime.is_some(),
+            runtime: runtime.unwrap_or_default(),
+            backoff: Backoff::default(),
+            image_backoff: Backoff::default(),
+            failures: BTreeMap::new(),
+            exited_at: HashMap::new(),
+            written: None,
+            retry_status: false,
+            ips: HashMap::new(),
+            sources: Sources::default(),
+            statuses: StatusCache::default(),
+        }
+    }
+
+    /// Runs until the pod is gone (deleted from the API, or torn down) or the inbox closes.
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Message>) {
+        loop {
+            if self.sync().await {
+                return;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                message = inbox.recv() => match message {
+                    Some(message) => self.apply(message),
+                    None => return,
+                },
+                () = sleep_until(wake) => {}
+            }
+            while let Ok(message) = inbox.try_recv() {
+                self.apply(message);
+            }
+        }
+    }
+
+    fn apply(&mut self, message: Message) {
+        match message {
+            Message::Pod(pod) => self.pod = Some(*pod),
+            Message::Runtime(runtime) => {
+                self.runtime = runtime;
+                self.seen = true;
+            }
+            Message::Gone => self.pod = None,
+        }
+    }
+
+    /// When to look again without being told: a back-off running out, a status to retry.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut wake: Option<Instant> = self.retry_status.then_some(now + RETRY);
+        if let Some(pod) = &self.pod {
+            for instance in self
+                .runtime
+                .instances
+                .iter()
+                .filter(|i| i.state == RunState::Exited)
+            {
+                let key = plan::backoff_key(&self.uid, &instance.name);
+                let failed = self.exited_at.get(&instance.id).copied().unwrap_or(now);
+                if let Some(left) = self.backoff.remaining(&key, failed, now) {
+                    let at = now + left;
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+            }
+            if !self.failures.is_empty() && pod.metadata.deletion_timestamp.is_none() {
+                // Image pulls and missing sources are tried again on their own.
+                let at = now + Duration::from_secs(5);
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        wake
+    }
+
+    fn note(
+        &self,
+        pod: &Pod,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+        container: Option<(&str, bool)>,
+    ) {
+        self.shared.recorder.record(Note {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            uid: self.uid.clone(),
+            type_,
+            reason,
+            message,
+            field_path: container.map(|(name, init)| {
+                if init {
+                    format!("spec.initContainers{{{name}}}")
+                } else {
+                    format!("spec.containers{{{name}}}")
+                }
+            }),
+        });
+    }
+
+    /// Reads what the runtime holds for this pod again.
+    async fn refresh(&mut self) -> Result<(), RuntimeError> {
+        let mut pods = observed::observe(
+            self.shared.runtime.as_ref(),
+            &self.shared.node,
+            Some(&self.uid),
+            &mut self.statuses,
+        )
+        .await?;
+        self.runtime = pods.remove(&self.uid).unwrap_or_default();
+        Ok(())
+    }
+
+    /// One wake-up: act until there is nothing more to do now; `true` when the pod is gone.
+    async fn sync(&mut self) -> bool {
+        if !self.seen {
+            return false;
+        }
+        let now = Instant::now();
+        for instance in self
+            .runtime
+            .instances
+            .iter()
+            .filter(|i| i.state == RunState::Exited)
+        {
+            self.exited_at.entry(instance.id.clone()).or_insert(now);
+        }
+        let Some(pod) = self.pod.clone() else {
+            return self.tear_down().await;
+        };
+        let mut waiting = BTreeMap::new();
+        for _ in 0..ROUNDS {
+            let exited_at = |id: &str| self.exited_at.get(id).copied();
+            let plan = plan::plan(&Input {
+                pod: &pod,
+                runtime: &self.runtime,
+                backoff: &self.backoff,
+                exited_at: &exited_at,
+                now: Instant::now(),
+            });
+            waiting.clone_from(&plan.waiting);
+            for (name, wait) in &plan.waiting {
+                if wait.reason == "CrashLoopBackOff" {
+                    let message = format!(
+                        "Back-off restarting failed container {name} in pod {}_{}({})",
+                        pod.name_any(),
+                        pod.namespace().unwrap_or_default(),
+                        self.uid
+                    );
+                    let init = find_container(&pod, name, true).is_some();
+                    self.note(&pod, "Warning", "BackOff", message, Some((name, init)));
+                }
+            }
+            let acted = self.carry_out(&pod, &plan).await;
+            if !acted {
+                break;
+            }
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(pod = %pod.name_any(), %error, "reading the pod's containers failed");
+                break;
+            }
+            let now = Instant::now();
+            for instance in self
+                .runtime
+                .instances
+                .iter()
+                .filter(|i| i.state == RunState::Exited)
+            {
+                self.exited_at.entry(instance.id.clone()).or_insert(now);
+            }
+        }
+        // Start failures stand until the container runs.
+        self.failures.retain(|name, _| {
+            !self
+                .runtime
+                .latest(name)
+                .is_some_and(|i| i.state == RunState::Running)
+        });
+        for (name, failure) in &self.failures {
+            waiting
+                .entry(name.clone())
+                .or_insert_with(|| failure.clone());
+        }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let nothing_runs =
+            !self.runtime.any_running() && !self.runtime.sandboxes.iter().any(|s| s.ready);
+        self.write_status(&pod, &waiting, deleting && nothing_runs)
+            .await;
+        if deleting && nothing_runs {
+            return self.finish(&pod).await;
+        }
+        false
+    }
+
+    /// Carries out a plan; returns whether anything was done.
+    async fn carry_out(&mut self, pod: &Pod, plan: &plan::Plan) -> bool {
+        let runtime = Arc::clone(&self.shared.runtime);
+        let mut acted = false;
+        let grace = grace_seconds(pod);
+        let kills = plan.kill.iter().map(|(id, name)| {
+            self.note(
+                pod,
+                "Normal",
+                "Killing",
+                format!("Stopping container {name}"),
+                Some((name, false)),
+            );
+            let runtime = Arc::clone(&runtime);
+            async move {
+                if let Err(error) = runtime.stop_container(id, grace).await {
+                    tracing::warn!(container = %name, %error, "stopping a container failed");
+                }
+            }
+        });
+        let killed: Vec<()> = futures::future::join_all(kills).await;
+        acted |= !killed.is_empty();
+        for sandbox in &plan.stop_sandboxes {
+            if let Err(error) = runtime.stop_sandbox(sandbox).await {
+                tracing::warn!(%sandbox, %error, "stopping a pod sandbox failed");
+            }
+            acted = true;
+        }
+        if let Some(attempt) = plan.new_sandbox {
+            acted |= self.new_sandbox(pod, attempt).await;
+        }
+        for start in &plan.start {
+            if !self.start(pod, start).await {
+                break;
+            }
+            acted = true;
+        }
+        acted
+    }
+
+    async fn new_sandbox(&mut self, pod: &Pod, attempt: u32) -> bool {
+        let key = format!("{}/sandbox", self.uid);
+        let now = Instant::now();
+        if self.image_backoff.waiting(&key, now) {
+            return false;
+        }
+        if attempt > 0 {
+            self.note(
+                pod,
+                "Normal",
+                "SandboxChanged",
+                "Pod sandbox changed, it will be killed and re-created.".into(),
+                None,
+            );
+        }
+        let config = config::sandbox(
+            &self.shared.node,
+            pod,
+            attempt,
+            &self.shared.logs,
+            &self.shared.node_slice,
+        );
+        if let Err(error) = std::fs::create_dir_all(&config.log_directory) {
+            tracing::warn!(%error, "creating the pod's log directory failed");
+        }
+        match self.shared.runtime.run_sandbox(config).await {
+            Ok(_) => true,
+            Err(error) => {
+                self.image_backoff.next(&key, now);
+                self.note(
+                    pod,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {error}"),
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    /// Makes sure the container's image is there; `false` (and why, in `failures`) if not.
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        init: bool,
+        sandbox: &k8s_cri::v1::PodSandboxConfig,
+    ) -> bool {
+        let image = container.image.clone().unwrap_or_default();
+        let name = container.name.as_str();
+        let policy = container.image_pull_policy.clone().unwrap_or_else(|| {
+            let tag = image.rsplit('/').next().unwrap_or("");
+            if image.contains('@') || (tag.contains(':') && !tag.ends_with(":latest")) {
+                "IfNotPresent".into()
+            } else {
+                "Always".into()
+            }
+        });
+        let present = match self.shared.runtime.image_status(&image).await {
+            Ok(present) => present.is_some(),
+            Err(error) => {
+                self.fail(
+                    name,
+                    "ImageInspectError",
+                    format!("Failed to inspect image \"{image}\": {error}"),
+                );
+                return false;
+            }
+        };
+        if present && policy != "Always" {
+            self.note(
+                pod,
+                "Normal",
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+                Some((name, init)),
+            );
+            return true;
+        }
+        if !present && policy == "Never" {
+            let message =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.note(
+                pod,
+                "Warning",
+                "ErrImageNeverPull",
+                message.clone(),
+                Some((name, init)),
+            );
+            self.fail(name, "ErrImageNeverPull", message);
+            return false;
+        }
+        let key = format!("{}_{image}", self.uid);
+        let now = Instant::now();
+        if self.image_backoff.waiting(&key, now) {
+            let previous = self
+                .failures
+                .get(name)
+                .map(|w| w.message.clone())
+                .unwrap_or_default();
+            self.note(
+                pod,
+                "Normal",
+                "BackOff",
+                format!("Back-off pulling image \"{image}\""),
+                Some((name, init)),
+            );
+            self.fail(
+                name,
+                "ImagePullBackOff",
+                format!("Back-off pulling image \"{image}\": ErrImagePull: {previous}"),
+            );
+            return false;
+        }
+        self.note(
+            pod,
+            "Normal",
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+            Some((name, init)),
+        );
+        let started = std::time::Instant::now();
+        match self.shared.runtime.pull_image(&image, sandbox).await {
+            Ok(_) => {
+                let took = started.elapsed().as_secs_f64();
+                self.note(
+                    pod,
+                    "Normal",
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting)."),
+                    Some((name, init)),
+                );
+                true
+            }
+            Err(error) => {
+                self.image_backoff.next(&key, now);
+                let message = match &error {
+                    RuntimeError::Call { status, .. } => format!(
+                        "rpc error: code = {:?} desc = {}",
+                        status.code(),
+                        status.message()
+                    ),
+                    other => other.to_string(),
+                };
+                self.note(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {message}"),
+                    Some((name, init)),
+                );
+                self.note(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                    Some((name, init)),
+                );
+                self.fail(name, "ErrImagePull", message);
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, container: &str, reason: &str, message: String) {
+        self.failures.insert(
+            container.to_string(),
+            Waiting {
+                reason: reason.into(),
+                message,
+            },
+        );
+    }
+
+    /// Reads the ConfigMaps and Secrets the pod uses; keeps the last copies when the API cannot
+    /// be reached (a container restarted while the control plane is down still gets them).
+    async fn read_sources(&mut self, pod: &Pod) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let (maps, secrets) = env::referenced(pod);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &namespace);
+        for name in maps {
+            match config_maps.get_opt(&name).await {
+                Ok(found) => {
+                    self.sources.config_maps.insert(name, found);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, configmap = %name, "reading a ConfigMap failed; using the last copy")
+                }
+            }
+        }
+        let secret_api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &namespace);
+        for name in secrets {
+            match secret_api.get_opt(&name).await {
+                Ok(found) => {
+                    self.sources.secrets.insert(name, found);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, secret = %name, "reading a Secret failed; using the last copy")
+                }
+            }
+        }
+    }
+
+    /// Pulls, creates and starts one container; `false` when it could not (and why is noted).
+    async fn start(&mut self, pod: &Pod, start: &Start) -> bool {
+        let Some(container) = find_container(pod, &start.name, start.init).cloned() else {
+            return false;
+        };
+        let Some(sandbox) = self.runtime.sandbox().filter(|s| s.ready).cloned() else {
+            return false;
+        };
+        let init = start.init;
+        let name = container.name.clone();
+        let sandbox_config = config::sandbox(
+            &self.shared.node,
+            pod,
+            sandbox.attempt,
+            &self.shared.logs,
+            &self.shared.node_slice,
+        );
+        if !self
+            .ensure_image(pod, &container, init, &sandbox_config)
+            .await
+        {
+            return false;
+        }
+        self.read_sources(pod).await;
+        let pod_ip = self.sandbox_ip(&sandbox.id).await.unwrap_or_default();
+        let prepared = volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources)
+            .and_then(|paths| volumes::mounts(&container, &paths))
+            .and_then(|mounts| {
+                env::environment(
+                    pod,
+                    &container,
+                    &self.sources,
+                    &self.shared.node_ip,
+                    &pod_ip,
+                )
+                .map(|environment| (environment, mounts))
+            });
+        let (environment, mounts) = match prepared {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                self.note(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some((&name, init)),
+                );
+                self.fail(&name, "CreateContainerConfigError", message);
+                return false;
+            }
+        };
+        if start.restart_count > 0 {
+            self.backoff
+                .next(&plan::backoff_key(&self.uid, &name), Instant::now());
+        }
+        let config = config::container(
+            &self.shared.node,
+            pod,
+            &container,
+            start.restart_count,
+            environment,
+            mounts,
+        );
+        let id = match self
+            .shared
+            .runtime
+            .create_container(&sandbox.id, config, sandbox_config)
+            .await
+        {
+            Ok(id) => id,
+            Err(error) => {
+                let message = error.to_string();
+                self.note(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some((&name, init)),
+                );
+                self.fail(&name, "CreateContainerError", message);
+                return false;
+            }
+        };
+        self.note(
+            pod,
+            "Normal",
+            "Created",
+            format!("Created container: {name}"),
+            Some((&name, init)),
+        );
+        if let Err(error) = self.shared.runtime.start_container(&id).await {
+            let message = error.to_string();
+            self.note(
+                pod,
+                "Warning",
+                "Failed",
+                format!("Error: {message}"),
+                Some((&name, init)),
+            );
+            self.fail(&name, "RunContainerError", message);
+            return false;
+        }
+        self.note(
+            pod,
+            "Normal",
+            "Started",
+            format!("Started container {name}"),
+            Some((&name, init)),
+        );
+        self.failures.remove(&name);
+        true
+    }
+
+    async fn sandbox_ip(&mut self, id: &str) -> Option<String> {
+        if let Some(ip) = self.ips.get(id) {
+            return Some(ip.clone());
+        }
+        let status = self.shared.runtime.sandbox_status(id).await.ok()?;
+        let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty())?;
+        self.ips.insert(id.to_string(), ip.clone());
+        Some(ip)
+    }
+
+    /// Writes the pod's status if it changed since the last write.
+    async fn write_status(
+        &mut self,
+        pod: &Pod,
+        waiting: &BTreeMap<String, Waiting>,
+        terminal: bool,
+    ) {
+        let sandbox = self
+            .runtime
+            .sandbox()
+            .filter(|s| s.ready)
+            .map(|s| s.id.clone());
+        let pod_ip = match &sandbox {
+            Some(id) => self.sandbox_ip(id).await,
+            None => None,
+        };
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let context = status::Context {
+            runtime_name: &self.shared.runtime_name,
+            host_ip: &self.shared.node_ip,
+            pod_ip: pod_ip.as_deref(),
+            waiting,
+            now: &now,
+        };
+        let value = status::status(pod, &self.runtime, &context, terminal);
+        if self
+            .written
+            .as_ref()
+            .is_some_and(|w| same_status(w, &value))
+        {
+            self.retry_status = false;
+            return;
+        }
+        let patch = json!({"metadata": {"uid": self.uid}, "status": value});
+        let pods: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        match pods
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.written = Some(value);
+                self.retry_status = false;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => self.retry_status = false,
+            Err(error) => {
+                tracing::debug!(pod = %pod.name_any(), %error, "writing the pod's status failed; retrying");
+                self.retry_status = true;
+            }
+        }
+    }
+
+    /// Removes the pod's containers, sandboxes, volumes and cgroup from the node.
+    async fn clean_up(&mut self) {
+        let runtime = Arc::clone(&self.shared.runtime);
+        for instance in &self.runtime.instances {
+            if let Err(error) = runtime.remove_container(&instance.id).await
+                && !error.is_not_found()
+            {
+                tracing::warn!(container = %instance.id, %error, "removing a container failed");
+            }
+        }
+        for sandbox in &self.runtime.sandboxes {
+            let _ = runtime.stop_sandbox(&sandbox.id).await;
+            if let Err(error) = runtime.remove_sandbox(&sandbox.id).await
+                && !error.is_not_found()
+            {
+                tracing::warn!(sandbox = %sandbox.id, %error, "removing a pod sandbox failed");
+            }
+        }
+        let _ = std::fs::remove_dir_all(volumes::pod_directory(&self.shared.pods, &self.uid));
+        cgroups::remove_pod(&self.shared.node_slice, &self.uid);
+        self.backoff.forget(&self.uid);
+        self.image_backoff.forget(&self.uid);
+    }
+
+    /// A pod being deleted whose containers all stopped: clean up, then delete it from the API
+    /// (grace 0, conditional on its uid). `true` once it is gone.
+    async fn finish(&mut self, pod: &Pod) -> bool {
+        self.clean_up().await;
+        let pods: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&pod.name_any(), &params).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => true,
+            Err(error) => {
+                tracing::debug!(pod = %pod.name_any(), %error, "deleting the pod failed; retrying");
+                self.retry_status = true;
+                false
+            }
+        }
+    }
+
+    /// Runtime objects of a pod the API no longer has: stop and remove them all.
+    async fn tear_down(&mut self) -> bool {
+        let runtime = Arc::clone(&self.shared.runtime);
+        for instance in self
+            .runtime
+            .instances
+            .iter()
+            .filter(|i| i.state == RunState::Running)
+        {
+            let _ = runtime.stop_container(&instance.id, MIN_GRACE).await;
+        }
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(pod = %self.uid, %error, "reading a removed pod's containers failed");
+            return false;
+        }
+        self.clean_up().await;
+        tracing::info!(pod = %self.uid, name = %self.runtime.name, "removed the containers of a pod the API no longer has");
+        true
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

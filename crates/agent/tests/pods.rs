@@ -1,0 +1,414 @@
+//! The node agent's pod workers against the real API router over the memory store, in one
+//! process, with the in-memory runtime: pods run and report upstream's statuses, crashed
+//! containers come back with back-off, missing sources and images say why, deleted pods are
+//! stopped and removed, and a restarted agent adopts what runs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use skiff_agent::pods::worker::Shared;
+use skiff_agent::runtime::fake::{Behaviour, FakeRuntime};
+use skiff_client::events::{Recorder, Reporter};
+use skiff_cluster::InProcess;
+
+const NODE: &str = "n1";
+
+/// The agent's pods on `NODE`, until the handle is aborted.
+fn start_agent(
+    client: &Client,
+    runtime: &Arc<FakeRuntime>,
+    dir: &std::path::Path,
+) -> tokio::task::JoinHandle<()> {
+    let reporter = Reporter {
+        component: skiff_agent::COMPONENT,
+        instance: NODE.into(),
+        host: Some(NODE.into()),
+        action: |_| "",
+    };
+    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        node: NODE.into(),
+        node_ip: "192.0.2.10".into(),
+        runtime_name: "fake".into(),
+        logs: dir.join("logs"),
+        pods: dir.join("pods"),
+        node_slice: format!("skiff-test-{}", std::process::id()),
+        recorder,
+    });
+    tokio::spawn(async move {
+        tokio::join!(events, skiff_agent::pods::run(shared));
+    })
+}
+
+fn pod(name: &str, spec: Value) -> Pod {
+    let mut spec = spec;
+    spec["nodeName"] = json!(NODE);
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// Polls `check` every 50 ms for up to 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn status(pod: &Pod) -> Value {
+    serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap()
+}
+
+struct World {
+    _cluster: InProcess,
+    client: Client,
+    pods: Api<Pod>,
+    runtime: Arc<FakeRuntime>,
+    agent: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let cluster = InProcess::start().await.unwrap();
+    let client = cluster.client("test");
+    let runtime = Arc::new(FakeRuntime::new());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(&cluster.client("node"), &runtime, dir.path());
+    World {
+        pods: Api::namespaced(client.clone(), "default"),
+        client,
+        _cluster: cluster,
+        runtime,
+        agent,
+        dir,
+    }
+}
+
+impl World {
+    async fn status_of(&self, name: &str) -> Value {
+        status(&self.pods.get(name).await.unwrap())
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) {
+        eventually(what, || async { check(&self.status_of(name).await) }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
+    let w = world().await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "web",
+                json!({"containers": [
+            {"name": "b", "image": "busybox:1.36"}, {"name": "a", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("web", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    let status = w.status_of("web").await;
+    assert!(
+        status["podIP"].as_str().unwrap().starts_with("10.99."),
+        "{status}"
+    );
+    assert_eq!(status["hostIP"], "192.0.2.10");
+    assert_eq!(status["qosClass"], "BestEffort");
+    let names: Vec<&str> = status["containerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "statuses are sorted by name");
+    let first = &status["containerStatuses"][0];
+    assert_eq!(first["ready"], true);
+    assert_eq!(first["started"], true);
+    assert!(
+        first["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake://")
+    );
+    assert!(first["state"]["running"]["startedAt"].is_string());
+    let conditions: Vec<(String, String)> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().into(),
+                c["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for wanted in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+    ] {
+        assert!(
+            conditions.contains(&(wanted.into(), "True".into())),
+            "{wanted}: {conditions:?}"
+        );
+    }
+    // Pulled once: the image was not there, and the events say so.
+    assert_eq!(w.runtime.pulls(), ["busybox:1.36"]);
+    let events: Api<Event> = Api::namespaced(w.client.clone(), "default");
+    eventually("the kubelet's events", || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet"))
+            .filter_map(|e| {
+                Some(format!(
+                    "{}: {}",
+                    e.reason.as_deref()?,
+                    e.message.as_deref()?
+                ))
+            })
+            .collect();
+        reasons.contains(&"Started: Started container a".to_string())
+            && reasons.contains(&"Created: Created container: b".to_string())
+            && reasons.contains(&"Pulling: Pulling image \"busybox:1.36\"".to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_should_be_restarted_then_held_in_crash_loop_back_off() {
+    let w = world().await;
+    w.runtime.add_image("crash");
+    w.runtime.set_image("crash", Behaviour::Exit(3));
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "crash",
+                json!({"containers": [
+            {"name": "c", "image": "crash", "imagePullPolicy": "IfNotPresent"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("crash", "CrashLoopBackOff", |s| {
+        s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+    let status = w.status_of("crash").await;
+    let container = &status["containerStatuses"][0];
+    // The first restart is immediate; the next waits 10 s.
+    assert_eq!(container["restartCount"], 1);
+    let uid = w.pods.get("crash").await.unwrap().uid().unwrap();
+    assert_eq!(
+        container["state"]["waiting"]["message"],
+        format!("back-off 10s restarting failed container=c pod=crash_default({uid})")
+    );
+    assert_eq!(container["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(container["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(
+        w.runtime.pulls(),
+        Vec::<String>::new(),
+        "a present image is not pulled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_must_not_restart_should_end_succeeded_or_failed() {
+    let w = world().await;
+    for (image, code) in [("ok", 0), ("bad", 1)] {
+        w.runtime.add_image(image);
+        w.runtime.set_image(image, Behaviour::Exit(code));
+    }
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "done",
+                json!({"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "ok", "imagePullPolicy": "Never"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "failed",
+                json!({"restartPolicy": "Never",
+            "initContainers": [{"name": "setup", "image": "ok", "imagePullPolicy": "Never"}],
+            "containers": [{"name": "c", "image": "bad", "imagePullPolicy": "Never"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("done", "Succeeded", |s| s["phase"] == "Succeeded")
+        .await;
+    w.wait_for("failed", "Failed", |s| s["phase"] == "Failed")
+        .await;
+    let done = w.status_of("done").await;
+    assert_eq!(
+        done["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    let ready = done["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("PodCompleted"))
+    );
+    let failed = w.status_of("failed").await;
+    assert_eq!(
+        failed["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(
+        failed["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_sources_and_images_should_say_why_and_recover() {
+    let w = world().await;
+    w.runtime.set_image("nowhere:1", Behaviour::Missing);
+    w.pods
+        .create(&PostParams::default(), &pod("config", json!({"containers": [
+            {"name": "c", "image": "busybox:1.36", "env": [
+                {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "x"}}}]}]})))
+        .await
+        .unwrap();
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "image",
+                json!({"containers": [
+            {"name": "c", "image": "nowhere:1"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("config", "CreateContainerConfigError", |s| {
+        s["containerStatuses"][0]["state"]["waiting"]
+            == json!({"reason": "CreateContainerConfigError", "message": "configmap \"settings\" not found"})
+    })
+    .await;
+    w.wait_for("image", "ErrImagePull, then ImagePullBackOff", |s| {
+        s["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    })
+    .await;
+    let maps: Api<ConfigMap> = Api::namespaced(w.client.clone(), "default");
+    let settings: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"x": "1"}}))
+            .unwrap();
+    maps.create(&PostParams::default(), &settings)
+        .await
+        .unwrap();
+    w.wait_for("config", "the pod running once its ConfigMap exists", |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
+    let w = world().await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "web",
+                json!({"containers": [
+            {"name": "c", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("web", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    assert_eq!(w.runtime.sandbox_count(), 1);
+    w.pods
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the pod gone from the API", || async {
+        w.pods.get_opt("web").await.unwrap().is_none()
+    })
+    .await;
+    eventually("its sandbox removed", || async {
+        w.runtime.sandbox_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
+    let w = world().await;
+    for name in ["keep", "gone"] {
+        w.pods
+            .create(
+                &PostParams::default(),
+                &pod(
+                    name,
+                    json!({"containers": [
+                {"name": "c", "image": "busybox:1.36"}]}),
+                ),
+            )
+            .await
+            .unwrap();
+        w.wait_for(name, "the pod running", |s| s["phase"] == "Running")
+            .await;
+    }
+    let keep = w.pods.get("keep").await.unwrap().uid().unwrap();
+    let gone = w.pods.get("gone").await.unwrap().uid().unwrap();
+    w.agent.abort();
+    // While the agent is down, one pod is deleted for good (as `--grace-period=0 --force`).
+    w.pods
+        .delete(
+            "gone",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    let _agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
+    eventually("the deleted pod's containers removed", || async {
+        w.runtime.attempts(&gone, "c") == 0 && w.runtime.sandbox_count() == 1
+    })
+    .await;
+    // Adopted, not restarted: still one instance, restart count 0, still Running.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.runtime.attempts(&keep, "c"), 1);
+    let status = w.status_of("keep").await;
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["containerStatuses"][0]["restartCount"], 0);
+}

@@ -1,0 +1,164 @@
+//! `skiff agent` (the node agent alone, joining a cluster through a kubeconfig), `skiff reset`
+//! (removes what an agent made on this machine), and `skiff images` (side-loading and packing
+//! images without a registry).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::{kubeconfig, signals};
+
+/// The cluster's pod CIDR (every node's `/24` is cut from it).
+pub const CLUSTER_CIDR: &str = "10.42.0.0/16";
+/// The cluster's service CIDR.
+pub const SERVICE_CIDR: &str = "10.43.0.0/16";
+
+/// The options a node agent is started with, in `skiff server` and `skiff agent`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The Node's address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: IpAddr,
+    /// Use this CRI runtime (`unix:///run/containerd/containerd.sock`) instead of starting a
+    /// containerd of the agent's own.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<String>,
+}
+
+impl NodeArgs {
+    /// The agent's options, with its files under `data_dir`.
+    pub fn options(&self, data_dir: &Path, labels: Vec<(String, String)>) -> skiff_agent::Options {
+        let node_name = self.node_name.clone().unwrap_or_else(hostname);
+        skiff_agent::Options {
+            node_name,
+            node_ip: self.node_ip,
+            data_dir: data_dir.to_path_buf(),
+            runtime: match &self.container_runtime_endpoint {
+                Some(endpoint) => skiff_agent::RuntimeSource::Endpoint(
+                    skiff_agent::runtime::cri::socket_path(endpoint),
+                ),
+                None => skiff_agent::RuntimeSource::Supervised,
+            },
+            cluster_cidr: CLUSTER_CIDR.into(),
+            service_cidr: SERVICE_CIDR.into(),
+            labels,
+        }
+    }
+}
+
+/// The host's name, as Node names go (lower case).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
+}
+
+/// Options of `skiff agent`.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The kubeconfig of the cluster to join.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Where the agent keeps its files.
+    #[arg(long, default_value = "/var/lib/skiff-agent")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Runs the node agent until SIGINT or SIGTERM (its pods keep running after).
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let client = kubeconfig::client(&args.kubeconfig).await?;
+    let options = args.node.options(&args.data_dir, Vec::new());
+    tokio::select! {
+        result = skiff_agent::run(client, options) => result.context("running the node agent")?,
+        () = signals::terminated() => eprintln!("skiff agent: stopping (pods keep running)"),
+    }
+    Ok(())
+}
+
+/// Options of `skiff reset`.
+#[derive(clap::Args)]
+pub struct ResetArgs {
+    /// The data directory of the server or agent whose node to clear.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+}
+
+/// Removes every pod, network object, cgroup and the containerd an agent made on this machine.
+pub async fn reset(args: ResetArgs) -> anyhow::Result<()> {
+    let mut any = false;
+    for dir in [args.data_dir.join("agent"), args.data_dir.clone()] {
+        any |= skiff_agent::reset_data_dir(&dir).await;
+    }
+    if !any {
+        anyhow::bail!("no node agent ran with {}", args.data_dir.display());
+    }
+    eprintln!("skiff reset: removed the node's pods, network and containerd");
+    Ok(())
+}
+
+/// `skiff images`.
+#[derive(clap::Subcommand)]
+pub enum ImagesCommand {
+    /// Side-load an image archive (docker or OCI) into the node's containerd.
+    Import {
+        /// The server's or agent's data directory.
+        #[arg(long, default_value = "/var/lib/skiff")]
+        data_dir: PathBuf,
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Pack a directory as a one-layer OCI image archive.
+    Pack {
+        /// The directory that becomes the image's root.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// The image's name (`registry/repository:tag`).
+        #[arg(long)]
+        name: String,
+        /// The program the image runs.
+        #[arg(long, num_args = 1.., required = true)]
+        entrypoint: Vec<String>,
+        /// Where to write the archive.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+/// Runs `skiff images`.
+pub async fn images(command: ImagesCommand) -> anyhow::Result<()> {
+    match command {
+        ImagesCommand::Import { data_dir, file } => {
+            let socket = [data_dir.join("agent"), data_dir.clone()]
+                .iter()
+                .map(|d| d.join("containerd").join("containerd.sock"))
+                .find(|s| s.exists())
+                .with_context(|| {
+                    format!("no containerd of skiff's runs under {}", data_dir.display())
+                })?;
+            skiff_agent::images::import(&socket, &file).await?;
+            eprintln!("skiff images: imported {}", file.display());
+        }
+        ImagesCommand::Pack {
+            rootfs,
+            name,
+            entrypoint,
+            output,
+        } => {
+            let files = skiff_agent::images::files_of(&rootfs)?;
+            let entrypoint: Vec<&str> = entrypoint.iter().map(String::as_str).collect();
+            let bytes = skiff_agent::images::archive(&name, &files, &entrypoint)
+                .context("packing the image")?;
+            std::fs::write(&output, bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
+        }
+    }
+    Ok(())
+}
