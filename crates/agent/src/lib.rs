@@ -10,14 +10,17 @@
 //! - [`node`]: registration, status and Lease.
 //! - [`pods`]: a worker per pod, carrying out what its spec asks of the runtime.
 //! - [`cgroups`]: pod cgroups removed with their pods.
+//! - [`server`]: the agent's HTTPS endpoint for the API server (`pods/log` from [`logs`]).
 
 pub mod cgroups;
 pub mod containerd;
 pub mod images;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -58,6 +61,11 @@ pub struct Options {
     pub service_cidr: String,
     /// Extra Node labels.
     pub labels: Vec<(String, String)>,
+    /// The cluster CA (PEM file): the agent's endpoint admits the API server by a client
+    /// certificate it signed. Without it the endpoint is not served (no logs).
+    pub cluster_ca: Option<PathBuf>,
+    /// The endpoint's port (0: any free port, reported in the Node's status).
+    pub port: u16,
 }
 
 impl Options {
@@ -116,6 +124,9 @@ pub enum AgentError {
     /// The pod network could not be set up.
     #[error("setting up the pod network")]
     Network(#[from] network::NetworkError),
+    /// The agent's endpoint could not be set up.
+    #[error("setting up the agent's endpoint")]
+    Endpoint(#[from] server::ServerError),
 }
 
 /// Runs the agent until the future is dropped. Pods keep running when it stops (and when it is
@@ -129,11 +140,18 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
     let cri: Arc<dyn Runtime> = Arc::new(Cri::new(&socket)?);
     let (runtime_name, runtime_version) = cri.version().await?;
     images::ensure_pause(cri.as_ref(), &socket, &options.data_dir.join("images")).await?;
+    let endpoint = match &options.cluster_ca {
+        Some(path) => Some(endpoint(&options, path).await?),
+        None => {
+            tracing::warn!("no cluster CA given: the agent's endpoint (logs) is not served");
+            None
+        }
+    };
     let facts = node::Facts {
         name: options.node_name.clone(),
         ip: options.node_ip.to_string(),
         runtime_version: format!("{runtime_name}://{runtime_version}"),
-        port: 10250,
+        port: endpoint.as_ref().map_or(0, |(_, _, port)| *port),
         labels: options.labels.clone(),
     };
     node::register(&client, &facts)
@@ -170,13 +188,46 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
             None => std::future::pending().await,
         }
     };
+    let served = Arc::new(server::Endpoint {
+        logs: shared.logs.clone(),
+        runtime: Arc::clone(&shared.runtime),
+        node: shared.node.clone(),
+    });
+    let serve = async move {
+        match endpoint {
+            Some((listener, tls, _)) => server::serve(listener, tls, served).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = supervise => {}
+        () = serve => {}
         () = events => {}
         () = node::keep_alive(client.clone(), facts) => {}
         () = pods::run(shared) => {}
     }
     Ok(())
+}
+
+/// Binds the agent's endpoint; returns it with its TLS and port.
+async fn endpoint(
+    options: &Options,
+    ca: &std::path::Path,
+) -> Result<(tokio::net::TcpListener, Arc<rustls::ServerConfig>, u16), server::ServerError> {
+    let ca_pem = std::fs::read_to_string(ca).map_err(|source| server::ServerError::Ca {
+        path: ca.to_path_buf(),
+        source,
+    })?;
+    let tls = server::tls_config(
+        &ca_pem,
+        vec![options.node_ip.to_string(), options.node_name.clone()],
+    )?;
+    let address = std::net::SocketAddr::new(options.node_ip, options.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| server::ServerError::Bind { address, source })?;
+    let port = listener.local_addr().map_or(options.port, |a| a.port());
+    Ok((listener, tls, port))
 }
 
 /// What a reset needs to know of the agent that ran in a data directory (`agent.json`).
@@ -235,6 +286,8 @@ pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
         cluster_cidr: state.cluster_cidr,
         service_cidr: state.service_cidr,
         labels: Vec::new(),
+        cluster_ca: None,
+        port: 0,
     };
     reset(&options, &state.pod_cidr).await;
     true

@@ -165,7 +165,13 @@ const BUILTIN: &[Row] = &[
     row("", "v1", "Namespace", "namespaces", Cluster, &["ns"]).sub(&["status", "finalize"]),
     row("", "v1", "Pod", "pods", Namespaced, &["po"])
         .in_all()
-        .sub(&["status", "binding", "eviction", "ephemeralcontainers"]),
+        .sub(&[
+            "status",
+            "binding",
+            "eviction",
+            "ephemeralcontainers",
+            "log",
+        ]),
     row("", "v1", "Service", "services", Namespaced, &["svc"])
         .in_all()
         .sub(&["status"]),

@@ -170,6 +170,30 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     Ok(pki)
 }
 
+/// The client certificate and key the API server presents to node agents (kubelet's API), with
+/// the name upstream gives it (`kube-apiserver-kubelet-client`, group `system:masters`), made
+/// from the CA in `dir` the first time.
+pub fn kubelet_client(dir: &Path) -> Result<(String, String), PkiError> {
+    let (cert_path, key_path) = (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    );
+    if cert_path.exists() && key_path.exists() {
+        return Ok((read(&cert_path)?, read(&key_path)?));
+    }
+    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(&dir.join("ca.crt"))?, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name("kube-apiserver-kubelet-client", Some("system:masters"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, 10);
+    let cert = params.signed_by(&key, &issuer)?;
+    write(&key_path, &key.serialize_pem())?;
+    write(&cert_path, &cert.pem())?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// Writes a kubeconfig that reaches `server` (e.g. `https://127.0.0.1:6443`) as the admin.
 pub fn write_admin_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<(), PkiError> {
     use base64::Engine;

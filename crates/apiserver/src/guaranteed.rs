@@ -406,6 +406,7 @@ mod tests {
             watch_cache,
             advertise: "127.0.0.1:6443".into(),
             recent_deletions: crate::recent_deletions::RecentDeletions::default(),
+            kubelet: None,
             openapi: std::sync::RwLock::new(None),
         });
         (state, current)

@@ -14,6 +14,7 @@ mod crd;
 mod duplicates;
 mod guaranteed;
 mod handlers;
+pub mod kubelet;
 mod objects;
 mod openapi;
 mod openapi_proto;
@@ -89,6 +90,9 @@ pub enum ServerError {
     /// Bootstrap objects could not be created.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The client of node agents could not be configured.
+    #[error("configuring the client of node agents")]
+    Kubelet(#[source] kubelet::KubeletError),
 }
 
 /// A running API server.
@@ -164,6 +168,7 @@ pub async fn in_process(
         watch_cache,
         advertise: "127.0.0.1:6443".into(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
+        kubelet: None,
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;
@@ -216,6 +221,9 @@ pub async fn start(
     let watch_cache =
         watch_cache::WatchCache::start(Arc::clone(&store), watch_cache::DEFAULT_CAPACITY).await?;
     let tokens = tokens::Tokens::load_or_create(&config.data_dir.join("tls").join("sa.key"))?;
+    let (kubelet_cert, kubelet_key) = certs::kubelet_client(&config.data_dir.join("tls"))?;
+    let kubelet =
+        kubelet::KubeletClient::new(&kubelet_cert, &kubelet_key).map_err(ServerError::Kubelet)?;
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
@@ -224,6 +232,7 @@ pub async fn start(
         watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
+        kubelet: Some(Arc::new(kubelet)),
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;

@@ -27,6 +27,8 @@ pub struct Inner {
     pub watch_cache: Arc<crate::watch_cache::WatchCache>,
     /// Namespaces this server deleted recently (their lookups go to the store).
     pub recent_deletions: crate::recent_deletions::RecentDeletions,
+    /// The client of node agents (`pods/log`), when this server has a certificate for them.
+    pub kubelet: Option<Arc<crate::kubelet::KubeletClient>>,
     /// The OpenAPI documents, built on first use and again after CRDs change.
     pub openapi: std::sync::RwLock<Option<Arc<crate::openapi::Documents>>>,
 }

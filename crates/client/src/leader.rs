@@ -91,6 +91,50 @@ impl Candidate {
         }
     }
 
+    /// Runs `work` whenever this candidate leads (see [`Candidate::lead`]) until `stop`, then
+    /// gives the Lease up, as client-go's `ReleaseOnCancel`: a successor takes over at once
+    /// instead of waiting out the lease.
+    pub async fn lead_until<F, W>(&mut self, work: F, stop: impl Future<Output = ()>)
+    where
+        F: FnMut() -> W,
+        W: Future<Output = ()>,
+    {
+        tokio::select! {
+            () = self.lead(work) => {}
+            () = stop => {}
+        }
+        self.release().await;
+    }
+
+    /// Gives the Lease up if this candidate holds it: no holder, a one-second duration.
+    pub async fn release(&mut self) {
+        let Ok(Some(mut lease)) = self.leases.get_opt(&self.name).await else {
+            return;
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        lease.spec = Some(LeaseSpec {
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: spec.lease_transitions,
+            ..LeaseSpec::default()
+        });
+        match self
+            .leases
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(lease = %self.name, identity = %self.identity, "gave the lease up")
+            }
+            Err(error) => tracing::debug!(lease = %self.name, %error, "giving the lease up failed"),
+        }
+    }
+
     /// One round of client-go's `tryAcquireOrRenew`: whether this candidate holds the Lease
     /// afterwards. API errors count as "not now" and are logged.
     pub async fn try_acquire_or_renew(&mut self) -> bool {

@@ -29,6 +29,8 @@ pub struct Options {
     pub compaction_interval: Duration,
     /// Whether to run the controllers in this process.
     pub controllers: bool,
+    /// How the controllers run (the cluster's pod CIDR).
+    pub controller_options: skiff_controllers::Options,
     /// Whether to run the scheduler in this process.
     pub scheduler: bool,
     /// The node agent to run in this process, if any.
@@ -102,16 +104,18 @@ pub async fn start(
         tasks.spawn(until_cancelled(
             "controllers",
             stop.clone(),
-            skiff_controllers::run(client),
+            skiff_controllers::run(client, options.controller_options.clone()),
         ));
     }
     if options.scheduler {
         let client = component_client(&server.router, "scheduler");
-        tasks.spawn(until_cancelled(
-            "scheduler",
-            stop.clone(),
-            skiff_scheduler::run(client, skiff_scheduler::Options::default()),
-        ));
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            // The scheduler stops itself, to give its leader Lease up on the way out.
+            let options = skiff_scheduler::Options::default();
+            skiff_scheduler::run_until(client, options, stopped.cancelled_owned()).await;
+            "scheduler"
+        });
     }
     if let Some(agent) = options.agent {
         let client = component_client(&server.router, "node");

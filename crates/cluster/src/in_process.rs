@@ -48,7 +48,10 @@ impl InProcess {
     /// runtime ends).
     pub fn start_controllers(&self) -> Controllers {
         let client = self.client("controllers");
-        Controllers::spawn("controllers", skiff_controllers::run(client))
+        Controllers::spawn(
+            "controllers",
+            skiff_controllers::run(client, skiff_controllers::Options::default()),
+        )
     }
 
     /// Starts a scheduler with `options`; it runs until the returned handle is stopped (or the

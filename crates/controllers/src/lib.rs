@@ -15,14 +15,29 @@ pub mod namespace;
 pub mod node_ipam;
 mod resources;
 
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The cluster's pod CIDR, cut into one `/24` per node.
+    pub cluster_cidr: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_cidr: node_ipam::CLUSTER_CIDR.into(),
+        }
+    }
+}
+
 /// Runs every controller until the returned future is dropped.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, options: Options) {
     let ipam = async {
-        match node_ipam::Range::parse(node_ipam::CLUSTER_CIDR) {
+        match node_ipam::Range::parse(&options.cluster_cidr) {
             Some(range) => node_ipam::run(client.clone(), range).await,
             None => tracing::error!(
-                cidr = node_ipam::CLUSTER_CIDR,
-                "the cluster CIDR does not parse"
+                cidr = %options.cluster_cidr,
+                "the cluster CIDR does not parse (a.b.c.d/n, n at most 24)"
             ),
         }
     };

@@ -21,7 +21,10 @@ async fn cluster() -> Client {
 }
 
 fn start_controllers(client: &Client) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(skiff_controllers::run(client.clone()))
+    tokio::spawn(skiff_controllers::run(
+        client.clone(),
+        skiff_controllers::Options::default(),
+    ))
 }
 
 async fn config_map(

@@ -49,6 +49,12 @@ pub fn priority_of(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
 
 /// Runs the scheduler whenever this instance leads, until the future is dropped.
 pub async fn run(client: kube::Client, options: Options) {
+    run_until(client, options, std::future::pending()).await;
+}
+
+/// Runs the scheduler whenever this instance leads, until `stop`; then gives the leader Lease
+/// up so that another scheduler takes over at once.
+pub async fn run_until(client: kube::Client, options: Options, stop: impl Future<Output = ()>) {
     let mut candidate = skiff_client::leader::Candidate::new(
         client.clone(),
         LEASE_NAMESPACE,
@@ -56,6 +62,6 @@ pub async fn run(client: kube::Client, options: Options) {
         options.identity.clone(),
     );
     candidate
-        .lead(|| run::run(client.clone(), options.clone()))
+        .lead_until(|| run::run(client.clone(), options.clone()), stop)
         .await;
 }

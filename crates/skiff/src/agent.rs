@@ -9,11 +9,6 @@ use anyhow::Context;
 
 use crate::{kubeconfig, signals};
 
-/// The cluster's pod CIDR (every node's `/24` is cut from it).
-pub const CLUSTER_CIDR: &str = "10.42.0.0/16";
-/// The cluster's service CIDR.
-pub const SERVICE_CIDR: &str = "10.43.0.0/16";
-
 /// The options a node agent is started with, in `skiff server` and `skiff agent`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -27,11 +22,27 @@ pub struct NodeArgs {
     /// containerd of the agent's own.
     #[arg(long)]
     pub container_runtime_endpoint: Option<String>,
+    /// The port of the agent's endpoint, which the API server calls for logs (kubelet's 10250;
+    /// 0 for any free port).
+    #[arg(long, default_value_t = 10250)]
+    pub agent_port: u16,
+    /// The cluster's pod CIDR (each node gets a /24 of it).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The cluster's service CIDR (guarded: it never leaves through the uplink).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
 }
 
 impl NodeArgs {
-    /// The agent's options, with its files under `data_dir`.
-    pub fn options(&self, data_dir: &Path, labels: Vec<(String, String)>) -> skiff_agent::Options {
+    /// The agent's options, with its files under `data_dir` and the cluster's CA at
+    /// `cluster_ca`.
+    pub fn options(
+        &self,
+        data_dir: &Path,
+        labels: Vec<(String, String)>,
+        cluster_ca: PathBuf,
+    ) -> skiff_agent::Options {
         let node_name = self.node_name.clone().unwrap_or_else(hostname);
         skiff_agent::Options {
             node_name,
@@ -43,9 +54,11 @@ impl NodeArgs {
                 ),
                 None => skiff_agent::RuntimeSource::Supervised,
             },
-            cluster_cidr: CLUSTER_CIDR.into(),
-            service_cidr: SERVICE_CIDR.into(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            service_cidr: self.service_cidr.clone(),
             labels,
+            cluster_ca: Some(cluster_ca),
+            port: self.agent_port,
         }
     }
 }
@@ -75,7 +88,13 @@ pub struct AgentArgs {
 /// Runs the node agent until SIGINT or SIGTERM (its pods keep running after).
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let client = kubeconfig::client(&args.kubeconfig).await?;
-    let options = args.node.options(&args.data_dir, Vec::new());
+    // The cluster's CA, from the kubeconfig: it signed the API server's client certificate.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let ca = args.data_dir.join("cluster-ca.crt");
+    std::fs::write(&ca, kubeconfig::certificate_authority(&args.kubeconfig)?)
+        .with_context(|| format!("writing {}", ca.display()))?;
+    let options = args.node.options(&args.data_dir, Vec::new(), ca);
     tokio::select! {
         result = skiff_agent::run(client, options) => result.context("running the node agent")?,
         () = signals::terminated() => eprintln!("skiff agent: stopping (pods keep running)"),

@@ -54,14 +54,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         https_port: args.https_port,
         compaction_interval: COMPACTION_INTERVAL,
         controllers: true,
+        controller_options: skiff_controllers::Options {
+            cluster_cidr: args.node.cluster_cidr.clone(),
+        },
         scheduler: !args.no_scheduler,
         agent: (!args.no_agent).then(|| {
             let roles = vec![(
                 "node-role.kubernetes.io/control-plane".into(),
                 String::new(),
             )];
+            let ca = args.datastore.data_dir.join("tls").join("ca.crt");
             args.node
-                .options(&args.datastore.data_dir.join("agent"), roles)
+                .options(&args.datastore.data_dir.join("agent"), roles, ca)
         }),
     };
     let control_plane = skiff_cluster::control_plane::start(options, store, Arc::new(SystemClock))

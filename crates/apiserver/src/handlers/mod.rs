@@ -5,6 +5,7 @@ mod componentstatus;
 mod delete;
 mod discovery;
 mod fields;
+mod logs;
 mod params;
 mod read;
 mod scale;
@@ -247,6 +248,10 @@ async fn resource(
         }
         (Some("finalize"), Some(name), Verb::Update) => {
             return subresources::finalize(state, &write, name, &bytes).await;
+        }
+        (Some("log"), Some(name), Verb::Get) => {
+            let namespace = namespace.ok_or(ApiError::NoSuchResource)?;
+            return logs::pod_log(state, namespace, name, params).await;
         }
         (
             Some("status" | "approval" | "ephemeralcontainers"),

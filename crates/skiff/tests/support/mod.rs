@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// A running `skiff server`.
+#[allow(dead_code)] // not every test binary starts an API-only server
 pub struct Server {
     child: Child,
     /// The admin kubeconfig it wrote.
@@ -32,7 +33,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a server and waits until it prints its kubeconfig.
+/// Starts a server (without a node agent) and waits until it prints its kubeconfig.
+#[allow(dead_code)] // not every test binary starts an API-only server
 pub fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))

@@ -1,0 +1,404 @@
+//! End to end on a real node: `skiff server` with its node agent, its own containerd (Debian's
+//! containerd, runc and CNI plugins) and a busybox image packed here from Debian's
+//! busybox-static (no registry, no internet), driven by kubectl 1.33 and 1.35. A web server pod
+//! answers on its pod IP; logs (tail, previous, follow) come through the API; a crashing
+//! container is restarted with back-off; the server is killed with SIGKILL and the pod keeps
+//! serving, then a new server finds it as it was; deleted pods go with their sandboxes; the
+//! egress guard is in place before any pod; and everything the node made is removed at the end.
+//! Needs root, containerd and kubectl, so it is ignored unless asked for
+//! (`./scripts/test` asks); it fails, naming what is missing, rather than skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::free_port;
+use support::kubectl::{Kubectl, kubectl_binaries};
+
+const IMAGE: &str = "registry.skiff.local/busybox:1.36";
+
+/// Fails, naming the tool, unless every program the node needs is installed.
+fn require_node_tools() {
+    for tool in [
+        "containerd",
+        "runc",
+        "ctr",
+        "nft",
+        "ip",
+        "/usr/lib/cni/bridge",
+        "/bin/busybox",
+    ] {
+        let found = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        assert!(
+            found,
+            "this test needs {tool} (./scripts/install-deps installs it)"
+        );
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap();
+    assert_eq!(uid, "0", "this test runs containers: it needs root");
+}
+
+fn skiff() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// Packs busybox-static with its applets and a web root as an image archive.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(root.join("www/index.html"), "hello from skiff\n").unwrap();
+    let archive = dir.join("busybox.tar");
+    let status = skiff()
+        .args([
+            "images",
+            "pack",
+            "--name",
+            IMAGE,
+            "--entrypoint",
+            "/bin/sh",
+            "--rootfs",
+        ])
+        .arg(&root)
+        .arg("--output")
+        .arg(&archive)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    archive
+}
+
+/// A `skiff server` with its node agent, over a data directory that outlives it.
+struct Node {
+    child: Option<Child>,
+    data: PathBuf,
+    port: u16,
+    name: String,
+    kubeconfig: PathBuf,
+}
+
+/// Starts `skiff server` over `data`; returns it and its kubeconfig.
+fn spawn_server(data: &Path, port: u16, name: &str) -> (Child, PathBuf) {
+    // CIDRs of its own, so that a skiff already running on this machine is no bother.
+    let mut child = skiff()
+        .args([
+            "server",
+            "--https-port",
+            &port.to_string(),
+            "--agent-port",
+            "0",
+        ])
+        .args([
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.245.0.0/16",
+        ])
+        .args(["--node-name", name, "--data-dir"])
+        .arg(data)
+        .env("SKIFF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let kubeconfig = stdout
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("kubeconfig: ").map(PathBuf::from))
+        .expect("the server prints its kubeconfig");
+    std::thread::spawn(move || stdout.for_each(drop));
+    (child, kubeconfig)
+}
+
+impl Node {
+    fn start(data: &Path, port: u16, name: &str) -> Node {
+        let (child, kubeconfig) = spawn_server(data, port, name);
+        Node {
+            child: Some(child),
+            data: data.to_path_buf(),
+            port,
+            name: name.to_string(),
+            kubeconfig,
+        }
+    }
+
+    /// SIGKILL, as a crash: the agent gets no chance to do anything.
+    fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// A new server over the same data directory.
+    fn restart(&mut self) {
+        self.crash();
+        let (child, kubeconfig) = spawn_server(&self.data, self.port, &self.name);
+        self.child = Some(child);
+        self.kubeconfig = kubeconfig;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        // Everything the node made on this machine goes, the test passed or not.
+        let _ = skiff()
+            .arg("reset")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .status();
+    }
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// GET / on `ip:port`, the body.
+fn http_get(ip: &str, port: u16) -> std::io::Result<String> {
+    let address: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  containers:
+  - name: httpd
+    image: registry.skiff.local/busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
+"#;
+
+const TALK: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talk
+spec:
+  containers:
+  - name: c
+    image: registry.skiff.local/busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 1; done"]
+"#;
+
+const CRASH: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crash
+spec:
+  containers:
+  - name: c
+    image: registry.skiff.local/busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/sh", "-c", "echo about to fail; exit 3"]
+"#;
+
+#[test]
+#[ignore = "needs root, containerd and kubectl: ./scripts/test runs it"]
+fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
+    require_node_tools();
+    let binaries = kubectl_binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let image = busybox_image(dir.path());
+    let name = format!("e2e-{}", std::process::id());
+    let mut node = Node::start(&dir.path().join("data"), free_port(), &name);
+    // The same file across restarts (the data directory stays).
+    let kubeconfig = node.kubeconfig.clone();
+    let k = |binary| Kubectl {
+        binary,
+        kubeconfig: &kubeconfig,
+        namespace: "default".into(),
+    };
+    let k33 = k(&binaries[0]);
+    eventually("the node Ready", Duration::from_secs(60), || {
+        k33.run(&["get", "node", &name]).status.success()
+            && k33.jsonpath(
+                &format!("node/{name}"),
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+    });
+    // The egress guard is in place: the service CIDR goes to the pod bridge, and an nftables
+    // table drops cluster traffic towards anything else.
+    let route = Command::new("ip")
+        .args(["route", "get", "10.245.0.99"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&route.stdout).contains("dev skiff"),
+        "{}",
+        String::from_utf8_lossy(&route.stdout)
+    );
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&tables.stdout).contains("skiff-guard-"));
+    let status = skiff()
+        .args(["images", "import", "--data-dir"])
+        .arg(&node.data)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    for yaml in [WEB, TALK, CRASH] {
+        let out = k33.apply_yaml(yaml, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually("web and talk running", Duration::from_secs(60), || {
+        k33.jsonpath("pod/web", "{.status.phase}") == "Running"
+            && k33.jsonpath("pod/talk", "{.status.phase}") == "Running"
+    });
+    let ip = k33.jsonpath("pod/web", "{.status.podIP}");
+    assert!(ip.starts_with("10.244."), "{ip}");
+    let page = http_get(&ip, 8080).unwrap();
+    assert!(page.contains("hello from skiff"), "{page}");
+
+    // Logs through the API, with both kubectl versions.
+    for binary in &binaries {
+        let kb = k(binary);
+        eventually("talk's log", Duration::from_secs(20), || {
+            kb.ok(&["logs", "talk", "--tail=2"]).lines().count() == 2
+        });
+        let stamped = kb.ok(&["logs", "talk", "--tail=1", "--timestamps"]);
+        assert!(stamped.contains("Z line "), "{stamped}");
+        let mut follow = kb
+            .command(&["logs", "-f", "talk", "--tail=1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let second = lines.next().unwrap().unwrap();
+        assert!(
+            first.starts_with("line ") && second.starts_with("line "),
+            "{first} / {second}"
+        );
+        follow.kill().unwrap();
+        let _ = follow.wait();
+    }
+
+    // The crashing container: restarted, then held back, with its earlier log.
+    eventually("CrashLoopBackOff", Duration::from_secs(60), || {
+        k33.ok(&["get", "pod", "crash"])
+            .contains("CrashLoopBackOff")
+    });
+    let previous = k33.ok(&["logs", "crash", "--previous"]);
+    assert_eq!(previous, "about to fail\n");
+    let described = k33.ok(&["describe", "pod", "crash"]);
+    assert!(
+        described.contains("Back-off restarting failed container c"),
+        "{described}"
+    );
+    assert!(described.contains("Exit Code:    3"), "{described}");
+
+    // The server dies: the workload does not notice.
+    node.crash();
+    let page = http_get(&ip, 8080).unwrap();
+    assert!(page.contains("hello from skiff"));
+    node.restart();
+    eventually(
+        "web Running again, as it was",
+        Duration::from_secs(60),
+        || k33.jsonpath("pod/web", "{.status.phase}") == "Running",
+    );
+    assert_eq!(k33.jsonpath("pod/web", "{.status.podIP}"), ip);
+    assert_eq!(
+        k33.jsonpath("pod/web", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert!(http_get(&ip, 8080).unwrap().contains("hello from skiff"));
+
+    // Deleted pods go, with their sandboxes.
+    k33.ok(&["delete", "pod", "web", "talk", "crash"]);
+    let socket = node.data.join("agent/containerd/containerd.sock");
+    eventually("every sandbox removed", Duration::from_secs(60), || {
+        let listed = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "containers", "ls", "-q"])
+            .output()
+            .unwrap();
+        listed.stdout.is_empty()
+    });
+    assert!(
+        http_get(&ip, 8080).is_err(),
+        "the web pod's address is gone"
+    );
+
+    // The reset removes what the node made on this machine.
+    drop(node);
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let bridge = format!("skiff{}", &suffix(&name));
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(&bridge));
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout)
+            .contains(&format!("skiff-guard-{}", suffix(&name)))
+    );
+}
+
+/// The agent's short name suffix for `node`, as its bridge and nft table are named (the first
+/// three bytes of the name's SHA-256).
+fn suffix(node: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("printf %s '{node}' | sha256sum")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..6].to_string()
+}
