@@ -103,6 +103,23 @@ impl World {
         status(&self.pods.get(name).await.unwrap())
     }
 
+    /// "Reason: message" of each Event the kubelet reported in the default namespace.
+    async fn kubelet_events(&self) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet"))
+            .filter_map(|e| {
+                Some(format!(
+                    "{}: {}",
+                    e.reason.as_deref()?,
+                    e.message.as_deref()?
+                ))
+            })
+            .collect()
+    }
+
     async fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) {
         eventually(what, || async { check(&self.status_of(name).await) }).await;
     }
@@ -172,21 +189,8 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
     }
     // Pulled once: the image was not there, and the events say so.
     assert_eq!(w.runtime.pulls(), ["busybox:1.36"]);
-    let events: Api<Event> = Api::namespaced(w.client.clone(), "default");
     eventually("the kubelet's events", || async {
-        let list = events.list(&ListParams::default()).await.unwrap();
-        let reasons: Vec<String> = list
-            .items
-            .iter()
-            .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet"))
-            .filter_map(|e| {
-                Some(format!(
-                    "{}: {}",
-                    e.reason.as_deref()?,
-                    e.message.as_deref()?
-                ))
-            })
-            .collect();
+        let reasons = w.kubelet_events().await;
         reasons.contains(&"Started: Started container a".to_string())
             && reasons.contains(&"Created: Created container: b".to_string())
             && reasons.contains(&"Pulling: Pulling image \"busybox:1.36\"".to_string())
@@ -411,4 +415,67 @@ async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
     let status = w.status_of("keep").await;
     assert_eq!(status["phase"], "Running");
     assert_eq!(status["containerStatuses"][0]["restartCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_should_gate_readiness_and_restart_containers_that_fail_liveness() {
+    let w = world().await;
+    let exec = |command: &str| json!({"exec": {"command": [command]}, "periodSeconds": 1});
+    let mut dying = exec("false");
+    dying["failureThreshold"] = json!(2);
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "probed",
+                json!({"containers": [
+                    {"name": "ready", "image": "busybox:1.36", "readinessProbe": exec("true")},
+                    {"name": "unready", "image": "busybox:1.36", "readinessProbe": exec("false")},
+                    {"name": "dying", "image": "busybox:1.36", "livenessProbe": dying},
+                ]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("probed", "the liveness probe restarting a container", |s| {
+        let by_name = |name: &str| {
+            s["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        by_name("ready")["ready"] == true
+            && by_name("unready")["ready"] == false
+            && by_name("unready")["started"] == true
+            && by_name("dying")["restartCount"].as_i64() >= Some(1)
+    })
+    .await;
+    let status = w.status_of("probed").await;
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(
+        ready["message"], "containers with unready status: [unready]",
+        "{ready}"
+    );
+    eventually("Unhealthy and Killing events", || async {
+        let events = w.kubelet_events().await;
+        events
+            .iter()
+            .any(|e| e.starts_with("Unhealthy: Readiness probe failed"))
+            && events
+                .iter()
+                .any(|e| e.starts_with("Unhealthy: Liveness probe failed"))
+            && events.contains(
+                &"Killing: Container dying failed liveness probe, will be restarted".to_string(),
+            )
+    })
+    .await;
 }

@@ -213,6 +213,12 @@ spec:
     image: registry.skiff.local/busybox:1.36
     imagePullPolicy: IfNotPresent
     command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
+    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: ["/bin/sh", "-c", "test -d /www"]}
+      periodSeconds: 1
 "#;
 
 const TALK: &str = r#"
@@ -300,6 +306,10 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     eventually("web and talk running", Duration::from_secs(60), || {
         k33.jsonpath("pod/web", "{.status.phase}") == "Running"
             && k33.jsonpath("pod/talk", "{.status.phase}") == "Running"
+    });
+    // Its readiness (HTTP) and liveness (exec) probes pass.
+    eventually("web ready", Duration::from_secs(20), || {
+        k33.jsonpath("pod/web", "{.status.containerStatuses[0].ready}") == "true"
     });
     let ip = k33.jsonpath("pod/web", "{.status.podIP}");
     assert!(ip.starts_with("10.244."), "{ip}");

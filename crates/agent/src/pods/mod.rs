@@ -4,7 +4,8 @@
 //!
 //! - `labels.rs`: how runtime objects name their pod; `observed.rs`: what the runtime holds.
 //! - `plan.rs`: what to do for a pod, pure; `status.rs`: its status, pure; `backoff.rs`.
-//! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node.
+//! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node;
+//!   `probes.rs`: startup, liveness and readiness probes.
 
 pub mod backoff;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod env;
 pub mod labels;
 pub mod observed;
 pub mod plan;
+pub mod probes;
 pub mod status;
 pub mod volumes;
 pub mod worker;

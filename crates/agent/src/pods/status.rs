@@ -128,6 +128,8 @@ pub struct Context<'a> {
     pub pod_ip: Option<&'a str>,
     /// Why containers wait, by name.
     pub waiting: &'a BTreeMap<String, Waiting>,
+    /// The containers' probes (readiness and startup).
+    pub probes: &'a super::probes::Probes,
     /// Now, RFC 3339.
     pub now: &'a str,
 }
@@ -157,6 +159,7 @@ fn container_status(
     runtime: &PodRuntime,
     context: &Context<'_>,
     not_started_reason: &str,
+    init: bool,
 ) -> Value {
     let latest = runtime.latest(&container.name);
     let waiting = context.waiting.get(&container.name);
@@ -182,15 +185,24 @@ fn container_status(
         }
     };
     let running = waiting.is_none() && latest.is_some_and(|i| i.state == RunState::Running);
+    let (ready, started) = if init {
+        let done = latest.is_some_and(|i| i.state == RunState::Exited && i.exit_code == 0);
+        (done || (running && is_sidecar(container)), running)
+    } else {
+        (
+            running && context.probes.ready(&container.name),
+            running && context.probes.started(&container.name),
+        )
+    };
     let mut status = json!({
         "name": container.name,
         "state": state,
         "lastState": last.unwrap_or_else(|| json!({})),
-        "ready": running,
+        "ready": ready,
         "restartCount": latest.map_or(0, |i| i.restart_count),
         "image": container.image.clone().unwrap_or_default(),
         "imageID": latest.map(|i| i.image_ref.clone()).unwrap_or_default(),
-        "started": running,
+        "started": started,
     });
     if let Some(instance) = latest {
         status["containerID"] = json!(format!("{}://{}", context.runtime_name, instance.id));
@@ -241,11 +253,16 @@ pub fn status(pod: &Pod, runtime: &PodRuntime, context: &Context<'_>, terminal: 
     let inits = init_containers(pod);
     let init_statuses: Vec<Value> = inits
         .iter()
-        .map(|c| container_status(c, runtime, context, not_started(pod)))
+        .map(|c| container_status(c, runtime, context, not_started(pod), true))
         .collect();
     let mut app: Vec<(&Container, Value)> = containers(pod)
         .iter()
-        .map(|c| (c, container_status(c, runtime, context, not_started(pod))))
+        .map(|c| {
+            (
+                c,
+                container_status(c, runtime, context, not_started(pod), false),
+            )
+        })
         .collect();
     app.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let unready: Vec<&str> = containers(pod)

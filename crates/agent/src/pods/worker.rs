@@ -24,6 +24,7 @@ use super::backoff::Backoff;
 use super::env::{self, Sources};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
+use super::probes::{self, Probes, Verdict};
 use super::{config, status, volumes};
 use crate::cgroups;
 use crate::runtime::{Runtime, RuntimeError};
@@ -86,6 +87,7 @@ pub struct Worker {
     ips: HashMap<String, String>,
     sources: Sources,
     statuses: StatusCache,
+    probes: Probes,
 }
 
 fn grace_seconds(pod: &Pod) -> i64 {
@@ -149,6 +151,7 @@ impl Worker {
             ips: HashMap::new(),
             sources: Sources::default(),
             statuses: StatusCache::default(),
+            probes: Probes::default(),
         }
     }
 
@@ -200,6 +203,9 @@ impl Worker {
                     let at = now + left;
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
+            }
+            if let Some(at) = self.probes.next_wake() {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if !self.failures.is_empty() && pod.metadata.deletion_timestamp.is_none() {
                 // Image pulls and missing sources are tried again on their own.
@@ -253,6 +259,12 @@ impl Worker {
         if !self.seen {
             return false;
         }
+        let Some(pod) = self.pod.clone() else {
+            return self.tear_down().await;
+        };
+        if pod.metadata.deletion_timestamp.is_none() {
+            self.probe(&pod).await;
+        }
         let now = Instant::now();
         for instance in self
             .runtime
@@ -262,9 +274,6 @@ impl Worker {
         {
             self.exited_at.entry(instance.id.clone()).or_insert(now);
         }
-        let Some(pod) = self.pod.clone() else {
-            return self.tear_down().await;
-        };
         let mut waiting = BTreeMap::new();
         for _ in 0..ROUNDS {
             let exited_at = |id: &str| self.exited_at.get(id).copied();
@@ -327,6 +336,69 @@ impl Worker {
             return self.finish(&pod).await;
         }
         false
+    }
+
+    /// Runs the probes that are due; kills instances their liveness or startup probe gave up
+    /// on (their restart policy brings them back).
+    async fn probe(&mut self, pod: &Pod) {
+        let now = Instant::now();
+        self.probes.track(pod, &self.runtime, now);
+        let due = self.probes.due(pod, now);
+        if due.is_empty() {
+            return;
+        }
+        let sandbox = self
+            .runtime
+            .sandbox()
+            .filter(|s| s.ready)
+            .map(|s| s.id.clone());
+        let pod_ip = match &sandbox {
+            Some(id) => self.sandbox_ip(id).await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let runtime = Arc::clone(&self.shared.runtime);
+        let results = futures::future::join_all(
+            due.iter()
+                .map(|d| probes::run(runtime.as_ref(), d, &pod_ip)),
+        )
+        .await;
+        let mut killed = false;
+        for (due, (passed, output)) in due.iter().zip(results) {
+            let kind = due.kind.word();
+            if !passed {
+                self.note(
+                    pod,
+                    "Warning",
+                    "Unhealthy",
+                    format!("{kind} probe failed: {output}"),
+                    Some((&due.container, false)),
+                );
+            }
+            if self.probes.record(due, passed, Instant::now()) == Verdict::Kill {
+                self.note(
+                    pod,
+                    "Normal",
+                    "Killing",
+                    format!(
+                        "Container {} failed {} probe, will be restarted",
+                        due.container,
+                        kind.to_lowercase()
+                    ),
+                    Some((&due.container, false)),
+                );
+                let grace = due
+                    .probe
+                    .termination_grace_period_seconds
+                    .unwrap_or_else(|| grace_seconds(pod));
+                if let Err(error) = runtime.stop_container(&due.instance, grace).await {
+                    tracing::warn!(container = %due.container, %error, "killing an unhealthy container failed");
+                }
+                killed = true;
+            }
+        }
+        if killed && let Err(error) = self.refresh().await {
+            tracing::warn!(pod = %pod.name_any(), %error, "reading the pod's containers failed");
+        }
     }
 
     /// Carries out a plan; returns whether anything was done.
@@ -720,6 +792,7 @@ impl Worker {
             host_ip: &self.shared.node_ip,
             pod_ip: pod_ip.as_deref(),
             waiting,
+            probes: &self.probes,
             now: &now,
         };
         let value = status::status(pod, &self.runtime, &context, terminal);

@@ -251,6 +251,28 @@ impl Runtime for Cri {
             })
     }
 
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: i64,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError> {
+        let mut request = tonic::Request::new(api::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: command.to_vec(),
+            timeout,
+        });
+        request.set_timeout(Duration::from_secs(timeout.max(1).unsigned_abs() + 5));
+        let answer = self
+            .runtime
+            .clone()
+            .exec_sync(request)
+            .await
+            .map_err(call("ExecSync"))?
+            .into_inner();
+        Ok((answer.exit_code, answer.stdout, answer.stderr))
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError> {
         let request = api::ImageStatusRequest {
             image: Some(api::ImageSpec {

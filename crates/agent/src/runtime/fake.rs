@@ -387,6 +387,25 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        _timeout: i64,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError> {
+        let state = self.state();
+        let running = state
+            .containers
+            .get(id)
+            .is_some_and(|c| c.state == api::ContainerState::ContainerRunning);
+        if !running {
+            return Err(not_found("ExecSync", id));
+        }
+        // `false` fails, anything else succeeds and echoes itself.
+        let code = i32::from(command.first().map(String::as_str) == Some("false"));
+        Ok((code, command.join(" ").into_bytes(), Vec::new()))
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError> {
         let state = self.state();
         Ok(state.images.contains(image).then(|| api::Image {

@@ -85,6 +85,14 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Vec<api::Container>, RuntimeError>;
     /// One container's status (exit code, reason, message, times).
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus, RuntimeError>;
+    /// Runs `command` in a running container and waits for it (at most `timeout` seconds):
+    /// its exit code, standard output and standard error.
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: i64,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
     /// The image `image`, if the runtime has it.
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError>;
     /// Pulls `image`; returns its reference (the image id).
