@@ -10,7 +10,8 @@
 //! - [`node`]: registration, status and Lease.
 //! - [`pods`]: a worker per pod, carrying out what its spec asks of the runtime.
 //! - [`cgroups`]: pod cgroups removed with their pods.
-//! - [`server`]: the agent's HTTPS endpoint for the API server (`pods/log` from [`logs`]).
+//! - [`server`]: the agent's HTTPS endpoint for the API server (`pods/log` from [`logs`];
+//!   exec, attach and port-forward from [`streaming`]).
 
 pub mod cgroups;
 pub mod containerd;
@@ -21,6 +22,7 @@ pub mod node;
 pub mod pods;
 pub mod runtime;
 pub mod server;
+pub mod streaming;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The agent's own HTTPS endpoint (kubelet's API, port 10250 by default), which the API server
-//! calls to serve `pods/log`. Only the API server gets in: a client certificate signed by the
+//! calls to serve `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward`. Only the API server gets in: a client certificate signed by the
 //! cluster's CA is required (TLS refuses anything else) and its subject must be the API
 //! server's (`kube-apiserver-kubelet-client`) or an administrator's (`system:masters`). The
 //! serving certificate is the agent's own, made at start.
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::logs;
 use crate::pods::labels;
 use crate::runtime::Runtime;
+use crate::streaming;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -157,6 +158,7 @@ pub async fn serve(
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, %error, "an endpoint connection ended with an error");
@@ -169,14 +171,41 @@ async fn handle(
     endpoint: &Endpoint,
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<Body> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let streaming = match segments.as_slice() {
+        ["exec", namespace, pod, container] => {
+            Some((*namespace, *pod, streaming::Kind::Exec { container }))
+        }
+        ["attach", namespace, pod, container] => {
+            Some((*namespace, *pod, streaming::Kind::Attach { container }))
+        }
+        ["portForward", namespace, pod] => Some((*namespace, *pod, streaming::Kind::PortForward)),
+        _ => None,
+    };
+    if let Some((namespace, name, kind)) = streaming {
+        if !matches!(*request.method(), http::Method::GET | http::Method::POST) {
+            return text(http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let pod = streaming::PodRef {
+            node: &endpoint.node,
+            namespace,
+            name,
+        };
+        return match streaming::serve(endpoint.runtime.as_ref(), pod, kind, request).await {
+            Ok(switching) => switching.map(|()| Empty::new().boxed()),
+            Err(refusal) => {
+                tracing::debug!(%path, message = %refusal.message, "a streaming request was refused");
+                text(refusal.status, refusal.message)
+            }
+        };
+    }
     if request.method() != http::Method::GET {
         return text(http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let path = request.uri().path();
     if path == "/healthz" {
         return text(http::StatusCode::OK, "ok");
     }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["containerLogs", namespace, pod, container] => {
             container_logs(

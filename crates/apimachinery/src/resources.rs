@@ -171,6 +171,9 @@ const BUILTIN: &[Row] = &[
             "eviction",
             "ephemeralcontainers",
             "log",
+            "exec",
+            "attach",
+            "portforward",
         ]),
     row("", "v1", "Service", "services", Namespaced, &["svc"])
         .in_all()

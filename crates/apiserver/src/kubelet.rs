@@ -1,5 +1,5 @@
-//! The API server as a client of node agents (kubelet's API): `pods/log` (and later exec,
-//! attach, port-forward and `nodes/proxy`) are requests the API server makes to the agent of the
+//! The API server as a client of node agents (kubelet's API): `pods/log`, `pods/exec`,
+//! `pods/attach` and `pods/portforward` are requests the API server makes to the agent of the
 //! pod's node, at the address and port its Node reports, presenting its own client certificate
 //! (`kube-apiserver-kubelet-client`, signed by the cluster CA), which is how the agent knows the
 //! caller is the API server. The agent's serving certificate is not verified, as upstream does
@@ -117,6 +117,18 @@ impl KubeletClient {
         port: u16,
         path_and_query: &str,
     ) -> Result<http::Response<hyper::body::Incoming>, KubeletError> {
+        let request = http::Request::get(path_and_query).body(())?;
+        self.send(host, port, request).await
+    }
+
+    /// Sends `request` (without a body; an upgrade request may switch protocols) to the agent
+    /// at `host:port`.
+    pub async fn send(
+        &self,
+        host: IpAddr,
+        port: u16,
+        request: http::Request<()>,
+    ) -> Result<http::Response<hyper::body::Incoming>, KubeletError> {
         let address = std::net::SocketAddr::new(host, port);
         let connect = |source| KubeletError::Connect {
             address: address.to_string(),
@@ -133,13 +145,18 @@ impl KubeletClient {
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "a node agent connection ended");
             }
         });
-        let request = http::Request::get(path_and_query)
-            .header(http::header::HOST, address.to_string())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let (mut parts, ()) = request.into_parts();
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_str(&address.to_string())
+                .map_err(|e| KubeletError::Request(e.into()))?,
+        );
+        let request =
+            http::Request::from_parts(parts, http_body_util::Empty::<bytes::Bytes>::new());
         Ok(sender.send_request(request).await?)
     }
 }

@@ -717,6 +717,19 @@ async fn pods_should_bind_once_and_be_evictable() {
     let pods = "/api/v1/namespaces/default/pods";
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     let created = api.json("POST", pods, pod).await.json();
+    // Nothing to exec into before the pod has a node.
+    let exec = api
+        .json(
+            "POST",
+            &format!("{pods}/p/exec?command=true&stdout=true"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(exec.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        exec.json()["message"],
+        "pod p does not have a host assigned"
+    );
     assert_eq!(created["status"]["phase"], "Pending");
     assert_eq!(created["spec"]["restartPolicy"], "Always");
     // A Binding for another pod of the same name (an earlier one, deleted and recreated) is

@@ -340,6 +340,17 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         let _ = follow.wait();
     }
 
+    // Exec, cp, attach and port-forward, with both versions, over WebSocket and over SPDY.
+    let copied = dir.path().join("copied");
+    // Well over SPDY's 64 KiB window, which nothing may wait for.
+    std::fs::write(&copied, "a file for the pod\n".repeat(60_000)).unwrap();
+    for binary in &binaries {
+        let kb = k(binary);
+        for websockets in ["true", "false"] {
+            streaming_should_work(&kb, websockets, &ip, &copied);
+        }
+    }
+
     // The crashing container: restarted, then held back, with its earlier log.
     eventually("CrashLoopBackOff", Duration::from_secs(60), || {
         k33.ok(&["get", "pod", "crash"])
@@ -401,6 +412,112 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         !String::from_utf8_lossy(&tables.stdout)
             .contains(&format!("skiff-guard-{}", suffix(&name)))
     );
+}
+
+/// `kubectl exec` (exit codes, stdin, stderr), `cp`, `attach` and `port-forward` against the
+/// running `web` and `talk` pods, with kubectl's WebSocket protocols or (`websockets` false) its
+/// SPDY fallback.
+fn streaming_should_work(k: &Kubectl, websockets: &str, ip: &str, copied: &Path) {
+    let with = |args: &[&str]| {
+        let mut command = k.command(args);
+        command
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets);
+        command
+    };
+    let out = with(&["exec", "web", "--", "echo", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\n",
+        "websockets={websockets}"
+    );
+    let out = with(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(7), "websockets={websockets}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("err\n") && stderr.contains("command terminated with exit code 7"),
+        "{stderr}"
+    );
+    let mut cat = with(&["exec", "-i", "web", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert!(out.status.success(), "stdin's end ends the command");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    let missing = with(&["exec", "web", "-c", "nope", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("container nope is not valid for pod web"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    // cp is exec with tar on both ends.
+    let copy = copied.to_str().unwrap();
+    let back = format!("{copy}.back.{websockets}");
+    assert!(
+        with(&["cp", copy, "web:/tmp/copied"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        with(&["cp", "web:/tmp/copied", &back])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(copied).unwrap());
+    // attach streams the main process's output.
+    let mut attach = with(&["attach", "talk"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.starts_with("line "), "{line}");
+    std::thread::spawn(move || lines.for_each(drop));
+    attach.kill().unwrap();
+    let _ = attach.wait();
+    // port-forward reaches the pod's port from loopback.
+    let local = free_port();
+    let mut forward = with(&["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("Forwarding from 127.0.0.1"), "{ready}");
+    // kubectl goes on writing ("Handling connection for …"): keep reading.
+    std::thread::spawn(move || lines.for_each(drop));
+    for _ in 0..2 {
+        let page = http_get("127.0.0.1", local).unwrap();
+        assert!(page.contains("hello from skiff"), "{page}");
+    }
+    forward.kill().unwrap();
+    let _ = forward.wait();
+    assert!(http_get(ip, 8080).is_ok());
 }
 
 /// The agent's short name suffix for `node`, as its bridge and nft table are named (the first

@@ -10,7 +10,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::{Runtime, RuntimeError, api};
+use super::{Runtime, RuntimeError, StreamRequest, api};
 
 /// How long one CRI call may take (image pulls get longer).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -271,6 +271,36 @@ impl Runtime for Cri {
             .map_err(call("ExecSync"))?
             .into_inner();
         Ok((answer.exit_code, answer.stdout, answer.stderr))
+    }
+
+    async fn stream_url(&self, request: StreamRequest) -> Result<String, RuntimeError> {
+        let mut runtime = self.runtime.clone();
+        Ok(match request {
+            StreamRequest::Exec(request) => {
+                runtime
+                    .exec(request)
+                    .await
+                    .map_err(call("Exec"))?
+                    .into_inner()
+                    .url
+            }
+            StreamRequest::Attach(request) => {
+                runtime
+                    .attach(request)
+                    .await
+                    .map_err(call("Attach"))?
+                    .into_inner()
+                    .url
+            }
+            StreamRequest::PortForward(request) => {
+                runtime
+                    .port_forward(request)
+                    .await
+                    .map_err(call("PortForward"))?
+                    .into_inner()
+                    .url
+            }
+        })
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError> {

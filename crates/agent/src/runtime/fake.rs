@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Runtime, RuntimeError, api};
+use super::{Runtime, RuntimeError, StreamRequest, api};
 use crate::pods::labels::POD_UID;
 
 /// What a container of an image does once started.
@@ -404,6 +404,13 @@ impl Runtime for FakeRuntime {
         // `false` fails, anything else succeeds and echoes itself.
         let code = i32::from(command.first().map(String::as_str) == Some("false"));
         Ok((code, command.join(" ").into_bytes(), Vec::new()))
+    }
+
+    async fn stream_url(&self, _request: StreamRequest) -> Result<String, RuntimeError> {
+        Err(RuntimeError::Call {
+            call: "Exec",
+            status: tonic::Status::unimplemented("the in-memory runtime has no streaming server"),
+        })
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError> {

@@ -47,6 +47,17 @@ impl RuntimeError {
     }
 }
 
+/// What a streaming URL is asked for.
+#[derive(Debug, Clone)]
+pub enum StreamRequest {
+    /// A command run in a container.
+    Exec(api::ExecRequest),
+    /// The streams of a container's main process.
+    Attach(api::AttachRequest),
+    /// Connections to ports in a sandbox's network namespace.
+    PortForward(api::PortForwardRequest),
+}
+
 /// The CRI calls the agent makes.
 #[async_trait]
 pub trait Runtime: Send + Sync {
@@ -93,6 +104,9 @@ pub trait Runtime: Send + Sync {
         command: &[String],
         timeout: i64,
     ) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError>;
+    /// A one-use URL on the runtime's streaming server that serves the exec, attach or
+    /// port-forward `request` (the protocols `kubectl` speaks).
+    async fn stream_url(&self, request: StreamRequest) -> Result<String, RuntimeError>;
     /// The image `image`, if the runtime has it.
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError>;
     /// Pulls `image`; returns its reference (the image id).

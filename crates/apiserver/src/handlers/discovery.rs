@@ -150,6 +150,13 @@ fn subresource(
         ),
         "finalize" => (None, &["update"]),
         "approval" | "ephemeralcontainers" => (None, &["get", "patch", "update"]),
+        "log" => (None, &["get"]),
+        "exec" => (Some(("PodExecOptions", "", "v1")), &["create", "get"]),
+        "attach" => (Some(("PodAttachOptions", "", "v1")), &["create", "get"]),
+        "portforward" => (
+            Some(("PodPortForwardOptions", "", "v1")),
+            &["create", "get"],
+        ),
         _ => (None, &[]),
     }
 }

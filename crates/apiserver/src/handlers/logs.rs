@@ -4,18 +4,15 @@
 //! upstream's messages: a pod with several containers needs `container`, and a container that
 //! has not started has no log yet.
 
-use std::net::IpAddr;
-
 use axum::body::Body;
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::Value;
 use skiff_apimachinery::ApiError;
-use skiff_apimachinery::status::Target;
 
+use super::node_agent;
 use super::params::Params;
 use crate::state::ApiState;
-use crate::storage;
 
 /// The options the agent takes, passed on as given.
 const PASSED: [&str; 7] = [
@@ -27,45 +24,6 @@ const PASSED: [&str; 7] = [
     "tailLines",
     "limitBytes",
 ];
-
-async fn object(state: &ApiState, key: &str, target: &Target) -> Result<Value, ApiError> {
-    Ok(crate::guaranteed::current(state, key, target).await?.1)
-}
-
-fn names(pod: &Value, field: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{field}"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
-        .collect()
-}
-
-/// The container whose log is asked for, with upstream's refusals.
-fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
-    let containers = names(pod, "containers");
-    let inits = names(pod, "initContainers");
-    match asked {
-        Some(asked) if containers.iter().chain(&inits).any(|c| c == asked) => Ok(asked.into()),
-        Some(asked) => Err(ApiError::BadRequest(format!(
-            "container {asked} is not valid for pod {name}"
-        ))),
-        None if containers.len() == 1 => Ok(containers[0].clone()),
-        None => {
-            let mut message = format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            );
-            if !inits.is_empty() {
-                message.push_str(&format!(
-                    " or one of the init containers: [{}]",
-                    inits.join(" ")
-                ));
-            }
-            Err(ApiError::BadRequest(message))
-        }
-    }
-}
 
 /// Why a container has no log to show yet, if so.
 fn waiting(pod: &Value, name: &str, container: &str) -> Option<String> {
@@ -100,46 +58,13 @@ pub async fn pod_log(
     name: &str,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let pods = state
-        .registry
-        .find("", "v1", "pods")
-        .ok_or_else(|| ApiError::Internal("pods are not registered".into()))?;
-    let target = Target::new("", "pods", name);
-    let pod = object(state, &storage::key(&pods, Some(namespace), name), &target).await?;
-    let container = container(&pod, name, params.get("container"))?;
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
+    let agent = node_agent::locate(state, namespace, name).await?;
+    let container = node_agent::container(&agent.pod, name, params.get("container"))?;
     if !params.flag("previous")
-        && let Some(message) = waiting(&pod, name, &container)
+        && let Some(message) = waiting(&agent.pod, name, &container)
     {
         return Err(ApiError::BadRequest(message));
     }
-    let nodes = state
-        .registry
-        .find("", "v1", "nodes")
-        .ok_or_else(|| ApiError::Internal("nodes are not registered".into()))?;
-    let node_target = Target::new("", "nodes", node);
-    let node_object = object(state, &storage::key(&nodes, None, node), &node_target).await?;
-    let address: IpAddr = node_object
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
-        .and_then(|a| a["address"].as_str())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| ApiError::BadRequest(format!("node {node} has no InternalIP address")))?;
-    let port = node_object
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .unwrap_or(10250);
-    let kubelet = state
-        .kubelet
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("this server cannot reach node agents".into()))?;
     let query: Vec<String> = PASSED
         .iter()
         .filter_map(|p| params.get(p).map(|v| format!("{p}={v}")))
@@ -148,15 +73,11 @@ pub async fn pod_log(
         "/containerLogs/{namespace}/{name}/{container}?{}",
         query.join("&")
     );
-    let unreachable = |error: &dyn std::error::Error| {
-        ApiError::Unavailable(format!(
-            "the node agent of {node} ({address}:{port}) cannot be reached: {error}"
-        ))
-    };
-    let response = kubelet
-        .get(address, port, &path)
+    let response = agent
+        .client
+        .get(agent.address, agent.port, &path)
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| agent.unreachable(&e))?;
     let status = response.status();
     if status != StatusCode::OK {
         use http_body_util::BodyExt;
@@ -164,7 +85,7 @@ pub async fn pod_log(
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| agent.unreachable(&e))?;
         let text = String::from_utf8_lossy(&body.to_bytes()).trim().to_string();
         return Err(match status {
             StatusCode::NOT_FOUND => ApiError::BadRequest(text),

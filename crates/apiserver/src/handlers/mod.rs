@@ -6,9 +6,11 @@ mod delete;
 mod discovery;
 mod fields;
 mod logs;
+mod node_agent;
 mod params;
 mod read;
 mod scale;
+mod streams;
 mod subresources;
 mod tokens;
 mod watch;
@@ -219,6 +221,13 @@ async fn resource(
     let headers = &parts.headers;
     if strategy::of(info).serving == Serving::ComponentStatuses {
         return Ok(componentstatus::serve(state, name, params, format).await);
+    }
+    if let (Some(sub @ ("exec" | "attach" | "portforward")), Some(name)) = (subresource, name) {
+        if !matches!(verb, Verb::Get | Verb::Create) {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let namespace = namespace.ok_or(ApiError::NoSuchResource)?;
+        return streams::serve(state, namespace, name, sub, parts, params).await;
     }
     let bytes = body::read(body).await?;
     params.validate(verb, headers, !bytes.is_empty())?;
