@@ -4,7 +4,8 @@
 //! every component.
 //!
 //! - [`runtime`]: the CRI calls behind one trait (containerd over its socket, or a fake).
-//! - [`containerd`]: the agent's own containerd, configured and supervised.
+//! - [`containerd`]: the agent's own containerd, configured and supervised ([`registries`]:
+//!   its registry mirrors).
 //! - [`images`]: image archives without a registry, and the sandbox image skiff builds.
 //! - [`network`]: the CNI configuration and the egress guard, installed before any pod runs.
 //! - [`node`]: registration, status and Lease.
@@ -20,6 +21,7 @@ pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod registries;
 pub mod runtime;
 pub mod server;
 pub mod streaming;
@@ -68,6 +70,8 @@ pub struct Options {
     pub cluster_ca: Option<PathBuf>,
     /// The endpoint's port (0: any free port, reported in the Node's status).
     pub port: u16,
+    /// Registry mirrors (and plain-HTTP registries) for the agent's own containerd.
+    pub registry_mirrors: Vec<registries::Mirror>,
 }
 
 impl Options {
@@ -129,14 +133,26 @@ pub enum AgentError {
     /// The agent's endpoint could not be set up.
     #[error("setting up the agent's endpoint")]
     Endpoint(#[from] server::ServerError),
+    /// The registry host files could not be written.
+    #[error("writing containerd's registry host files")]
+    Registries(#[source] std::io::Error),
 }
 
 /// Runs the agent until the future is dropped. Pods keep running when it stops (and when it is
 /// killed): a new agent adopts them.
 pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
     let mut supervisor = None;
-    if let RuntimeSource::Supervised = options.runtime {
-        supervisor = Some(containerd::Supervisor::start(options.containerd()).await?);
+    match options.runtime {
+        RuntimeSource::Supervised => {
+            let paths = options.containerd();
+            registries::write(&paths.registries(), &options.registry_mirrors)
+                .map_err(AgentError::Registries)?;
+            supervisor = Some(containerd::Supervisor::start(paths).await?);
+        }
+        RuntimeSource::Endpoint(_) if !options.registry_mirrors.is_empty() => {
+            tracing::warn!("registry mirrors apply only to the agent's own containerd; ignored");
+        }
+        RuntimeSource::Endpoint(_) => {}
     }
     let socket = options.socket();
     let cri: Arc<dyn Runtime> = Arc::new(Cri::new(&socket)?);
@@ -290,6 +306,7 @@ pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
         labels: Vec::new(),
         cluster_ca: None,
         port: 0,
+        registry_mirrors: Vec::new(),
     };
     reset(&options, &state.pod_cidr).await;
     true

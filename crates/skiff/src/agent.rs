@@ -32,6 +32,11 @@ pub struct NodeArgs {
     /// The cluster's service CIDR (guarded: it never leaves through the uplink).
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
+    /// A registry mirror, `REGISTRY=URL` (repeatable; tried in order, then the registry):
+    /// `docker.io=http://127.0.0.1:5000` pulls Docker Hub images from a local registry over
+    /// plain HTTP.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<skiff_agent::registries::Mirror>,
 }
 
 impl NodeArgs {
@@ -59,6 +64,7 @@ impl NodeArgs {
             labels,
             cluster_ca: Some(cluster_ca),
             port: self.agent_port,
+            registry_mirrors: self.registry_mirrors.clone(),
         }
     }
 }
@@ -142,8 +148,8 @@ pub enum ImagesCommand {
         /// The image's name (`registry/repository:tag`).
         #[arg(long)]
         name: String,
-        /// The program the image runs.
-        #[arg(long, num_args = 1.., required = true)]
+        /// The program the image runs, with its arguments (last: it takes the rest).
+        #[arg(long, num_args = 1.., required = true, allow_hyphen_values = true)]
         entrypoint: Vec<String>,
         /// Where to write the archive.
         #[arg(long)]

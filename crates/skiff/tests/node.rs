@@ -1,7 +1,9 @@
 //! End to end on a real node: `skiff server` with its node agent, its own containerd (Debian's
-//! containerd, runc and CNI plugins) and a busybox image packed here from Debian's
-//! busybox-static (no registry, no internet), driven by kubectl 1.33 and 1.35. A web server pod
-//! answers on its pod IP; logs (tail, previous, follow) come through the API; a crashing
+//! containerd, runc and CNI plugins) and busybox images packed from Debian's busybox-static by
+//! `scripts/test-registry` (side-loaded, and pulled from a local registry through a mirror: no
+//! internet), driven by kubectl 1.33 and 1.35. A web server pod answers on its pod IP and its
+//! probes pass; logs (tail, previous, follow) come through the API; exec, cp, attach and
+//! port-forward work over kubectl's WebSocket protocols and its SPDY fallback; a crashing
 //! container is restarted with back-off; the server is killed with SIGKILL and the pod keeps
 //! serving, then a new server finds it as it was; deleted pods go with their sandboxes; the
 //! egress guard is in place before any pod; and everything the node made is removed at the end.
@@ -20,8 +22,6 @@ use std::time::{Duration, Instant};
 use support::free_port;
 use support::kubectl::{Kubectl, kubectl_binaries};
 
-const IMAGE: &str = "registry.skiff.local/busybox:1.36";
-
 /// Fails, naming the tool, unless every program the node needs is installed.
 fn require_node_tools() {
     for tool in [
@@ -32,6 +32,8 @@ fn require_node_tools() {
         "ip",
         "/usr/lib/cni/bridge",
         "/bin/busybox",
+        "docker-registry",
+        "skopeo",
     ] {
         let found = if tool.starts_with('/') {
             Path::new(tool).exists()
@@ -59,38 +61,41 @@ fn skiff() -> Command {
     Command::new(env!("CARGO_BIN_EXE_skiff"))
 }
 
-/// Packs busybox-static with its applets and a web root as an image archive.
-fn busybox_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("www")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+/// The local registry of `scripts/test-registry` (busybox-static packed as images, pushed to
+/// Debian's docker-registry on loopback), stopped when dropped.
+struct Registry {
+    dir: PathBuf,
+    address: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Registry {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-registry");
+        let out = Command::new(script)
+            .arg("start")
+            .arg(dir)
+            .arg(env!("CARGO_BIN_EXE_skiff"))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/test-registry failed");
+        Registry {
+            dir: dir.to_path_buf(),
+            address: String::from_utf8(out.stdout).unwrap().trim().to_string(),
         }
     }
-    std::fs::write(root.join("www/index.html"), "hello from skiff\n").unwrap();
-    let archive = dir.join("busybox.tar");
-    let status = skiff()
-        .args([
-            "images",
-            "pack",
-            "--name",
-            IMAGE,
-            "--entrypoint",
-            "/bin/sh",
-            "--rootfs",
-        ])
-        .arg(&root)
-        .arg("--output")
-        .arg(&archive)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    archive
+
+    /// The busybox image's archive (`docker.io/library/busybox:stable`), for side-loading.
+    fn archive(&self) -> PathBuf {
+        self.dir.join("shell.tar")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-registry");
+        let _ = Command::new(script).arg("stop").arg(&self.dir).status();
+    }
 }
 
 /// A `skiff server` with its node agent, over a data directory that outlives it.
@@ -99,11 +104,12 @@ struct Node {
     data: PathBuf,
     port: u16,
     name: String,
+    registry: String,
     kubeconfig: PathBuf,
 }
 
 /// Starts `skiff server` over `data`; returns it and its kubeconfig.
-fn spawn_server(data: &Path, port: u16, name: &str) -> (Child, PathBuf) {
+fn spawn_server(data: &Path, port: u16, name: &str, registry: &str) -> (Child, PathBuf) {
     // CIDRs of its own, so that a skiff already running on this machine is no bother.
     let mut child = skiff()
         .args([
@@ -119,6 +125,8 @@ fn spawn_server(data: &Path, port: u16, name: &str) -> (Child, PathBuf) {
             "--service-cidr",
             "10.245.0.0/16",
         ])
+        .arg("--registry-mirror")
+        .arg(format!("docker.io=http://{registry}"))
         .args(["--node-name", name, "--data-dir"])
         .arg(data)
         .env("SKIFF_LOG", "warn")
@@ -137,13 +145,14 @@ fn spawn_server(data: &Path, port: u16, name: &str) -> (Child, PathBuf) {
 }
 
 impl Node {
-    fn start(data: &Path, port: u16, name: &str) -> Node {
-        let (child, kubeconfig) = spawn_server(data, port, name);
+    fn start(data: &Path, port: u16, name: &str, registry: &str) -> Node {
+        let (child, kubeconfig) = spawn_server(data, port, name, registry);
         Node {
             child: Some(child),
             data: data.to_path_buf(),
             port,
             name: name.to_string(),
+            registry: registry.to_string(),
             kubeconfig,
         }
     }
@@ -159,7 +168,7 @@ impl Node {
     /// A new server over the same data directory.
     fn restart(&mut self) {
         self.crash();
-        let (child, kubeconfig) = spawn_server(&self.data, self.port, &self.name);
+        let (child, kubeconfig) = spawn_server(&self.data, self.port, &self.name, &self.registry);
         self.child = Some(child);
         self.kubeconfig = kubeconfig;
     }
@@ -210,7 +219,7 @@ metadata:
 spec:
   containers:
   - name: httpd
-    image: registry.skiff.local/busybox:1.36
+    image: busybox:stable
     imagePullPolicy: IfNotPresent
     command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
     readinessProbe:
@@ -229,8 +238,8 @@ metadata:
 spec:
   containers:
   - name: c
-    image: registry.skiff.local/busybox:1.36
-    imagePullPolicy: IfNotPresent
+    image: busybox:1.36
+    imagePullPolicy: Always
     command: ["/bin/sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 1; done"]
 "#;
 
@@ -242,7 +251,7 @@ metadata:
 spec:
   containers:
   - name: c
-    image: registry.skiff.local/busybox:1.36
+    image: busybox:stable
     imagePullPolicy: IfNotPresent
     command: ["/bin/sh", "-c", "echo about to fail; exit 3"]
 "#;
@@ -253,9 +262,14 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     require_node_tools();
     let binaries = kubectl_binaries();
     let dir = tempfile::tempdir().unwrap();
-    let image = busybox_image(dir.path());
+    let registry = Registry::start(&dir.path().join("registry"));
     let name = format!("e2e-{}", std::process::id());
-    let mut node = Node::start(&dir.path().join("data"), free_port(), &name);
+    let mut node = Node::start(
+        &dir.path().join("data"),
+        free_port(),
+        &name,
+        &registry.address,
+    );
     // The same file across restarts (the data directory stays).
     let kubeconfig = node.kubeconfig.clone();
     let k = |binary| Kubectl {
@@ -290,7 +304,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     let status = skiff()
         .args(["images", "import", "--data-dir"])
         .arg(&node.data)
-        .arg(&image)
+        .arg(registry.archive())
         .status()
         .unwrap();
     assert!(status.success());
@@ -310,6 +324,25 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     // Its readiness (HTTP) and liveness (exec) probes pass.
     eventually("web ready", Duration::from_secs(20), || {
         k33.jsonpath("pod/web", "{.status.containerStatuses[0].ready}") == "true"
+    });
+    // web's image was side-loaded (IfNotPresent: no registry touched); talk's was pulled from
+    // the local registry through the node's docker.io mirror (Always).
+    let pulled = |pod: &str| {
+        k33.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason=Pulled"),
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+    };
+    assert_eq!(
+        pulled("web"),
+        "Container image \"busybox:stable\" already present on machine"
+    );
+    eventually("talk's pull reported", Duration::from_secs(20), || {
+        pulled("talk").starts_with("Successfully pulled image \"busybox:1.36\"")
     });
     let ip = k33.jsonpath("pod/web", "{.status.podIP}");
     assert!(ip.starts_with("10.244."), "{ip}");
