@@ -75,6 +75,7 @@ fn status(pod: &Pod) -> Value {
 
 struct World {
     _cluster: InProcess,
+    _controllers: skiff_cluster::in_process::Controllers,
     client: Client,
     pods: Api<Pod>,
     runtime: Arc<FakeRuntime>,
@@ -88,7 +89,10 @@ async fn world() -> World {
     let runtime = Arc::new(FakeRuntime::new());
     let dir = tempfile::tempdir().unwrap();
     let agent = start_agent(&cluster.client("node"), &runtime, dir.path());
+    // The default service account and the root CA that every pod's token volume needs.
+    let controllers = cluster.start_controllers();
     World {
+        _controllers: controllers,
         pods: Api::namespaced(client.clone(), "default"),
         client,
         _cluster: cluster,
@@ -478,4 +482,237 @@ async fn probes_should_gate_readiness_and_restart_containers_that_fail_liveness(
             )
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_should_get_a_token_of_its_service_account_bound_to_it() {
+    let w = world().await;
+    let created = w
+        .pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "api",
+                json!({"containers": [{"name": "c", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Admission: upstream's projected volume, mounted read-only in every container.
+    let spec = serde_json::to_value(created.spec.as_ref().unwrap()).unwrap();
+    assert_eq!(spec["serviceAccountName"], "default");
+    let volume = &spec["volumes"][0];
+    let volume_name = volume["name"].as_str().unwrap();
+    assert!(volume_name.starts_with("kube-api-access-"), "{volume}");
+    assert_eq!(volume_name.len(), "kube-api-access-".len() + 5);
+    assert_eq!(
+        spec["containers"][0]["volumeMounts"][0],
+        json!({"name": volume_name, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    );
+    w.wait_for("api", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    // The node wrote the token, the CA and the namespace, and mounts them where clients look.
+    let uid = created.uid().unwrap();
+    let files = w
+        .dir
+        .path()
+        .join("pods")
+        .join(&uid)
+        .join("volumes/projected")
+        .join(volume_name);
+    let read = |file: &str| std::fs::read_to_string(files.join(file)).unwrap();
+    assert_eq!(read("namespace"), "default");
+    assert_eq!(read("ca.crt"), skiff_cluster::in_process::IN_PROCESS_CA);
+    let config = w.runtime.latest_config(&uid, "c").unwrap();
+    assert!(
+        config.mounts.iter().any(|m| m.container_path
+            == "/var/run/secrets/kubernetes.io/serviceaccount"
+            && m.readonly
+            && m.host_path == files.display().to_string()),
+        "{:?}",
+        config.mounts
+    );
+    let env: Vec<(String, String)> = config
+        .envs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert!(
+        env.contains(&("KUBERNETES_SERVICE_PORT".into(), "443".into())),
+        "{env:?}"
+    );
+    assert!(
+        env.iter().any(|(k, _)| k == "KUBERNETES_SERVICE_HOST"),
+        "{env:?}"
+    );
+    // The token names the pod's account while the pod lives, and nothing once it is gone.
+    let review = |token: String| {
+        let client = w.client.clone();
+        async move {
+            let request = http::Request::post("/apis/authentication.k8s.io/v1/tokenreviews")
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1",
+                        "kind": "TokenReview", "spec": {"token": token}}))
+                    .unwrap(),
+                )
+                .unwrap();
+            client.request::<Value>(request).await.unwrap()["status"].clone()
+        }
+    };
+    let status = review(read("token")).await;
+    assert_eq!(status["authenticated"], true, "{status}");
+    assert_eq!(
+        status["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    let token = read("token");
+    w.pods
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the pod gone", || async {
+        w.pods.get_opt("api").await.unwrap().is_none()
+    })
+    .await;
+    let status = review(token).await;
+    assert_eq!(status["authenticated"], false, "{status}");
+
+    // An account that does not exist is refused; an opt-out gets no volume.
+    let error = w
+        .pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "nobody",
+                json!({"serviceAccountName": "ghost", "containers": [{"name": "c", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = error else {
+        panic!("{error}")
+    };
+    assert_eq!(status.code, 403);
+    assert_eq!(
+        status.message,
+        "pods \"nobody\" is forbidden: error looking up service account default/ghost: serviceaccount \"ghost\" not found"
+    );
+    let quiet = w
+        .pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "quiet",
+                json!({"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(quiet.spec.unwrap().volumes.is_none());
+    w.agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_should_leave_its_termination_message_and_exit_reason_in_its_status() {
+    let w = world().await;
+    let created = w
+        .pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "done",
+                json!({"restartPolicy": "Never", "containers": [
+                    {"name": "file", "image": "busybox:1.36", "terminationMessagePath": "/tmp/done"},
+                    {"name": "oom", "image": "busybox:1.36"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("done", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    let uid = created.uid().unwrap();
+    // The file the container sees at its terminationMessagePath is one on the node.
+    let config = w.runtime.latest_config(&uid, "file").unwrap();
+    let file = config
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/tmp/done")
+        .expect("the termination-message file is mounted");
+    assert!(!file.readonly);
+    std::fs::write(&file.host_path, "all done, 3 items").unwrap();
+    assert!(w.runtime.exit(&uid, "file", 0, ""));
+    assert!(w.runtime.exit(&uid, "oom", 137, "OOMKilled"));
+    w.wait_for("done", "the pod failed", |s| s["phase"] == "Failed")
+        .await;
+    let status = w.status_of("done").await;
+    let terminated = |name: &str| {
+        status["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["state"]["terminated"]
+            .clone()
+    };
+    assert_eq!(terminated("file")["message"], "all done, 3 items");
+    assert_eq!(terminated("file")["reason"], "Completed");
+    assert_eq!(terminated("oom")["reason"], "OOMKilled");
+    assert_eq!(terminated("oom")["exitCode"], 137);
+    w.agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_lifecycle_hooks_should_be_reported_and_a_failed_post_start_should_kill() {
+    let w = world().await;
+    let failing = json!({"exec": {"command": ["false"]}});
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "hooked",
+                json!({"restartPolicy": "Never", "containers": [
+                    {"name": "c", "image": "busybox:1.36", "lifecycle": {"postStart": failing}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("hooked", "the pod failed", |s| s["phase"] == "Failed")
+        .await;
+    eventually("the postStart failure reported", || async {
+        w.kubelet_events().await.iter().any(|e| {
+            e.starts_with("FailedPostStartHook: Exec lifecycle hook ([false]) for Container \"c\" in Pod \"hooked_default(")
+        })
+    })
+    .await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "stopping",
+                json!({"containers": [
+                    {"name": "c", "image": "busybox:1.36", "lifecycle": {"preStop": failing}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("stopping", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    w.pods
+        .delete("stopping", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the pod gone", || async {
+        w.pods.get_opt("stopping").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        w.kubelet_events()
+            .await
+            .iter()
+            .any(|e| e.starts_with("FailedPreStopHook: Exec lifecycle hook ([false])")),
+        "{:?}",
+        w.kubelet_events().await
+    );
+    w.agent.abort();
 }

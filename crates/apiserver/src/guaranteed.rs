@@ -176,9 +176,15 @@ impl From<ApiError> for Failed {
     }
 }
 
-/// Whether `object` is being deleted and nothing holds it any more.
+/// Whether `object` is being deleted and nothing holds it any more: no finalizers, and no
+/// grace period left to run (a pod being deleted gracefully stays until its node, or a
+/// deletion with grace 0, says it is done — upstream's `ShouldDeleteDuringUpdate`).
 fn finalized(object: &Value) -> bool {
     object.pointer("/metadata/deletionTimestamp").is_some()
+        && object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|grace| grace == 0)
         && object
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
@@ -514,5 +520,10 @@ mod tests {
             "spec": {"finalizers": ["kubernetes"]}});
         assert!(!finalized(&namespace));
         assert!(!finalized(&json!({"metadata": {}})));
+        let graceful =
+            json!({"metadata": {"deletionTimestamp": "t", "deletionGracePeriodSeconds": 30}});
+        assert!(!finalized(&graceful), "a pod in its grace period stays");
+        let over = json!({"metadata": {"deletionTimestamp": "t", "deletionGracePeriodSeconds": 0}});
+        assert!(finalized(&over));
     }
 }

@@ -26,6 +26,7 @@ mod registry;
 mod request;
 mod respond;
 mod schemas;
+mod service_accounts;
 mod shapes;
 pub mod state;
 mod storage;
@@ -103,6 +104,8 @@ pub struct Server {
     pub address: SocketAddr,
     /// The API router, for in-process clients.
     pub router: Router,
+    /// The cluster CA's certificate (PEM), which pods are given to trust the API.
+    pub ca_cert: String,
     serving: tokio::task::JoinHandle<()>,
 }
 
@@ -245,6 +248,7 @@ pub async fn start(
         kubeconfig,
         address,
         router,
+        ca_cert: pki.ca_cert.clone(),
         serving,
     })
 }

@@ -43,6 +43,8 @@ pub struct TokenSubject {
     pub uid: String,
     /// The token's audiences.
     pub audiences: Vec<String>,
+    /// The pod the token is bound to (name, uid): it is valid only while that pod exists.
+    pub pod: Option<(String, String)>,
 }
 
 impl TokenSubject {
@@ -132,7 +134,7 @@ impl Tokens {
         seconds: i64,
     ) -> Result<String, TokenError> {
         let header = json!({"alg": "ES256", "kid": self.key_id, "typ": "JWT"});
-        let claims = json!({
+        let mut claims = json!({
             "aud": subject.audiences,
             "exp": now + seconds,
             "iat": now,
@@ -144,6 +146,11 @@ impl Tokens {
                 "serviceaccount": {"name": subject.name, "uid": subject.uid},
             },
         });
+        if let (Some((name, uid)), Some(ours)) = (&subject.pod, claims.get_mut("kubernetes.io"))
+            && let Some(ours) = ours.as_object_mut()
+        {
+            ours.insert("pod".into(), json!({"name": name, "uid": uid}));
+        }
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -206,6 +213,7 @@ impl Tokens {
                         .collect()
                 })
                 .unwrap_or_default(),
+            pod: text("/kubernetes.io/pod/name").zip(text("/kubernetes.io/pod/uid")),
         })
     }
 }
@@ -222,6 +230,7 @@ mod tests {
             name: "sa".into(),
             uid: "u".into(),
             audiences: vec!["api".into()],
+            pod: Some(("web".into(), "pod-uid".into())),
         };
         let token = tokens.issue(&subject, 1000, 600).unwrap();
         assert_eq!(tokens.verify(&token, 1100).unwrap(), subject);

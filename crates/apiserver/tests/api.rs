@@ -771,6 +771,21 @@ async fn pods_should_bind_once_and_be_evictable() {
             .status,
         StatusCode::CREATED
     );
+    // Evicted as a deletion is: gracefully, so the bound pod stays until its node is done.
+    let evicted = api.get(&format!("{pods}/p")).await.json();
+    assert_eq!(evicted["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(evicted["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("{pods}/p?gracePeriodSeconds=0"),
+            None,
+            Vec::new()
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
     assert_eq!(
         api.get(&format!("{pods}/p")).await.status,
         StatusCode::NOT_FOUND

@@ -29,7 +29,7 @@ pub struct Options {
     pub compaction_interval: Duration,
     /// Whether to run the controllers in this process.
     pub controllers: bool,
-    /// How the controllers run (the cluster's pod CIDR).
+    /// How the controllers run (the cluster's pod CIDR; the root CA, by default the server's).
     pub controller_options: skiff_controllers::Options,
     /// Whether to run the scheduler in this process.
     pub scheduler: bool,
@@ -101,10 +101,15 @@ pub async fn start(
     };
     if options.controllers {
         let client = component_client(&server.router, "controllers");
+        let mut controller_options = options.controller_options.clone();
+        // Pods trust the API through the CA the server serves with, unless told otherwise.
+        controller_options
+            .root_ca
+            .get_or_insert_with(|| server.ca_cert.clone());
         tasks.spawn(until_cancelled(
             "controllers",
             stop.clone(),
-            skiff_controllers::run(client, options.controller_options.clone()),
+            skiff_controllers::run(client, controller_options),
         ));
     }
     if options.scheduler {

@@ -10,6 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control_plane::{component_client, until_cancelled};
 
+/// What the root-CA publisher puts in every namespace of an in-process cluster: its API is
+/// reached without TLS, so there is no CA to trust, and pods get this text in its place.
+pub const IN_PROCESS_CA: &str = "in-process cluster: no TLS, no CA\n";
+
 /// An API over a fresh memory store.
 pub struct InProcess {
     /// The API router; requests must carry an `auth::Caller` extension.
@@ -48,10 +52,11 @@ impl InProcess {
     /// runtime ends).
     pub fn start_controllers(&self) -> Controllers {
         let client = self.client("controllers");
-        Controllers::spawn(
-            "controllers",
-            skiff_controllers::run(client, skiff_controllers::Options::default()),
-        )
+        let options = skiff_controllers::Options {
+            root_ca: Some(IN_PROCESS_CA.into()),
+            ..skiff_controllers::Options::default()
+        };
+        Controllers::spawn("controllers", skiff_controllers::run(client, options))
     }
 
     /// Starts a scheduler with `options`; it runs until the returned handle is stopped (or the

@@ -8,24 +8,32 @@
 //! - [`namespace`]: empties namespaces that are being deleted, then lets them go.
 //! - [`heartbeat`]: renews the Lease that tells others the controllers are alive.
 //! - [`node_ipam`]: gives each Node a pod CIDR.
+//! - [`service_account`]: a `default` ServiceAccount in every namespace.
+//! - [`root_ca`]: the `kube-root-ca.crt` ConfigMap in every namespace.
 
 pub mod gc;
 pub mod heartbeat;
 pub mod namespace;
 pub mod node_ipam;
 mod resources;
+pub mod root_ca;
+pub mod service_account;
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The cluster's pod CIDR, cut into one `/24` per node.
     pub cluster_cidr: String,
+    /// The cluster CA's certificate (PEM) that the root-CA publisher puts in every namespace;
+    /// `None` publishes nothing.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             cluster_cidr: node_ipam::CLUSTER_CIDR.into(),
+            root_ca: None,
         }
     }
 }
@@ -41,10 +49,18 @@ pub async fn run(client: kube::Client, options: Options) {
             ),
         }
     };
+    let root_ca = async {
+        match options.root_ca.clone() {
+            Some(ca) => root_ca::run(client.clone(), ca).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::join!(
         gc::run(client.clone()),
         namespace::run(client.clone()),
         ipam,
+        service_account::run(client.clone()),
+        root_ca,
         heartbeat::run(client.clone())
     );
 }

@@ -56,6 +56,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         controllers: true,
         controller_options: skiff_controllers::Options {
             cluster_cidr: args.node.cluster_cidr.clone(),
+            root_ca: None,
         },
         scheduler: !args.no_scheduler,
         agent: (!args.no_agent).then(|| {

@@ -256,6 +256,31 @@ spec:
     command: ["/bin/sh", "-c", "echo about to fail; exit 3"]
 "#;
 
+/// Containers that end: one killed by the kernel for its memory limit, one that leaves a
+/// termination message, one whose log stands in for it.
+const DONE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"]
+    resources: {limits: {memory: 20Mi}}
+  - name: message
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/sh", "-c", "echo 3 items left > /dev/termination-log; exit 4"]
+  - name: fallback
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ["/bin/sh", "-c", "echo cannot reach the database; exit 5"]
+"#;
+
 #[test]
 #[ignore = "needs root, containerd and kubectl: ./scripts/test runs it"]
 fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
@@ -309,7 +334,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         .unwrap();
     assert!(status.success());
 
-    for yaml in [WEB, TALK, CRASH] {
+    for yaml in [WEB, TALK, CRASH, DONE] {
         let out = k33.apply_yaml(yaml, &[]);
         assert!(
             out.status.success(),
@@ -384,6 +409,37 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         }
     }
 
+    // The pod's service-account token, its CA and its namespace, read with exec: the token
+    // authenticates as the pod's account.
+    let account = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let read = |file: &str| k33.ok(&["exec", "web", "--", "cat", &format!("{account}/{file}")]);
+    assert_eq!(read("namespace"), "default");
+    let ca = node.data.join("tls/ca.crt");
+    assert_eq!(read("ca.crt"), std::fs::read_to_string(&ca).unwrap());
+    let as_pod = dir.path().join("pod.kubeconfig");
+    std::fs::write(
+        &as_pod,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{}', certificate-authority: '{}'}}}}]\nusers: [{{name: pod, user: {{token: '{}'}}}}]\ncontexts: [{{name: pod, context: {{cluster: c, user: pod}}}}]\ncurrent-context: pod\n",
+            node.port,
+            ca.display(),
+            read("token")
+        ),
+    )
+    .unwrap();
+    let whoami = Kubectl {
+        binary: &binaries[0],
+        kubeconfig: &as_pod,
+        namespace: "default".into(),
+    }
+    .ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami, "system:serviceaccount:default:default");
+
     // The crashing container: restarted, then held back, with its earlier log.
     eventually("CrashLoopBackOff", Duration::from_secs(60), || {
         k33.ok(&["get", "pod", "crash"])
@@ -397,6 +453,24 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         "{described}"
     );
     assert!(described.contains("Exit Code:    3"), "{described}");
+
+    // How containers ended, in their statuses: OOMKilled, their own message, their log's end.
+    eventually("done failed", Duration::from_secs(30), || {
+        k33.jsonpath("pod/done", "{.status.phase}") == "Failed"
+    });
+    let ended = |name: &str, field: &str| {
+        k33.jsonpath(
+            "pod/done",
+            &format!(
+                "{{.status.containerStatuses[?(@.name==\"{name}\")].state.terminated.{field}}}"
+            ),
+        )
+    };
+    assert_eq!(ended("hog", "reason"), "OOMKilled");
+    assert_eq!(ended("hog", "exitCode"), "137");
+    assert_eq!(ended("message", "message"), "3 items left\n");
+    assert_eq!(ended("message", "reason"), "Error");
+    assert_eq!(ended("fallback", "message"), "cannot reach the database\n");
 
     // The server dies: the workload does not notice.
     node.crash();
@@ -416,7 +490,16 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     assert!(http_get(&ip, 8080).unwrap().contains("hello from skiff"));
 
     // Deleted pods go, with their sandboxes.
-    k33.ok(&["delete", "pod", "web", "talk", "crash"]);
+    // (Their shells, PID 1, ignore SIGTERM: a short grace period keeps the test short.)
+    k33.ok(&[
+        "delete",
+        "pod",
+        "web",
+        "talk",
+        "crash",
+        "done",
+        "--grace-period=2",
+    ]);
     let socket = node.data.join("agent/containerd/containerd.sock");
     eventually("every sandbox removed", Duration::from_secs(60), || {
         let listed = Command::new("ctr")

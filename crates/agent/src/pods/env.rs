@@ -3,19 +3,54 @@
 //! values from ConfigMaps and Secrets (read by the worker beforehand), from the pod's own fields
 //! and from the container's resources. A missing source that is not optional is an error whose
 //! text becomes the container's `CreateContainerConfigError` message, in upstream's words.
+//! The `kubernetes` Service's variables (`KUBERNETES_SERVICE_HOST`, ...) come first, so that an
+//! in-cluster client finds the API.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::ResourceExt;
 
-/// The ConfigMaps and Secrets a pod refers to, by name (`None`: not found).
+/// A service-account token fetched for the pod.
+#[derive(Clone, Debug)]
+pub struct Token {
+    /// The JWT.
+    pub token: String,
+    /// When to ask for a fresh one (80 % of its lifetime, as kubelet does).
+    pub refresh_at: Instant,
+}
+
+/// Which token a projection asks for: (audience, "" for the API's own; lifetime in seconds).
+pub type TokenKey = (String, i64);
+
+/// What a pod's environment and volumes are made from, read by the worker beforehand.
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
-    /// ConfigMaps.
+    /// ConfigMaps by name (`None`: not found).
     pub config_maps: HashMap<String, Option<ConfigMap>>,
-    /// Secrets.
+    /// Secrets by name (`None`: not found).
     pub secrets: HashMap<String, Option<Secret>>,
+    /// Service-account tokens, or why one could not be had.
+    pub tokens: HashMap<TokenKey, Result<Token, String>>,
+    /// The `kubernetes` Service's cluster IP and port, once read.
+    pub api_service: Option<(String, i32)>,
+}
+
+/// The variables of the `kubernetes` Service at `ip`:`port`, as kubelet sets them.
+fn api_service_variables(ip: &str, port: i32) -> Vec<(String, String)> {
+    let url = format!("tcp://{ip}:{port}");
+    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), ip.into()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), url.clone()),
+        (prefix.clone(), url),
+        (format!("{prefix}_PROTO"), "tcp".into()),
+        (format!("{prefix}_PORT"), port.to_string()),
+        (format!("{prefix}_ADDR"), ip.into()),
+    ]
 }
 
 /// The names of the ConfigMaps and Secrets the pod's containers take values from (environment
@@ -58,12 +93,47 @@ pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
         if let Some(s) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.push(s);
         }
+        let projections = volume
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
+            .into_iter()
+            .flatten();
+        for projection in projections {
+            if let Some(c) = &projection.config_map {
+                config_maps.push(c.name.clone());
+            }
+            if let Some(s) = &projection.secret {
+                secrets.push(s.name.clone());
+            }
+        }
     }
     config_maps.sort();
     config_maps.dedup();
     secrets.sort();
     secrets.dedup();
     (config_maps, secrets)
+}
+
+/// The tokens the pod's projected volumes ask for.
+pub fn tokens_wanted(pod: &Pod) -> Vec<TokenKey> {
+    let mut keys: Vec<TokenKey> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.projected.as_ref()?.sources.as_ref())
+        .flatten()
+        .filter_map(|p| p.service_account_token.as_ref())
+        .map(|t| {
+            (
+                t.audience.clone().unwrap_or_default(),
+                t.expiration_seconds.unwrap_or(3600),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// The string data of a ConfigMap or the decoded data of a Secret.
@@ -113,7 +183,7 @@ pub fn expand(text: &str, vars: &[(String, String)]) -> String {
 }
 
 /// A pod field as `fieldRef` reads it.
-fn field(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Result<String, String> {
+pub(super) fn field(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Result<String, String> {
     let bracketed = |prefix: &str| -> Option<String> {
         let key = path
             .strip_prefix(prefix)?
@@ -144,7 +214,7 @@ fn field(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Result<String, S
 
 /// A container resource as `resourceFieldRef` reads it, in units of its divisor (CPU rounded
 /// up to whole units, as upstream does).
-fn resource(
+pub(super) fn resource(
     container: &Container,
     resource: &str,
     divisor: Option<&str>,
@@ -182,7 +252,11 @@ pub fn environment(
     pod_ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.namespace().unwrap_or_default();
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<(String, String)> = sources
+        .api_service
+        .as_ref()
+        .map(|(ip, port)| api_service_variables(ip, *port))
+        .unwrap_or_default();
     let set = |vars: &mut Vec<(String, String)>, name: String, value: String| {
         vars.retain(|(k, _)| *k != name);
         vars.push((name, value));

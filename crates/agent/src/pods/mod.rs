@@ -5,16 +5,19 @@
 //! - `labels.rs`: how runtime objects name their pod; `observed.rs`: what the runtime holds.
 //! - `plan.rs`: what to do for a pod, pure; `status.rs`: its status, pure; `backoff.rs`.
 //! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node;
-//!   `probes.rs`: startup, liveness and readiness probes.
+//!   `probes.rs`: startup, liveness and readiness probes; `hooks.rs`: postStart and preStop;
+//!   `termination.rs`: termination messages.
 
 pub mod backoff;
 pub mod config;
 pub mod env;
+pub mod hooks;
 pub mod labels;
 pub mod observed;
 pub mod plan;
 pub mod probes;
 pub mod status;
+pub mod termination;
 pub mod volumes;
 pub mod worker;
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::labels;
+use super::{labels, termination};
 use crate::runtime::{Runtime, RuntimeError, api};
 
 /// A container instance's state.
@@ -174,7 +174,9 @@ pub async fn observe(
         let status = match cache.statuses.get(&key) {
             Some(status) => status.clone(),
             None => match runtime.container_status(&container.id).await {
-                Ok(status) => {
+                Ok(mut status) => {
+                    // Read once per state: an exited container's file no longer changes.
+                    status.message = termination::message(&status);
                     cache.statuses.insert(key, status.clone());
                     status
                 }

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use skiff_client::events::{Note, Recorder};
@@ -22,10 +23,11 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::env::{self, Sources};
+use super::hooks::{self, Hook};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
 use super::probes::{self, Probes, Verdict};
-use super::{config, status, volumes};
+use super::{config, status, termination, volumes};
 use crate::cgroups;
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -68,6 +70,11 @@ const MIN_GRACE: i64 = 2;
 const RETRY: Duration = Duration::from_secs(2);
 /// Rounds of plan and action per wake-up (a new sandbox, then its containers, ...).
 const ROUNDS: usize = 6;
+/// How often the files of configMap, secret, downwardAPI and projected volumes are written
+/// again from their sources (kubelet's sync period).
+const VOLUME_RESYNC: Duration = Duration::from_secs(60);
+/// How long a postStart hook may run.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One pod's worker.
 pub struct Worker {
@@ -86,6 +93,8 @@ pub struct Worker {
     retry_status: bool,
     ips: HashMap<String, String>,
     sources: Sources,
+    /// When the volumes' files were last written from their sources.
+    volumes_written: Option<Instant>,
     statuses: StatusCache,
     probes: Probes,
 }
@@ -150,6 +159,7 @@ impl Worker {
             retry_status: false,
             ips: HashMap::new(),
             sources: Sources::default(),
+            volumes_written: None,
             statuses: StatusCache::default(),
             probes: Probes::default(),
         }
@@ -205,6 +215,9 @@ impl Worker {
                 }
             }
             if let Some(at) = self.probes.next_wake() {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            if let Some(at) = self.volumes_due() {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if !self.failures.is_empty() && pod.metadata.deletion_timestamp.is_none() {
@@ -328,6 +341,9 @@ impl Worker {
                 .or_insert_with(|| failure.clone());
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
+        if !deleting && self.volumes_due().is_some_and(|at| at <= Instant::now()) {
+            self.resync_volumes(&pod).await;
+        }
         let nothing_runs =
             !self.runtime.any_running() && !self.runtime.sandboxes.iter().any(|s| s.ready);
         self.write_status(&pod, &waiting, deleting && nothing_runs)
@@ -406,6 +422,8 @@ impl Worker {
         let runtime = Arc::clone(&self.shared.runtime);
         let mut acted = false;
         let grace = grace_seconds(pod);
+        let pod_ip = self.known_pod_ip();
+        let described = self.described(pod);
         let kills = plan.kill.iter().map(|(id, name)| {
             self.note(
                 pod,
@@ -415,14 +433,38 @@ impl Worker {
                 Some((name, false)),
             );
             let runtime = Arc::clone(&runtime);
+            let container = find_container(pod, name, false).cloned();
+            let (pod_ip, described) = (&pod_ip, &described);
             async move {
-                if let Err(error) = runtime.stop_container(id, grace).await {
+                // The preStop hook first, within the grace period; the rest of it is the
+                // container's to stop in.
+                let began = Instant::now();
+                let full = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+                let target = hooks::Target {
+                    instance: id,
+                    pod_ip,
+                    pod: described,
+                };
+                let hook = match &container {
+                    Some(container) => {
+                        hooks::run(runtime.as_ref(), container, Hook::PreStop, &target, full).await
+                    }
+                    None => Ok(()),
+                };
+                let spent = i64::try_from(began.elapsed().as_secs()).unwrap_or(grace);
+                let left = (grace - spent).max(MIN_GRACE);
+                if let Err(error) = runtime.stop_container(id, left).await {
                     tracing::warn!(container = %name, %error, "stopping a container failed");
                 }
+                hook.err().map(|message| (name.clone(), message))
             }
         });
-        let killed: Vec<()> = futures::future::join_all(kills).await;
+        let killed: Vec<Option<(String, String)>> = futures::future::join_all(kills).await;
         acted |= !killed.is_empty();
+        for (name, message) in killed.into_iter().flatten() {
+            let reason = Hook::PreStop.failed_reason();
+            self.note(pod, "Warning", reason, message, Some((&name, false)));
+        }
         for sandbox in &plan.stop_sandboxes {
             if let Err(error) = runtime.stop_sandbox(sandbox).await {
                 tracing::warn!(%sandbox, %error, "stopping a pod sandbox failed");
@@ -643,6 +685,113 @@ impl Worker {
                 }
             }
         }
+        self.request_tokens(pod).await;
+        if self.sources.api_service.is_none() {
+            let services: Api<Service> = Api::namespaced(self.shared.client.clone(), "default");
+            if let Ok(service) = services.get("kubernetes").await {
+                let spec = service.spec.unwrap_or_default();
+                let port = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some("https"));
+                if let (Some(ip), Some(port)) = (spec.cluster_ip, port) {
+                    self.sources.api_service = Some((ip, port.port));
+                }
+            }
+        }
+    }
+
+    /// Asks for the service-account tokens the pod's projected volumes want, bound to the pod,
+    /// when there is none yet or the last is 80 % through its life. A failure keeps the last
+    /// token while it lasts.
+    async fn request_tokens(&mut self, pod: &Pod) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.shared.client.clone(), &namespace);
+        for key in env::tokens_wanted(pod) {
+            let now = std::time::Instant::now();
+            if let Some(Ok(token)) = self.sources.tokens.get(&key)
+                && token.refresh_at > now
+            {
+                continue;
+            }
+            let (audience, seconds) = key.clone();
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: if audience.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![audience]
+                    },
+                    expiration_seconds: Some(seconds),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(pod.name_any()),
+                        uid: Some(self.uid.clone()),
+                    }),
+                },
+                ..TokenRequest::default()
+            };
+            let fetched = accounts
+                .create_token_request(&account, &PostParams::default(), &request)
+                .await;
+            let entry = match fetched {
+                Ok(response) => {
+                    let token = response.status.map(|s| s.token).unwrap_or_default();
+                    let life = Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
+                    Ok(env::Token {
+                        token,
+                        refresh_at: now + life.mul_f64(0.8),
+                    })
+                }
+                Err(error) => {
+                    tracing::debug!(%error, %account, "requesting a service-account token failed");
+                    match self.sources.tokens.remove(&key) {
+                        // Still good for a while: keep it, ask again soon.
+                        Some(Ok(mut last)) => {
+                            last.refresh_at = now + Duration::from_secs(5);
+                            Ok(last)
+                        }
+                        _ => Err(error.to_string()),
+                    }
+                }
+            };
+            self.sources.tokens.insert(key, entry);
+        }
+    }
+
+    /// When the pod's volume files are to be written again: a while after the last time, or
+    /// when a token is due for renewal. `None` while no container has been started with them.
+    fn volumes_due(&self) -> Option<Instant> {
+        let written = self.volumes_written?;
+        let mut due = written + VOLUME_RESYNC;
+        for token in self.sources.tokens.values().flatten() {
+            due = due.min(Instant::from_std(token.refresh_at));
+        }
+        Some(due)
+    }
+
+    /// Reads the pod's sources again and rewrites its volumes' files (a changed ConfigMap
+    /// reaches running containers; tokens are renewed).
+    async fn resync_volumes(&mut self, pod: &Pod) {
+        self.read_sources(pod).await;
+        let pod_ip = self.known_pod_ip();
+        let addresses = volumes::Addresses {
+            host_ip: &self.shared.node_ip,
+            pod_ip: &pod_ip,
+        };
+        if let Err(error) =
+            volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
+        {
+            tracing::debug!(pod = %pod.name_any(), %error, "refreshing the pod's volumes failed");
+        }
+        self.volumes_written = Some(Instant::now());
     }
 
     /// Pulls, creates and starts one container; `false` when it could not (and why is noted).
@@ -670,20 +819,46 @@ impl Worker {
         }
         self.read_sources(pod).await;
         let pod_ip = self.sandbox_ip(&sandbox.id).await.unwrap_or_default();
-        let prepared = volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources)
-            .and_then(|paths| volumes::mounts(&container, &paths))
-            .and_then(|mounts| {
-                env::environment(
-                    pod,
-                    &container,
-                    &self.sources,
-                    &self.shared.node_ip,
-                    &pod_ip,
-                )
-                .map(|environment| (environment, mounts))
-            });
+        let addresses = volumes::Addresses {
+            host_ip: &self.shared.node_ip,
+            pod_ip: &pod_ip,
+        };
+        let prepared =
+            volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
+                .and_then(|paths| volumes::mounts(&container, &paths))
+                .and_then(|mounts| {
+                    env::environment(
+                        pod,
+                        &container,
+                        &self.sources,
+                        &self.shared.node_ip,
+                        &pod_ip,
+                    )
+                    .map(|environment| (environment, mounts))
+                });
+        let prepared = prepared.and_then(|(environment, mut mounts)| {
+            let path = container
+                .termination_message_path
+                .clone()
+                .unwrap_or_else(|| termination::DEFAULT_PATH.into());
+            if !path.is_empty() {
+                let pod_dir = volumes::pod_directory(&self.shared.pods, &self.uid);
+                let file = termination::create_file(&pod_dir, &name, start.restart_count)?;
+                mounts.push(crate::runtime::api::Mount {
+                    container_path: path,
+                    host_path: file.display().to_string(),
+                    ..crate::runtime::api::Mount::default()
+                });
+            }
+            Ok((environment, mounts))
+        });
         let (environment, mounts) = match prepared {
-            Ok(prepared) => prepared,
+            Ok(prepared) => {
+                if volumes::refreshed(pod) {
+                    self.volumes_written = Some(Instant::now());
+                }
+                prepared
+            }
             Err(message) => {
                 self.note(
                     pod,
@@ -755,7 +930,52 @@ impl Worker {
             Some((&name, init)),
         );
         self.failures.remove(&name);
+        let described = self.described(pod);
+        let target = hooks::Target {
+            instance: &id,
+            pod_ip: &pod_ip,
+            pod: &described,
+        };
+        let runtime = Arc::clone(&self.shared.runtime);
+        let hook = hooks::run(
+            runtime.as_ref(),
+            &container,
+            Hook::PostStart,
+            &target,
+            POST_START_TIMEOUT,
+        );
+        if let Err(message) = hook.await {
+            self.note(
+                pod,
+                "Warning",
+                Hook::PostStart.failed_reason(),
+                message,
+                Some((&name, init)),
+            );
+            // Killed, as kubelet does; its restart policy decides what comes next.
+            if let Err(error) = runtime.stop_container(&id, grace_seconds(pod)).await {
+                tracing::warn!(container = %name, %error, "killing a container whose postStart hook failed failed");
+            }
+        }
         true
+    }
+
+    /// `name_namespace(uid)`, as upstream names a pod in its messages.
+    fn described(&self, pod: &Pod) -> String {
+        format!(
+            "{}_{}({})",
+            pod.name_any(),
+            pod.namespace().unwrap_or_default(),
+            self.uid
+        )
+    }
+
+    /// The pod's IP, if its sandbox's is known.
+    fn known_pod_ip(&self) -> String {
+        self.runtime
+            .sandbox()
+            .and_then(|s| self.ips.get(&s.id).cloned())
+            .unwrap_or_default()
     }
 
     async fn sandbox_ip(&mut self, id: &str) -> Option<String> {

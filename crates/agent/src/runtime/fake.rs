@@ -119,8 +119,8 @@ impl FakeRuntime {
         }
     }
 
-    /// How many containers of the pod `pod_uid` named `name` exist (every attempt).
-    pub fn attempts(&self, pod_uid: &str, name: &str) -> usize {
+    /// The configs of the containers of the pod `pod_uid` named `name`, oldest first.
+    fn configs(&self, pod_uid: &str, name: &str) -> Vec<api::ContainerConfig> {
         let state = self.state();
         state
             .containers
@@ -132,7 +132,18 @@ impl FakeRuntime {
                     .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
                     && c.config.metadata.as_ref().is_some_and(|m| m.name == name)
             })
-            .count()
+            .map(|c| c.config.clone())
+            .collect()
+    }
+
+    /// How many containers of the pod `pod_uid` named `name` exist (every attempt).
+    pub fn attempts(&self, pod_uid: &str, name: &str) -> usize {
+        self.configs(pod_uid, name).len()
+    }
+
+    /// The config the latest container of the pod `pod_uid` named `name` was created with.
+    pub fn latest_config(&self, pod_uid: &str, name: &str) -> Option<api::ContainerConfig> {
+        self.configs(pod_uid, name).pop()
     }
 
     /// How many sandboxes exist.
@@ -383,6 +394,7 @@ impl Runtime for FakeRuntime {
             labels: c.config.labels.clone(),
             annotations: c.config.annotations.clone(),
             log_path: c.config.log_path.clone(),
+            mounts: c.config.mounts.clone(),
             ..api::ContainerStatus::default()
         })
     }

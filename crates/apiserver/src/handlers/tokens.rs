@@ -20,20 +20,26 @@ use crate::tokens::{ISSUER, TokenSubject};
 /// Shortest token lifetime upstream allows.
 const MIN_SECONDS: i64 = 600;
 
-async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> Option<String> {
-    let info = &state.registry.find("", "v1", "serviceaccounts")?;
+/// The uid of the core object `plural`/`name` in `namespace`, if it exists and is not being
+/// deleted.
+async fn live_uid(state: &ApiState, plural: &str, namespace: &str, name: &str) -> Option<String> {
+    let info = &state.registry.find("", "v1", plural)?;
     let key = storage::key(info, Some(namespace), name);
-    // From the watch cache unless this server deleted the account recently, as upstream's
+    // From the watch cache unless this server deleted the object recently, as upstream's
     // token authenticator reads its informer; from the store when the cache lacks it.
     let cached = state
         .recent_deletions
         .cached(&state.watch_cache, &key, state.clock.now());
     match cached {
+        Some(looked) if looked.deleting() => None,
         Some(looked) => looked.uid,
         None => {
             let (kv, _) = state.store.get(&key, None).await.ok()?;
-            let account = storage::decode(&kv?).ok()?;
-            account
+            let object = storage::decode(&kv?).ok()?;
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                return None;
+            }
+            object
                 .pointer("/metadata/uid")
                 .and_then(Value::as_str)
                 .map(str::to_string)
@@ -44,7 +50,18 @@ async fn service_account_uid(state: &ApiState, namespace: &str, name: &str) -> O
 /// Checks a bearer token: signature, lifetime, and that its service account still exists.
 pub async fn authenticate(state: &ApiState, token: &str) -> Result<TokenSubject, String> {
     let subject = state.tokens.verify(token, state.clock.now().as_second())?;
-    match service_account_uid(state, &subject.namespace, &subject.name).await {
+    if let Some((pod, uid)) = &subject.pod
+        && live_uid(state, "pods", &subject.namespace, pod)
+            .await
+            .as_ref()
+            != Some(uid)
+    {
+        return Err(format!(
+            "the pod {}/{pod} the token is bound to is gone",
+            subject.namespace
+        ));
+    }
+    match live_uid(state, "serviceaccounts", &subject.namespace, &subject.name).await {
         Some(uid) if uid == subject.uid => Ok(subject),
         Some(_) => Err("the service account was recreated: the token is no longer valid".into()),
         None => Err(format!(
@@ -88,6 +105,48 @@ fn audiences(body: &Value, pointer: &str) -> Vec<String> {
         .unwrap_or_else(|| vec![ISSUER.to_string()])
 }
 
+/// The pod a TokenRequest binds its token to (`spec.boundObjectRef`, kind Pod): it must exist
+/// with the uid given, as upstream checks.
+async fn bound_pod(
+    state: &ApiState,
+    body: &Value,
+    namespace: &str,
+) -> Result<Option<(String, String)>, ApiError> {
+    let Some(reference) = body
+        .pointer("/spec/boundObjectRef")
+        .filter(|r| !r.is_null())
+    else {
+        return Ok(None);
+    };
+    let text = |field: &str| {
+        reference
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    if text("kind") != "Pod" {
+        return Err(ApiError::BadRequest(format!(
+            "spec.boundObjectRef.kind: Unsupported value: \"{}\": supported values: \"Pod\"",
+            text("kind")
+        )));
+    }
+    let name = text("name");
+    let live = live_uid(state, "pods", namespace, name).await;
+    match live {
+        None => Err(ApiError::NotFound(Target::new("", "pods", name))),
+        Some(uid) if !text("uid").is_empty() && uid != text("uid") => {
+            Err(ApiError::ConflictMessage {
+                target: Target::new("", "pods", name),
+                message: format!(
+                    "Operation cannot be fulfilled on pods \"{name}\": the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated",
+                    text("uid")
+                ),
+            })
+        }
+        Some(uid) => Ok(Some((name.to_string(), uid))),
+    }
+}
+
 /// POST `serviceaccounts/{name}/token`: issues a token for the account.
 pub async fn request(
     state: &ApiState,
@@ -110,7 +169,9 @@ pub async fn request(
             "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"
         )));
     }
+    let bound = bound_pod(state, &body, namespace).await?;
     let subject = TokenSubject {
+        pod: bound.clone(),
         namespace: namespace.to_string(),
         name: name.to_string(),
         uid: account
@@ -132,7 +193,11 @@ pub async fn request(
         "kind": "TokenRequest",
         "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
-        "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": null},
+        "spec": {
+            "audiences": audiences,
+            "expirationSeconds": seconds,
+            "boundObjectRef": body.pointer("/spec/boundObjectRef").filter(|_| bound.is_some()),
+        },
         "status": {"token": token, "expirationTimestamp": expiry},
     });
     Ok(respond::value(StatusCode::CREATED, &response, Format::Json))

@@ -115,6 +115,9 @@ async fn create_object(
     (strategy::of(info).defaults)(&mut object);
     if info.group.is_empty() && info.plural == "pods" {
         crate::priority::admit(state, &mut object, &name).await?;
+        let namespace = request.namespace.unwrap_or("default");
+        crate::service_accounts::admit(state, &mut object, namespace, &name, &random_suffix())
+            .await?;
     }
     let unknown = admit(state, info, &mut object, None)?;
     if !applied {
