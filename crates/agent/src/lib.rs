@@ -11,9 +11,11 @@
 //! - [`node`]: registration, status and Lease.
 //! - [`pods`]: a worker per pod, carrying out what its spec asks of the runtime.
 //! - [`cgroups`]: pod cgroups removed with their pods.
+//! - [`bootstrap`]: joining a cluster with its join token (a client certificate of its own).
 //! - [`server`]: the agent's HTTPS endpoint for the API server (`pods/log` from [`logs`];
 //!   exec, attach and port-forward from [`streaming`]).
 
+pub mod bootstrap;
 pub mod cgroups;
 pub mod containerd;
 pub mod images;

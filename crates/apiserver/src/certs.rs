@@ -1,6 +1,6 @@
 //! The cluster's PKI: a CA, the API server's serving certificate and the admin's client
 //! certificate (group `system:masters`), created on first start in `DATA_DIR/tls` and reused on
-//! every later start.
+//! every later start; and the join token nodes present to get certificates of their own.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use skiff_apimachinery::join_token::JoinToken;
 
 /// What can go wrong creating or loading the PKI.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum PkiError {
     /// Generating or parsing a certificate or key failed.
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
+    /// The system's random source failed.
+    #[error("no random bytes for the join token")]
+    Random,
 }
 
 /// PEM-encoded certificates and keys.
@@ -192,6 +196,31 @@ pub fn kubelet_client(dir: &Path) -> Result<(String, String), PkiError> {
     write(&key_path, &key.serialize_pem())?;
     write(&cert_path, &cert.pem())?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The cluster's join token, kept at `path` (made the first time): a node presents it once to
+/// get a client certificate of its own.
+pub fn join_token(path: &Path, ca_cert: &str) -> Result<JoinToken, PkiError> {
+    let ca_hash: String = ring::digest::digest(&ring::digest::SHA256, ca_cert.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Some(token) = JoinToken::parse(&text)
+        && token.ca_hash == ca_hash
+    {
+        return Ok(token);
+    }
+    let mut secret = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| PkiError::Random)?;
+    let token = JoinToken {
+        ca_hash,
+        secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    write(path, &format!("{}\n", token.render()))?;
+    Ok(token)
 }
 
 /// Writes a kubeconfig that reaches `server` (e.g. `https://127.0.0.1:6443`) as the admin.

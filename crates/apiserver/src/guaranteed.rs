@@ -413,6 +413,8 @@ mod tests {
             advertise: "127.0.0.1:6443".into(),
             recent_deletions: crate::recent_deletions::RecentDeletions::default(),
             kubelet: None,
+            join_secret: None,
+            ca_cert: None,
             openapi: std::sync::RwLock::new(None),
         });
         (state, current)

@@ -65,6 +65,9 @@ pub struct Config {
     pub https_port: u16,
 }
 
+/// Where the join token lives in the data directory.
+pub const JOIN_TOKEN_FILE: &str = "join-token";
+
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -106,6 +109,8 @@ pub struct Server {
     pub router: Router,
     /// The cluster CA's certificate (PEM), which pods are given to trust the API.
     pub ca_cert: String,
+    /// The file holding the join token (`skiff agent --token`).
+    pub join_token: PathBuf,
     serving: tokio::task::JoinHandle<()>,
 }
 
@@ -130,6 +135,20 @@ async fn version() -> axum::Json<serde_json::Value> {
     }))
 }
 
+/// The cluster CA's certificate, for nodes joining with a token (which holds its hash, so the
+/// answer needs no trust in this unverified connection).
+async fn ca_certificates(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.ca_cert {
+        Some(pem) => pem.clone().into_response(),
+        None => crate::respond::error(&skiff_apimachinery::ApiError::NotFound(
+            skiff_apimachinery::status::Target::new("", "", "cacerts"),
+        )),
+    }
+}
+
 /// The HTTP routes, without TLS: health, version and the API.
 pub fn router(state: ApiState) -> Router {
     // Open to anonymous callers, but a bearer token that fails authentication is a 401 here too.
@@ -139,6 +158,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/version", get(version))
         .route("/version/", get(version))
+        .route("/cacerts", get(ca_certificates))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             handlers::reject_bad_bearer,
@@ -172,6 +192,8 @@ pub async fn in_process(
         advertise: "127.0.0.1:6443".into(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
         kubelet: None,
+        join_secret: None,
+        ca_cert: None,
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;
@@ -227,6 +249,8 @@ pub async fn start(
     let (kubelet_cert, kubelet_key) = certs::kubelet_client(&config.data_dir.join("tls"))?;
     let kubelet =
         kubelet::KubeletClient::new(&kubelet_cert, &kubelet_key).map_err(ServerError::Kubelet)?;
+    let join_path = config.data_dir.join(JOIN_TOKEN_FILE);
+    let join = certs::join_token(&join_path, &pki.ca_cert)?;
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
@@ -236,6 +260,8 @@ pub async fn start(
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
         kubelet: Some(Arc::new(kubelet)),
+        join_secret: Some(join.secret),
+        ca_cert: Some(pki.ca_cert.clone()),
         openapi: std::sync::RwLock::new(None),
     });
     serve_custom_resources(&state).await;
@@ -249,6 +275,7 @@ pub async fn start(
         address,
         router,
         ca_cert: pki.ca_cert.clone(),
+        join_token: join_path,
         serving,
     })
 }

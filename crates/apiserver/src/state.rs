@@ -29,6 +29,11 @@ pub struct Inner {
     pub recent_deletions: crate::recent_deletions::RecentDeletions,
     /// The client of node agents (`pods/log`), when this server has a certificate for them.
     pub kubelet: Option<Arc<crate::kubelet::KubeletClient>>,
+    /// The join token's secret: a bearer token naming a joining node (`None`: nodes cannot
+    /// join this server).
+    pub join_secret: Option<String>,
+    /// The cluster CA's certificate (PEM), served at `/cacerts` for joining nodes.
+    pub ca_cert: Option<String>,
     /// The OpenAPI documents, built on first use and again after CRDs change.
     pub openapi: std::sync::RwLock<Option<Arc<crate::openapi::Documents>>>,
 }

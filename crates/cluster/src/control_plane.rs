@@ -29,7 +29,8 @@ pub struct Options {
     pub compaction_interval: Duration,
     /// Whether to run the controllers in this process.
     pub controllers: bool,
-    /// How the controllers run (the cluster's pod CIDR; the root CA, by default the server's).
+    /// How the controllers run (the cluster's pod CIDR; the root CA and the signer of node
+    /// certificates, by default the server's CA).
     pub controller_options: skiff_controllers::Options,
     /// Whether to run the scheduler in this process.
     pub scheduler: bool,
@@ -51,6 +52,8 @@ pub struct ControlPlane {
     pub address: SocketAddr,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The file holding the join token.
+    pub join_token: PathBuf,
     server: skiff_apiserver::Server,
     stop: CancellationToken,
     tasks: JoinSet<&'static str>,
@@ -86,6 +89,7 @@ pub async fn start(
         stop.clone(),
         skiff_store::compactor::run(Arc::clone(&store), options.compaction_interval),
     ));
+    let tls = options.data_dir.join("tls");
     let config = skiff_apiserver::Config {
         data_dir: options.data_dir,
         bind_address: options.bind_address,
@@ -106,6 +110,15 @@ pub async fn start(
         controller_options
             .root_ca
             .get_or_insert_with(|| server.ca_cert.clone());
+        // Node client certificates are signed with the CA the server trusts clients by.
+        if controller_options.signer.is_none()
+            && let Ok(ca_key) = std::fs::read_to_string(tls.join("ca.key"))
+        {
+            controller_options.signer = Some(skiff_controllers::csr::Signer {
+                ca_cert: server.ca_cert.clone(),
+                ca_key,
+            });
+        }
         tasks.spawn(until_cancelled(
             "controllers",
             stop.clone(),
@@ -133,6 +146,7 @@ pub async fn start(
     Ok(ControlPlane {
         address: server.address,
         kubeconfig: server.kubeconfig.clone(),
+        join_token: server.join_token.clone(),
         server,
         stop,
         tasks,

@@ -10,7 +10,9 @@
 //! - [`node_ipam`]: gives each Node a pod CIDR.
 //! - [`service_account`]: a `default` ServiceAccount in every namespace.
 //! - [`root_ca`]: the `kube-root-ca.crt` ConfigMap in every namespace.
+//! - [`csr`]: approves and signs joining nodes' client certificates.
 
+pub mod csr;
 pub mod gc;
 pub mod heartbeat;
 pub mod namespace;
@@ -27,6 +29,8 @@ pub struct Options {
     /// The cluster CA's certificate (PEM) that the root-CA publisher puts in every namespace;
     /// `None` publishes nothing.
     pub root_ca: Option<String>,
+    /// The cluster CA that signs node client certificates; `None` signs nothing.
+    pub signer: Option<csr::Signer>,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
         Options {
             cluster_cidr: node_ipam::CLUSTER_CIDR.into(),
             root_ca: None,
+            signer: None,
         }
     }
 }
@@ -55,7 +60,14 @@ pub async fn run(client: kube::Client, options: Options) {
             None => std::future::pending().await,
         }
     };
+    let certificates = async {
+        match options.signer.clone() {
+            Some(signer) => csr::run(client.clone(), signer).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::join!(
+        certificates,
         gc::run(client.clone()),
         namespace::run(client.clone()),
         ipam,

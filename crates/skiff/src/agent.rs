@@ -1,4 +1,4 @@
-//! `skiff agent` (the node agent alone, joining a cluster through a kubeconfig), `skiff reset`
+//! `skiff agent` (the node agent alone, joining a cluster with its join token or a kubeconfig), `skiff reset`
 //! (removes what an agent made on this machine), and `skiff images` (side-loading and packing
 //! images without a registry).
 
@@ -81,9 +81,16 @@ pub fn hostname() -> String {
 /// Options of `skiff agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The kubeconfig of the cluster to join.
+    /// The API server to join (`https://HOST:6443`), with `--token`.
+    #[arg(long, requires = "token", conflicts_with = "kubeconfig")]
+    server: Option<String>,
+    /// The cluster's join token (the server prints where it keeps it), presented once to get
+    /// the node's own client certificate.
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// A kubeconfig to reach the cluster with instead of joining with a token.
     #[arg(long)]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// Where the agent keeps its files.
     #[arg(long, default_value = "/var/lib/skiff-agent")]
     data_dir: PathBuf,
@@ -91,14 +98,42 @@ pub struct AgentArgs {
     node: NodeArgs,
 }
 
+/// The kubeconfig the agent reaches the cluster with: the one given, the one it got when it
+/// joined earlier, or a new one from joining with the token now.
+async fn credentials(args: &AgentArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.kubeconfig {
+        return Ok(path.clone());
+    }
+    let joined = args.data_dir.join(skiff_agent::bootstrap::KUBECONFIG);
+    if joined.exists() {
+        return Ok(joined);
+    }
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        anyhow::bail!(
+            "give --server and --token to join a cluster (or --kubeconfig); {} does not exist yet",
+            joined.display()
+        );
+    };
+    let node = args.node.node_name.clone().unwrap_or_else(hostname);
+    let path = skiff_agent::bootstrap::join(server, token, &node, &args.data_dir)
+        .await
+        .context("joining the cluster")?;
+    eprintln!(
+        "skiff agent: joined as system:node:{node}; credentials in {}",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// Runs the node agent until SIGINT or SIGTERM (its pods keep running after).
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let client = kubeconfig::client(&args.kubeconfig).await?;
-    // The cluster's CA, from the kubeconfig: it signed the API server's client certificate.
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let kubeconfig = credentials(&args).await?;
+    let client = kubeconfig::client(&kubeconfig).await?;
+    // The cluster's CA, from the kubeconfig: it signed the API server's client certificate.
     let ca = args.data_dir.join("cluster-ca.crt");
-    std::fs::write(&ca, kubeconfig::certificate_authority(&args.kubeconfig)?)
+    std::fs::write(&ca, kubeconfig::certificate_authority(&kubeconfig)?)
         .with_context(|| format!("writing {}", ca.display()))?;
     let options = args.node.options(&args.data_dir, Vec::new(), ca);
     tokio::select! {

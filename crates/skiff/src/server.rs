@@ -57,6 +57,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         controller_options: skiff_controllers::Options {
             cluster_cidr: args.node.cluster_cidr.clone(),
             root_ca: None,
+            signer: None,
         },
         scheduler: !args.no_scheduler,
         agent: (!args.no_agent).then(|| {
@@ -76,10 +77,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "skiff is running: the Kubernetes API is at https://{}\nkubeconfig: {}\n  export KUBECONFIG={}",
+        "skiff is running: the Kubernetes API is at https://{}\nkubeconfig: {}\n  export KUBECONFIG={}\njoin token (for `skiff agent --server URL --token TOKEN` on other machines): {}",
         control_plane.address,
         control_plane.kubeconfig.display(),
-        control_plane.kubeconfig.display()
+        control_plane.kubeconfig.display(),
+        control_plane.join_token.display()
     );
     let _ = out.flush();
     crate::signals::terminated().await;

@@ -189,6 +189,53 @@ impl Drop for Node {
     }
 }
 
+/// A `skiff agent` joining the cluster with its join token, as a second node on this machine
+/// (its own name, data directory, containerd and agent port).
+struct Joined {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Joined {
+    fn start(data: &Path, server_port: u16, token: &str, name: &str, registry: &str) -> Joined {
+        let child = skiff()
+            .args(["agent", "--server"])
+            .arg(format!("https://127.0.0.1:{server_port}"))
+            .args(["--token", token, "--node-name", name, "--agent-port", "0"])
+            .args([
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--service-cidr",
+                "10.245.0.0/16",
+            ])
+            .arg("--registry-mirror")
+            .arg(format!("docker.io=http://{registry}"))
+            .arg("--data-dir")
+            .arg(data)
+            .env("SKIFF_LOG", "warn")
+            .spawn()
+            .unwrap();
+        Joined {
+            child,
+            data: data.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = skiff()
+            .arg("reset")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .status();
+    }
+}
+
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -471,6 +518,49 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     assert_eq!(ended("message", "message"), "3 items left\n");
     assert_eq!(ended("message", "reason"), "Error");
     assert_eq!(ended("fallback", "message"), "cannot reach the database\n");
+
+    // A second node joins with the join token alone: its client certificate is asked for,
+    // approved and signed, and the API reaches its pods (logs).
+    let token = std::fs::read_to_string(node.data.join("join-token")).unwrap();
+    let second = format!("{name}-b");
+    let joined = Joined::start(
+        &dir.path().join("second"),
+        node.port,
+        token.trim(),
+        &second,
+        &registry.address,
+    );
+    eventually("the second node Ready", Duration::from_secs(90), || {
+        k33.run(&["get", "node", &second]).status.success()
+            && k33.jsonpath(
+                &format!("node/{second}"),
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+    });
+    let csr = k33.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}",
+    ]);
+    assert!(csr.contains("system:bootstrap:join Approved"), "{csr}");
+    assert!(joined.data.join("node.kubeconfig").exists());
+    let pinned = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: there}}\nspec:\n  nodeName: {second}\n  containers:\n  - name: c\n    image: busybox:1.36\n    command: [/bin/sh, -c, 'echo hello from the second node; exec sleep 3600']\n"
+    );
+    let out = k33.apply_yaml(&pinned, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        "the pod on the second node logging",
+        Duration::from_secs(60),
+        || k33.run(&["logs", "there"]).stdout == b"hello from the second node\n",
+    );
+    k33.ok(&["delete", "pod", "there", "--grace-period=1"]);
+    drop(joined);
 
     // The server dies: the workload does not notice.
     node.crash();

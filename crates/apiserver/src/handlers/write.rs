@@ -76,6 +76,25 @@ async fn ensure_namespace(
     Ok(())
 }
 
+/// A CertificateSigningRequest names who asked for it: the caller, whatever the body says
+/// (upstream's `PrepareForCreate`), so approvers can trust `spec.username` and `spec.groups`.
+fn requested_by(object: &mut Value, caller: &Caller) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let (name, groups) = match &caller.0 {
+        Some(user) => (user.name.clone(), user.groups.clone()),
+        None => (
+            "system:anonymous".into(),
+            vec!["system:unauthenticated".into()],
+        ),
+    };
+    spec.insert("username".into(), json!(name));
+    spec.insert("groups".into(), json!(groups));
+    spec.remove("uid");
+    spec.remove("extra");
+}
+
 /// POST: creates an object.
 pub async fn create(
     state: &ApiState,
@@ -92,7 +111,10 @@ pub async fn create(
             Ok(super::tokens::review(state, &object).await)
         }
         Create::Store => {
-            let object = body::object(request.headers, bytes)?;
+            let mut object = body::object(request.headers, bytes)?;
+            if request.info.group == "certificates.k8s.io" {
+                requested_by(&mut object, caller);
+            }
             create_object(state, request, object, bytes, false).await
         }
     }
