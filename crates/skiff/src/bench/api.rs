@@ -106,26 +106,32 @@ async fn list_raw_five(
     Ok((times[2], times[4], size))
 }
 
-/// Starts `skiff server` with `extra` arguments over `dir` (or the etcd at `etcd`).
+/// Starts `skiff server` without a node of its own, with `extra` arguments over `dir` (or the
+/// etcd at `etcd`).
 pub(super) fn start_server(
     dir: &Path,
     etcd: Option<&str>,
     extra: &[&str],
+) -> anyhow::Result<(ServerProcess, kube::Client)> {
+    let mut args = vec!["--no-agent"];
+    args.extend_from_slice(extra);
+    start_server_with(dir, etcd, &args)
+}
+
+/// Starts `skiff server` with `args` over `dir` (or the etcd at `etcd`).
+pub(super) fn start_server_with(
+    dir: &Path,
+    etcd: Option<&str>,
+    args: &[&str],
 ) -> anyhow::Result<(ServerProcess, kube::Client)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args([
-            "server",
-            "--no-agent",
-            "--https-port",
-            &port.to_string(),
-            "--data-dir",
-        ])
+        .args(["server", "--https-port", &port.to_string(), "--data-dir"])
         .arg(dir)
-        .args(extra);
+        .args(args);
     if let Some(endpoint) = etcd {
         command.args(["--datastore-endpoint", endpoint]);
     }
@@ -229,7 +235,7 @@ where
 
 /// CPU seconds (user + system) a process has used: `/proc/PID/stat` fields 14 and 15, in the
 /// kernel's USER_HZ ticks (100 per second on Linux).
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat.rsplit_once(')').context("no command name")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();

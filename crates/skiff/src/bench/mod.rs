@@ -1,6 +1,7 @@
 //! `skiff bench`: measurements reported in BENCHMARKS.md, always as ratios taken in one run.
 
 mod api;
+mod pods;
 mod schedule;
 mod store;
 
@@ -60,6 +61,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         pods: usize,
     },
+    /// On a real node (root, containerd): pod start latency through skiff beside the raw CRI
+    /// calls, and the idle CPU and memory of the server, containerd and its shims with no pods
+    /// and with the pods running.
+    Pods {
+        /// Pods started one after the other, then left running.
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        /// Seconds each idle measurement lasts.
+        #[arg(long, default_value_t = 30)]
+        idle_seconds: u64,
+    },
 }
 
 /// Runs a benchmark.
@@ -78,6 +90,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 watch_events,
             })
             .await
+        }
+        BenchCommand::Pods { pods, idle_seconds } => {
+            pods::run(pods::Options { pods, idle_seconds }).await
         }
         BenchCommand::Schedule { nodes, pods } => {
             schedule::run(schedule::Options { nodes, pods }).await
