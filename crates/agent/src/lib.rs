@@ -74,6 +74,11 @@ pub struct Options {
     pub port: u16,
     /// Registry mirrors (and plain-HTTP registries) for the agent's own containerd.
     pub registry_mirrors: Vec<registries::Mirror>,
+    /// Pull only from the mirrors, never from the registries themselves.
+    pub registry_mirrors_only: bool,
+    /// How often running pods' configMap, secret, downwardAPI and projected files are written
+    /// again from their sources (kubelet's `--sync-frequency`, a minute by default).
+    pub sync_frequency: std::time::Duration,
 }
 
 impl Options {
@@ -147,8 +152,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
     match options.runtime {
         RuntimeSource::Supervised => {
             let paths = options.containerd();
-            registries::write(&paths.registries(), &options.registry_mirrors)
-                .map_err(AgentError::Registries)?;
+            registries::write(
+                &paths.registries(),
+                &options.registry_mirrors,
+                options.registry_mirrors_only,
+            )
+            .map_err(AgentError::Registries)?;
             supervisor = Some(containerd::Supervisor::start(paths).await?);
         }
         RuntimeSource::Endpoint(_) if !options.registry_mirrors.is_empty() => {
@@ -201,6 +210,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         pods: options.data_dir.join("pods"),
         node_slice: options.node_slice(),
         recorder,
+        sync_frequency: options.sync_frequency,
     });
     let supervise = async {
         match supervisor {
@@ -309,6 +319,8 @@ pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
         cluster_ca: None,
         port: 0,
         registry_mirrors: Vec::new(),
+        registry_mirrors_only: false,
+        sync_frequency: std::time::Duration::from_secs(60),
     };
     reset(&options, &state.pod_cidr).await;
     true

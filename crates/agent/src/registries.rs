@@ -1,7 +1,9 @@
 //! Registry mirrors and plain-HTTP registries for the agent's containerd, as its per-registry
 //! host files (`certs.d/<registry>/hosts.toml`, read at every pull): `--registry-mirror
 //! docker.io=http://127.0.0.1:5000` sends pulls of `docker.io/...` images to that address
-//! first (plain HTTP when the URL says `http://`), falling back to the registry itself.
+//! first (plain HTTP when the URL says `http://`), falling back to the registry itself unless
+//! mirrors only are asked for (`--registry-mirrors-only`: nothing beyond the mirrors is ever
+//! contacted, not even a name lookup, as the tests on machines without internet need).
 //! The files are rewritten at every start, so a mirror removed from the flags is gone.
 
 use std::path::Path;
@@ -47,11 +49,15 @@ fn upstream(registry: &str) -> String {
     }
 }
 
-/// The `hosts.toml` of `registry` with `urls` tried in order.
-fn hosts_toml(registry: &str, urls: &[&str]) -> String {
+/// The `hosts.toml` of `registry` with `urls` tried in order, then the registry itself (or,
+/// with `only`, the first mirror again: containerd always has a `server` to fall back to).
+fn hosts_toml(registry: &str, urls: &[&str], only: bool) -> String {
+    let server = match urls.first() {
+        Some(first) if only => (*first).to_string(),
+        _ => upstream(registry),
+    };
     let mut text = format!(
-        "# Written by skiff's node agent from --registry-mirror; rewritten at every start.\nserver = \"{}\"\n",
-        upstream(registry)
+        "# Written by skiff's node agent from --registry-mirror; rewritten at every start.\nserver = \"{server}\"\n"
     );
     for url in urls {
         text.push_str(&format!(
@@ -62,8 +68,8 @@ fn hosts_toml(registry: &str, urls: &[&str]) -> String {
 }
 
 /// Writes the host files of `mirrors` into `dir` (containerd's `config_path`), replacing what
-/// was there.
-pub fn write(dir: &Path, mirrors: &[Mirror]) -> std::io::Result<()> {
+/// was there; with `only`, pulls never go beyond the mirrors.
+pub fn write(dir: &Path, mirrors: &[Mirror], only: bool) -> std::io::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
@@ -79,7 +85,7 @@ pub fn write(dir: &Path, mirrors: &[Mirror]) -> std::io::Result<()> {
             .collect();
         let own = dir.join(registry);
         std::fs::create_dir_all(&own)?;
-        std::fs::write(own.join("hosts.toml"), hosts_toml(registry, &urls))?;
+        std::fs::write(own.join("hosts.toml"), hosts_toml(registry, &urls, only))?;
     }
     Ok(())
 }
@@ -118,7 +124,7 @@ mod tests {
         .iter()
         .map(|m| m.parse().unwrap())
         .collect();
-        write(dir.path(), &mirrors).unwrap();
+        write(dir.path(), &mirrors, false).unwrap();
         assert!(!dir.path().join("stale.io").exists());
         let docker = std::fs::read_to_string(dir.path().join("docker.io/hosts.toml")).unwrap();
         assert!(docker.contains("server = \"https://registry-1.docker.io\""));
@@ -127,5 +133,12 @@ mod tests {
         assert!(first < second, "{docker}");
         let gcr = std::fs::read_to_string(dir.path().join("gcr.io/hosts.toml")).unwrap();
         assert!(gcr.contains("server = \"https://gcr.io\""), "{gcr}");
+        write(dir.path(), &mirrors, true).unwrap();
+        let only = std::fs::read_to_string(dir.path().join("docker.io/hosts.toml")).unwrap();
+        assert!(
+            only.contains("server = \"http://127.0.0.1:5000\""),
+            "{only}"
+        );
+        assert!(!only.contains("registry-1.docker.io"), "{only}");
     }
 }

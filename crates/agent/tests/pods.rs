@@ -42,6 +42,7 @@ fn start_agent(
         pods: dir.join("pods"),
         node_slice: format!("skiff-test-{}", std::process::id()),
         recorder,
+        sync_frequency: Duration::from_secs(1),
     });
     tokio::spawn(async move {
         tokio::join!(events, skiff_agent::pods::run(shared));
@@ -332,6 +333,11 @@ async fn missing_sources_and_images_should_say_why_and_recover() {
         s["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     })
     .await;
+    // Later wake-ups within the back-off say the same, not a message wrapping the last one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let waiting = w.status_of("image").await["containerStatuses"][0]["state"]["waiting"].clone();
+    let message = waiting["message"].as_str().unwrap_or_default();
+    assert_eq!(message.matches("ErrImagePull").count(), 1, "{waiting}");
     let maps: Api<ConfigMap> = Api::namespaced(w.client.clone(), "default");
     let settings: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"x": "1"}}))

@@ -37,6 +37,13 @@ pub struct NodeArgs {
     /// plain HTTP.
     #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
     pub registry_mirrors: Vec<skiff_agent::registries::Mirror>,
+    /// Pull only from the mirrors: a registry itself is never contacted (no internet).
+    #[arg(long)]
+    pub registry_mirrors_only: bool,
+    /// Seconds between rewrites of running pods' configMap, secret, downwardAPI and projected
+    /// files from their sources (kubelet's `--sync-frequency`).
+    #[arg(long, default_value_t = 60)]
+    pub sync_frequency: u64,
 }
 
 impl NodeArgs {
@@ -65,6 +72,8 @@ impl NodeArgs {
             cluster_ca: Some(cluster_ca),
             port: self.agent_port,
             registry_mirrors: self.registry_mirrors.clone(),
+            registry_mirrors_only: self.registry_mirrors_only,
+            sync_frequency: std::time::Duration::from_secs(self.sync_frequency.max(1)),
         }
     }
 }

@@ -127,6 +127,9 @@ fn spawn_server(data: &Path, port: u16, name: &str, registry: &str) -> (Child, P
         ])
         .arg("--registry-mirror")
         .arg(format!("docker.io=http://{registry}"))
+        .arg("--registry-mirrors-only")
+        // Volume files follow their sources within seconds (a minute by default).
+        .args(["--sync-frequency", "2"])
         .args(["--node-name", name, "--data-dir"])
         .arg(data)
         .env("SKIFF_LOG", "warn")
@@ -192,16 +195,33 @@ impl Drop for Node {
 /// A `skiff agent` joining the cluster with its join token, as a second node on this machine
 /// (its own name, data directory, containerd and agent port).
 struct Joined {
-    child: Child,
+    child: Option<Child>,
     data: PathBuf,
+    name: String,
+    registry: String,
 }
 
 impl Joined {
     fn start(data: &Path, server_port: u16, token: &str, name: &str, registry: &str) -> Joined {
-        let child = skiff()
-            .args(["agent", "--server"])
-            .arg(format!("https://127.0.0.1:{server_port}"))
-            .args(["--token", token, "--node-name", name, "--agent-port", "0"])
+        let joining = [
+            "--server".to_string(),
+            format!("https://127.0.0.1:{server_port}"),
+            "--token".into(),
+            token.into(),
+        ];
+        Joined {
+            child: Some(Self::spawn(data, &joining, name, registry)),
+            data: data.to_path_buf(),
+            name: name.into(),
+            registry: registry.into(),
+        }
+    }
+
+    fn spawn(data: &Path, joining: &[String], name: &str, registry: &str) -> Child {
+        skiff()
+            .arg("agent")
+            .args(joining)
+            .args(["--node-name", name, "--agent-port", "0"])
             .args([
                 "--cluster-cidr",
                 "10.244.0.0/16",
@@ -210,24 +230,35 @@ impl Joined {
             ])
             .arg("--registry-mirror")
             .arg(format!("docker.io=http://{registry}"))
+            .arg("--registry-mirrors-only")
             .arg("--data-dir")
             .arg(data)
             .env("SKIFF_LOG", "warn")
             .spawn()
-            .unwrap();
-        Joined {
-            child,
-            data: data.to_path_buf(),
+            .unwrap()
+    }
+
+    /// SIGKILL: the agent gets no chance to do anything.
+    fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
         }
+    }
+
+    /// The agent again, without the token: it has credentials of its own now.
+    fn restart(&mut self) {
+        self.crash();
+        self.child = Some(Self::spawn(&self.data, &[], &self.name, &self.registry));
     }
 }
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
         let _ = skiff()
             .arg("reset")
             .arg("--data-dir")
@@ -301,6 +332,26 @@ spec:
     image: busybox:stable
     imagePullPolicy: IfNotPresent
     command: ["/bin/sh", "-c", "echo about to fail; exit 3"]
+"#;
+
+/// A ConfigMap and a pod that reads it as files.
+const SETTINGS: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {colour: blue}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  containers:
+  - name: c
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{name: settings, mountPath: /etc/settings}]
+  volumes: [{name: settings, configMap: {name: settings}}]
 "#;
 
 /// Containers that end: one killed by the kernel for its memory limit, one that leaves a
@@ -381,7 +432,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         .unwrap();
     assert!(status.success());
 
-    for yaml in [WEB, TALK, CRASH, DONE] {
+    for yaml in [WEB, TALK, CRASH, DONE, SETTINGS] {
         let out = k33.apply_yaml(yaml, &[]);
         assert!(
             out.status.success(),
@@ -456,6 +507,23 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         }
     }
 
+    // A changed ConfigMap reaches the files of the running pod that mounts it.
+    eventually("reader running", Duration::from_secs(30), || {
+        k33.jsonpath("pod/reader", "{.status.phase}") == "Running"
+    });
+    let colour = || k33.ok(&["exec", "reader", "--", "cat", "/etc/settings/colour"]);
+    assert_eq!(colour(), "blue");
+    k33.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"colour":"green"}}"#,
+    ]);
+    eventually("the new colour in the pod", Duration::from_secs(20), || {
+        colour() == "green"
+    });
+
     // The pod's service-account token, its CA and its namespace, read with exec: the token
     // authenticates as the pod's account.
     let account = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -523,7 +591,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     // approved and signed, and the API reaches its pods (logs).
     let token = std::fs::read_to_string(node.data.join("join-token")).unwrap();
     let second = format!("{name}-b");
-    let joined = Joined::start(
+    let mut joined = Joined::start(
         &dir.path().join("second"),
         node.port,
         token.trim(),
@@ -559,6 +627,27 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         Duration::from_secs(60),
         || k33.run(&["logs", "there"]).stdout == b"hello from the second node\n",
     );
+    // The agent is killed: its pod runs on; a new agent (no token now) finds it as it was.
+    joined.crash();
+    let second_socket = joined.data.join("containerd/containerd.sock");
+    let tasks = Command::new("ctr")
+        .arg("--address")
+        .arg(&second_socket)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .unwrap();
+    let tasks = String::from_utf8_lossy(&tasks.stdout);
+    assert_eq!(tasks.matches("RUNNING").count(), 2, "pause and c: {tasks}");
+    joined.restart();
+    eventually(
+        "logs through the new agent",
+        Duration::from_secs(60),
+        || k33.run(&["logs", "there"]).stdout == b"hello from the second node\n",
+    );
+    assert_eq!(
+        k33.jsonpath("pod/there", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
     k33.ok(&["delete", "pod", "there", "--grace-period=1"]);
     drop(joined);
 
@@ -588,6 +677,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         "talk",
         "crash",
         "done",
+        "reader",
         "--grace-period=2",
     ]);
     let socket = node.data.join("agent/containerd/containerd.sock");

@@ -51,6 +51,8 @@ pub struct Shared {
     pub node_slice: String,
     /// Where Events go.
     pub recorder: Recorder,
+    /// How often volume files are written again from their sources.
+    pub sync_frequency: Duration,
 }
 
 /// What a pod worker is told.
@@ -70,9 +72,6 @@ const MIN_GRACE: i64 = 2;
 const RETRY: Duration = Duration::from_secs(2);
 /// Rounds of plan and action per wake-up (a new sandbox, then its containers, ...).
 const ROUNDS: usize = 6;
-/// How often the files of configMap, secret, downwardAPI and projected volumes are written
-/// again from their sources (kubelet's sync period).
-const VOLUME_RESYNC: Duration = Duration::from_secs(60);
 /// How long a postStart hook may run.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -579,10 +578,14 @@ impl Worker {
         let key = format!("{}_{image}", self.uid);
         let now = Instant::now();
         if self.image_backoff.waiting(&key, now) {
+            // The pull's own error, not an earlier back-off message wrapping it.
             let previous = self
                 .failures
                 .get(name)
-                .map(|w| w.message.clone())
+                .map(|w| match w.message.split_once(": ErrImagePull: ") {
+                    Some((_, error)) => error.to_string(),
+                    None => w.message.clone(),
+                })
                 .unwrap_or_default();
             self.note(
                 pod,
@@ -770,7 +773,7 @@ impl Worker {
     /// when a token is due for renewal. `None` while no container has been started with them.
     fn volumes_due(&self) -> Option<Instant> {
         let written = self.volumes_written?;
-        let mut due = written + VOLUME_RESYNC;
+        let mut due = written + self.shared.sync_frequency;
         for token in self.sources.tokens.values().flatten() {
             due = due.min(Instant::from_std(token.refresh_at));
         }
