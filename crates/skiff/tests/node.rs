@@ -267,6 +267,67 @@ impl Drop for Joined {
     }
 }
 
+/// What pods leave on the machine when they are not cleaned up: containers (sandboxes
+/// included) in the node's containerd, network namespaces, pod IPs held by host-local IPAM,
+/// and pod cgroups under the node's slice.
+#[derive(Debug, PartialEq, Eq)]
+struct Census {
+    containers: usize,
+    network_namespaces: usize,
+    addresses: usize,
+    cgroups: usize,
+}
+
+impl Census {
+    fn take(data: &Path, node: &str) -> Census {
+        let count = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| keep(&e.file_name().to_string_lossy()))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let listed = Command::new("ctr")
+            .arg("--address")
+            .arg(data.join("agent/containerd/containerd.sock"))
+            .args(["-n", "k8s.io", "containers", "ls", "-q"])
+            .output()
+            .unwrap();
+        let ipam = data.join("agent/cni/ipam");
+        let addresses = std::fs::read_dir(&ipam)
+            .map(|networks| {
+                networks
+                    .flatten()
+                    .map(|n| count(&n.path(), &|f| f.parse::<std::net::IpAddr>().is_ok()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        Census {
+            containers: String::from_utf8_lossy(&listed.stdout).lines().count(),
+            network_namespaces: count(Path::new("/var/run/netns"), &|_| true),
+            addresses,
+            // Every hierarchy (cgroup v1 controllers, v2's unified one, or v2 alone).
+            cgroups: std::iter::once(PathBuf::from("/sys/fs/cgroup"))
+                .chain(
+                    std::fs::read_dir("/sys/fs/cgroup")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path()),
+                )
+                .map(|root| {
+                    count(&root.join(format!("skiff-{}", suffix(node))), &|f| {
+                        f.starts_with("pod")
+                    })
+                })
+                .sum(),
+        }
+    }
+}
+
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -649,7 +710,9 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         "0"
     );
     k33.ok(&["delete", "pod", "there", "--grace-period=1"]);
+    // The machine leaves the cluster: its agent stops and its Node goes.
     drop(joined);
+    k33.ok(&["delete", "node", &second]);
 
     // The server dies: the workload does not notice.
     node.crash();
@@ -694,6 +757,53 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         http_get(&ip, 8080).is_err(),
         "the web pod's address is gone"
     );
+
+    // A hundred pods created and deleted leave nothing behind.
+    let census = || Census::take(&node.data, &name);
+    let before = census();
+    for round in 0..10 {
+        let pods: String = (0..10)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: cycle-{round}-{i}, labels: {{round: \"{round}\"}}}}\nspec:\n  automountServiceAccountToken: false\n  containers: [{{name: c, image: busybox:stable, imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1; done\"]}}]\n"
+                )
+            })
+            .collect();
+        let out = k33.apply_yaml(&pods, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let waited = k33.run(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            &format!("round={round}"),
+            "--timeout=60s",
+        ]);
+        assert!(
+            waited.status.success(),
+            "round {round}: {}",
+            k33.ok(&["describe", "pod", &format!("cycle-{round}-0")])
+        );
+        if round == 0 {
+            // The census sees what ten running pods hold.
+            let during = census();
+            assert!(
+                during.containers >= before.containers + 20
+                    && during.network_namespaces >= before.network_namespaces + 10
+                    && during.addresses >= before.addresses + 10
+                    && during.cgroups >= before.cgroups + 10,
+                "{before:?} then {during:?}"
+            );
+        }
+        k33.ok(&["delete", "pod", "-l", &format!("round={round}")]);
+    }
+    eventually("nothing left of 100 pods", Duration::from_secs(30), || {
+        census() == before
+    });
 
     // The reset removes what the node made on this machine.
     drop(node);
