@@ -5,12 +5,13 @@
 //! - `labels.rs`: how runtime objects name their pod; `observed.rs`: what the runtime holds.
 //! - `plan.rs`: what to do for a pod, pure; `status.rs`: its status, pure; `backoff.rs`.
 //! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node;
-//!   `probes.rs`: startup, liveness and readiness probes; `hooks.rs`: postStart and preStop;
+//!   `probes.rs`: startup, liveness and readiness probes (`grpc_probe.rs`: gRPC's health check); `hooks.rs`: postStart and preStop;
 //!   `termination.rs`: termination messages.
 
 pub mod backoff;
 pub mod config;
 pub mod env;
+mod grpc_probe;
 pub mod hooks;
 pub mod labels;
 pub mod observed;

@@ -302,7 +302,12 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
             .unwrap_or_else(|| pod_ip.to_string());
         (host, &tcp.port, None)
     } else if let Some(grpc) = &probe.grpc {
-        (pod_ip.to_string(), &IntOrString::Int(grpc.port), None)
+        let address = format!("{pod_ip}:{}", grpc.port);
+        let service = grpc.service.clone().unwrap_or_default();
+        return match super::grpc_probe::check(&address, &service, timeout).await {
+            Ok(()) => (true, String::new()),
+            Err(message) => (false, message),
+        };
     } else {
         return (true, String::new());
     };
