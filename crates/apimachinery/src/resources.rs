@@ -190,7 +190,7 @@ const BUILTIN: &[Row] = &[
         &["sa"],
     )
     .sub(&["token"]),
-    row("", "v1", "Node", "nodes", Cluster, &["no"]).sub(&["status"]),
+    row("", "v1", "Node", "nodes", Cluster, &["no"]).sub(&["status", "proxy"]),
     row("", "v1", "Event", "events", Namespaced, &["ev"]),
     row(
         "",

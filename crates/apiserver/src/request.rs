@@ -40,6 +40,8 @@ pub struct ResourceRequest {
     pub name: Option<String>,
     /// The subresource, if any (`status`, `scale`, ...).
     pub subresource: Option<String>,
+    /// What follows a `proxy` subresource (`nodes/{name}/proxy/{path}`), without its leading `/`.
+    pub proxy_path: Option<String>,
 }
 
 /// Subresources of a namespace, which `namespaces/{name}/{x}` means instead of a resource.
@@ -78,8 +80,9 @@ pub fn parse(path: &str) -> Result<ApiPath, ApiError> {
         namespace,
         name: rest.get(1).map(|s| s.to_string()),
         subresource: rest.get(2).map(|s| s.to_string()),
+        proxy_path: (rest.get(2) == Some(&"proxy")).then(|| rest[3..].join("/")),
     };
-    if rest.len() > 3 {
+    if rest.len() > 3 && request.proxy_path.is_none() {
         return Err(ApiError::NoSuchResource);
     }
     Ok(ApiPath::Resource(request))

@@ -557,6 +557,20 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         let _ = follow.wait();
     }
 
+    // The node's own endpoint through the API (nodes/proxy): its health and its logs.
+    let proxied = |path: &str| {
+        k33.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{name}/proxy/{path}"),
+        ])
+    };
+    assert_eq!(proxied("healthz"), "ok");
+    assert!(
+        proxied("containerLogs/default/talk/c?tailLines=1").starts_with("line "),
+        "the agent's containerLogs"
+    );
+
     // Exec, cp, attach and port-forward, with both versions, over WebSocket and over SPDY.
     let copied = dir.path().join("copied");
     // Well over SPDY's 64 KiB window, which nothing may wait for.

@@ -85,24 +85,28 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| async move {
-                    let _ = request.into_body().collect().await;
-                    let message = HealthCheckResponse { status }.encode_to_vec();
-                    let mut framed = vec![0u8];
-                    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-                    framed.extend_from_slice(&message);
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", "0".parse().unwrap());
-                    let frames = futures::stream::iter([
-                        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(framed))),
-                        Ok(Frame::trailers(trailers)),
-                    ]);
-                    let response = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(StreamBody::new(frames))
-                        .unwrap();
-                    Ok::<_, std::convert::Infallible>(response)
-                });
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        let message = HealthCheckResponse { status }.encode_to_vec();
+                        let mut framed = vec![0u8];
+                        framed.extend_from_slice(
+                            &u32::try_from(message.len()).unwrap().to_be_bytes(),
+                        );
+                        framed.extend_from_slice(&message);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let frames = futures::stream::iter([
+                            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(framed))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        let response = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(frames))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
                 tokio::spawn(
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
@@ -124,7 +128,12 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = closed.local_addr().unwrap().to_string();
         drop(closed);
-        let error = check(&address, "", Duration::from_secs(1)).await.unwrap_err();
-        assert!(error.starts_with("timeout: failed to connect service"), "{error}");
+        let error = check(&address, "", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            error.starts_with("timeout: failed to connect service"),
+            "{error}"
+        );
     }
 }

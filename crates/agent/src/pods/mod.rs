@@ -34,6 +34,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use observed::{PodRuntime, StatusCache};
 use worker::{Message, Shared, Worker};
@@ -125,11 +126,12 @@ impl Manager {
         }
     }
 
-    fn on_relist(&mut self, mut pods: HashMap<String, PodRuntime>) {
+    /// A relist that began at `taken`.
+    fn on_relist(&mut self, mut pods: HashMap<String, PodRuntime>, taken: Instant) {
         self.relisted = true;
         for uid in std::mem::take(&mut self.fresh) {
             let runtime = pods.get(&uid).cloned().unwrap_or_default();
-            self.send(&uid, Message::Runtime(runtime));
+            self.send(&uid, Message::Runtime(runtime, taken));
         }
         let known: Vec<String> = self.told.keys().cloned().collect();
         for uid in known {
@@ -151,7 +153,7 @@ impl Manager {
             } else {
                 self.told.insert(uid.clone(), runtime.clone());
             }
-            self.send(&uid, Message::Runtime(runtime));
+            self.send(&uid, Message::Runtime(runtime, taken));
         }
     }
 }
@@ -183,8 +185,9 @@ pub async fn run(shared: Arc<Shared>) {
                 Err(error) => tracing::debug!(%error, "pod watch"),
             },
             _ = relist.tick() => {
+                let taken = Instant::now();
                 match observed::observe(shared.runtime.as_ref(), &shared.node, None, &mut statuses).await {
-                    Ok(pods) => manager.on_relist(pods),
+                    Ok(pods) => manager.on_relist(pods, taken),
                     Err(error) => tracing::warn!(%error, "reading the container runtime failed"),
                 }
             }

@@ -175,9 +175,14 @@ pub async fn observe(
             Some(status) => status.clone(),
             None => match runtime.container_status(&container.id).await {
                 Ok(mut status) => {
-                    // Read once per state: an exited container's file no longer changes.
+                    // Read once per state, once settled: an exited container's file and log
+                    // no longer change.
                     status.message = termination::message(&status);
-                    cache.statuses.insert(key, status.clone());
+                    let now =
+                        i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX);
+                    if termination::settled(&status, now) {
+                        cache.statuses.insert(key, status.clone());
+                    }
                     status
                 }
                 Err(error) if error.is_not_found() => continue,

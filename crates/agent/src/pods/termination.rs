@@ -95,6 +95,18 @@ pub fn message(status: &api::ContainerStatus) -> String {
     message
 }
 
+/// How long after an exit an empty message may still fill in: the runtime writes the log's
+/// last lines a moment after the process is gone.
+const LOG_SETTLE_NANOS: i64 = 5_000_000_000;
+
+/// Whether `status` (with its message read) is final: anything but a just-exited container
+/// without a message, whose log may not be complete yet.
+pub fn settled(status: &api::ContainerStatus, now_nanos: i64) -> bool {
+    status.state != api::ContainerState::ContainerExited as i32
+        || !status.message.is_empty()
+        || now_nanos.saturating_sub(status.finished_at) > LOG_SETTLE_NANOS
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -144,5 +156,19 @@ mod tests {
         let status = exited(dir.path(), 2, "File");
         std::fs::write(&status.mounts[0].host_path, "x".repeat(10_000)).unwrap();
         assert_eq!(message(&status).len(), 4096);
+    }
+
+    #[test]
+    fn a_just_exited_container_without_a_message_should_be_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = exited(dir.path(), 1, "FallbackToLogsOnError");
+        status.finished_at = 10_000_000_000;
+        assert!(
+            !settled(&status, 11_000_000_000),
+            "its log may still be coming"
+        );
+        assert!(settled(&status, 20_000_000_000));
+        status.message = "boom".into();
+        assert!(settled(&status, 11_000_000_000));
     }
 }

@@ -60,8 +60,8 @@ pub struct Shared {
 pub enum Message {
     /// The pod as the API holds it now.
     Pod(Box<Pod>),
-    /// What the runtime holds for it now.
-    Runtime(PodRuntime),
+    /// What the runtime held for it when a relist began (at the instant given).
+    Runtime(PodRuntime, Instant),
     /// The API no longer has it.
     Gone,
 }
@@ -94,6 +94,8 @@ pub struct Worker {
     sources: Sources,
     /// When the volumes' files were last written from their sources.
     volumes_written: Option<Instant>,
+    /// When this worker last began reading the runtime itself.
+    refreshed_at: Option<Instant>,
     statuses: StatusCache,
     probes: Probes,
 }
@@ -159,6 +161,7 @@ impl Worker {
             ips: HashMap::new(),
             sources: Sources::default(),
             volumes_written: None,
+            refreshed_at: None,
             statuses: StatusCache::default(),
             probes: Probes::default(),
         }
@@ -187,8 +190,12 @@ impl Worker {
     fn apply(&mut self, message: Message) {
         match message {
             Message::Pod(pod) => self.pod = Some(*pod),
-            Message::Runtime(runtime) => {
-                self.runtime = runtime;
+            Message::Runtime(runtime, taken) => {
+                // A relist that began before this worker last read the runtime itself knows
+                // less than the worker (it may predate containers the worker just made).
+                if self.refreshed_at.is_none_or(|at| taken >= at) {
+                    self.runtime = runtime;
+                }
                 self.seen = true;
             }
             Message::Gone => self.pod = None,
@@ -255,6 +262,7 @@ impl Worker {
 
     /// Reads what the runtime holds for this pod again.
     async fn refresh(&mut self) -> Result<(), RuntimeError> {
+        self.refreshed_at = Some(Instant::now());
         let mut pods = observed::observe(
             self.shared.runtime.as_ref(),
             &self.shared.node,

@@ -157,6 +157,10 @@ fn subresource(
             Some(("PodPortForwardOptions", "", "v1")),
             &["create", "get"],
         ),
+        "proxy" => (
+            Some(("NodeProxyOptions", "", "v1")),
+            &["create", "delete", "get", "patch", "update"],
+        ),
         _ => (None, &[]),
     }
 }

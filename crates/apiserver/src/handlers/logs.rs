@@ -74,10 +74,11 @@ pub async fn pod_log(
         query.join("&")
     );
     let response = agent
+        .at
         .client
-        .get(agent.address, agent.port, &path)
+        .get(agent.at.address, agent.at.port, &path)
         .await
-        .map_err(|e| agent.unreachable(&e))?;
+        .map_err(|e| agent.at.unreachable(&e))?;
     let status = response.status();
     if status != StatusCode::OK {
         use http_body_util::BodyExt;
@@ -85,7 +86,7 @@ pub async fn pod_log(
             .into_body()
             .collect()
             .await
-            .map_err(|e| agent.unreachable(&e))?;
+            .map_err(|e| agent.at.unreachable(&e))?;
         let text = String::from_utf8_lossy(&body.to_bytes()).trim().to_string();
         return Err(match status {
             StatusCode::NOT_FOUND => ApiError::BadRequest(text),

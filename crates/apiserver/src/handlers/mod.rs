@@ -7,6 +7,7 @@ mod discovery;
 mod fields;
 mod logs;
 mod node_agent;
+mod node_proxy;
 mod params;
 mod read;
 mod scale;
@@ -228,6 +229,12 @@ async fn resource(
         }
         let namespace = namespace.ok_or(ApiError::NoSuchResource)?;
         return streams::serve(state, namespace, name, sub, parts, params).await;
+    }
+    if let (Some("proxy"), Some(name), Some(path)) = (subresource, name, &target.proxy_path)
+        && info.group.is_empty()
+        && info.plural == "nodes"
+    {
+        return node_proxy::serve(state, name, path, parts).await;
     }
     let bytes = body::read(body).await?;
     params.validate(verb, headers, !bytes.is_empty())?;

@@ -1,6 +1,6 @@
-//! The node agent a pod subresource is served by (`pods/log`, `pods/exec`, `pods/attach`,
-//! `pods/portforward`): the pod, its node's InternalIP and kubelet port, and the container a
-//! request names, with upstream's messages when any of it is missing.
+//! The node agent a request is served by (`pods/log`, `pods/exec`, `pods/attach`,
+//! `pods/portforward`, `nodes/proxy`): the pod, its node's InternalIP and kubelet port, and the
+//! container a request names, with upstream's messages when any of it is missing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,11 +13,9 @@ use crate::kubelet::KubeletClient;
 use crate::state::ApiState;
 use crate::storage;
 
-/// A pod and where its node agent listens.
-pub struct Located {
-    /// The pod.
-    pub pod: Value,
-    /// Its node.
+/// Where a node's agent listens.
+pub struct Agent {
+    /// The node.
     pub node: String,
     /// The node's InternalIP.
     pub address: IpAddr,
@@ -27,7 +25,7 @@ pub struct Located {
     pub client: Arc<KubeletClient>,
 }
 
-impl Located {
+impl Agent {
     /// The error for an agent that cannot be reached.
     pub fn unreachable(&self, error: &dyn std::error::Error) -> ApiError {
         ApiError::Unavailable(format!(
@@ -35,6 +33,14 @@ impl Located {
             self.node, self.address, self.port
         ))
     }
+}
+
+/// A pod and where its node's agent listens.
+pub struct Located {
+    /// The pod.
+    pub pod: Value,
+    /// Its node's agent.
+    pub at: Agent,
 }
 
 async fn object(
@@ -61,7 +67,13 @@ pub async fn locate(state: &ApiState, namespace: &str, name: &str) -> Result<Loc
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?
         .to_string();
-    let node_object = object(state, "nodes", None, &node).await?;
+    let at = agent(state, &node).await?;
+    Ok(Located { pod, at })
+}
+
+/// Finds where the agent of the node `node` listens: its InternalIP and kubelet port.
+pub async fn agent(state: &ApiState, node: &str) -> Result<Agent, ApiError> {
+    let node_object = object(state, "nodes", None, node).await?;
     let address: IpAddr = node_object
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -79,9 +91,8 @@ pub async fn locate(state: &ApiState, namespace: &str, name: &str) -> Result<Loc
         .kubelet
         .clone()
         .ok_or_else(|| ApiError::Unavailable("this server cannot reach node agents".into()))?;
-    Ok(Located {
-        pod,
-        node,
+    Ok(Agent {
+        node: node.to_string(),
         address,
         port,
         client,

@@ -73,17 +73,18 @@ pub async fn serve(
         .body(())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut answer = agent
+        .at
         .client
-        .send(agent.address, agent.port, request)
+        .send(agent.at.address, agent.at.port, request)
         .await
-        .map_err(|e| agent.unreachable(&e))?;
+        .map_err(|e| agent.at.unreachable(&e))?;
     let status = answer.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let body = answer
             .into_body()
             .collect()
             .await
-            .map_err(|e| agent.unreachable(&e))?
+            .map_err(|e| agent.at.unreachable(&e))?
             .to_bytes();
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
