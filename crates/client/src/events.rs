@@ -25,7 +25,7 @@ const CONCURRENCY: usize = 16;
 /// Names remembered with their count before the memory is cleared.
 const REMEMBERED: usize = 100_000;
 
-/// One Event about an object (a pod, unless `kind` says otherwise).
+/// One Event about an object (a pod, unless `object` says otherwise).
 #[derive(Clone, Debug)]
 pub struct Note {
     /// The object's namespace.
@@ -42,6 +42,8 @@ pub struct Note {
     pub message: String,
     /// The part of the object it is about (`spec.containers{web}`), if any.
     pub field_path: Option<String>,
+    /// The object's (apiVersion, kind) when it is not a Pod (`("apps/v1", "ReplicaSet")`).
+    pub object: Option<(&'static str, &'static str)>,
 }
 
 impl Note {
@@ -193,8 +195,8 @@ fn new_event(
             ..ObjectMeta::default()
         },
         involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
+            api_version: Some(note.object.map_or("v1", |o| o.0).into()),
+            kind: Some(note.object.map_or("Pod", |o| o.1).into()),
             name: Some(note.name.clone()),
             namespace: Some(note.namespace.clone()),
             uid: Some(note.uid.clone()),

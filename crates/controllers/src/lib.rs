@@ -11,12 +11,16 @@
 //! - [`service_account`]: a `default` ServiceAccount in every namespace.
 //! - [`root_ca`]: the `kube-root-ca.crt` ConfigMap in every namespace.
 //! - [`csr`]: approves and signs joining nodes' client certificates.
+//! - [`replicaset`]: keeps each ReplicaSet's pods.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets.
 
 pub mod csr;
+pub mod deployment;
 pub mod gc;
 pub mod heartbeat;
 pub mod namespace;
 pub mod node_ipam;
+pub mod replicaset;
 mod resources;
 pub mod root_ca;
 pub mod service_account;
@@ -70,6 +74,8 @@ pub async fn run(client: kube::Client, options: Options) {
         certificates,
         gc::run(client.clone()),
         namespace::run(client.clone()),
+        replicaset::run(client.clone()),
+        deployment::run(client.clone()),
         ipam,
         service_account::run(client.clone()),
         root_ca,

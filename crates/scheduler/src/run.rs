@@ -499,6 +499,7 @@ impl Scheduler {
                         reason: "Preempted",
                         message,
                         field_path: None,
+                        object: None,
                     }),
                     // Gone already: nothing to evict, and no Event.
                     Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
@@ -578,6 +579,7 @@ impl Scheduler {
                     type_: "Normal",
                     reason: "Scheduled",
                     field_path: None,
+                    object: None,
                 });
             }
             let _ = bound.send(Bound { key, uid, result });
@@ -627,6 +629,7 @@ impl Scheduler {
             reason: "FailedScheduling",
             message: text.clone(),
             field_path: None,
+            object: None,
         });
         let current = scheduled_condition(pod);
         let nominated = pod

@@ -772,6 +772,63 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         "the web pod's address is gone"
     );
 
+    // A Deployment rolls out, updates, and rolls back, with kubectl's own commands.
+    let serve = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
+    k33.ok(&[
+        "create",
+        "deployment",
+        "site",
+        "--image=busybox:stable",
+        "--replicas=2",
+        "--",
+        "/bin/sh",
+        "-c",
+        serve,
+    ]);
+    k33.ok(&["rollout", "status", "deployment/site", "--timeout=60s"]);
+    k33.ok(&["set", "image", "deployment/site", "busybox=busybox:1.36"]);
+    k33.ok(&["rollout", "status", "deployment/site", "--timeout=60s"]);
+    let history = k33.ok(&["rollout", "history", "deployment/site"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    k33.ok(&["rollout", "undo", "deployment/site"]);
+    k33.ok(&["rollout", "status", "deployment/site", "--timeout=60s"]);
+    let sets = k33.ok(&["get", "rs", "-l", "app=site", "-o", "jsonpath={range .items[*]}{.spec.replicas} {.spec.template.spec.containers[0].image}{\"\\n\"}{end}"]);
+    let mut sets: Vec<&str> = sets.lines().collect();
+    sets.sort_unstable();
+    assert_eq!(
+        sets,
+        ["0 busybox:1.36", "2 busybox:stable"],
+        "the first ReplicaSet again"
+    );
+    // (The updated pods are on their way out: rollout status does not wait for that.)
+    eventually(
+        "only the first template's pods",
+        Duration::from_secs(30),
+        || {
+            let images = k33.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=site",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ]);
+            images == "busybox:stable busybox:stable"
+        },
+    );
+    k33.ok(&["delete", "deployment", "site"]);
+    eventually(
+        "the Deployment's pods gone",
+        Duration::from_secs(30),
+        || {
+            k33.ok(&["get", "pods", "-l", "app=site", "-o", "name"])
+                .is_empty()
+        },
+    );
+
     // A hundred pods created and deleted leave nothing behind.
     let census = || Census::take(&node.data, &name);
     let before = census();

@@ -257,6 +257,7 @@ impl Worker {
                     format!("spec.containers{{{name}}}")
                 }
             }),
+            object: None,
         });
     }
 
