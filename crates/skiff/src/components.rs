@@ -1,6 +1,6 @@
 //! The subcommands that run one component alone against a cluster's kubeconfig: `skiff
-//! scheduler` (the scheduler `skiff server` also runs inside) and `skiff sim-nodes` (simulated
-//! nodes for scale tests and benchmarks).
+//! scheduler` and `skiff controllers` (what `skiff server` also runs inside) and `skiff
+//! sim-nodes` (simulated nodes for scale tests and benchmarks).
 
 use std::path::PathBuf;
 
@@ -29,6 +29,56 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         () = skiff_scheduler::run(client, options) => {}
+        () = signals::terminated() => {}
+    }
+    Ok(())
+}
+
+/// Options of `skiff controllers`.
+#[derive(clap::Args)]
+pub struct ControllersArgs {
+    /// The kubeconfig of the cluster to run the controllers for.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The cluster's pod CIDR, cut into a /24 per node.
+    #[arg(long, default_value = skiff_controllers::node_ipam::CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// The cluster CA's certificate, published in every namespace as `kube-root-ca.crt`
+    /// (default: the kubeconfig's).
+    #[arg(long)]
+    root_ca: Option<PathBuf>,
+    /// The cluster CA's certificate and key (`CERT,KEY`), to sign joining nodes' client
+    /// certificates; none are signed without it.
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    signer: Option<Vec<PathBuf>>,
+}
+
+/// Runs the controllers until SIGINT or SIGTERM.
+pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let client = kubeconfig::client(&args.kubeconfig).await?;
+    let root_ca = match &args.root_ca {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => String::from_utf8(kubeconfig::certificate_authority(&args.kubeconfig)?)
+            .context("the kubeconfig's CA is not text")?,
+    };
+    let signer = match args.signer.as_deref() {
+        Some([cert, key]) => Some(skiff_controllers::csr::Signer {
+            ca_cert: std::fs::read_to_string(cert)
+                .with_context(|| format!("reading {}", cert.display()))?,
+            ca_key: std::fs::read_to_string(key)
+                .with_context(|| format!("reading {}", key.display()))?,
+        }),
+        _ => None,
+    };
+    let options = skiff_controllers::Options {
+        cluster_cidr: args.cluster_cidr,
+        root_ca: Some(root_ca),
+        signer,
+    };
+    tokio::select! {
+        () = skiff_controllers::run(client, options) => {}
         () = signals::terminated() => {}
     }
     Ok(())

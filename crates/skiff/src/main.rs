@@ -51,6 +51,8 @@ enum Command {
     Images(agent::ImagesCommand),
     /// Run the scheduler alone against a cluster (`skiff server` runs one inside).
     Scheduler(components::SchedulerArgs),
+    /// Run the controllers alone against a cluster (`skiff server` runs them inside).
+    Controllers(components::ControllersArgs),
     /// Register simulated nodes that run the pods bound to them without containers.
     SimNodes(components::SimNodesArgs),
     /// Back up or restore the cluster's state.
@@ -83,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Command::Reset(args) => agent::reset(args).await,
             Command::Images(command) => agent::images(command).await,
             Command::Scheduler(args) => components::scheduler(args).await,
+            Command::Controllers(args) => components::controllers(args).await,
             Command::SimNodes(args) => components::sim_nodes(args).await,
             Command::Snapshot(command) => snapshot::run(command).await,
             Command::Bench(command) => bench::run(command).await,
