@@ -144,6 +144,21 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             ),
             column("Port(s)", "string", 0, "The ports of the service."),
         ],
+        "Job" => vec![
+            column("Status", "string", 0, "Status of the job."),
+            column(
+                "Completions",
+                "string",
+                0,
+                "The desired number of successfully finished pods the job should be run with.",
+            ),
+            column(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
+        ],
         "ConfigMap" => vec![column("Data", "integer", 0, "Number of data entries.")],
         "Secret" => vec![
             column("Type", "string", 0, "The type of the secret."),
@@ -211,7 +226,12 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
                 cols.push(column(name, "string", 1, description));
             }
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicationController"
+        | "Job" => {
             cols.push(column(
                 "Containers",
                 "string",
@@ -303,6 +323,15 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             "/spec/ports",
             "/spec/selector",
         ]),
+        "Job" => read.extend([
+            "/spec/completions",
+            "/spec/parallelism",
+            "/status/succeeded",
+            "/status/startTime",
+            "/status/completionTime",
+            "/status/conditions/type",
+            "/status/conditions/status",
+        ]),
         "ConfigMap" => counted.extend(["/data", "/binaryData"]),
         "Secret" => {
             read.push("/type");
@@ -325,7 +354,7 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
     }
     if matches!(
         kind,
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController"
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" | "Job"
     ) {
         read.extend([
             "/spec/template/spec/containers/name",
@@ -334,6 +363,44 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
         ]);
     }
     (read, counted)
+}
+
+/// A Job's Status, Completions and Duration, as upstream's printer writes them.
+fn job_cells(object: &Value, now: Timestamp) -> [Value; 3] {
+    let holds = |kind: &str| {
+        at(object, "/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    };
+    let status = [
+        "Complete",
+        "Failed",
+        "Suspended",
+        "FailureTarget",
+        "SuccessCriteriaMet",
+    ]
+    .into_iter()
+    .find(|kind| holds(kind))
+    .unwrap_or("Running");
+    let succeeded = count(object, "/status/succeeded");
+    let completions = match at(object, "/spec/completions").and_then(Value::as_i64) {
+        Some(wanted) => format!("{succeeded}/{wanted}"),
+        None => match at(object, "/spec/parallelism").and_then(Value::as_i64) {
+            Some(parallelism) if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let time = |pointer: &str| {
+        at(object, pointer)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let duration = match (time("/status/startTime"), time("/status/completionTime")) {
+        (Some(start), Some(end)) => human_duration(end.as_second() - start.as_second()),
+        (Some(start), None) => human_duration(now.as_second() - start.as_second()),
+        _ => String::new(),
+    };
+    [json!(status), json!(completions), json!(duration)]
 }
 
 /// One object's cells for a built-in kind's [`columns`].
@@ -388,6 +455,7 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
                 json!(or_none(ports.join(","))),
             ]);
         }
+        "Job" => row.extend(job_cells(object, now)),
         "ConfigMap" => row.push(json!(count(object, "/data") + count(object, "/binaryData"))),
         "Secret" => row.extend([json!(text(object, "/type")), json!(count(object, "/data"))]),
         "Namespace" => row.push(json!(text(object, "/status/phase"))),
@@ -427,7 +495,12 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
                 "/status/nodeInfo/containerRuntimeVersion"
             ))));
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicationController"
+        | "Job" => {
             let selector = if kind == "ReplicationController" {
                 "/spec/selector"
             } else {
@@ -537,5 +610,25 @@ mod tests {
         ] {
             assert_eq!(at(&object, pointer), object.pointer(pointer), "{pointer}");
         }
+    }
+
+    #[test]
+    fn jobs_should_print_status_completions_and_duration_as_upstream() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let done = json!({"spec": {"completions": 3},
+            "status": {"succeeded": 3, "startTime": "2026-01-01T00:00:00Z",
+                       "completionTime": "2026-01-01T00:00:12Z",
+                       "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                                      {"type": "Complete", "status": "True"}]}});
+        assert_eq!(
+            job_cells(&done, now),
+            [json!("Complete"), json!("3/3"), json!("12s")]
+        );
+        let queue =
+            json!({"spec": {"parallelism": 2}, "status": {"startTime": "2026-01-01T00:00:00Z"}});
+        assert_eq!(
+            job_cells(&queue, now),
+            [json!("Running"), json!("0/1 of 2"), json!("60s")]
+        );
     }
 }

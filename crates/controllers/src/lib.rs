@@ -13,11 +13,13 @@
 //! - [`csr`]: approves and signs joining nodes' client certificates.
 //! - [`replicaset`]: keeps each ReplicaSet's pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
+//! - [`job`]: runs Jobs' pods to completion.
 
 pub mod csr;
 pub mod deployment;
 pub mod gc;
 pub mod heartbeat;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod replicaset;
@@ -76,6 +78,7 @@ pub async fn run(client: kube::Client, options: Options) {
         namespace::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        job::run(client.clone()),
         ipam,
         service_account::run(client.clone()),
         root_ca,

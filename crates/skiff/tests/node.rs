@@ -829,6 +829,32 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         },
     );
 
+    // A Job runs to completion; its pod's log is there after.
+    k33.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox:stable",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo the job ran",
+    ]);
+    k33.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    assert_eq!(k33.ok(&["logs", "job/once"]), "the job ran\n");
+    let row = k33.ok(&["get", "job", "once", "--no-headers"]);
+    assert!(row.contains("Complete") && row.contains("1/1"), "{row}");
+    k33.ok(&["delete", "job", "once"]);
+    eventually("the Job's pod gone", Duration::from_secs(30), || {
+        k33.ok(&["get", "pods", "-l", "job-name=once", "-o", "name"])
+            .is_empty()
+    });
+
     // A hundred pods created and deleted leave nothing behind.
     let census = || Census::take(&node.data, &name);
     let before = census();
