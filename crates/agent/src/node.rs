@@ -137,6 +137,27 @@ pub fn status(facts: &Facts, since: &str, now: &str) -> Value {
 }
 
 /// A status as compared between writes: without the heartbeat times.
+/// Each condition's type and status.
+fn condition_statuses(status: &Value) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let text = |k: &str| {
+                c.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (text("type"), text("status"))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
 fn without_heartbeats(status: &Value) -> Value {
     let mut status = status.clone();
     if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
@@ -207,7 +228,14 @@ pub async fn keep_alive(client: Client, facts: Facts) {
             _ = renew.tick() => renew_lease(&nodes, &leases, &facts.name).await,
             _ = report.tick() => {
                 let status = status(&facts, &since, &now());
-                let due = written.as_ref().is_none_or(|(last, at)| {
+                // Also when the stored conditions say otherwise (the node-lifecycle controller
+                // marks a silent node Unknown): as kubelet compares with the Node it reads.
+                let stored_differs = match nodes.get_status(&facts.name).await {
+                    Ok(node) => condition_statuses(&serde_json::to_value(node.status).unwrap_or_default())
+                        != condition_statuses(&status),
+                    Err(_) => false,
+                };
+                let due = stored_differs || written.as_ref().is_none_or(|(last, at)| {
                     without_heartbeats(last) != without_heartbeats(&status) || at.elapsed() >= REPORT_EVERY
                 });
                 if !due {

@@ -14,6 +14,7 @@
 //! - [`replicaset`]: keeps each ReplicaSet's pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`job`]: runs Jobs' pods to completion.
+//! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
 
 pub mod csr;
 pub mod deployment;
@@ -22,6 +23,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod replicaset;
 mod resources;
 pub mod root_ca;
@@ -37,6 +39,8 @@ pub struct Options {
     pub root_ca: Option<String>,
     /// The cluster CA that signs node client certificates; `None` signs nothing.
     pub signer: Option<csr::Signer>,
+    /// How the node-lifecycle controller times nodes' health.
+    pub node_timing: node_lifecycle::Timing,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             cluster_cidr: node_ipam::CLUSTER_CIDR.into(),
             root_ca: None,
             signer: None,
+            node_timing: node_lifecycle::Timing::default(),
         }
     }
 }
@@ -79,6 +84,7 @@ pub async fn run(client: kube::Client, options: Options) {
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         job::run(client.clone()),
+        node_lifecycle::run(client.clone(), options.node_timing.clone()),
         ipam,
         service_account::run(client.clone()),
         root_ca,

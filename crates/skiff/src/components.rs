@@ -76,6 +76,7 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr,
         root_ca: Some(root_ca),
         signer,
+        ..skiff_controllers::Options::default()
     };
     tokio::select! {
         () = skiff_controllers::run(client, options) => {}

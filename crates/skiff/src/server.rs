@@ -58,6 +58,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             cluster_cidr: args.node.cluster_cidr.clone(),
             root_ca: None,
             signer: None,
+            ..skiff_controllers::Options::default()
         },
         scheduler: !args.no_scheduler,
         agent: (!args.no_agent).then(|| {
