@@ -16,20 +16,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::owned;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::{Note, Recorder, Reporter};
+use skiff_client::events::Recorder;
 
 /// The label and the ReplicaSet name suffix a template's hash goes in.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -51,13 +52,7 @@ struct Context {
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: Client) {
-    let reporter = Reporter {
-        component: "deployment-controller",
-        instance: "deployment-controller".into(),
-        host: None,
-        action: |_| "",
-    };
-    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let (recorder, events) = owned::recorder(&client, "deployment-controller");
     let deployments: Api<Deployment> = Api::all(client.clone());
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
@@ -194,16 +189,7 @@ fn fenceposts(deployment: &Deployment, replicas: i32) -> (i32, i32) {
 
 impl Context {
     fn note(&self, deployment: &Deployment, reason: &'static str, message: String) {
-        self.recorder.record(Note {
-            namespace: deployment.namespace().unwrap_or_default(),
-            name: deployment.name_any(),
-            uid: deployment.uid().unwrap_or_default(),
-            type_: "Normal",
-            reason,
-            message,
-            field_path: None,
-            object: Some(("apps/v1", "Deployment")),
-        });
+        owned::note(&self.recorder, deployment, "Normal", reason, message);
     }
 
     /// Sets the ReplicaSet's replicas (and the Deployment's wanted numbers on it).
@@ -248,17 +234,6 @@ impl Context {
             ),
         );
         Ok(())
-    }
-}
-
-fn owner_reference(deployment: &Deployment) -> OwnerReference {
-    OwnerReference {
-        api_version: Deployment::api_version(&()).into(),
-        kind: Deployment::kind(&()).into(),
-        name: deployment.name_any(),
-        uid: deployment.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 
@@ -316,7 +291,7 @@ fn new_replica_set(
             namespace: deployment.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: Some(vec![owner_reference(deployment)]),
+            owner_references: Some(vec![owned::controller_reference(deployment)]),
             ..ObjectMeta::default()
         },
         spec: Some(ReplicaSetSpec {

@@ -13,17 +13,18 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::owned;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::{Note, Recorder, Reporter};
+use skiff_client::events::Recorder;
 
 /// The finalizer that keeps a Job's pod until it is counted.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -50,13 +51,7 @@ struct Context {
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: Client) {
-    let reporter = Reporter {
-        component: "job-controller",
-        instance: "job-controller".into(),
-        host: None,
-        action: |_| "",
-    };
-    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let (recorder, events) = owned::recorder(&client, "job-controller");
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
@@ -141,27 +136,7 @@ fn backoff(failures: i32) -> SignedDuration {
 
 impl Context {
     fn note(&self, job: &Job, type_: &'static str, reason: &'static str, message: String) {
-        self.recorder.record(Note {
-            namespace: job.namespace().unwrap_or_default(),
-            name: job.name_any(),
-            uid: job.uid().unwrap_or_default(),
-            type_,
-            reason,
-            message,
-            field_path: None,
-            object: Some(("batch/v1", "Job")),
-        });
-    }
-}
-
-fn owner_reference(job: &Job) -> OwnerReference {
-    OwnerReference {
-        api_version: Job::api_version(&()).into(),
-        kind: Job::kind(&()).into(),
-        name: job.name_any(),
-        uid: job.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
+        owned::note(&self.recorder, job, type_, reason, message);
     }
 }
 
@@ -181,7 +156,7 @@ fn new_pod(job: &Job, index: Option<i32>) -> Pod {
         None => format!("{name}-"),
     });
     metadata.namespace = job.namespace();
-    metadata.owner_references = Some(vec![owner_reference(job)]);
+    metadata.owner_references = Some(vec![owned::controller_reference(job)]);
     metadata.finalizers = Some(vec![TRACKING_FINALIZER.into()]);
     let labels = metadata.labels.get_or_insert_with(Default::default);
     labels.insert(CONTROLLER_UID.into(), uid.clone());
@@ -487,10 +462,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
                         );
                     }
                     Err(error) => {
-                        let message = match &error {
-                            kube::Error::Api(s) => s.message.clone(),
-                            other => other.to_string(),
-                        };
+                        let message = owned::refusal(&error);
                         context.note(
                             &job,
                             "Warning",
@@ -531,14 +503,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
 }
 
 async fn delete(pods: &Api<Pod>, pod: &Pod) {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    if let Err(error) = pods.delete(&pod.name_any(), &params).await {
+    if let Err(error) = owned::delete_read(pods, pod).await {
         tracing::debug!(pod = %pod.name_any(), %error, "deleting a Job's pod failed");
     }
 }

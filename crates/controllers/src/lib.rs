@@ -24,6 +24,7 @@ pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+mod owned;
 pub mod replicaset;
 mod resources;
 pub mod root_ca;

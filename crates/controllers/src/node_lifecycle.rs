@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crate::owned;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::{Note, Recorder, Reporter};
+use skiff_client::events::{Note, Recorder};
 use tokio::time::Instant;
 
 /// The taint of a node that stopped reporting.
@@ -137,13 +138,7 @@ struct Lifecycle {
 
 /// Runs the controller with `timing` until the task is dropped.
 pub async fn run(client: Client, timing: Timing) {
-    let reporter = Reporter {
-        component: "node-controller",
-        instance: "node-controller".into(),
-        host: None,
-        action: |_| "",
-    };
-    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let (recorder, events) = owned::recorder(&client, "node-controller");
     let mut lifecycle = Lifecycle {
         client,
         timing,

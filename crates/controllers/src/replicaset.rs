@@ -15,19 +15,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::owned;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::{Note, Recorder, Reporter};
+use skiff_client::events::Recorder;
 
 /// Pods created in one pass at most (upstream's `burstReplicas`).
 const BURST: usize = 500;
@@ -47,13 +48,7 @@ struct Context {
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: Client) {
-    let reporter = Reporter {
-        component: "replicaset-controller",
-        instance: "replicaset-controller".into(),
-        host: None,
-        action: |_| "",
-    };
-    let (recorder, events) = Recorder::new(client.clone(), reporter);
+    let (recorder, events) = owned::recorder(&client, "replicaset-controller");
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
@@ -185,7 +180,7 @@ fn new_pod(set: &ReplicaSet) -> Pod {
     metadata.name = None;
     metadata.generate_name = Some(format!("{}-", set.name_any()));
     metadata.namespace = set.namespace();
-    metadata.owner_references = Some(vec![owner_reference(set)]);
+    metadata.owner_references = Some(vec![owned::controller_reference(set)]);
     Pod {
         metadata,
         spec: template.spec,
@@ -193,29 +188,9 @@ fn new_pod(set: &ReplicaSet) -> Pod {
     }
 }
 
-fn owner_reference(set: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: ReplicaSet::api_version(&()).into(),
-        kind: ReplicaSet::kind(&()).into(),
-        name: set.name_any(),
-        uid: set.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 impl Context {
     fn note(&self, set: &ReplicaSet, type_: &'static str, reason: &'static str, message: String) {
-        self.recorder.record(Note {
-            namespace: set.namespace().unwrap_or_default(),
-            name: set.name_any(),
-            uid: set.uid().unwrap_or_default(),
-            type_,
-            reason,
-            message,
-            field_path: None,
-            object: Some(("apps/v1", "ReplicaSet")),
-        });
+        owned::note(&self.recorder, set, type_, reason, message);
     }
 }
 
@@ -280,7 +255,7 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
 /// Makes `pod` the ReplicaSet's; `None` if it changed meanwhile (its own event comes).
 async fn adopt(pods: &Api<Pod>, pod: &Pod, set: &ReplicaSet) -> Option<Pod> {
     let mut owners = pod.owner_references().to_vec();
-    owners.push(owner_reference(set));
+    owners.push(owned::controller_reference(set));
     let patch = json!({"metadata": {
         "resourceVersion": pod.resource_version(),
         "ownerReferences": owners,
@@ -348,10 +323,7 @@ async fn create(
                     format!("Created pod: {}", pod.name_any()),
                 ),
                 Err(error) => {
-                    let message = match &error {
-                        kube::Error::Api(status) => status.message.clone(),
-                        other => other.to_string(),
-                    };
+                    let message = owned::refusal(&error);
                     context.note(
                         set,
                         "Warning",
@@ -382,25 +354,16 @@ async fn remove(
     let mut ranked: Vec<&&Pod> = active.iter().collect();
     ranked.sort_by_key(|p| deletion_rank(p));
     let doomed = ranked.into_iter().take(count);
-    let deletions = doomed.map(|pod| async move {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        (pod.name_any(), pods.delete(&pod.name_any(), &params).await)
-    });
+    let deletions =
+        doomed.map(|pod| async move { (pod.name_any(), owned::delete_read(pods, pod).await) });
     for (name, result) in futures::future::join_all(deletions).await {
         match result {
-            Ok(_) => context.note(
+            Ok(()) => context.note(
                 set,
                 "Normal",
                 "SuccessfulDelete",
                 format!("Deleted pod: {name}"),
             ),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => context.note(
                 set,
                 "Warning",

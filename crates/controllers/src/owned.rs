@@ -1,0 +1,90 @@
+//! What the controllers that own objects share (ReplicaSet, Deployment, Job, node lifecycle):
+//! their Events recorder, the Events they write about an object of theirs, the controller
+//! ownerReference they put on what they make, the words of an API refusal, and a delete that
+//! takes only the object it was read as.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::{Client, Resource, ResourceExt};
+use skiff_client::events::{Note, Recorder, Reporter};
+
+/// A recorder for `component`'s Events, and the future that writes them.
+pub(crate) fn recorder(
+    client: &Client,
+    component: &'static str,
+) -> (Recorder, impl Future<Output = ()> + use<>) {
+    let reporter = Reporter {
+        component,
+        instance: component.into(),
+        host: None,
+        action: |_| "",
+    };
+    Recorder::new(client.clone(), reporter)
+}
+
+/// Records an Event about `object`.
+pub(crate) fn note<K>(
+    recorder: &Recorder,
+    object: &K,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+) where
+    K: k8s_openapi::Resource + Resource<DynamicType = ()>,
+{
+    recorder.record(Note {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        uid: object.uid().unwrap_or_default(),
+        type_,
+        reason,
+        message,
+        field_path: None,
+        object: Some((
+            <K as k8s_openapi::Resource>::API_VERSION,
+            <K as k8s_openapi::Resource>::KIND,
+        )),
+    });
+}
+
+/// The ownerReference of an object made by `owner`'s controller.
+pub(crate) fn controller_reference<K>(owner: &K) -> OwnerReference
+where
+    K: Resource<DynamicType = ()>,
+{
+    OwnerReference {
+        api_version: K::api_version(&()).into(),
+        kind: K::kind(&()).into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// What the API said when it refused a write, in its own words.
+pub(crate) fn refusal(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Deletes `object` if it is still the one read (its uid); a gone object is no error.
+pub(crate) async fn delete_read<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&object.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
