@@ -119,11 +119,13 @@ pub async fn start(
                 ca_key,
             });
         }
-        tasks.spawn(until_cancelled(
-            "controllers",
-            stop.clone(),
-            skiff_controllers::run(client, controller_options),
-        ));
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            // The controllers stop themselves, to give their leader Lease up on the way out.
+            skiff_controllers::run_until(client, controller_options, stopped.cancelled_owned())
+                .await;
+            "controllers"
+        });
     }
     if options.scheduler {
         let client = component_client(&server.router, "scheduler");

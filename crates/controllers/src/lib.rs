@@ -1,12 +1,14 @@
 //! skiff's controllers. Each is a kube-rs client of the API and nothing more — it never touches
 //! the store or the API server's internals — so it runs the same in the server's process (over
 //! the in-process transport) or anywhere else (over HTTPS). Every controller rebuilds what it
-//! knows from the API after a restart, and retries failures with back-off.
+//! knows from the API after a restart, and retries failures with back-off. They run together
+//! only while they lead, through the Lease `kube-system/kube-controller-manager` (as upstream's
+//! controller manager): two servers on one store never run the same controller twice, a standby
+//! takes over within the Lease's duration, and `componentstatuses` reads the same Lease.
 //!
 //! - [`gc`]: the garbage collector (owner references; background, foreground and orphan
 //!   deletion).
 //! - [`namespace`]: empties namespaces that are being deleted, then lets them go.
-//! - [`heartbeat`]: renews the Lease that tells others the controllers are alive.
 //! - [`node_ipam`]: gives each Node a pod CIDR.
 //! - [`service_account`]: a `default` ServiceAccount in every namespace.
 //! - [`root_ca`]: the `kube-root-ca.crt` ConfigMap in every namespace.
@@ -19,7 +21,6 @@
 pub mod csr;
 pub mod deployment;
 pub mod gc;
-pub mod heartbeat;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
@@ -42,7 +43,14 @@ pub struct Options {
     pub signer: Option<csr::Signer>,
     /// How the node-lifecycle controller times nodes' health.
     pub node_timing: node_lifecycle::Timing,
+    /// This instance's identity in the leader Lease (distinct per process by default).
+    pub identity: String,
 }
+
+/// The leader Lease's namespace.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+/// The leader Lease's name (upstream's controller manager uses the same).
+pub const LEASE_NAME: &str = "kube-controller-manager";
 
 impl Default for Options {
     fn default() -> Self {
@@ -51,12 +59,32 @@ impl Default for Options {
             root_ca: None,
             signer: None,
             node_timing: node_lifecycle::Timing::default(),
+            identity: skiff_client::leader::identity(),
         }
     }
 }
 
-/// Runs every controller until the returned future is dropped.
+/// Runs every controller while this instance leads, until the returned future is dropped.
 pub async fn run(client: kube::Client, options: Options) {
+    run_until(client, options, std::future::pending()).await;
+}
+
+/// Runs every controller while this instance leads, until `stop`; then gives the Lease up so
+/// that a standby takes over at once.
+pub async fn run_until(client: kube::Client, options: Options, stop: impl Future<Output = ()>) {
+    let mut candidate = skiff_client::leader::Candidate::new(
+        client.clone(),
+        LEASE_NAMESPACE,
+        LEASE_NAME,
+        options.identity.clone(),
+    );
+    candidate
+        .lead_until(|| all(client.clone(), options.clone()), stop)
+        .await;
+}
+
+/// Every controller, until the future is dropped.
+async fn all(client: kube::Client, options: Options) {
     let ipam = async {
         match node_ipam::Range::parse(&options.cluster_cidr) {
             Some(range) => node_ipam::run(client.clone(), range).await,
@@ -88,7 +116,6 @@ pub async fn run(client: kube::Client, options: Options) {
         node_lifecycle::run(client.clone(), options.node_timing.clone()),
         ipam,
         service_account::run(client.clone()),
-        root_ca,
-        heartbeat::run(client.clone())
+        root_ca
     );
 }

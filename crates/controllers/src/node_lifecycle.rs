@@ -7,7 +7,8 @@
 //! (`tolerationSeconds`, 300 s by the API's default) once that while is over.
 //!
 //! Time is what this controller saw, not what clocks wrote: a node counts as alive when its
-//! Lease's `renewTime` (or its Ready condition's heartbeat) changed since the last look, so skewed clocks cannot fake health, and after a
+//! Lease's `renewTime` (or its Ready condition's heartbeat) changed since the last look, so
+//! skewed clocks cannot fake health, and after a
 //! restart every node starts with a fresh grace period — nothing is evicted because the control
 //! plane itself was away. Evictions stop while most nodes (55 % or more, of more than two) are
 //! unhealthy: then the trouble is more likely the network than the nodes.

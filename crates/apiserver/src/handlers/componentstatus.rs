@@ -124,7 +124,7 @@ async fn statuses(state: &ApiState) -> Vec<Value> {
     ]
 }
 
-/// The Lease the running controllers renew (see `skiff_controllers::heartbeat`).
+/// The Lease the leading controllers renew (see `skiff_controllers::run`).
 const CONTROLLERS_LEASE: (&str, &str) = ("kube-system", "kube-controller-manager");
 
 /// The controllers are healthy while their Lease is renewed: `renewTime` plus
