@@ -16,8 +16,11 @@
 //! - [`replicaset`]: keeps each ReplicaSet's pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`job`]: runs Jobs' pods to completion.
+//! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
 
+pub mod clock;
+pub mod cronjob;
 pub mod csr;
 pub mod deployment;
 pub mod gc;
@@ -45,6 +48,8 @@ pub struct Options {
     pub node_timing: node_lifecycle::Timing,
     /// This instance's identity in the leader Lease (distinct per process by default).
     pub identity: String,
+    /// Where time-driven controllers (CronJobs) read the time.
+    pub clock: clock::Clock,
 }
 
 /// The leader Lease's namespace.
@@ -60,6 +65,7 @@ impl Default for Options {
             signer: None,
             node_timing: node_lifecycle::Timing::default(),
             identity: skiff_client::leader::identity(),
+            clock: clock::Clock::system(),
         }
     }
 }
@@ -113,6 +119,7 @@ async fn all(client: kube::Client, options: Options) {
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         job::run(client.clone()),
+        cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),
         ipam,
         service_account::run(client.clone()),
