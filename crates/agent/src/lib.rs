@@ -342,6 +342,7 @@ pub async fn reset(options: &Options, pod_cidr: &str) {
             }
         }
     }
+    pods::tmpfs::unmount_below(&options.data_dir.join("pods"));
     cgroups::remove_slice(&options.node_slice());
     options.network(pod_cidr).remove().await;
     if let RuntimeSource::Supervised = options.runtime {

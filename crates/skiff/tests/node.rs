@@ -395,6 +395,18 @@ spec:
     command: ["/bin/sh", "-c", "echo about to fail; exit 3"]
 "#;
 
+/// The line of `/proc/mounts` inside `pod` for `path`.
+fn k8s_mount(k: &Kubectl, pod: &str, path: &str) -> String {
+    k.ok(&[
+        "exec",
+        pod,
+        "--",
+        "grep",
+        &format!(" {path} "),
+        "/proc/mounts",
+    ])
+}
+
 /// A ConfigMap and a pod that reads it as files.
 const SETTINGS: &str = r#"
 apiVersion: v1
@@ -411,8 +423,10 @@ spec:
     image: busybox:stable
     imagePullPolicy: IfNotPresent
     command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-    volumeMounts: [{name: settings, mountPath: /etc/settings}]
-  volumes: [{name: settings, configMap: {name: settings}}]
+    volumeMounts: [{name: settings, mountPath: /etc/settings}, {name: scratch, mountPath: /scratch}]
+  volumes:
+  - {name: settings, configMap: {name: settings}}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 8Mi}}
 "#;
 
 /// Containers that end: one killed by the kernel for its memory limit, one that leaves a
@@ -599,6 +613,13 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         colour() == "green"
     });
 
+    // Its memory-backed emptyDir is a tmpfs of its size limit.
+    let scratch = k8s_mount(&k33, "reader", "/scratch");
+    assert!(
+        scratch.contains("tmpfs") && scratch.contains("size=8192k"),
+        "{scratch}"
+    );
+
     // The pod's service-account token, its CA and its namespace, read with exec: the token
     // authenticates as the pod's account.
     let account = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -771,6 +792,9 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         http_get(&ip, 8080).is_err(),
         "the web pod's address is gone"
     );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let pods_dir = node.data.join("agent/pods").display().to_string();
+    assert!(!mounts.contains(&pods_dir), "a pod's tmpfs left mounted");
 
     // A Deployment rolls out, updates, and rolls back, with kubectl's own commands.
     let serve = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";

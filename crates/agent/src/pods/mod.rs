@@ -6,7 +6,7 @@
 //! - `plan.rs`: what to do for a pod, pure; `status.rs`: its status, pure; `backoff.rs`.
 //! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node;
 //!   `probes.rs`: startup, liveness and readiness probes (`grpc_probe.rs`: gRPC's health check); `hooks.rs`: postStart and preStop;
-//!   `termination.rs`: termination messages.
+//!   `termination.rs`: termination messages; `tmpfs.rs`: memory-backed emptyDirs.
 
 pub mod backoff;
 pub mod config;
@@ -19,6 +19,7 @@ pub mod plan;
 pub mod probes;
 pub mod status;
 pub mod termination;
+pub mod tmpfs;
 pub mod volumes;
 pub mod worker;
 

@@ -1,4 +1,5 @@
-//! A pod's volumes on the node: emptyDir and the files of configMap and secret volumes live in
+//! A pod's volumes on the node: emptyDir (a tmpfs for `medium: Memory`) and the files of
+//! configMap and secret volumes live in
 //! the pod's own directory under the agent's data directory; hostPath volumes are the host's.
 //! downwardAPI volumes hold pod fields; projected volumes put ConfigMap, Secret, downwardAPI
 //! files and service-account tokens (fetched by the worker) side by side.
@@ -236,11 +237,19 @@ pub fn prepare(
         .into_iter()
         .flatten()
     {
-        let path = if volume.empty_dir.is_some() {
+        let path = if let Some(empty) = &volume.empty_dir {
             let dir = base.join("empty-dir").join(&volume.name);
             std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .map_err(io("creating", &dir))?;
+            if empty.medium.as_deref() == Some("Memory") {
+                let size = empty
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| skiff_apimachinery::quantity::milli(&q.0).ok())
+                    .and_then(|milli| u64::try_from(milli / 1000).ok());
+                super::tmpfs::mount(&dir, size)?;
+            }
             dir
         } else if let Some(host) = &volume.host_path {
             let path = PathBuf::from(&host.path);

@@ -1079,7 +1079,9 @@ impl Worker {
                 tracing::warn!(sandbox = %sandbox.id, %error, "removing a pod sandbox failed");
             }
         }
-        let _ = std::fs::remove_dir_all(volumes::pod_directory(&self.shared.pods, &self.uid));
+        let pod_dir = volumes::pod_directory(&self.shared.pods, &self.uid);
+        super::tmpfs::unmount_below(&pod_dir);
+        let _ = std::fs::remove_dir_all(pod_dir);
         cgroups::remove_pod(&self.shared.node_slice, &self.uid);
         self.backoff.forget(&self.uid);
         self.image_backoff.forget(&self.uid);
