@@ -30,9 +30,14 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
     move |error| format!("{what} {path}: {error}")
 }
 
-/// Writes `files` (relative path → content) into `dir` with `mode`, replacing changed files
-/// whole and removing files no longer there.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Result<(), String> {
+/// Writes `files` (relative path → content) into `dir` with `mode` (or the item's own, from
+/// `modes`), replacing changed files whole and removing files no longer there.
+fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    mode: u32,
+    modes: &BTreeMap<String, u32>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     for (name, content) in files {
         if name.contains("..") || name.starts_with('/') {
@@ -48,6 +53,7 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Resu
         let temporary = path.with_extension("skiff-tmp");
         let mut file = std::fs::File::create(&temporary).map_err(io("writing", &temporary))?;
         file.write_all(content).map_err(io("writing", &temporary))?;
+        let mode = modes.get(name).copied().unwrap_or(mode);
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io("writing", &temporary))?;
         std::fs::rename(&temporary, &path).map_err(io("writing", &path))?;
@@ -213,6 +219,54 @@ pub struct Addresses<'a> {
     pub pod_ip: &'a str,
 }
 
+/// The modes items of `volume` ask for themselves (`items[].mode`), by path.
+fn item_modes(volume: &k8s_openapi::api::core::v1::Volume) -> BTreeMap<String, u32> {
+    let mut modes = BTreeMap::new();
+    let mut keys = |items: Option<&Vec<KeyToPath>>| {
+        for item in items.into_iter().flatten() {
+            if let Some(mode) = item.mode.and_then(|m| u32::try_from(m).ok()) {
+                modes.insert(item.path.clone(), mode);
+            }
+        }
+    };
+    keys(volume.config_map.as_ref().and_then(|c| c.items.as_ref()));
+    keys(volume.secret.as_ref().and_then(|s| s.items.as_ref()));
+    let projections = volume
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.as_ref())
+        .into_iter()
+        .flatten();
+    let mut downward: Vec<&DownwardAPIVolumeFile> = Vec::new();
+    for projection in projections {
+        keys(
+            projection
+                .config_map
+                .as_ref()
+                .and_then(|c| c.items.as_ref()),
+        );
+        keys(projection.secret.as_ref().and_then(|s| s.items.as_ref()));
+        downward.extend(
+            projection
+                .downward_api
+                .iter()
+                .flat_map(|d| d.items.iter().flatten()),
+        );
+    }
+    downward.extend(
+        volume
+            .downward_api
+            .iter()
+            .flat_map(|d| d.items.iter().flatten()),
+    );
+    for item in downward {
+        if let Some(mode) = item.mode.and_then(|m| u32::try_from(m).ok()) {
+            modes.insert(item.path.clone(), mode);
+        }
+    }
+    modes
+}
+
 /// A volume's file mode (`defaultMode`, 0644 by default).
 fn mode(default_mode: Option<i32>) -> u32 {
     default_mode
@@ -283,25 +337,35 @@ pub fn prepare(
                 source.items.as_ref(),
                 source.optional,
             )?;
-            write_files(&dir, &files.unwrap_or_default(), mode(source.default_mode))?;
+            write_files(
+                &dir,
+                &files.unwrap_or_default(),
+                mode(source.default_mode),
+                &item_modes(volume),
+            )?;
             dir
         } else if let Some(source) = &volume.secret {
             let dir = base.join("secret").join(&volume.name);
             let name = source.secret_name.clone().unwrap_or_default();
             let files = secret_files(sources, &name, source.items.as_ref(), source.optional)?;
-            write_files(&dir, &files.unwrap_or_default(), mode(source.default_mode))?;
+            write_files(
+                &dir,
+                &files.unwrap_or_default(),
+                mode(source.default_mode),
+                &item_modes(volume),
+            )?;
             dir
         } else if let Some(source) = &volume.downward_api {
             let dir = base.join("downward-api").join(&volume.name);
             let items = source.items.as_deref().unwrap_or_default();
             let files = downward_files(pod, items, addresses)?;
-            write_files(&dir, &files, mode(source.default_mode))?;
+            write_files(&dir, &files, mode(source.default_mode), &item_modes(volume))?;
             dir
         } else if let Some(source) = &volume.projected {
             let dir = base.join("projected").join(&volume.name);
             let of = source.sources.as_deref().unwrap_or_default();
             let files = projected_volume_files(pod, of, sources, addresses)?;
-            write_files(&dir, &files, mode(source.default_mode))?;
+            write_files(&dir, &files, mode(source.default_mode), &item_modes(volume))?;
             dir
         } else {
             return Err(format!(
@@ -377,7 +441,9 @@ mod tests {
             "spec": {"containers": [{"name": "c", "volumeMounts": [
                 {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
                 {"name": "scratch", "mountPath": "/tmp/x"}]}],
-            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "scratch", "emptyDir": {}}]}}))
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg", "items": [
+                {"key": "a", "path": "a", "mode": 0o400}, {"key": "b", "path": "b"}]}},
+                {"name": "scratch", "emptyDir": {}}]}}))
         .unwrap();
         let mut sources = Sources::default();
         let map = |v: &str| serde_json::from_value(json!({"data": {"a": v, "b": "2"}})).unwrap();
@@ -389,6 +455,15 @@ mod tests {
         let paths = prepare(&pod, dir.path(), "u", &sources, &here).unwrap();
         let cfg = &paths["cfg"];
         assert_eq!(std::fs::read_to_string(cfg.join("a")).unwrap(), "1");
+        let mode = |file: &str| {
+            std::fs::metadata(cfg.join(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("a"), 0o400, "the item's own mode");
+        assert_eq!(mode("b"), 0o644, "the default mode");
         sources
             .config_maps
             .insert("cfg".into(), Some(map("changed")));
