@@ -8,6 +8,7 @@
 //! finished pod is counted exactly once however often the controller restarts, as upstream
 //! does: its uid goes to `status.uncountedTerminatedPods`, then its finalizer goes, then the
 //! count moves into `succeeded` or `failed`. A pod deleted before it finished counts as failed.
+//! A finished Job with `ttlSecondsAfterFinished` is deleted once that time is up.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -202,6 +203,23 @@ fn condition(type_: &str, reason: &str, message: &str, now: Timestamp) -> JobCon
     }
 }
 
+/// When a finished Job is to be deleted (`ttlSecondsAfterFinished` after its end), if ever.
+fn expiry(job: &Job) -> Option<Timestamp> {
+    let ttl = job.spec.as_ref()?.ttl_seconds_after_finished?;
+    let status = job.status.as_ref()?;
+    let ended = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+    let at = ended
+        .last_transition_time
+        .as_ref()
+        .or(status.completion_time.as_ref())?
+        .0;
+    Timestamp::from_second(at.as_second().saturating_add(i64::from(ttl))).ok()
+}
+
 async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobError> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -322,6 +340,28 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
         status.start_time = Some(Time(now));
     }
     let finished_already = has_condition(&job, "Complete") || has_condition(&job, "Failed");
+    // TTL after finished (upstream's ttl-after-finished controller): once every pod has been
+    // counted and released, the Job (and, through the garbage collector, its pods) goes when
+    // its time is up.
+    let all_released = pods
+        .iter()
+        .filter(tracked)
+        .all(|p| listed.contains(&p.uid().unwrap_or_default()));
+    let mut ttl_wait = None;
+    if finished_already
+        && all_released
+        && let Some(at) = expiry(&job)
+    {
+        if at <= now {
+            owned::delete_read(&jobs, job.as_ref()).await?;
+            tracing::info!(job = %job.name_any(), "finished Job deleted after its TTL");
+            return Ok(Action::await_change());
+        }
+        let wait = u64::try_from(at.as_second() - now.as_second())
+            .unwrap_or(1)
+            .max(1);
+        ttl_wait = Some(Duration::from_secs(wait));
+    }
     let mut conditions = status.conditions.clone().unwrap_or_default();
     let mut stop_all = false;
     let mut outcome: Option<(&str, &str, &str)> = None;
@@ -495,6 +535,10 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
         .filter(|_| !stop_all)
         .map(|(seconds, s)| (s.as_second() + seconds - now.as_second()).max(1));
     let deadline = deadline.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(1)));
+    let requeue = match (requeue, ttl_wait) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(match (requeue, deadline) {
         (Some(a), Some(b)) => Action::requeue(a.min(b)),
         (Some(a), None) | (None, Some(a)) => Action::requeue(a),

@@ -241,3 +241,26 @@ async fn an_indexed_job_should_run_each_index_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_should_go_after_its_ttl() {
+    let w = world().await;
+    w.jobs
+        .create(
+            &PostParams::default(),
+            &job("brief", json!({"ttlSecondsAfterFinished": 0})),
+        )
+        .await
+        .unwrap();
+    eventually("a pod", || async { w.running("brief").await.len() == 1 }).await;
+    let pod = w.running("brief").await.remove(0);
+    w.finish(&pod, "Succeeded", 0).await;
+    eventually("the Job deleted", || async {
+        w.jobs
+            .get_opt("brief")
+            .await
+            .unwrap()
+            .is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+}

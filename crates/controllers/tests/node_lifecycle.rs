@@ -1,7 +1,7 @@
 //! The node-lifecycle controller against the real API router over the in-memory store, with a
 //! one-second grace period: a node whose Lease stops being renewed is marked Unknown and tainted,
 //! its pods evicted as their tolerations say, and untainted once it reports Ready again; a node
-//! that keeps renewing is left alone.
+//! that keeps renewing is left alone; a pod of a node that does not exist is removed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -110,6 +110,7 @@ async fn a_silent_node_should_be_tainted_and_its_pods_evicted_as_they_tolerate()
     .await;
     pod(&client, "patient", "silent", json!([])).await;
     pod(&client, "elsewhere", "alive", json!([])).await;
+    pod(&client, "stranded", "ghost", json!([])).await;
     let timing = Timing {
         grace: Duration::from_secs(1),
         period: Duration::from_millis(200),
@@ -133,6 +134,12 @@ async fn a_silent_node_should_be_tainted_and_its_pods_evicted_as_they_tolerate()
     .await;
     eventually("the pod that tolerates 0 s evicted", || async {
         deleting(&client, "at-once").await
+    })
+    .await;
+    // A pod of a node that does not exist goes for good (no agent will ever end it).
+    eventually("the stranded pod gone", || async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.get_opt("stranded").await.unwrap().is_none()
     })
     .await;
     // The API's default toleration (300 s) keeps the other one, and the healthy node's.
