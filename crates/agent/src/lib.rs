@@ -347,5 +347,8 @@ pub async fn reset(options: &Options, pod_cidr: &str) {
     options.network(pod_cidr).remove().await;
     if let RuntimeSource::Supervised = options.runtime {
         containerd::stop(&options.containerd()).await;
+        // What its containerd left mounted (sandboxes' shm, rootfs of containers it could not
+        // stop because it was not running) goes too.
+        pods::tmpfs::unmount_below(&options.data_dir);
     }
 }

@@ -42,7 +42,8 @@ pub fn mount(dir: &Path, size: Option<u64>) -> Result<(), String> {
     }
 }
 
-/// Unmounts every mount below `root` (deepest first), so that `root` can be removed.
+/// Unmounts every mount below `root` (deepest first), so that `root` can be removed (a pod's
+/// directory; or, when `skiff reset` clears a node, the agent's whole data directory).
 pub fn unmount_below(root: &Path) {
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
