@@ -193,7 +193,87 @@ impl Network {
         .await;
         let _ = run("ip", &["link", "del", &self.bridge]).await;
         let _ = std::fs::remove_dir_all(&self.ipam_dir);
+        self.remove_nat_leftovers().await;
     }
+
+    /// Removes what the CNI bridge plugin's masquerading left in `ip nat` for this node's pod
+    /// CIDR (chains of pods whose teardown never ran), and the table itself once nothing is
+    /// left in it: the plugin creates it, nobody else removes it.
+    async fn remove_nat_leftovers(&self) {
+        let Ok(out) = tokio::process::Command::new("nft")
+            .args(["-j", "list", "table", "ip", "nat"])
+            .output()
+            .await
+        else {
+            return;
+        };
+        let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return;
+        };
+        let script = nat_cleanup(&listing, &self.pod_cidr);
+        if !script.is_empty() {
+            let _ = nft(&script).await;
+        }
+    }
+}
+
+/// The nft script that removes this pod CIDR's CNI chains (and the rules jumping to them) from
+/// the `ip nat` table listed as `listing` (`nft -j`), and the table if nothing else is in it.
+fn nat_cleanup(listing: &serde_json::Value, pod_cidr: &str) -> String {
+    let network = pod_cidr.split('/').next().unwrap_or(pod_cidr);
+    let items = listing
+        .get("nftables")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rules: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("rule")).collect();
+    let chains: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("chain")).collect();
+    let name = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let ours: Vec<String> = chains
+        .iter()
+        .map(|c| name(c, "name"))
+        .filter(|chain| chain.starts_with("CNI-") && !chain.starts_with("CNI-HOSTPORT"))
+        .filter(|chain| {
+            rules.iter().any(|r| {
+                name(r, "chain") == *chain
+                    && r.to_string().contains(&format!("\"addr\":\"{network}\""))
+            })
+        })
+        .collect();
+    let jumps_to_ours = |r: &serde_json::Value| {
+        ours.iter()
+            .any(|c| r.to_string().contains(&format!("\"target\":\"{c}\"")))
+    };
+    let mut script = String::new();
+    let mut left = 0;
+    for rule in &rules {
+        if jumps_to_ours(rule) {
+            let handle = rule
+                .get("handle")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            script.push_str(&format!(
+                "delete rule ip nat {} handle {handle}\n",
+                name(rule, "chain")
+            ));
+        } else if !ours.contains(&name(rule, "chain")) {
+            left += 1;
+        }
+    }
+    for chain in &ours {
+        script.push_str(&format!(
+            "flush chain ip nat {chain}\ndelete chain ip nat {chain}\n"
+        ));
+    }
+    if left == 0 && !items.is_empty() {
+        script.push_str("delete table ip nat\n");
+    }
+    script
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<(), NetworkError> {
@@ -286,5 +366,25 @@ mod tests {
             "10.42.3.0/24"
         );
         assert_eq!(conflist["plugins"][0]["bridge"], network.bridge.as_str());
+    }
+
+    #[test]
+    fn nat_leftovers_of_this_cidr_should_go_and_the_table_once_empty() {
+        let listing = serde_json::json!({"nftables": [
+            {"table": {"family": "ip", "name": "nat"}},
+            {"chain": {"family": "ip", "table": "nat", "name": "POSTROUTING"}},
+            {"chain": {"family": "ip", "table": "nat", "name": "CNI-aaa"}},
+            {"rule": {"chain": "POSTROUTING", "handle": 7, "expr": [{"jump": {"target": "CNI-aaa"}}]}},
+            {"rule": {"chain": "CNI-aaa", "handle": 8, "expr": [{"match": {"right": {"prefix": {"addr": "10.42.0.0", "len": 24}}}}]}},
+        ]});
+        let script = nat_cleanup(&listing, "10.42.0.0/24");
+        assert_eq!(
+            script,
+            "delete rule ip nat POSTROUTING handle 7\nflush chain ip nat CNI-aaa\ndelete chain ip nat CNI-aaa\ndelete table ip nat\n"
+        );
+        // Another node's chain stays, and so does the table.
+        let other = nat_cleanup(&listing, "10.43.0.0/24");
+        assert!(!other.contains("delete table"), "{other}");
+        assert!(!other.contains("CNI-aaa"), "{other}");
     }
 }
