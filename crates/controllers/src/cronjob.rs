@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::tz::TimeZone;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -407,18 +407,7 @@ async fn write_status(
     if status.active.is_none() {
         value["status"]["active"] = json!(null);
     }
-    match api
-        .patch_status(
-            &cronjob.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&value),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(error) => Err(error),
-    }
+    owned::patch_status(&api, &cronjob.name_any(), &value).await
 }
 
 #[cfg(test)]

@@ -735,27 +735,17 @@ async fn write_status(
         collision_count: deployment.status.as_ref().and_then(|s| s.collision_count),
         terminating_replicas: None,
     };
-    if deployment.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
     let api: Api<Deployment> =
         Api::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
-    let mut patch = json!({"status": status});
-    if let Some(new) = new {
-        patch["metadata"] = json!({"annotations": {REVISION: revision_of(new).to_string()}});
+    if deployment.status.as_ref() != Some(&status) {
+        owned::patch_status(&api, &deployment.name_any(), &json!({"status": status})).await?;
     }
-    let status_patch = json!({"status": patch["status"].clone()});
-    api.patch_status(
-        &deployment.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&status_patch),
-    )
-    .await?;
-    if let Some(new) = new
-        && deployment.annotations().get(REVISION) != Some(&revision_of(new).to_string())
+    // The Deployment's revision is its current ReplicaSet's.
+    let revision = new.map(|n| revision_of(n).to_string());
+    if let Some(revision) = revision
+        && deployment.annotations().get(REVISION) != Some(&revision)
     {
-        let annotate =
-            json!({"metadata": {"annotations": {REVISION: revision_of(new).to_string()}}});
+        let annotate = json!({"metadata": {"annotations": {REVISION: revision}}});
         api.patch(
             &deployment.name_any(),
             &PatchParams::default(),

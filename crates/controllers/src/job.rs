@@ -557,19 +557,7 @@ async fn write_status(jobs: &Api<Job>, job: &Job, status: &JobStatus) -> Result<
     if job.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let patch = json!({"status": status});
-    match jobs
-        .patch_status(
-            &job.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(error) => Err(error),
-    }
+    owned::patch_status(jobs, &job.name_any(), &json!({"status": status})).await
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! What the controllers that own objects share (ReplicaSet, Deployment, Job, node lifecycle):
 //! their Events recorder, the Events they write about an object of theirs, the controller
-//! ownerReference they put on what they make, the words of an API refusal, and a delete that
-//! takes only the object it was read as.
+//! ownerReference they put on what they make, the words of an API refusal, a delete that
+//! takes only the object it was read as, and a status write that an object gone meanwhile
+//! does not fail.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use skiff_client::events::{Note, Recorder, Reporter};
 
@@ -83,6 +84,26 @@ where
         ..DeleteParams::default()
     };
     match api.delete(&object.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Merge-patches `patch` (`{"status": ...}`) onto the status of the object `name`; one that is
+/// gone meanwhile has nothing to report.
+pub(crate) async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error),

@@ -441,20 +441,7 @@ async fn write_status(
     }
     let sets: Api<ReplicaSet> =
         Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
-    let patch = json!({"status": status});
-    match sets
-        .patch_status(
-            &set.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone meanwhile: nothing to report.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error),
-    }
+    owned::patch_status(&sets, &set.name_any(), &json!({"status": status})).await
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub struct Worker {
     image_backoff: Backoff,
     /// Why containers could not start, by name (image, config, create and start errors).
     failures: BTreeMap<String, Waiting>,
+    /// The last image pull error of each container, which its back-off message repeats.
+    pull_errors: HashMap<String, String>,
     exited_at: HashMap<String, Instant>,
     written: Option<Value>,
     retry_status: bool,
@@ -155,6 +157,7 @@ impl Worker {
             backoff: Backoff::default(),
             image_backoff: Backoff::default(),
             failures: BTreeMap::new(),
+            pull_errors: HashMap::new(),
             exited_at: HashMap::new(),
             written: None,
             retry_status: false,
@@ -587,15 +590,7 @@ impl Worker {
         let key = format!("{}_{image}", self.uid);
         let now = Instant::now();
         if self.image_backoff.waiting(&key, now) {
-            // The pull's own error, not an earlier back-off message wrapping it.
-            let previous = self
-                .failures
-                .get(name)
-                .map(|w| match w.message.split_once(": ErrImagePull: ") {
-                    Some((_, error)) => error.to_string(),
-                    None => w.message.clone(),
-                })
-                .unwrap_or_default();
+            let previous = self.pull_errors.get(name).cloned().unwrap_or_default();
             self.note(
                 pod,
                 "Normal",
@@ -654,10 +649,24 @@ impl Worker {
                     "Error: ErrImagePull".into(),
                     Some((name, init)),
                 );
+                self.pull_errors.insert(name.to_string(), message.clone());
                 self.fail(name, "ErrImagePull", message);
                 false
             }
         }
+    }
+
+    /// A container that could not be made or started: kubelet's `Failed` Event
+    /// (`Error: ...`), and the reason its status waits with.
+    fn refuse(&mut self, pod: &Pod, container: (&str, bool), reason: &str, message: String) {
+        self.note(
+            pod,
+            "Warning",
+            "Failed",
+            format!("Error: {message}"),
+            Some(container),
+        );
+        self.fail(container.0, reason, message);
     }
 
     fn fail(&mut self, container: &str, reason: &str, message: String) {
@@ -872,14 +881,7 @@ impl Worker {
                 prepared
             }
             Err(message) => {
-                self.note(
-                    pod,
-                    "Warning",
-                    "Failed",
-                    format!("Error: {message}"),
-                    Some((&name, init)),
-                );
-                self.fail(&name, "CreateContainerConfigError", message);
+                self.refuse(pod, (&name, init), "CreateContainerConfigError", message);
                 return false;
             }
         };
@@ -904,14 +906,7 @@ impl Worker {
             Ok(id) => id,
             Err(error) => {
                 let message = error.to_string();
-                self.note(
-                    pod,
-                    "Warning",
-                    "Failed",
-                    format!("Error: {message}"),
-                    Some((&name, init)),
-                );
-                self.fail(&name, "CreateContainerError", message);
+                self.refuse(pod, (&name, init), "CreateContainerError", message);
                 return false;
             }
         };
@@ -924,14 +919,7 @@ impl Worker {
         );
         if let Err(error) = self.shared.runtime.start_container(&id).await {
             let message = error.to_string();
-            self.note(
-                pod,
-                "Warning",
-                "Failed",
-                format!("Error: {message}"),
-                Some((&name, init)),
-            );
-            self.fail(&name, "RunContainerError", message);
+            self.refuse(pod, (&name, init), "RunContainerError", message);
             return false;
         }
         self.note(
