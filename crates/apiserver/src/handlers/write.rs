@@ -134,7 +134,7 @@ async fn create_object(
     let now = crate::clock::rfc3339(state.clock.now());
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
-    (strategy::of(info).defaults)(&mut object);
+    strategy::default(info, &mut object);
     if info.group.is_empty() && info.plural == "pods" {
         crate::priority::admit(state, &mut object, &name).await?;
         let namespace = request.namespace.unwrap_or("default");
@@ -451,7 +451,7 @@ pub(super) fn prepare_replacement(
 ) -> Result<(Value, Vec<String>), ApiError> {
     let info = request.info;
     objects::prepare_update(info, &mut new, change.old, change.subresource)?;
-    (strategy::of(info).defaults)(&mut new);
+    strategy::default(info, &mut new);
     allocation::keep_allocations(info, &mut new, change.old);
     let unknown = admit(state, info, &mut new, Some(change.old))?;
     let warnings = field_validation(request.params, &unknown, change.bytes)?;

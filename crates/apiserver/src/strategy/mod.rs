@@ -104,6 +104,18 @@ pub fn of(info: &ResourceInfo) -> &'static Strategy {
     }
 }
 
+/// Fills in `info`'s defaults on `object`: the kind's own, and an empty `status` for a built-in
+/// kind that has one (upstream's status is a struct, never absent: a new Deployment reads
+/// `status: {}`, and clients such as kr8s index it before any controller writes it).
+pub fn default(info: &ResourceInfo, object: &mut Value) {
+    (of(info).defaults)(object);
+    let has_status = crate::schemas::root_name(&info.group, &info.kind)
+        .is_some_and(|root| crate::schemas::property(&root, "status").is_some());
+    if has_status && let Some(map) = object.as_object_mut() {
+        defaulting::object_at_map(map, "status");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +126,24 @@ mod tests {
             .into_iter()
             .find(|r| r.group == group && r.kind == kind)
             .unwrap()
+    }
+
+    #[test]
+    fn built_in_kinds_with_a_status_should_read_an_empty_one_before_any_controller_writes_it() {
+        let mut deployment = serde_json::json!({"metadata": {"name": "d"}, "spec": {}});
+        default(&info("apps", "Deployment"), &mut deployment);
+        assert_eq!(deployment["status"], serde_json::json!({}));
+        let mut config = serde_json::json!({"metadata": {"name": "c"}, "data": {}});
+        default(&info("", "ConfigMap"), &mut config);
+        assert!(config.get("status").is_none(), "{config}");
+        let mut custom_info = info("apps", "Deployment");
+        custom_info.group = "example.com".into();
+        let mut custom = serde_json::json!({"metadata": {"name": "x"}});
+        default(&custom_info, &mut custom);
+        assert!(
+            custom.get("status").is_none(),
+            "custom resources keep no status"
+        );
     }
 
     #[test]
