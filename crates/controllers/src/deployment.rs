@@ -75,7 +75,7 @@ fn error_policy(deployment: Arc<Deployment>, error: &DeploymentError, _: Arc<Con
 /// A template as JSON without the hash label, and without what a template may carry or not
 /// and mean the same (`false`, empty objects and lists, nulls: Go's zero values, which upstream's
 /// semantic comparison does not see), so that equal templates compare and hash equal.
-fn normalized(template: &PodTemplateSpec) -> serde_json::Value {
+pub(crate) fn normalized(template: &PodTemplateSpec) -> serde_json::Value {
     fn strip(value: &mut serde_json::Value) -> bool {
         match value {
             serde_json::Value::Object(map) => {

@@ -15,6 +15,7 @@
 //! - [`csr`]: approves and signs joining nodes' client certificates.
 //! - [`replicaset`]: keeps each ReplicaSet's pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
+//! - [`statefulset`]: keeps StatefulSets' ordered pods and their claims.
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
@@ -29,10 +30,13 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 mod owned;
+mod pods;
 pub mod replicaset;
 mod resources;
+pub mod revisions;
 pub mod root_ca;
 pub mod service_account;
+pub mod statefulset;
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -118,6 +122,7 @@ async fn all(client: kube::Client, options: Options) {
         namespace::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        statefulset::run(client.clone()),
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),

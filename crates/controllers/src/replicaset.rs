@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::owned;
+use crate::pods::{adopt, available, controller_of, is_active, ready_since, release};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -94,50 +95,11 @@ fn error_policy(set: Arc<ReplicaSet>, error: &ReplicaSetError, _: Arc<Context>) 
 
 /// The ReplicaSet's selector, if it is one a controller may act on (not empty, parseable).
 fn selector(set: &ReplicaSet) -> Option<Selector> {
-    let given = set.spec.as_ref()?.selector.clone();
-    let empty = given.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && given.match_expressions.as_ref().is_none_or(Vec::is_empty);
-    if empty {
-        return None;
-    }
-    Selector::try_from(given).ok()
+    crate::pods::selector(&set.spec.as_ref()?.selector)
 }
 
 fn selects(set: &ReplicaSet, labels: &BTreeMap<String, String>) -> bool {
     selector(set).is_some_and(|s| s.matches(labels))
-}
-
-fn controller_of(pod: &Pod) -> Option<&OwnerReference> {
-    pod.owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-}
-
-fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-/// When the pod became Ready, if it is.
-fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
-        })
-}
-
-/// Whether the pod has been Ready for `min_ready` seconds at `now`.
-fn available(pod: &Pod, min_ready: i64, now: Timestamp) -> bool {
-    ready_since(pod).is_some_and(|since| {
-        min_ready <= 0 || since.as_second().saturating_add(min_ready) <= now.as_second()
-    })
 }
 
 /// The order surplus pods are deleted in (upstream's `ActivePods`): smaller first.
@@ -214,7 +176,7 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
             (true, true) => owned.push(pod),
             (true, false) => release(&pods, &pod, &uid).await,
             (false, true) if controller_of(&pod).is_none() && is_active(&pod) => {
-                if let Some(adopted) = adopt(&pods, &pod, &set).await {
+                if let Some(adopted) = adopt(&pods, &pod, set.as_ref()).await {
                     owned.push(adopted);
                 }
             }
@@ -250,53 +212,6 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
     } else {
         Action::await_change()
     })
-}
-
-/// Makes `pod` the ReplicaSet's; `None` if it changed meanwhile (its own event comes).
-async fn adopt(pods: &Api<Pod>, pod: &Pod, set: &ReplicaSet) -> Option<Pod> {
-    let mut owners = pod.owner_references().to_vec();
-    owners.push(owned::controller_reference(set));
-    let patch = json!({"metadata": {
-        "resourceVersion": pod.resource_version(),
-        "ownerReferences": owners,
-    }});
-    match pods
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(adopted) => Some(adopted),
-        Err(error) => {
-            tracing::debug!(pod = %pod.name_any(), %error, "adopting a pod failed");
-            None
-        }
-    }
-}
-
-/// Lets go of a pod that no longer matches the selector.
-async fn release(pods: &Api<Pod>, pod: &Pod, uid: &str) {
-    let owners: Vec<&OwnerReference> = pod
-        .owner_references()
-        .iter()
-        .filter(|o| o.uid != uid)
-        .collect();
-    let patch = json!({"metadata": {
-        "resourceVersion": pod.resource_version(),
-        "ownerReferences": owners,
-    }});
-    if let Err(error) = pods
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        tracing::debug!(pod = %pod.name_any(), %error, "releasing a pod failed");
-    }
 }
 
 /// Creates `count` pods in batches of 1, 2, 4, ...; the first refusal stops it and is returned.
@@ -478,15 +393,5 @@ mod tests {
         all.sort_by_key(|p| deletion_rank(p));
         let order: Vec<String> = all.iter().map(|p| p.name_any()).collect();
         assert_eq!(order, ["a", "b", "c", "e", "d"]);
-    }
-
-    #[test]
-    fn availability_should_wait_for_min_ready_seconds() {
-        let ready = pod(json!({"metadata": {"name": "p"}, "status": {"conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}));
-        let at = |s: &str| s.parse::<Timestamp>().unwrap();
-        assert!(available(&ready, 0, at("2026-01-01T00:00:00Z")));
-        assert!(!available(&ready, 10, at("2026-01-01T00:00:05Z")));
-        assert!(available(&ready, 10, at("2026-01-01T00:00:10Z")));
     }
 }
