@@ -16,6 +16,7 @@
 //! - [`replicaset`]: keeps each ReplicaSet's pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`statefulset`]: keeps StatefulSets' ordered pods and their claims.
+//! - [`daemonset`]: one pod of each DaemonSet on every eligible node.
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
@@ -23,6 +24,7 @@
 pub mod clock;
 pub mod cronjob;
 pub mod csr;
+pub mod daemonset;
 pub mod deployment;
 pub mod gc;
 pub mod job;
@@ -123,6 +125,7 @@ async fn all(client: kube::Client, options: Options) {
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         statefulset::run(client.clone()),
+        daemonset::run(client.clone()),
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),

@@ -27,6 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use skiff_client::events::{Note, Recorder};
+use skiff_client::placement::tolerates;
 use tokio::time::Instant;
 
 /// The taint of a node that stopped reporting.
@@ -80,23 +81,6 @@ fn wanted_taint(ready: Option<&str>) -> Option<&'static str> {
         // Ready, or not reported yet (a node registering, within its grace period).
         _ => None,
     }
-}
-
-/// Whether `toleration` tolerates `taint`.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = match toleration.key.as_deref() {
-        None | Some("") => toleration.operator.as_deref() == Some("Exists"),
-        Some(key) => key == taint.key,
-    };
-    let value_ok = match toleration.operator.as_deref() {
-        Some("Exists") => true,
-        _ => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    };
-    effect_ok && key_ok && value_ok
 }
 
 /// When `pod` is to be evicted from a node with `taints` (NoExecute ones count): `None` if it
