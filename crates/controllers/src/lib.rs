@@ -13,7 +13,7 @@
 //! - [`service_account`]: a `default` ServiceAccount in every namespace.
 //! - [`root_ca`]: the `kube-root-ca.crt` ConfigMap in every namespace.
 //! - [`csr`]: approves and signs joining nodes' client certificates.
-//! - [`replicaset`]: keeps each ReplicaSet's pods.
+//! - [`replicaset`]: keeps each ReplicaSet's (and ReplicationController's) pods.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`statefulset`]: keeps StatefulSets' ordered pods and their claims.
 //! - [`daemonset`]: one pod of each DaemonSet on every eligible node.
@@ -122,7 +122,8 @@ async fn all(client: kube::Client, options: Options) {
         certificates,
         gc::run(client.clone()),
         namespace::run(client.clone()),
-        replicaset::run(client.clone()),
+        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone()),
+        replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(client.clone()),
         deployment::run(client.clone()),
         statefulset::run(client.clone()),
         daemonset::run(client.clone()),

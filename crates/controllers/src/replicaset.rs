@@ -1,4 +1,5 @@
-//! The ReplicaSet controller (upstream's `replicaset-controller`): keeps `spec.replicas` pods
+//! The ReplicaSet controller (upstream's `replicaset-controller`, and through the same code its
+//! `replication-controller`): keeps `spec.replicas` pods
 //! matching a ReplicaSet's selector. Each pass reads the namespace's pods live from the API (a
 //! consistent read), so what a slow watch has not delivered yet can never cause extra pods —
 //! the job upstream's expectations do over its cache. Matching orphans are adopted and owned
@@ -11,7 +12,6 @@
 //! written once per pass, only when it changed; Events say what was done.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::pods::{adopt, available, controller_of, is_active, ready_since, relea
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
@@ -42,15 +43,98 @@ pub enum ReplicaSetError {
     Api(#[from] kube::Error),
 }
 
+/// What the controller keeps pods for: a ReplicaSet, or its older form, a ReplicationController
+/// (a map selector, an optional template; the same status fields).
+pub trait Replicated:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + k8s_openapi::Resource
+    + Clone
+    + std::fmt::Debug
+    + k8s_openapi::serde::de::DeserializeOwned
+    + k8s_openapi::serde::Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// The controller's name in Events and logs.
+    const COMPONENT: &'static str;
+    /// The selector, if it is one a controller may act on (not empty, parseable).
+    fn selector(&self) -> Option<Selector>;
+    /// `spec.replicas` (default 1).
+    fn replicas(&self) -> i32;
+    /// `spec.minReadySeconds`.
+    fn min_ready_seconds(&self) -> i32;
+    /// The pod template.
+    fn template(&self) -> PodTemplateSpec;
+    /// The status as JSON (both kinds' statuses have the same fields).
+    fn status_json(&self) -> serde_json::Value;
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+    fn selector(&self) -> Option<Selector> {
+        crate::pods::selector(&self.spec.as_ref()?.selector)
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.status).unwrap_or_default()
+    }
+}
+
+impl Replicated for ReplicationController {
+    const COMPONENT: &'static str = "replication-controller";
+    fn selector(&self) -> Option<Selector> {
+        let labels = self.spec.as_ref()?.selector.clone()?;
+        crate::pods::selector(
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(labels),
+                match_expressions: None,
+            },
+        )
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.status).unwrap_or_default()
+    }
+}
+
 struct Context {
     client: Client,
     recorder: Recorder,
 }
 
-/// Runs the controller until the task is dropped.
-pub async fn run(client: Client) {
-    let (recorder, events) = owned::recorder(&client, "replicaset-controller");
-    let sets: Api<ReplicaSet> = Api::all(client.clone());
+/// Runs the controller of `K`s until the task is dropped.
+pub async fn run<K: Replicated>(client: Client) {
+    let (recorder, events) = owned::recorder(&client, K::COMPONENT);
+    let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
@@ -64,8 +148,8 @@ pub async fn run(client: Client) {
                 .iter()
                 .find(|o| o.controller == Some(true))
                 .cloned();
-            let refs: Vec<ObjectRef<ReplicaSet>> = match owner {
-                Some(owner) if owner.kind == "ReplicaSet" => {
+            let refs: Vec<ObjectRef<K>> = match owner {
+                Some(owner) if owner.kind == <K as k8s_openapi::Resource>::KIND => {
                     vec![ObjectRef::new(&owner.name).within(&namespace)]
                 }
                 Some(_) => Vec::new(),
@@ -73,7 +157,7 @@ pub async fn run(client: Client) {
                     .state()
                     .iter()
                     .filter(|set| set.namespace().as_deref() == Some(namespace.as_str()))
-                    .filter(|set| selects(set, pod.labels()))
+                    .filter(|set| set.selector().is_some_and(|s| s.matches(pod.labels())))
                     .map(|set| ObjectRef::from_obj(set.as_ref()))
                     .collect(),
             };
@@ -88,18 +172,9 @@ pub async fn run(client: Client) {
     tokio::join!(work, events);
 }
 
-fn error_policy(set: Arc<ReplicaSet>, error: &ReplicaSetError, _: Arc<Context>) -> Action {
-    tracing::warn!(replicaset = %set.name_any(), %error, "syncing a ReplicaSet failed; retrying");
+fn error_policy<K: Replicated>(set: Arc<K>, error: &ReplicaSetError, _: Arc<Context>) -> Action {
+    tracing::warn!(kind = <K as k8s_openapi::Resource>::KIND, name = %set.name_any(), %error, "syncing failed; retrying");
     Action::requeue(Duration::from_secs(2))
-}
-
-/// The ReplicaSet's selector, if it is one a controller may act on (not empty, parseable).
-fn selector(set: &ReplicaSet) -> Option<Selector> {
-    crate::pods::selector(&set.spec.as_ref()?.selector)
-}
-
-fn selects(set: &ReplicaSet, labels: &BTreeMap<String, String>) -> bool {
-    selector(set).is_some_and(|s| s.matches(labels))
 }
 
 /// The order surplus pods are deleted in (upstream's `ActivePods`): smaller first.
@@ -131,13 +206,9 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
     )
 }
 
-/// A pod from the ReplicaSet's template, owned by it.
-fn new_pod(set: &ReplicaSet) -> Pod {
-    let template = set
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
+/// A pod from the template, owned by `set`.
+fn new_pod<K: Replicated>(set: &K) -> Pod {
+    let template = set.template();
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.name = None;
     metadata.generate_name = Some(format!("{}-", set.name_any()));
@@ -151,16 +222,26 @@ fn new_pod(set: &ReplicaSet) -> Pod {
 }
 
 impl Context {
-    fn note(&self, set: &ReplicaSet, type_: &'static str, reason: &'static str, message: String) {
+    fn note<K: Replicated>(
+        &self,
+        set: &K,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+    ) {
         owned::note(&self.recorder, set, type_, reason, message);
     }
 }
 
-async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, ReplicaSetError> {
-    if set.metadata.deletion_timestamp.is_some() {
+async fn reconcile<K: Replicated>(
+    set: Arc<K>,
+    context: Arc<Context>,
+) -> Result<Action, ReplicaSetError> {
+    let set = set.as_ref();
+    if set.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some(selector) = selector(&set) else {
+    let Some(selector) = set.selector() else {
         tracing::debug!(replicaset = %set.name_any(), "an empty or invalid selector selects nothing");
         return Ok(Action::await_change());
     };
@@ -176,7 +257,7 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
             (true, true) => owned.push(pod),
             (true, false) => release(&pods, &pod, &uid).await,
             (false, true) if controller_of(&pod).is_none() && is_active(&pod) => {
-                if let Some(adopted) = adopt(&pods, &pod, set.as_ref()).await {
+                if let Some(adopted) = adopt(&pods, &pod, set).await {
                     owned.push(adopted);
                 }
             }
@@ -184,25 +265,19 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
         }
     }
     let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
-    let wanted =
-        usize::try_from(set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
+    let wanted = usize::try_from(set.replicas()).unwrap_or(0);
     let failure = if active.len() < wanted {
-        create(&context, &pods, &set, (wanted - active.len()).min(BURST)).await
+        create(&context, &pods, set, (wanted - active.len()).min(BURST)).await
     } else {
         if active.len() > wanted {
-            remove(&context, &pods, &set, &active, active.len() - wanted).await;
+            remove(&context, &pods, set, &active, active.len() - wanted).await;
         }
         None
     };
     let now = Timestamp::now();
-    let min_ready = i64::from(
-        set.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0),
-    );
-    let status = status(&set, &active, failure, now, min_ready);
-    write_status(&context.client, &set, status).await?;
+    let min_ready = i64::from(set.min_ready_seconds());
+    let status = status(set, &active, failure, now, min_ready);
+    write_status(&context.client, set, status).await?;
     // Pods Ready but not yet for minReadySeconds become available without an event.
     let waiting = active
         .iter()
@@ -215,10 +290,10 @@ async fn reconcile(set: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action
 }
 
 /// Creates `count` pods in batches of 1, 2, 4, ...; the first refusal stops it and is returned.
-async fn create(
+async fn create<K: Replicated>(
     context: &Context,
     pods: &Api<Pod>,
-    set: &ReplicaSet,
+    set: &K,
     count: usize,
 ) -> Option<String> {
     let mut left = count;
@@ -259,10 +334,10 @@ async fn create(
 }
 
 /// Deletes the `count` most deletable of `active`.
-async fn remove(
+async fn remove<K: Replicated>(
     context: &Context,
     pods: &Api<Pod>,
-    set: &ReplicaSet,
+    set: &K,
     active: &[&Pod],
     count: usize,
 ) {
@@ -290,25 +365,23 @@ async fn remove(
 }
 
 /// The status the pass observed.
-fn status(
-    set: &ReplicaSet,
+fn status<K: Replicated>(
+    set: &K,
     active: &[&Pod],
     failure: Option<String>,
     now: Timestamp,
     min_ready: i64,
 ) -> ReplicaSetStatus {
     let template_labels = set
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
+        .template()
+        .metadata
+        .and_then(|m| m.labels)
         .unwrap_or_default();
+    let stored: Option<ReplicaSetStatus> = serde_json::from_value(set.status_json()).ok();
     let count = |keep: &dyn Fn(&Pod) -> bool| {
         i32::try_from(active.iter().filter(|p| keep(p)).count()).unwrap_or(i32::MAX)
     };
-    let previous = set
-        .status
+    let previous = stored
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
@@ -317,8 +390,7 @@ fn status(
         .filter(|c| c.type_ != "ReplicaFailure")
         .collect();
     if let Some(message) = failure {
-        let was = set
-            .status
+        let was = stored
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "ReplicaFailure").cloned());
@@ -339,23 +411,22 @@ fn status(
         })),
         ready_replicas: Some(count(&|p| ready_since(p).is_some())),
         available_replicas: Some(count(&|p| available(p, min_ready, now))),
-        observed_generation: set.metadata.generation,
+        observed_generation: set.meta().generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: None,
     }
 }
 
-/// Writes `status` unless the ReplicaSet already says it.
-async fn write_status(
+/// Writes `status` unless the object already says it.
+async fn write_status<K: Replicated>(
     client: &Client,
-    set: &ReplicaSet,
+    set: &K,
     status: ReplicaSetStatus,
 ) -> Result<(), kube::Error> {
-    if set.status.as_ref() == Some(&status) {
+    if set.status_json() == serde_json::to_value(&status).unwrap_or_default() {
         return Ok(());
     }
-    let sets: Api<ReplicaSet> =
-        Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
+    let sets: Api<K> = Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
     owned::patch_status(&sets, &set.name_any(), &json!({"status": status})).await
 }
 

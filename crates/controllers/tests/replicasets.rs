@@ -204,3 +204,66 @@ async fn a_refused_template_should_show_in_the_replica_failure_condition() {
     .await;
     assert!(w.owned("broken").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_replication_controller_should_keep_its_replicas_through_the_same_controller() {
+    let w = world().await;
+    let controllers: Api<k8s_openapi::api::core::v1::ReplicationController> =
+        Api::namespaced(w.client.clone(), "default");
+    let rc = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "old"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"app": "old"},
+            "template": {"metadata": {"labels": {"app": "old"}},
+                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }))
+    .unwrap();
+    controllers
+        .create(&PostParams::default(), &rc)
+        .await
+        .unwrap();
+    eventually("two pods owned by the ReplicationController", || async {
+        let owned: Vec<Pod> = w
+            .pods
+            .list(&ListParams::default().labels("app=old"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.kind == "ReplicationController" && o.controller == Some(true))
+            })
+            .collect();
+        let status = controllers
+            .get("old")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        owned.len() == 2 && status.replicas == 2 && status.observed_generation == Some(1)
+    })
+    .await;
+    controllers
+        .patch(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    eventually("no pods left", || async {
+        w.pods
+            .list(&ListParams::default().labels("app=old"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+}
