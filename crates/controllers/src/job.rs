@@ -8,12 +8,14 @@
 //! finished pod is counted exactly once however often the controller restarts, as upstream
 //! does: its uid goes to `status.uncountedTerminatedPods`, then its finalizer goes, then the
 //! count moves into `succeeded` or `failed`. A pod deleted before it finished counts as failed.
+//! A `podFailurePolicy` judges each failed pod as it is counted ([`crate::failure_policy`]).
 //! A finished Job with `ttlSecondsAfterFinished` is deleted once that time is up.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::failure_policy::{self, Verdict};
 use crate::owned;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
@@ -316,7 +318,21 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
     } else {
         status.succeeded = Some(status.succeeded.unwrap_or(0) + count(succeeded_uids.len()));
     }
-    status.failed = Some(status.failed.unwrap_or(0) + count(failed_uids.len()));
+    // The pod failure policy judges each newly failed pod once, as it is counted.
+    let mut ignored = 0;
+    let mut policy_failure: Option<String> = None;
+    if let Some(policy) = spec.pod_failure_policy.as_ref() {
+        for pod in failed_uids.iter().filter_map(by_uid) {
+            match failure_policy::judge(policy, pod) {
+                Verdict::Ignore => ignored += 1,
+                Verdict::FailJob(message) => {
+                    policy_failure.get_or_insert(message);
+                }
+                Verdict::Count => {}
+            }
+        }
+    }
+    status.failed = Some(status.failed.unwrap_or(0) + count(failed_uids.len() - ignored));
     // Empty lists, not absent ones: a merge patch leaves absent fields as they were.
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
         succeeded: Some(Vec::new()),
@@ -379,6 +395,8 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
                 "CompletionsReached",
                 "Reached expected number of succeeded pods",
             ));
+        } else if let Some(message) = policy_failure.as_deref() {
+            outcome = Some(("Failed", "PodFailurePolicy", message));
         } else if failed > backoff_limit {
             outcome = Some((
                 "Failed",
@@ -409,6 +427,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, JobEr
         let event_reason = match reason {
             "BackoffLimitExceeded" => "BackoffLimitExceeded",
             "DeadlineExceeded" => "DeadlineExceeded",
+            "PodFailurePolicy" => "PodFailurePolicy",
             _ => "Completed",
         };
         context.note(

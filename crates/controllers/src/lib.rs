@@ -26,6 +26,7 @@ pub mod cronjob;
 pub mod csr;
 pub mod daemonset;
 pub mod deployment;
+mod failure_policy;
 pub mod gc;
 pub mod job;
 pub mod namespace;

@@ -264,3 +264,45 @@ async fn a_finished_job_should_go_after_its_ttl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failure_policy_should_ignore_some_failures_and_fail_the_job_on_others() {
+    let w = world().await;
+    let policy = json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "work", "operator": "In", "values": [42]}},
+        {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}},
+    ]}});
+    w.jobs
+        .create(&PostParams::default(), &job("judged", policy))
+        .await
+        .unwrap();
+    eventually("a pod", || async { w.running("judged").await.len() == 1 }).await;
+    let first = w.running("judged").await.remove(0);
+    w.finish(&first, "Failed", 3).await;
+    // Ignored: not counted, so neither the backoff limit of 0 nor a back-off delay applies.
+    eventually("a replacement", || async {
+        w.running("judged")
+            .await
+            .first()
+            .is_some_and(|p| p.uid() != first.uid())
+    })
+    .await;
+    assert_eq!(w.status("judged").await["failed"], 0);
+    assert!(w.condition("judged", "Failed").await.is_none());
+    let second = w.running("judged").await.remove(0);
+    w.finish(&second, "Failed", 42).await;
+    eventually("Failed by the policy", || async {
+        w.condition("judged", "Failed")
+            .await
+            .is_some_and(|c| c["reason"] == "PodFailurePolicy")
+    })
+    .await;
+    let failed = w.condition("judged", "Failed").await.unwrap();
+    assert_eq!(
+        failed["message"],
+        format!(
+            "Container work for pod default/{} failed with exit code 42 matching FailJob rule at index 0",
+            second.name_any()
+        )
+    );
+}
