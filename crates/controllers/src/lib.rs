@@ -20,6 +20,7 @@
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
+//! - [`pod_gc`]: deletes pods of nodes that are gone and finished pods beyond a threshold.
 
 pub mod clock;
 pub mod cronjob;
@@ -33,6 +34,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 mod owned;
+pub mod pod_gc;
 mod pods;
 pub mod replicaset;
 mod resources;
@@ -53,6 +55,8 @@ pub struct Options {
     pub signer: Option<csr::Signer>,
     /// How the node-lifecycle controller times nodes' health.
     pub node_timing: node_lifecycle::Timing,
+    /// How the pod garbage collector runs.
+    pub pod_gc: pod_gc::Options,
     /// This instance's identity in the leader Lease (distinct per process by default).
     pub identity: String,
     /// Where time-driven controllers (CronJobs) read the time.
@@ -71,6 +75,7 @@ impl Default for Options {
             root_ca: None,
             signer: None,
             node_timing: node_lifecycle::Timing::default(),
+            pod_gc: pod_gc::Options::default(),
             identity: skiff_client::leader::identity(),
             clock: clock::Clock::system(),
         }
@@ -131,6 +136,7 @@ async fn all(client: kube::Client, options: Options) {
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),
+        pod_gc::run(client.clone(), options.pod_gc.clone()),
         ipam,
         service_account::run(client.clone()),
         root_ca

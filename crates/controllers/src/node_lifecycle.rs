@@ -11,9 +11,8 @@
 //! skewed clocks cannot fake health, and after a
 //! restart every node starts with a fresh grace period — nothing is evicted because the control
 //! plane itself was away. Evictions stop while most nodes (55 % or more, of more than two) are
-//! unhealthy: then the trouble is more likely the network than the nodes. As upstream's PodGC,
-//! pods bound to a node that has been gone for the grace period are force-deleted: no agent
-//! will ever confirm their end.
+//! unhealthy: then the trouble is more likely the network than the nodes. Pods of nodes that are
+//! gone are [`crate::pod_gc`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -121,13 +120,7 @@ struct Lifecycle {
     timing: Timing,
     seen: HashMap<String, Seen>,
     recorder: Recorder,
-    /// Pods bound to a node that does not exist, by uid, and since when.
-    orphans: HashMap<String, Instant>,
-    passes: u64,
 }
-
-/// Every how many passes orphaned pods are looked for (upstream's PodGC runs every 20 s).
-const ORPHAN_PASSES: u64 = 4;
 
 /// Runs the controller with `timing` until the task is dropped.
 pub async fn run(client: Client, timing: Timing) {
@@ -137,8 +130,6 @@ pub async fn run(client: Client, timing: Timing) {
         timing,
         seen: HashMap::new(),
         recorder,
-        orphans: HashMap::new(),
-        passes: 0,
     };
     let work = async move {
         let mut tick = tokio::time::interval(lifecycle.timing.period);
@@ -203,10 +194,6 @@ impl Lifecycle {
             let node = self.taint(&nodes, node, ready.as_deref()).await?;
             updated.push(node);
         }
-        self.passes += 1;
-        if self.passes % ORPHAN_PASSES == 1 {
-            self.collect_orphans(&names, now).await?;
-        }
         let total = updated.len();
         // Every node down (a single node too) or most of them: likely not the nodes' fault.
         let disrupted = unhealthy > 0
@@ -222,52 +209,6 @@ impl Lifecycle {
         }
         for node in &updated {
             self.evict(node).await?;
-        }
-        Ok(())
-    }
-
-    /// Force-deletes pods bound to a node that has not existed for the grace period (upstream's
-    /// PodGC): no agent will ever confirm their end.
-    async fn collect_orphans(&mut self, nodes: &[String], now: Instant) -> Result<(), kube::Error> {
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let orphaned: Vec<Pod> = pods
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| {
-                p.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
-                    .is_some_and(|n| !n.is_empty() && !nodes.iter().any(|m| m == n))
-            })
-            .collect();
-        let uids: Vec<String> = orphaned.iter().filter_map(ResourceExt::uid).collect();
-        self.orphans.retain(|uid, _| uids.contains(uid));
-        for pod in orphaned {
-            let uid = pod.uid().unwrap_or_default();
-            let since = *self.orphans.entry(uid.clone()).or_insert(now);
-            if now.duration_since(since) < self.timing.grace {
-                continue;
-            }
-            let namespace = pod.namespace().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&pod.name_any(), &params).await {
-                Ok(_) => {
-                    tracing::info!(pod = %pod.name_any(), %namespace, "deleted a pod of a node that is gone");
-                    self.orphans.remove(&uid);
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-                Err(error) => return Err(error),
-            }
         }
         Ok(())
     }
