@@ -124,6 +124,20 @@ fn replicas_of(set: &ReplicaSet) -> i32 {
     set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// The pods a ReplicaSet may still have: its `spec.replicas`, or more while its controller has
+/// not yet removed those it was scaled down from (its status still counts them). What the
+/// surge is measured against, so that pods never outnumber `replicas + maxSurge`.
+fn pods_of(set: &ReplicaSet) -> i32 {
+    replicas_of(set).max(set.status.as_ref().map_or(0, |s| s.replicas))
+}
+
+/// The available pods a ReplicaSet keeps: its status' count, but no more than it is scaled to
+/// (a status not yet updated after a scale-down still counts pods that are going). What the
+/// availability budget is measured against, so that a stale status never lets too many go.
+fn lasting_available(set: &ReplicaSet) -> i32 {
+    available_of(set).min(replicas_of(set))
+}
+
 fn available_of(set: &ReplicaSet) -> i32 {
     set.status
         .as_ref()
@@ -369,7 +383,7 @@ async fn reconcile(
                 .and_then(|s| s.collision_count)
                 .unwrap_or(0);
             let hash = template_hash(&spec.template, collisions);
-            let old_total: i32 = sets.iter().map(replicas_of).sum();
+            let old_total: i32 = sets.iter().map(pods_of).sum();
             // Recreate starts the new ReplicaSet once the old pods are gone; a rolling update
             // within the surge.
             let initial = if recreate {
@@ -468,11 +482,12 @@ async fn roll(
 ) -> Result<(), kube::Error> {
     let mut new_replicas = replicas_of(new);
     let old_total: i32 = old.iter().map(replicas_of).sum();
+    let old_pods: i32 = old.iter().map(pods_of).sum();
     if new_replicas > wanted {
         context.scale(deployment, new, wanted, surge).await?;
         new_replicas = wanted;
     } else if new_replicas < wanted {
-        let room = wanted + surge - (new_replicas + old_total);
+        let room = wanted + surge - (pods_of(new).max(new_replicas) + old_pods);
         if room > 0 {
             let to = (new_replicas + room).min(wanted);
             context.scale(deployment, new, to, surge).await?;
@@ -513,7 +528,11 @@ async fn roll(
         }
     }
     // Then available ones, as long as enough stay available.
-    let available_now: i32 = available_of(new) + old.iter().map(available_of).sum::<i32>();
+    let available_now: i32 = lasting_available(new)
+        + oldest_first
+            .iter()
+            .map(|(set, replicas)| lasting_available(set).min(*replicas))
+            .sum::<i32>();
     let mut left = available_now - min_available;
     for (set, replicas) in &oldest_first {
         if left <= 0 {

@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// Do not run the scheduler in this process (`skiff scheduler` can run it elsewhere).
     #[arg(long)]
     no_scheduler: bool,
+    /// Do not run the controllers in this process (`skiff controllers` can run them
+    /// elsewhere).
+    #[arg(long)]
+    no_controllers: bool,
     /// Do not run a node agent in this process: an API without a node of its own (its pods
     /// run on nodes that join with `skiff agent`).
     #[arg(long)]
@@ -53,7 +57,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bind_address: args.bind_address,
         https_port: args.https_port,
         compaction_interval: COMPACTION_INTERVAL,
-        controllers: true,
+        controllers: !args.no_controllers,
         controller_options: skiff_controllers::Options {
             cluster_cidr: args.node.cluster_cidr.clone(),
             root_ca: None,

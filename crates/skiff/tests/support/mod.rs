@@ -36,6 +36,13 @@ pub fn free_port() -> u16 {
 /// Starts a server (without a node agent) and waits until it prints its kubeconfig.
 #[allow(dead_code)] // not every test binary starts an API-only server
 pub fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// Starts a server (without a node agent) with `extra` arguments and waits until it prints its
+/// kubeconfig.
+#[allow(dead_code)] // not every test binary starts an API-only server
+pub fn start_server_with(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
@@ -46,6 +53,7 @@ pub fn start_server() -> Server {
             "--data-dir",
         ])
         .arg(dir.path())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
