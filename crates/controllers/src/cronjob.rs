@@ -227,6 +227,24 @@ async fn reconcile(cronjob: Arc<CronJob>, context: Arc<Context>) -> Result<Actio
         .collect();
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let mut status = cronjob.status.clone().unwrap_or_default();
+    // Jobs the last pass saw running that have finished since.
+    let was_active: Vec<String> = status
+        .active
+        .iter()
+        .flatten()
+        .filter_map(|r| r.uid.clone())
+        .collect();
+    for job in &jobs {
+        if let Some(kind) = finished(job)
+            && job.uid().is_some_and(|u| was_active.contains(&u))
+        {
+            note(
+                "Normal",
+                "SawCompletedJob",
+                format!("Saw completed job: {}, status: {kind}", job.name_any()),
+            );
+        }
+    }
     // Active: the owned Jobs that have not finished.
     let active: Vec<&Job> = jobs
         .iter()

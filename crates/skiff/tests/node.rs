@@ -454,6 +454,109 @@ spec:
     command: ["/bin/sh", "-c", "echo cannot reach the database; exit 5"]
 "#;
 
+const TICK: &str = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          automountServiceAccountToken: false
+          containers:
+          - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/true]}
+"#;
+
+const DB: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 2
+      containers:
+      - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}
+"#;
+
+const AGENT: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 2
+      containers:
+      - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}
+"#;
+
+/// A StatefulSet comes up in order with stable names and hostnames, updates and scales down
+/// from its highest ordinal; a DaemonSet runs one pod on the node and rolls an update out:
+/// each followed by `kubectl rollout status` (1.33 and 1.35 read their status fields).
+fn stateful_and_daemon_sets_should_roll_out(k33: &Kubectl, k35: &Kubectl) {
+    for yaml in [DB, AGENT] {
+        let out = k33.apply_yaml(yaml, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    k33.ok(&["rollout", "status", "statefulset/db", "--timeout=90s"]);
+    assert_eq!(k33.ok(&["exec", "db-1", "--", "hostname"]), "db-1\n");
+    let created = |pod: &str| k33.jsonpath(&format!("pod/{pod}"), "{.metadata.creationTimestamp}");
+    assert!(created("db-0") <= created("db-1"), "db-0 first");
+    k35.ok(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
+    assert_eq!(
+        k33.jsonpath(
+            "daemonset/agent",
+            "{.status.numberReady}/{.status.desiredNumberScheduled}"
+        ),
+        "1/1"
+    );
+    for (kind, name) in [("statefulset", "db"), ("daemonset", "agent")] {
+        k33.ok(&["set", "image", &format!("{kind}/{name}"), "c=busybox:1.36"]);
+        k35.ok(&[
+            "rollout",
+            "status",
+            &format!("{kind}/{name}"),
+            "--timeout=120s",
+        ]);
+        let history = k33.ok(&["rollout", "history", &format!("{kind}/{name}")]);
+        assert!(
+            history.contains("1 ") && history.contains("2 "),
+            "{history}"
+        );
+    }
+    assert_eq!(
+        k33.jsonpath("pod/db-0", "{.spec.containers[0].image}"),
+        "busybox:1.36"
+    );
+    k33.ok(&["scale", "statefulset/db", "--replicas=1"]);
+    eventually("db-1 gone, db-0 kept", Duration::from_secs(60), || {
+        k33.ok(&["get", "pods", "-l", "app=db", "-o", "name"]) == "pod/db-0\n"
+    });
+    k33.ok(&["delete", "statefulset", "db"]);
+    k33.ok(&["delete", "daemonset", "agent"]);
+    eventually("their pods gone", Duration::from_secs(60), || {
+        k33.ok(&["get", "pods", "-l", "app in (db, agent)", "-o", "name"])
+            .is_empty()
+    });
+}
+
 #[test]
 #[ignore = "needs root, containerd and kubectl: ./scripts/test runs it"]
 fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
@@ -796,6 +899,15 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     let pods_dir = node.data.join("agent/pods").display().to_string();
     assert!(!mounts.contains(&pods_dir), "a pod's tmpfs left mounted");
 
+    // A CronJob runs every minute, keeping one finished Job: checked once the sections below
+    // have given it time.
+    let out = k33.apply_yaml(TICK, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A Deployment rolls out, updates, and rolls back, with kubectl's own commands.
     let serve = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
     k33.ok(&[
@@ -877,6 +989,46 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     eventually("the Job's pod gone", Duration::from_secs(30), || {
         k33.ok(&["get", "pods", "-l", "job-name=once", "-o", "name"])
             .is_empty()
+    });
+
+    stateful_and_daemon_sets_should_roll_out(&k33, &k(&binaries[1]));
+
+    // The CronJob's history: a Job seen completed, and the one before it deleted.
+    let cron_events = || {
+        k33.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=CronJob,involvedObject.name=tick",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ])
+    };
+    eventually(
+        "two runs of the CronJob, the first pruned",
+        Duration::from_secs(180),
+        || {
+            let events = cron_events();
+            events.contains("SawCompletedJob") && events.contains("SuccessfulDelete")
+        },
+    );
+    let jobs = k33.ok(&[
+        "get",
+        "jobs",
+        "-o",
+        "jsonpath={.items[*].metadata.ownerReferences[0].name}",
+    ]);
+    assert!(
+        jobs == "tick" || jobs == "tick tick",
+        "one finished Job kept (and perhaps one running): {jobs}"
+    );
+    assert!(
+        !k33.jsonpath("cronjob/tick", "{.status.lastSuccessfulTime}")
+            .is_empty()
+    );
+    k33.ok(&["delete", "cronjob", "tick"]);
+    eventually("the CronJob's pods gone", Duration::from_secs(60), || {
+        k33.ok(&["get", "pods", "-o", "name"]).is_empty()
     });
 
     // A hundred pods created and deleted leave nothing behind.
