@@ -4,6 +4,7 @@ mod api;
 mod pods;
 mod schedule;
 mod store;
+mod workloads;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         pods: usize,
     },
+    /// The workload controllers: a Deployment rolled out and updated on simulated nodes beside
+    /// the same pod writes made directly, and the controllers' idle CPU and memory with many
+    /// Deployments.
+    Workloads {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Replicas of the measured Deployment.
+        #[arg(long, default_value_t = 1000)]
+        replicas: usize,
+        /// One-replica Deployments held for the idle figures.
+        #[arg(long, default_value_t = 1000)]
+        deployments: usize,
+        /// Seconds each idle measurement lasts.
+        #[arg(long, default_value_t = 30)]
+        idle_seconds: u64,
+    },
     /// On a real node (root, containerd): pod start latency through skiff beside the raw CRI
     /// calls, and the idle CPU and memory of the server, containerd and its shims with no pods
     /// and with the pods running.
@@ -93,6 +111,20 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Pods { pods, idle_seconds } => {
             pods::run(pods::Options { pods, idle_seconds }).await
+        }
+        BenchCommand::Workloads {
+            nodes,
+            replicas,
+            deployments,
+            idle_seconds,
+        } => {
+            workloads::run(workloads::Options {
+                nodes,
+                replicas,
+                deployments,
+                idle_seconds,
+            })
+            .await
         }
         BenchCommand::Schedule { nodes, pods } => {
             schedule::run(schedule::Options { nodes, pods }).await
