@@ -60,6 +60,7 @@ pub async fn run(client: Client, clock: Clock) {
         clock,
     });
     let work = Controller::new(cronjobs, watcher::Config::default())
+        .with_config(owned::controller_config())
         .owns(jobs, watcher::Config::default())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::owned;
-use crate::pods::{adopt, available, controller_of, is_active, is_finished, ready_since, release};
+use crate::pods::{
+    PodIndex, adopt, available, controller_of, is_active, is_finished, ready_since, release,
+};
 use crate::revisions::{self, HASH_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
@@ -33,7 +35,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
-use kube::core::SelectorExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -53,17 +54,23 @@ pub enum DaemonSetError {
 struct Context {
     client: Client,
     recorder: Recorder,
+    index: PodIndex,
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, index: PodIndex) {
     let (recorder, events) = owned::recorder(&client, "daemonset-controller");
     let sets: Api<DaemonSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
-    let controller = Controller::new(sets, watcher::Config::default());
+    let controller =
+        Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
-    let context = Arc::new(Context { client, recorder });
+    let context = Arc::new(Context {
+        client,
+        recorder,
+        index,
+    });
     let work = controller
         .owns(pods, watcher::Config::default())
         // A node that comes, goes or changes may change where every DaemonSet runs.
@@ -258,21 +265,16 @@ async fn reconcile(set: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action,
         .await?
         .items;
     let mut by_node: BTreeMap<String, NodePods> = BTreeMap::new();
-    for pod in pods_api.list(&ListParams::default()).await?.items {
-        let matches = selector.matches(pod.labels());
-        let ours = controller_of(&pod).is_some_and(|o| o.uid == uid);
-        let pod = match (ours, matches) {
-            (true, true) => pod,
-            (true, false) => {
-                release(&pods_api, &pod, &uid).await;
-                continue;
-            }
-            (false, true) if controller_of(&pod).is_none() && is_active(&pod) => {
-                match adopt(&pods_api, &pod, set.as_ref()).await {
-                    Some(adopted) => adopted,
-                    None => continue,
-                }
-            }
+    for stray in context.index.strayed(&namespace, &uid, &selector) {
+        release(&pods_api, stray.as_ref(), &uid).await;
+    }
+    for pod in crate::pods::selected(&pods_api, &selector).await? {
+        let pod = match controller_of(&pod) {
+            Some(owner) if owner.uid == uid => pod,
+            None if is_active(&pod) => match adopt(&pods_api, &pod, set.as_ref()).await {
+                Some(adopted) => adopted,
+                None => continue,
+            },
             _ => continue,
         };
         let Some(node) = node_of(&pod) else { continue };

@@ -57,6 +57,7 @@ pub async fn run(client: Client) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
     let work = Controller::new(deployments, watcher::Config::default())
+        .with_config(owned::controller_config())
         .owns(sets, watcher::Config::default())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -329,8 +330,13 @@ async fn reconcile(
     let uid = deployment.uid().unwrap_or_default();
     let spec = deployment.spec.clone().unwrap_or_default();
     let sets_api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(selector) = crate::pods::selector(&spec.selector) else {
+        tracing::debug!(deployment = %deployment.name_any(), "an empty or invalid selector selects nothing");
+        return Ok(Action::await_change());
+    };
+    // Its ReplicaSets carry its template's labels, which its selector selects.
     let mut sets: Vec<ReplicaSet> = sets_api
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels_from(&selector))
         .await?
         .items
         .into_iter()

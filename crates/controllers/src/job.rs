@@ -59,6 +59,7 @@ pub async fn run(client: Client) {
     let pods: Api<Pod> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
     let work = Controller::new(jobs, watcher::Config::default())
+        .with_config(owned::controller_config())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -35,7 +35,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 mod owned;
 pub mod pod_gc;
-mod pods;
+pub mod pods;
 pub mod replicaset;
 mod resources;
 pub mod revisions;
@@ -124,15 +124,20 @@ async fn all(client: kube::Client, options: Options) {
             None => std::future::pending().await,
         }
     };
+    let (index, index_feed) = pods::PodIndex::start(&client);
     tokio::join!(
+        index_feed,
         certificates,
         gc::run(client.clone()),
         namespace::run(client.clone()),
-        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone()),
-        replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(client.clone()),
+        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone(), index.clone()),
+        replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(
+            client.clone(),
+            index.clone()
+        ),
         deployment::run(client.clone()),
-        statefulset::run(client.clone()),
-        daemonset::run(client.clone()),
+        statefulset::run(client.clone(), index.clone()),
+        daemonset::run(client.clone(), index),
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),

@@ -4,7 +4,8 @@
 //! `node.kubernetes.io/unreachable` taints (NoSchedule and NoExecute); a node its agent reports
 //! `Ready=False` gets the `not-ready` ones; both go once it is Ready again. Pods on a node with
 //! a NoExecute taint they do not tolerate are deleted, those that tolerate it for a while
-//! (`tolerationSeconds`, 300 s by the API's default) once that while is over.
+//! (`tolerationSeconds`, 300 s by the API's default) once that while is over. NoExecute taints
+//! are added to at most one node per `eviction_interval` (upstream's 0.1 node/s).
 //!
 //! Time is what this controller saw, not what clocks wrote: a node counts as alive when its
 //! Lease's `renewTime` (or its Ready condition's heartbeat) changed since the last look, so
@@ -44,6 +45,10 @@ pub struct Timing {
     pub grace: Duration,
     /// How often nodes are looked at (upstream's `node-monitor-period`).
     pub period: Duration,
+    /// The least time between two nodes newly tainted NoExecute (upstream's
+    /// `node-eviction-rate` of 0.1 node/s: one every 10 s), so a wave of failures drains
+    /// nodes one at a time.
+    pub eviction_interval: Duration,
 }
 
 impl Default for Timing {
@@ -51,6 +56,7 @@ impl Default for Timing {
         Timing {
             grace: Duration::from_secs(50),
             period: Duration::from_secs(5),
+            eviction_interval: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +126,8 @@ struct Lifecycle {
     timing: Timing,
     seen: HashMap<String, Seen>,
     recorder: Recorder,
+    /// When the next node may be newly tainted NoExecute.
+    next_no_execute: Instant,
 }
 
 /// Runs the controller with `timing` until the task is dropped.
@@ -130,6 +138,7 @@ pub async fn run(client: Client, timing: Timing) {
         timing,
         seen: HashMap::new(),
         recorder,
+        next_no_execute: Instant::now(),
     };
     let work = async move {
         let mut tick = tokio::time::interval(lifecycle.timing.period);
@@ -266,7 +275,7 @@ impl Lifecycle {
 
     /// Puts the taints the node's health calls for, removing the others of ours.
     async fn taint(
-        &self,
+        &mut self,
         nodes: &Api<Node>,
         node: Node,
         ready: Option<&str>,
@@ -286,6 +295,15 @@ impl Lifecycle {
         if let Some(key) = wanted_key {
             for effect in ["NoSchedule", "NoExecute"] {
                 if !taints.iter().any(|t| t.key == key && t.effect == effect) {
+                    // NoExecute taints are rate-limited (a node's own may change key freely).
+                    let had_no_execute = current.iter().any(|t| ours(t) && t.effect == "NoExecute");
+                    if effect == "NoExecute" && !had_no_execute {
+                        let now = Instant::now();
+                        if now < self.next_no_execute {
+                            continue;
+                        }
+                        self.next_no_execute = now + self.timing.eviction_interval;
+                    }
                     taints.push(Taint {
                         key: key.into(),
                         effect: effect.into(),

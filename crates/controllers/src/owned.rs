@@ -9,6 +9,15 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use skiff_client::events::{Note, Recorder, Reporter};
 
+/// Reconciles a controller runs at once: bounded, so a burst of thousands of objects is worked
+/// through steadily instead of holding thousands of passes (and their lists) in memory.
+pub(crate) const CONCURRENCY: u16 = 16;
+
+/// The kube-runtime settings every workload controller runs with.
+pub(crate) fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
 /// A recorder for `component`'s Events, and the future that writes them.
 pub(crate) fn recorder(
     client: &Client,

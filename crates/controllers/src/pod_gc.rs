@@ -50,6 +50,22 @@ pub async fn run(client: Client, options: Options) {
     let (store, writer) = reflector::store::<Pod>();
     let feed = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        // What the collector reads (its node, its phase, its age); the rest is not kept.
+        .modify(|pod| {
+            pod.metadata.managed_fields = None;
+            pod.metadata.annotations = None;
+            pod.metadata.labels = None;
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: node,
+                ..Default::default()
+            });
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase,
+                ..Default::default()
+            });
+        })
         .reflect(writer)
         .for_each(|_| std::future::ready(()));
     let work = async {

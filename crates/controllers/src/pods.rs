@@ -2,15 +2,22 @@
 //! its controller, whether it still counts, since when it is Ready, whether it is available —
 //! and how they adopt an orphan or release a pod that stopped matching (through its
 //! ownerReferences, with a resourceVersion precondition so a pod changed meanwhile is left for
-//! the next pass).
+//! the next pass). [`PodIndex`] is one watch of every pod's metadata shared by those
+//! controllers: they count pods from a consistent list by their selector, and find in the
+//! index only the pods they control that stopped matching it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::Selector;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -76,8 +83,9 @@ where
     set_owners(pods, pod, &owners).await
 }
 
-/// Lets go of a pod that no longer matches the selector of the owner `uid`.
-pub(crate) async fn release(pods: &Api<Pod>, pod: &Pod, uid: &str) {
+/// Lets go of a pod (known by its metadata) that no longer matches the selector of the owner
+/// `uid`.
+pub(crate) async fn release<K: ResourceExt>(pods: &Api<Pod>, pod: &K, uid: &str) {
     let owners: Vec<OwnerReference> = pod
         .owner_references()
         .iter()
@@ -88,7 +96,11 @@ pub(crate) async fn release(pods: &Api<Pod>, pod: &Pod, uid: &str) {
 }
 
 /// Replaces the pod's ownerReferences if it is still as read.
-async fn set_owners(pods: &Api<Pod>, pod: &Pod, owners: &[OwnerReference]) -> Option<Pod> {
+async fn set_owners<K: ResourceExt>(
+    pods: &Api<Pod>,
+    pod: &K,
+    owners: &[OwnerReference],
+) -> Option<Pod> {
     let patch = json!({"metadata": {
         "resourceVersion": pod.resource_version(),
         "ownerReferences": owners,
@@ -106,6 +118,63 @@ async fn set_owners(pods: &Api<Pod>, pod: &Pod, owners: &[OwnerReference]) -> Op
             tracing::debug!(pod = %pod.name_any(), %error, "changing a pod's owners failed");
             None
         }
+    }
+}
+
+/// The pods of `namespace` that `selector` selects, read live (a consistent list, filtered by
+/// the API server).
+pub(crate) async fn selected(
+    pods: &Api<Pod>,
+    selector: &Selector,
+) -> Result<Vec<Pod>, kube::Error> {
+    Ok(pods
+        .list(&ListParams::default().labels_from(selector))
+        .await?
+        .items)
+}
+
+/// Every pod's metadata (name, labels, owners, resourceVersion), kept by one watch.
+#[derive(Clone)]
+pub struct PodIndex(Store<PartialObjectMeta<Pod>>);
+
+impl PodIndex {
+    /// The index and the future that feeds it (run it as long as the index is used).
+    pub fn start(client: &kube::Client) -> (Self, impl Future<Output = ()> + use<>) {
+        let (store, writer) = reflector::store();
+        let feed = watcher(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        // What the index is asked about; the rest (managedFields above all) is not kept.
+        .modify(|pod| {
+            pod.metadata.managed_fields = None;
+            pod.metadata.annotations = None;
+        })
+        .reflect(writer)
+        .for_each(|_| std::future::ready(()));
+        (PodIndex(store), feed)
+    }
+
+    /// The pods in `namespace` whose controller is `uid` and whose labels `selector` does not
+    /// select.
+    pub(crate) fn strayed(
+        &self,
+        namespace: &str,
+        uid: &str,
+        selector: &Selector,
+    ) -> Vec<Arc<PartialObjectMeta<Pod>>> {
+        self.0
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == uid)
+            })
+            .filter(|p| !selector.matches(p.labels()))
+            .collect()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The ReplicaSet controller (upstream's `replicaset-controller`, and through the same code its
 //! `replication-controller`): keeps `spec.replicas` pods
-//! matching a ReplicaSet's selector. Each pass reads the namespace's pods live from the API (a
-//! consistent read), so what a slow watch has not delivered yet can never cause extra pods —
+//! matching a ReplicaSet's selector. Each pass reads the pods its selector selects live from the
+//! API (a consistent read, filtered by the server), so what a slow watch has not delivered yet can never cause extra pods —
 //! the job upstream's expectations do over its cache. Matching orphans are adopted and owned
 //! pods that stopped matching released (both through ownerReferences with a resourceVersion
 //! precondition); missing pods are created in slow-start batches (1, 2, 4, ...) from the
@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::owned;
-use crate::pods::{adopt, available, controller_of, is_active, ready_since, release};
+use crate::pods::{PodIndex, adopt, available, controller_of, is_active, ready_since, release};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -129,16 +129,22 @@ impl Replicated for ReplicationController {
 struct Context {
     client: Client,
     recorder: Recorder,
+    index: PodIndex,
 }
 
 /// Runs the controller of `K`s until the task is dropped.
-pub async fn run<K: Replicated>(client: Client) {
+pub async fn run<K: Replicated>(client: Client, index: PodIndex) {
     let (recorder, events) = owned::recorder(&client, K::COMPONENT);
     let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let controller = Controller::new(sets, watcher::Config::default());
+    let controller =
+        Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
-    let context = Arc::new(Context { client, recorder });
+    let context = Arc::new(Context {
+        client,
+        recorder,
+        index,
+    });
     let work = controller
         // A pod's owner, or (an orphan) every ReplicaSet in its namespace that might adopt it.
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
@@ -248,21 +254,20 @@ async fn reconcile<K: Replicated>(
     let namespace = set.namespace().unwrap_or_default();
     let uid = set.uid().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let listed = pods.list(&ListParams::default()).await?;
     let mut owned: Vec<Pod> = Vec::new();
-    for pod in listed.items {
-        let matches = selector.matches(pod.labels());
-        let ours = controller_of(&pod).is_some_and(|o| o.uid == uid);
-        match (ours, matches) {
-            (true, true) => owned.push(pod),
-            (true, false) => release(&pods, &pod, &uid).await,
-            (false, true) if controller_of(&pod).is_none() && is_active(&pod) => {
+    for pod in crate::pods::selected(&pods, &selector).await? {
+        match controller_of(&pod) {
+            Some(owner) if owner.uid == uid => owned.push(pod),
+            None if is_active(&pod) => {
                 if let Some(adopted) = adopt(&pods, &pod, set).await {
                     owned.push(adopted);
                 }
             }
             _ => {}
         }
+    }
+    for stray in context.index.strayed(&namespace, &uid, &selector) {
+        release(&pods, stray.as_ref(), &uid).await;
     }
     let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
     let wanted = usize::try_from(set.replicas()).unwrap_or(0);

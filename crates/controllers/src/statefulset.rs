@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::owned;
-use crate::pods::{adopt, available, controller_of, is_active, is_finished, ready_since, release};
+use crate::pods::{
+    PodIndex, adopt, available, controller_of, is_active, is_finished, ready_since, release,
+};
 use crate::revisions::{self, HASH_LABEL, History};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
@@ -36,8 +38,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::core::SelectorExt;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -60,15 +61,21 @@ pub enum StatefulSetError {
 struct Context {
     client: Client,
     recorder: Recorder,
+    index: PodIndex,
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, index: PodIndex) {
     let (recorder, events) = owned::recorder(&client, "statefulset-controller");
     let sets: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let context = Arc::new(Context { client, recorder });
+    let context = Arc::new(Context {
+        client,
+        recorder,
+        index,
+    });
     let work = Controller::new(sets, watcher::Config::default())
+        .with_config(owned::controller_config())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -169,27 +176,24 @@ async fn reconcile(
     let uid = set.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let mut pods: BTreeMap<i32, Pod> = BTreeMap::new();
-    for pod in pods_api.list(&ListParams::default()).await?.items {
-        let matches = selector.matches(pod.labels());
-        let ours = controller_of(&pod).is_some_and(|o| o.uid == uid);
+    for pod in crate::pods::selected(&pods_api, &selector).await? {
         let Some(ordinal) = ordinal_of(&name, &pod.name_any()) else {
-            if ours && !matches {
-                release(&pods_api, &pod, &uid).await;
-            }
             continue;
         };
-        match (ours, matches) {
-            (true, true) => {
+        match controller_of(&pod) {
+            Some(owner) if owner.uid == uid => {
                 pods.insert(ordinal, pod);
             }
-            (true, false) => release(&pods_api, &pod, &uid).await,
-            (false, true) if controller_of(&pod).is_none() && is_active(&pod) => {
+            None if is_active(&pod) => {
                 if let Some(adopted) = adopt(&pods_api, &pod, set.as_ref()).await {
                     pods.insert(ordinal, adopted);
                 }
             }
             _ => {}
         }
+    }
+    for stray in context.index.strayed(&namespace, &uid, &selector) {
+        release(&pods_api, stray.as_ref(), &uid).await;
     }
     let revisions_api: Api<ControllerRevision> =
         Api::namespaced(context.client.clone(), &namespace);

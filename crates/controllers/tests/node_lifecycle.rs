@@ -113,6 +113,7 @@ async fn a_silent_node_should_be_tainted_and_its_pods_evicted_as_they_tolerate()
     let timing = Timing {
         grace: Duration::from_secs(1),
         period: Duration::from_millis(200),
+        eviction_interval: Duration::ZERO,
     };
     let controller = tokio::spawn(node_lifecycle::run(cluster.client("controllers"), timing));
     let keep_alive = {
@@ -151,5 +152,39 @@ async fn a_silent_node_should_be_tainted_and_its_pods_evicted_as_they_tolerate()
     })
     .await;
     keep_alive.abort();
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_nodes_should_be_tainted_no_execute_one_per_eviction_interval() {
+    let cluster = skiff_cluster::InProcess::start().await.unwrap();
+    let client = cluster.client("test");
+    node(&client, "first").await;
+    node(&client, "second").await;
+    let timing = Timing {
+        grace: Duration::from_millis(500),
+        period: Duration::from_millis(100),
+        eviction_interval: Duration::from_secs(2),
+    };
+    let controller = tokio::spawn(node_lifecycle::run(cluster.client("controllers"), timing));
+    let no_execute = |taints: &[String]| taints.contains(&format!("{UNREACHABLE}:NoExecute"));
+    eventually("one node tainted NoExecute", || async {
+        no_execute(&state(&client, "first").await.1)
+            || no_execute(&state(&client, "second").await.1)
+    })
+    .await;
+    let one_at = std::time::Instant::now();
+    let both = || async {
+        no_execute(&state(&client, "first").await.1)
+            && no_execute(&state(&client, "second").await.1)
+    };
+    // Both are Unknown and NoSchedule at once; the second NoExecute waits its turn.
+    assert!(!both().await);
+    eventually("both tainted NoExecute", both).await;
+    assert!(
+        one_at.elapsed() >= Duration::from_millis(1500),
+        "the second came after {:?}",
+        one_at.elapsed()
+    );
     controller.abort();
 }

@@ -309,12 +309,7 @@ impl Direct {
         }))?;
         let _: serde_json::Value = self
             .pods
-            .create_subresource(
-                "binding",
-                name,
-                &PostParams::default(),
-                &binding,
-            )
+            .create_subresource("binding", name, &PostParams::default(), &binding)
             .await
             .or_else(|e| match e {
                 // The bind answers a Status, which this typed call cannot always decode.
