@@ -122,9 +122,32 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         direct_replace.as_secs_f64(),
         direct_replace.as_secs_f64() / update.as_secs_f64(),
     );
+    // Nothing of part 1 may still be going on during part 2's idle measurement: the measured
+    // Deployment gone with its pods, the direct pods (on nodes nobody runs) deleted at once.
     deployments
         .delete("web", &DeleteParams::foreground())
         .await?;
+    direct
+        .pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let start = Instant::now();
+    while !pods
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .is_empty()
+    {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(300),
+            "the measured Deployment's pods were not gone in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // 2. Idle with many Deployments.
     let start = Instant::now();
