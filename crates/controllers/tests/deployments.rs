@@ -1,7 +1,8 @@
 //! The Deployment controller (with the ReplicaSet controller, the scheduler and simulated nodes
 //! that run pods) against the real API router over the in-memory store: a rollout, a rolling
 //! update that keeps within maxSurge and maxUnavailable at every sampled moment, a rollback that
-//! finds the earlier ReplicaSet again, scaling, and Recreate.
+//! finds the earlier ReplicaSet again, scaling, Recreate, and controllers stopped mid-rollout whose
+//! successors finish it without one extra pod.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::eventually;
+use support::{eventually, eventually_for};
 use tokio::sync::oneshot;
 
 struct World {
@@ -304,5 +305,128 @@ async fn recreate_should_stop_every_old_pod_before_starting_new_ones() {
     assert!(
         !mixed.load(Ordering::Relaxed),
         "old and new pods existed at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_stopped_mid_rollout_should_be_finished_by_new_ones_without_extra_pods() {
+    let cluster = skiff_cluster::InProcess::start().await.unwrap();
+    let client: Client = cluster.client("test");
+    let first = cluster.start_controllers();
+    let _scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
+    let (_stop_nodes, stopped) = oneshot::channel::<()>();
+    let nodes = cluster.client("sim-nodes");
+    tokio::spawn(async move {
+        let options = skiff_sim_nodes::Options {
+            count: 3,
+            prefix: "sim-".into(),
+            shape: skiff_sim_nodes::Shape::default(),
+        };
+        skiff_sim_nodes::run(nodes, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let strategy = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 1}});
+    let mut wanted = deployment("web", 20, "nginx:1.28", strategy);
+    wanted.spec.as_mut().unwrap().min_ready_seconds = Some(1);
+    deployments
+        .create(&PostParams::default(), &wanted)
+        .await
+        .unwrap();
+    let updated = |n: i64| {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("web").await.unwrap();
+            let status = serde_json::to_value(d.status).unwrap();
+            status["updatedReplicas"].as_i64().unwrap_or(0) >= n
+                && status["availableReplicas"] == 20
+                && status["replicas"] == 20
+        }
+    };
+    eventually("the first rollout", || updated(20)).await;
+    // Every pod ever seen, by template hash, from here on.
+    let seen: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    > = Arc::default();
+    let watch = {
+        let (pods, seen) = (pods.clone(), seen.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut stream =
+                kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed();
+            while let Some(Ok(event)) = stream.next().await {
+                if let kube::runtime::watcher::Event::Apply(pod)
+                | kube::runtime::watcher::Event::InitApply(pod) = event
+                {
+                    let hash = pod
+                        .labels()
+                        .get("pod-template-hash")
+                        .cloned()
+                        .unwrap_or_default();
+                    seen.lock()
+                        .unwrap()
+                        .entry(hash)
+                        .or_default()
+                        .insert(pod.uid().unwrap());
+                }
+            }
+        })
+    };
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.29"}]}}}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    eventually("a third of the update", || async {
+        let d = deployments.get("web").await.unwrap();
+        d.status.and_then(|s| s.updated_replicas).unwrap_or(0) >= 6
+    })
+    .await;
+    // A crash: the Lease is not given up; the new ones take over once it runs out (15 s).
+    first.stop().await;
+    let stopped_at = deployments.get("web").await.unwrap().status.unwrap();
+    assert!(
+        stopped_at.updated_replicas.unwrap_or(0) < 20,
+        "stopped mid-rollout: {stopped_at:?}"
+    );
+    let _second = cluster.start_controllers();
+    eventually_for(
+        "the rollout finished by the new controllers",
+        60,
+        || async {
+            let d = deployments.get("web").await.unwrap();
+            let status = d.status.unwrap_or_default();
+            status.updated_replicas == Some(20)
+                && status.available_replicas == Some(20)
+                && status.replicas == Some(20)
+                && d.spec.unwrap().template.spec.unwrap().containers[0]
+                    .image
+                    .as_deref()
+                    == Some("nginx:1.29")
+        },
+    )
+    .await;
+    watch.abort();
+    let new_hash = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .find(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:1.29"))
+        .and_then(|p| p.labels().get("pod-template-hash").cloned())
+        .unwrap();
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .get(&new_hash)
+            .map(std::collections::BTreeSet::len),
+        Some(20),
+        "exactly 20 new pods were made"
     );
 }
