@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -62,13 +61,8 @@ pub async fn run(client: Client, clock: Clock) {
     let work = Controller::new(cronjobs, watcher::Config::default())
         .with_config(owned::controller_config())
         .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "cronjob controller");
-            }
-        });
-    tokio::join!(work, events);
+        .run(reconcile, error_policy, context);
+    owned::drive(work, events, "cronjob").await;
 }
 
 fn error_policy(cronjob: Arc<CronJob>, error: &CronJobError, _: Arc<Context>) -> Action {

@@ -26,7 +26,6 @@ use crate::pods::{
     PodIndex, adopt, available, controller_of, is_active, is_finished, ready_since, release,
 };
 use crate::revisions::{self, HASH_LABEL};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -81,18 +80,8 @@ pub async fn run(client: Client, index: PodIndex) {
                 .map(|set| ObjectRef::from_obj(set.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "daemonset controller");
-            }
-        });
-    tokio::join!(work, events);
-}
-
-fn error_policy(set: Arc<DaemonSet>, error: &DaemonSetError, _: Arc<Context>) -> Action {
-    tracing::warn!(daemonset = %set.name_any(), %error, "syncing a DaemonSet failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owned::retry, context);
+    owned::drive(work, events, "daemonset").await;
 }
 
 /// The tolerations upstream adds to every daemon pod (`AddOrUpdateDaemonPodTolerations`).

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::owned;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -59,18 +58,8 @@ pub async fn run(client: Client) {
     let work = Controller::new(deployments, watcher::Config::default())
         .with_config(owned::controller_config())
         .owns(sets, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "deployment controller");
-            }
-        });
-    tokio::join!(work, events);
-}
-
-fn error_policy(deployment: Arc<Deployment>, error: &DeploymentError, _: Arc<Context>) -> Action {
-    tracing::warn!(deployment = %deployment.name_any(), %error, "syncing a Deployment failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owned::retry, context);
+    owned::drive(work, events, "deployment").await;
 }
 
 /// A template as JSON without the hash label, and without what a template may carry or not

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use crate::failure_policy::{self, Verdict};
 use crate::owned;
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -61,18 +60,8 @@ pub async fn run(client: Client) {
     let work = Controller::new(jobs, watcher::Config::default())
         .with_config(owned::controller_config())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "job controller");
-            }
-        });
-    tokio::join!(work, events);
-}
-
-fn error_policy(job: Arc<Job>, error: &JobError, _: Arc<Context>) -> Action {
-    tracing::warn!(job = %job.name_any(), %error, "syncing a Job failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owned::retry, context);
+    owned::drive(work, events, "job").await;
 }
 
 fn phase(pod: &Pod) -> &str {

@@ -4,8 +4,13 @@
 //! takes only the object it was read as, and a status write that an object gone meanwhile
 //! does not fail.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use skiff_client::events::{Note, Recorder, Reporter};
 
@@ -16,6 +21,38 @@ pub(crate) const CONCURRENCY: u16 = 16;
 /// The kube-runtime settings every workload controller runs with.
 pub(crate) fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
+/// The error policy of the workload controllers: the failure logged, the object tried again in
+/// 2 s.
+pub(crate) fn retry<K, E, C>(object: Arc<K>, error: &E, _: Arc<C>) -> Action
+where
+    K: k8s_openapi::Resource + ResourceExt,
+    E: std::fmt::Display,
+{
+    tracing::warn!(kind = K::KIND, name = %object.name_any(), %error, "syncing failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Drives a controller's reconcile stream (a failed pass is logged; it is retried by its
+/// error policy) together with its Events writer, until dropped.
+pub(crate) async fn drive<S, T, E>(
+    work: S,
+    events: impl Future<Output = ()>,
+    controller: &'static str,
+) where
+    S: Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let work = async move {
+        let mut work = std::pin::pin!(work);
+        while let Some(result) = work.next().await {
+            if let Err(error) = result {
+                tracing::debug!(%error, controller, "reconcile");
+            }
+        }
+    };
+    tokio::join!(work, events);
 }
 
 /// A recorder for `component`'s Events, and the future that writes them.

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use crate::owned;
 use crate::pods::{PodIndex, adopt, available, controller_of, is_active, ready_since, release};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
@@ -70,35 +69,46 @@ pub trait Replicated:
     fn status_json(&self) -> serde_json::Value;
 }
 
-impl Replicated for ReplicaSet {
-    const COMPONENT: &'static str = "replicaset-controller";
-    fn selector(&self) -> Option<Selector> {
-        crate::pods::selector(&self.spec.as_ref()?.selector)
-    }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
-    fn template(&self) -> PodTemplateSpec {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default()
-    }
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
+/// The methods both kinds spell the same (their specs have the same field names).
+macro_rules! replicated {
+    ($kind:ty, $component:literal, $selector:expr) => {
+        impl Replicated for $kind {
+            const COMPONENT: &'static str = $component;
+            fn selector(&self) -> Option<Selector> {
+                $selector(self)
+            }
+            fn replicas(&self) -> i32 {
+                self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+            }
+            fn min_ready_seconds(&self) -> i32 {
+                self.spec
+                    .as_ref()
+                    .and_then(|s| s.min_ready_seconds)
+                    .unwrap_or(0)
+            }
+            fn template(&self) -> PodTemplateSpec {
+                self.spec
+                    .as_ref()
+                    .and_then(|s| s.template.clone())
+                    .unwrap_or_default()
+            }
+            fn status_json(&self) -> serde_json::Value {
+                serde_json::to_value(&self.status).unwrap_or_default()
+            }
+        }
+    };
 }
 
-impl Replicated for ReplicationController {
-    const COMPONENT: &'static str = "replication-controller";
-    fn selector(&self) -> Option<Selector> {
-        let labels = self.spec.as_ref()?.selector.clone()?;
+replicated!(ReplicaSet, "replicaset-controller", |set: &ReplicaSet| {
+    crate::pods::selector(&set.spec.as_ref()?.selector)
+});
+
+// A ReplicationController's selector is a plain map of labels.
+replicated!(
+    ReplicationController,
+    "replication-controller",
+    |rc: &ReplicationController| {
+        let labels = rc.spec.as_ref()?.selector.clone()?;
         crate::pods::selector(
             &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
                 match_labels: Some(labels),
@@ -106,25 +116,7 @@ impl Replicated for ReplicationController {
             },
         )
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
-    fn template(&self) -> PodTemplateSpec {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default()
-    }
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
-}
+);
 
 struct Context {
     client: Client,
@@ -169,18 +161,8 @@ pub async fn run<K: Replicated>(client: Client, index: PodIndex) {
             };
             refs
         })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "replicaset controller");
-            }
-        });
-    tokio::join!(work, events);
-}
-
-fn error_policy<K: Replicated>(set: Arc<K>, error: &ReplicaSetError, _: Arc<Context>) -> Action {
-    tracing::warn!(kind = <K as k8s_openapi::Resource>::KIND, name = %set.name_any(), %error, "syncing failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owned::retry, context);
+    owned::drive(work, events, "replicaset").await;
 }
 
 /// The order surplus pods are deleted in (upstream's `ActivePods`): smaller first.

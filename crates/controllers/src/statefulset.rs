@@ -31,7 +31,6 @@ use crate::pods::{
     PodIndex, adopt, available, controller_of, is_active, is_finished, ready_since, release,
 };
 use crate::revisions::{self, HASH_LABEL, History};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -77,18 +76,8 @@ pub async fn run(client: Client, index: PodIndex) {
     let work = Controller::new(sets, watcher::Config::default())
         .with_config(owned::controller_config())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "statefulset controller");
-            }
-        });
-    tokio::join!(work, events);
-}
-
-fn error_policy(set: Arc<StatefulSet>, error: &StatefulSetError, _: Arc<Context>) -> Action {
-    tracing::warn!(statefulset = %set.name_any(), %error, "syncing a StatefulSet failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owned::retry, context);
+    owned::drive(work, events, "statefulset").await;
 }
 
 /// The ordinal in a pod's name, if it is one of `set`'s names.

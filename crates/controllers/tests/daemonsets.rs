@@ -18,45 +18,22 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::eventually;
-use tokio::sync::oneshot;
 
 struct World {
-    _cluster: skiff_cluster::InProcess,
-    _controllers: skiff_cluster::in_process::Controllers,
-    _scheduler: skiff_cluster::in_process::Controllers,
-    _nodes: oneshot::Sender<()>,
+    _sim: support::SimCluster,
     sets: Api<DaemonSet>,
     pods: Api<Pod>,
     nodes: Api<Node>,
 }
 
 async fn world() -> World {
-    let cluster = skiff_cluster::InProcess::start().await.unwrap();
-    let client: Client = cluster.client("test");
-    let controllers = cluster.start_controllers();
-    let scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let nodes = cluster.client("sim-nodes");
-    tokio::spawn(async move {
-        let options = skiff_sim_nodes::Options {
-            count: 3,
-            prefix: "sim-".into(),
-            shape: skiff_sim_nodes::Shape::default(),
-        };
-        skiff_sim_nodes::run(nodes, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let sim = support::sim_cluster(3).await;
+    let client: Client = sim.cluster.client("test");
     let world = World {
         sets: Api::namespaced(client.clone(), "default"),
         pods: Api::namespaced(client.clone(), "default"),
         nodes: Api::all(client),
-        _nodes: stop,
-        _scheduler: scheduler,
-        _controllers: controllers,
-        _cluster: cluster,
+        _sim: sim,
     };
     eventually("three nodes", || async {
         world
@@ -226,17 +203,12 @@ async fn a_daemon_set_should_run_one_pod_on_each_eligible_node_and_follow_the_no
     eventually("sim-1 with its pod again", || w.settled("agent", 3)).await;
 }
 
-#[tokio::test]
-async fn a_rolling_update_should_leave_at_most_max_unavailable_nodes_without_a_ready_pod() {
+/// Creates the DaemonSet `agent` with `strategy`, updates its image once its pods run, and
+/// returns what sampling saw during the update: (most live pods, fewest nodes with a ready pod).
+async fn sampled_update(strategy: Value) -> (usize, usize) {
     let w = world().await;
     w.sets
-        .create(
-            &PostParams::default(),
-            &daemon_set(
-                "agent",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}),
-            ),
-        )
+        .create(&PostParams::default(), &daemon_set("agent", strategy))
         .await
         .unwrap();
     eventually("a pod on each node", || w.settled("agent", 3)).await;
@@ -252,50 +224,26 @@ async fn a_rolling_update_should_leave_at_most_max_unavailable_nodes_without_a_r
     })
     .await;
     done.store(true, Ordering::Relaxed);
-    assert!(most.load(Ordering::Relaxed) <= 3, "no surge");
-    assert!(
-        fewest.load(Ordering::Relaxed) >= 2,
-        "nodes with a ready pod at least: {}",
-        fewest.load(Ordering::Relaxed)
-    );
+    (most.load(Ordering::Relaxed), fewest.load(Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn a_rolling_update_should_leave_at_most_max_unavailable_nodes_without_a_ready_pod() {
+    let (most, fewest) =
+        sampled_update(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}))
+            .await;
+    assert!(most <= 3, "no surge: {most} pods");
+    assert!(fewest >= 2, "nodes with a ready pod at least: {fewest}");
 }
 
 #[tokio::test]
 async fn a_surging_update_should_start_the_new_pod_before_stopping_the_old() {
-    let w = world().await;
-    w.sets
-        .create(
-            &PostParams::default(),
-            &daemon_set(
-                "agent",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}),
-            ),
-        )
-        .await
-        .unwrap();
-    eventually("a pod on each node", || w.settled("agent", 3)).await;
-    let done = Arc::new(AtomicBool::new(false));
-    let (most, fewest) = w.sample(done.clone());
-    w.set_image("agent", "busybox:2").await;
-    eventually("the update", || async {
-        w.settled("agent", 3).await
-            && w.placed()
-                .await
-                .values()
-                .all(|images| images == &["busybox:2"])
-    })
+    let (most, fewest) = sampled_update(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}),
+    )
     .await;
-    done.store(true, Ordering::Relaxed);
-    assert!(
-        most.load(Ordering::Relaxed) <= 4,
-        "pods at most: {}",
-        most.load(Ordering::Relaxed)
-    );
-    assert_eq!(
-        fewest.load(Ordering::Relaxed),
-        3,
-        "every node kept a ready pod"
-    );
+    assert!(most <= 4, "pods at most: {most}");
+    assert_eq!(fewest, 3, "every node kept a ready pod");
 }
 
 #[tokio::test]

@@ -18,45 +18,22 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::{eventually, eventually_for};
-use tokio::sync::oneshot;
 
 struct World {
-    _cluster: skiff_cluster::InProcess,
-    _controllers: skiff_cluster::in_process::Controllers,
-    _scheduler: skiff_cluster::in_process::Controllers,
-    _nodes: oneshot::Sender<()>,
+    _sim: support::SimCluster,
     deployments: Api<Deployment>,
     sets: Api<ReplicaSet>,
     pods: Api<Pod>,
 }
 
 async fn world() -> World {
-    let cluster = skiff_cluster::InProcess::start().await.unwrap();
-    let client: Client = cluster.client("test");
-    let controllers = cluster.start_controllers();
-    let scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let nodes = cluster.client("sim-nodes");
-    tokio::spawn(async move {
-        let options = skiff_sim_nodes::Options {
-            count: 3,
-            prefix: "sim-".into(),
-            shape: skiff_sim_nodes::Shape::default(),
-        };
-        skiff_sim_nodes::run(nodes, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let sim = support::sim_cluster(3).await;
+    let client: Client = sim.cluster.client("test");
     World {
         deployments: Api::namespaced(client.clone(), "default"),
         sets: Api::namespaced(client.clone(), "default"),
         pods: Api::namespaced(client, "default"),
-        _nodes: stop,
-        _scheduler: scheduler,
-        _controllers: controllers,
-        _cluster: cluster,
+        _sim: sim,
     }
 }
 
@@ -310,30 +287,16 @@ async fn recreate_should_stop_every_old_pod_before_starting_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controllers_stopped_mid_rollout_should_be_finished_by_new_ones_without_extra_pods() {
-    let cluster = skiff_cluster::InProcess::start().await.unwrap();
-    let client: Client = cluster.client("test");
-    let first = cluster.start_controllers();
-    let _scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
-    let (_stop_nodes, stopped) = oneshot::channel::<()>();
-    let nodes = cluster.client("sim-nodes");
-    tokio::spawn(async move {
-        let options = skiff_sim_nodes::Options {
-            count: 3,
-            prefix: "sim-".into(),
-            shape: skiff_sim_nodes::Shape::default(),
-        };
-        skiff_sim_nodes::run(nodes, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let mut sim = support::sim_cluster(3).await;
+    let client: Client = sim.cluster.client("test");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let strategy = json!({"type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 1}});
     let mut wanted = deployment("web", 20, "nginx:1.28", strategy);
-    wanted.spec.as_mut().unwrap().min_ready_seconds = Some(1);
+    // Each step waits for new pods to be available for 3 s: the rollout lasts long enough to be
+    // interrupted.
+    wanted.spec.as_mut().unwrap().min_ready_seconds = Some(3);
     deployments
         .create(&PostParams::default(), &wanted)
         .await
@@ -348,7 +311,7 @@ async fn controllers_stopped_mid_rollout_should_be_finished_by_new_ones_without_
                 && status["replicas"] == 20
         }
     };
-    eventually("the first rollout", || updated(20)).await;
+    eventually_for("the first rollout", 60, || updated(20)).await;
     // Every pod ever seen, by template hash, from here on.
     let seen: Arc<
         std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
@@ -382,19 +345,21 @@ async fn controllers_stopped_mid_rollout_should_be_finished_by_new_ones_without_
         .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .unwrap();
-    eventually("a third of the update", || async {
+    eventually_for("a fifth of the update", 60, || async {
         let d = deployments.get("web").await.unwrap();
-        d.status.and_then(|s| s.updated_replicas).unwrap_or(0) >= 6
+        let status = d.status.unwrap_or_default();
+        status.observed_generation == d.metadata.generation
+            && status.updated_replicas.unwrap_or(0) >= 4
     })
     .await;
     // A crash: the Lease is not given up; the new ones take over once it runs out (15 s).
-    first.stop().await;
+    sim.controllers.take().unwrap().stop().await;
     let stopped_at = deployments.get("web").await.unwrap().status.unwrap();
     assert!(
         stopped_at.updated_replicas.unwrap_or(0) < 20,
         "stopped mid-rollout: {stopped_at:?}"
     );
-    let _second = cluster.start_controllers();
+    let _second = sim.cluster.start_controllers();
     eventually_for(
         "the rollout finished by the new controllers",
         60,

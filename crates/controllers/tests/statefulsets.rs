@@ -18,13 +18,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::eventually;
-use tokio::sync::oneshot;
 
 struct World {
-    _cluster: skiff_cluster::InProcess,
-    _controllers: skiff_cluster::in_process::Controllers,
-    _scheduler: skiff_cluster::in_process::Controllers,
-    _nodes: oneshot::Sender<()>,
+    _sim: support::SimCluster,
     sets: Api<StatefulSet>,
     pods: Api<Pod>,
     revisions: Api<ControllerRevision>,
@@ -32,33 +28,14 @@ struct World {
 }
 
 async fn world() -> World {
-    let cluster = skiff_cluster::InProcess::start().await.unwrap();
-    let client: Client = cluster.client("test");
-    let controllers = cluster.start_controllers();
-    let scheduler = cluster.start_scheduler(skiff_scheduler::Options::default());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let nodes = cluster.client("sim-nodes");
-    tokio::spawn(async move {
-        let options = skiff_sim_nodes::Options {
-            count: 2,
-            prefix: "sim-".into(),
-            shape: skiff_sim_nodes::Shape::default(),
-        };
-        skiff_sim_nodes::run(nodes, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let sim = support::sim_cluster(2).await;
+    let client: Client = sim.cluster.client("test");
     World {
         sets: Api::namespaced(client.clone(), "default"),
         pods: Api::namespaced(client.clone(), "default"),
         revisions: Api::namespaced(client.clone(), "default"),
         claims: Api::namespaced(client, "default"),
-        _nodes: stop,
-        _scheduler: scheduler,
-        _controllers: controllers,
-        _cluster: cluster,
+        _sim: sim,
     }
 }
 

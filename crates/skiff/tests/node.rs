@@ -471,44 +471,33 @@ spec:
           - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/true]}
 "#;
 
-const DB: &str = r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
+/// A workload of `kind` whose pods loop until SIGTERM, with `spec` lines of its own.
+fn looping(kind: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: {kind}
+metadata: {{name: {name}}}
 spec:
-  replicas: 2
-  serviceName: db
-  selector: {matchLabels: {app: db}}
+{spec}  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {labels: {app: db}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       automountServiceAccountToken: false
       terminationGracePeriodSeconds: 2
       containers:
-      - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}
-"#;
-
-const AGENT: &str = r#"
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: agent}
-spec:
-  selector: {matchLabels: {app: agent}}
-  template:
-    metadata: {labels: {app: agent}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 2
-      containers:
-      - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}
-"#;
+      - {{name: c, image: \"busybox:stable\", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1; done\"]}}
+"
+    )
+}
 
 /// A StatefulSet comes up in order with stable names and hostnames, updates and scales down
 /// from its highest ordinal; a DaemonSet runs one pod on the node and rolls an update out:
 /// each followed by `kubectl rollout status` (1.33 and 1.35 read their status fields).
 fn stateful_and_daemon_sets_should_roll_out(k33: &Kubectl, k35: &Kubectl) {
-    for yaml in [DB, AGENT] {
-        let out = k33.apply_yaml(yaml, &[]);
+    let db = looping("StatefulSet", "db", "  replicas: 2\n  serviceName: db\n");
+    let agent = looping("DaemonSet", "agent", "");
+    for yaml in [db, agent] {
+        let out = k33.apply_yaml(&yaml, &[]);
         assert!(
             out.status.success(),
             "{}",

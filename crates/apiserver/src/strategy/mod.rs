@@ -104,15 +104,38 @@ pub fn of(info: &ResourceInfo) -> &'static Strategy {
     }
 }
 
-/// Fills in `info`'s defaults on `object`: the kind's own, and an empty `status` for a built-in
+/// Fills in `info`'s defaults on `object`: the kind's own, and a `status` (empty but for
+/// the counts upstream always writes) for a built-in
 /// kind that has one (upstream's status is a struct, never absent: a new Deployment reads
 /// `status: {}`, and clients such as kr8s index it before any controller writes it).
 pub fn default(info: &ResourceInfo, object: &mut Value) {
     (of(info).defaults)(object);
     let has_status = crate::schemas::root_name(&info.group, &info.kind)
         .is_some_and(|root| crate::schemas::property(&root, "status").is_some());
-    if has_status && let Some(map) = object.as_object_mut() {
-        defaulting::object_at_map(map, "status");
+    if has_status
+        && let Some(map) = object.as_object_mut()
+        && let Some(status) = defaulting::object_at_map(map, "status")
+    {
+        for field in zero_status_fields(&info.group, &info.kind) {
+            defaulting::set_default(status, field, serde_json::json!(0));
+        }
+    }
+}
+
+/// The status counts upstream's types serialize even at zero (no `omitempty`): a new
+/// StatefulSet reads `availableReplicas: 0`, which clients wait on (kr8s's `wait` fails on a
+/// missing field).
+fn zero_status_fields(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("apps", "StatefulSet") => &["replicas", "availableReplicas"],
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => &["replicas"],
+        ("apps", "DaemonSet") => &[
+            "currentNumberScheduled",
+            "numberMisscheduled",
+            "desiredNumberScheduled",
+            "numberReady",
+        ],
+        _ => &[],
     }
 }
 
@@ -133,6 +156,13 @@ mod tests {
         let mut deployment = serde_json::json!({"metadata": {"name": "d"}, "spec": {}});
         default(&info("apps", "Deployment"), &mut deployment);
         assert_eq!(deployment["status"], serde_json::json!({}));
+        let mut set = serde_json::json!({"metadata": {"name": "s"}, "spec": {}});
+        default(&info("apps", "StatefulSet"), &mut set);
+        assert_eq!(
+            set["status"],
+            serde_json::json!({"replicas": 0, "availableReplicas": 0}),
+            "what upstream serializes without omitempty"
+        );
         let mut config = serde_json::json!({"metadata": {"name": "c"}, "data": {}});
         default(&info("", "ConfigMap"), &mut config);
         assert!(config.get("status").is_none(), "{config}");
