@@ -39,7 +39,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::Recorder;
 use skiff_client::placement::{first_untolerated, matches_affinity, tolerates};
 
 /// A reconcile failed; it is retried with back-off.
@@ -50,26 +49,18 @@ pub enum DaemonSetError {
     Api(#[from] kube::Error),
 }
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-    index: PodIndex,
-}
+/// What a pass works with.
+type Context = crate::pods::Keeper;
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: Client, index: PodIndex) {
-    let (recorder, events) = owned::recorder(&client, "daemonset-controller");
+    let (context, events) = crate::pods::Keeper::new(client.clone(), "daemonset-controller", index);
     let sets: Api<DaemonSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let controller =
         Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
-    let context = Arc::new(Context {
-        client,
-        recorder,
-        index,
-    });
     let work = controller
         .owns(pods, watcher::Config::default())
         // A node that comes, goes or changes may change where every DaemonSet runs.
@@ -229,12 +220,6 @@ struct NodePods {
     active: Vec<Pod>,
     /// Pods that ran to their end and are not yet deleted.
     finished: Vec<Pod>,
-}
-
-impl Context {
-    fn note(&self, set: &DaemonSet, type_: &'static str, reason: &'static str, message: String) {
-        owned::note(&self.recorder, set, type_, reason, message);
-    }
 }
 
 async fn reconcile(set: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, DaemonSetError> {

@@ -133,6 +133,43 @@ pub(crate) async fn selected(
         .items)
 }
 
+/// What a pass of a pod-keeping controller works with: its client, its Events and the index.
+pub(crate) struct Keeper {
+    pub client: kube::Client,
+    pub recorder: skiff_client::events::Recorder,
+    pub index: PodIndex,
+}
+
+impl Keeper {
+    /// A keeper for `component` (its Events' source) and the future that writes its Events.
+    pub(crate) fn new(
+        client: kube::Client,
+        component: &'static str,
+        index: PodIndex,
+    ) -> (Arc<Self>, impl Future<Output = ()> + use<>) {
+        let (recorder, events) = owned::recorder(&client, component);
+        let keeper = Keeper {
+            client,
+            recorder,
+            index,
+        };
+        (Arc::new(keeper), events)
+    }
+
+    /// Records an Event about `object`, a workload of this controller's.
+    pub(crate) fn note<K>(
+        &self,
+        object: &K,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+    ) where
+        K: k8s_openapi::Resource + Resource<DynamicType = ()>,
+    {
+        owned::note(&self.recorder, object, type_, reason, message);
+    }
+}
+
 /// Every pod's metadata (name, labels, owners, resourceVersion), kept by one watch.
 #[derive(Clone)]
 pub struct PodIndex(Store<PartialObjectMeta<Pod>>);

@@ -29,7 +29,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::Recorder;
 
 /// Pods created in one pass at most (upstream's `burstReplicas`).
 const BURST: usize = 500;
@@ -118,25 +117,17 @@ replicated!(
     }
 );
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-    index: PodIndex,
-}
+/// What a pass works with.
+type Context = crate::pods::Keeper;
 
 /// Runs the controller of `K`s until the task is dropped.
 pub async fn run<K: Replicated>(client: Client, index: PodIndex) {
-    let (recorder, events) = owned::recorder(&client, K::COMPONENT);
+    let (context, events) = crate::pods::Keeper::new(client.clone(), K::COMPONENT, index);
     let sets: Api<K> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller =
         Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
-    let context = Arc::new(Context {
-        client,
-        recorder,
-        index,
-    });
     let work = controller
         // A pod's owner, or (an orphan) every ReplicaSet in its namespace that might adopt it.
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
@@ -206,18 +197,6 @@ fn new_pod<K: Replicated>(set: &K) -> Pod {
         metadata,
         spec: template.spec,
         status: None,
-    }
-}
-
-impl Context {
-    fn note<K: Replicated>(
-        &self,
-        set: &K,
-        type_: &'static str,
-        reason: &'static str,
-        message: String,
-    ) {
-        owned::note(&self.recorder, set, type_, reason, message);
     }
 }
 

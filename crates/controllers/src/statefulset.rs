@@ -42,7 +42,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_client::events::Recorder;
 
 /// The label naming a StatefulSet pod (what a per-pod Service selects).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -57,22 +56,15 @@ pub enum StatefulSetError {
     Api(#[from] kube::Error),
 }
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-    index: PodIndex,
-}
+/// What a pass works with.
+type Context = crate::pods::Keeper;
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: Client, index: PodIndex) {
-    let (recorder, events) = owned::recorder(&client, "statefulset-controller");
+    let (context, events) =
+        crate::pods::Keeper::new(client.clone(), "statefulset-controller", index);
     let sets: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let context = Arc::new(Context {
-        client,
-        recorder,
-        index,
-    });
     let work = Controller::new(sets, watcher::Config::default())
         .with_config(owned::controller_config())
         .owns(pods, watcher::Config::default())
@@ -139,12 +131,6 @@ impl Plan {
 
     fn healthy(&self, pod: &Pod) -> bool {
         pod.metadata.deletion_timestamp.is_none() && available(pod, self.min_ready, self.now)
-    }
-}
-
-impl Context {
-    fn note(&self, set: &StatefulSet, type_: &'static str, reason: &'static str, message: String) {
-        owned::note(&self.recorder, set, type_, reason, message);
     }
 }
 
