@@ -17,6 +17,7 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`statefulset`]: keeps StatefulSets' ordered pods and their claims.
 //! - [`daemonset`]: one pod of each DaemonSet on every eligible node.
+//! - [`endpointslice`]: the endpoints of every Service with a selector (and its Endpoints).
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
@@ -27,6 +28,7 @@ pub mod cronjob;
 pub mod csr;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpointslice;
 mod failure_policy;
 pub mod gc;
 pub mod job;
@@ -138,6 +140,7 @@ async fn all(client: kube::Client, options: Options) {
         deployment::run(client.clone()),
         statefulset::run(client.clone(), index.clone()),
         daemonset::run(client.clone(), index),
+        endpointslice::run(client.clone()),
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),
