@@ -38,7 +38,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use skiff_client::placement::{first_untolerated, matches_affinity, tolerates};
 
 /// A reconcile failed; it is retried with back-off.
@@ -337,7 +336,7 @@ async fn reconcile(set: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action,
     let limit = spec.revision_history_limit.unwrap_or(10);
     revisions::truncate(&revisions_api, &history, &live, limit).await;
     let status = pass.status(&eligible, misscheduled, history.collisions);
-    write_status(&context.client, &set, status).await?;
+    owned::write_status(&context.client, set.as_ref(), set.status.as_ref(), status).await?;
     let waiting = eligible
         .iter()
         .flat_map(|(_, p)| &p.active)
@@ -513,23 +512,10 @@ impl Pass<'_> {
     }
 }
 
-/// Writes `status` unless the DaemonSet already says it.
-async fn write_status(
-    client: &Client,
-    set: &DaemonSet,
-    status: DaemonSetStatus,
-) -> Result<(), kube::Error> {
-    if set.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let sets: Api<DaemonSet> =
-        Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
-    owned::patch_status(&sets, &set.name_any(), &json!({"status": status})).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn set(template_spec: serde_json::Value) -> DaemonSet {
         serde_json::from_value(json!({

@@ -155,3 +155,30 @@ where
         Err(error) => Err(error),
     }
 }
+
+/// Writes `status` onto the namespaced `object` unless `current` (what it says now) equals it.
+pub(crate) async fn write_status<K, S>(
+    client: &kube::Client,
+    object: &K,
+    current: Option<&S>,
+    status: S,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+    S: PartialEq + k8s_openapi::serde::Serialize,
+{
+    if current == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    patch_status(
+        &api,
+        &object.name_any(),
+        &serde_json::json!({"status": status}),
+    )
+    .await
+}

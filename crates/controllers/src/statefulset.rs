@@ -212,7 +212,7 @@ async fn reconcile(
     let limit = spec.revision_history_limit.unwrap_or(10);
     revisions::truncate(&revisions_api, &history, &live, limit).await;
     let status = status(&set, &pods, &plan, &current, &update, history.collisions);
-    write_status(&context.client, &set, status).await?;
+    owned::write_status(&context.client, set.as_ref(), set.status.as_ref(), status).await?;
     let waiting = pods
         .values()
         .any(|p| ready_since(p).is_some() && !available(p, plan.min_ready, plan.now));
@@ -568,20 +568,6 @@ fn status(
         collision_count: Some(collisions),
         conditions: set.status.as_ref().and_then(|s| s.conditions.clone()),
     }
-}
-
-/// Writes `status` unless the StatefulSet already says it.
-async fn write_status(
-    client: &Client,
-    set: &StatefulSet,
-    status: StatefulSetStatus,
-) -> Result<(), kube::Error> {
-    if set.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let sets: Api<StatefulSet> =
-        Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
-    owned::patch_status(&sets, &set.name_any(), &json!({"status": status})).await
 }
 
 #[cfg(test)]
