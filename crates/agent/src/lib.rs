@@ -8,6 +8,7 @@
 //!   its registry mirrors).
 //! - [`images`]: image archives without a registry, and the sandbox image skiff builds.
 //! - [`network`]: the CNI configuration and the egress guard, installed before any pod runs.
+//!   The service proxy (`skiff_proxy`) runs beside the pods once the guard is in place.
 //! - [`node`]: registration, status and Lease.
 //! - [`pods`]: a worker per pod, carrying out what its spec asks of the runtime.
 //! - [`cgroups`]: pod cgroups removed with their pods.
@@ -79,6 +80,8 @@ pub struct Options {
     /// How often running pods' configMap, secret, downwardAPI and projected files are written
     /// again from their sources (kubelet's `--sync-frequency`, a minute by default).
     pub sync_frequency: std::time::Duration,
+    /// The cluster DNS pods are pointed at.
+    pub dns: pods::dns::ClusterDns,
 }
 
 impl Options {
@@ -100,6 +103,11 @@ impl Options {
     /// The agent's cgroup (parent of every pod's).
     pub fn node_slice(&self) -> String {
         format!("skiff-{}", network::suffix(&self.node_name))
+    }
+
+    /// The service proxy's nftables table.
+    pub fn proxy_table(&self) -> String {
+        format!("skiff-proxy-{}", network::suffix(&self.node_name))
     }
 
     fn network(&self, pod_cidr: &str) -> network::Network {
@@ -191,7 +199,14 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         })?;
     let pod_cidr = node::pod_cidr(&client, &options.node_name).await;
     State::of(&options, &pod_cidr).save(&options.data_dir);
-    options.network(&pod_cidr).install().await?;
+    let network = options.network(&pod_cidr);
+    network.install().await?;
+    let proxy = skiff_proxy::Options {
+        node_name: options.node_name.clone(),
+        table: options.proxy_table(),
+        cluster_cidr: options.cluster_cidr.clone(),
+        bridge: Some(network.bridge.clone()),
+    };
     tracing::info!(node = %options.node_name, %pod_cidr, "node agent ready");
     let reporter = Reporter {
         component: COMPONENT,
@@ -211,6 +226,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         node_slice: options.node_slice(),
         recorder,
         sync_frequency: options.sync_frequency,
+        dns: options.dns.clone(),
     });
     let supervise = async {
         match supervisor {
@@ -235,8 +251,15 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         () = events => {}
         () = node::keep_alive(client.clone(), facts) => {}
         () = pods::run(shared) => {}
+        () = skiff_proxy::run(client.clone(), proxy) => {}
     }
     Ok(())
+}
+
+/// What a clean stop of the agent undoes (a crash leaves it): the service proxy's rules. Pods
+/// keep running.
+pub async fn stopped(options: &Options) {
+    skiff_proxy::remove(&options.proxy_table()).await;
 }
 
 /// Binds the agent's endpoint; returns it with its TLS and port.
@@ -321,6 +344,10 @@ pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
         registry_mirrors: Vec::new(),
         registry_mirrors_only: false,
         sync_frequency: std::time::Duration::from_secs(60),
+        dns: pods::dns::ClusterDns {
+            server: None,
+            domain: String::new(),
+        },
     };
     reset(&options, &state.pod_cidr).await;
     true
@@ -344,6 +371,7 @@ pub async fn reset(options: &Options, pod_cidr: &str) {
     }
     pods::tmpfs::unmount_below(&options.data_dir.join("pods"));
     cgroups::remove_slice(&options.node_slice());
+    stopped(options).await;
     options.network(pod_cidr).remove().await;
     if let RuntimeSource::Supervised = options.runtime {
         containerd::stop(&options.containerd()).await;

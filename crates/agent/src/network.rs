@@ -31,6 +31,9 @@ pub enum NetworkError {
         /// What it said.
         output: String,
     },
+    /// nftables refused the guard.
+    #[error("installing the guard's nftables rules")]
+    Nft(#[from] skiff_proxy::nft::NftError),
     /// The configuration could not be written.
     #[error("writing {path}")]
     Write {
@@ -302,41 +305,7 @@ async fn run_ignoring(program: &str, args: &[&str], benign: &str) -> Result<(), 
 }
 
 async fn nft(rules: &str) -> Result<(), NetworkError> {
-    use tokio::io::AsyncWriteExt;
-    let command = "nft -f -".to_string();
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|source| NetworkError::Run {
-            command: command.clone(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(rules.as_bytes())
-            .await
-            .map_err(|source| NetworkError::Run {
-                command: command.clone(),
-                source,
-            })?;
-    }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|source| NetworkError::Run {
-            command: command.clone(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(NetworkError::Failed {
-            command,
-            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    Ok(skiff_proxy::nft::apply(rules).await?)
 }
 
 #[cfg(test)]

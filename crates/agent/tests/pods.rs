@@ -43,6 +43,10 @@ fn start_agent(
         node_slice: format!("skiff-test-{}", std::process::id()),
         recorder,
         sync_frequency: Duration::from_secs(1),
+        dns: skiff_agent::pods::dns::ClusterDns {
+            server: Some("10.43.0.10".into()),
+            domain: "cluster.local".into(),
+        },
     });
     tokio::spawn(async move {
         tokio::join!(events, skiff_agent::pods::run(shared));

@@ -22,12 +22,28 @@ pub struct BootstrapError {
     message: String,
 }
 
+/// Applies `object` at `path` (server-side apply as `kube-apiserver`, forced).
+async fn apply(router: &Router, path: &str, object: Value) -> Result<(), BootstrapError> {
+    let path = format!("{path}?fieldManager=kube-apiserver&force=true");
+    send(router, Method::PATCH, &path, "application/apply-patch+yaml", object).await
+}
+
 async fn create(router: &Router, path: &str, object: Value) -> Result<(), BootstrapError> {
+    send(router, Method::POST, path, "application/json", object).await
+}
+
+async fn send(
+    router: &Router,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    object: Value,
+) -> Result<(), BootstrapError> {
     let what = format!("{path} {}", object["metadata"]["name"]);
     let mut request = Request::builder()
-        .method(Method::POST)
+        .method(method)
         .uri(path)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(Body::from(object.to_string()))
         .map_err(|e| BootstrapError {
             what: what.clone(),
@@ -46,7 +62,7 @@ async fn create(router: &Router, path: &str, object: Value) -> Result<(), Bootst
             message: e.to_string(),
         })?;
     match response.status() {
-        StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+        StatusCode::OK | StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
         status => {
             let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
                 .await
@@ -158,16 +174,27 @@ pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), Bo
         }),
     )
     .await?;
-    create(
+    // The API's own endpoints follow its address: applied again on every start.
+    let ports = json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+    apply(
         router,
-        "/api/v1/namespaces/default/endpoints",
+        "/api/v1/namespaces/default/endpoints/kubernetes",
         json!({
             "apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{
-                "addresses": [{"ip": endpoint_ip}],
-                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-            }],
+            "subsets": [{"addresses": [{"ip": endpoint_ip}], "ports": ports}],
+        }),
+    )
+    .await?;
+    apply(
+        router,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [endpoint_ip], "conditions": {"ready": true}}],
+            "ports": ports,
         }),
     )
     .await

@@ -284,11 +284,19 @@ async fn write(
     if site.dry_run {
         return Ok(Outcome::Written(new));
     }
-    let revision = state
+    let taken = allocation::allocate_update(state, site.info, &mut new, read.old).await?;
+    let revision = match state
         .store
         .update(site.key, storage::encode(&new)?, expected)
         .await
-        .map_err(Failed::Store)?;
+    {
+        Ok(revision) => revision,
+        Err(error) => {
+            allocation::release(state, taken).await;
+            return Err(Failed::Store(error));
+        }
+    };
+    allocation::release_replaced(state, read.old, &new).await;
     stamp(&mut new, revision)?;
     Ok(Outcome::Written(new))
 }

@@ -52,6 +52,41 @@ fn count(object: &Value, pointer: &str) -> i64 {
     })
 }
 
+/// A Service's EXTERNAL-IP cell (upstream's `getServiceExternalIP`): an ExternalName's name;
+/// a LoadBalancer's ingress addresses and externalIPs, `<pending>` until it has any; else its
+/// externalIPs.
+fn service_external_ip(object: &Value) -> String {
+    let strings = |pointer: &str, key: Option<&str>| -> Vec<String> {
+        at(object, pointer)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match key {
+                Some(key) => v
+                    .get(key)
+                    .or_else(|| v.get("hostname"))
+                    .and_then(Value::as_str),
+                None => v.as_str(),
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let external = strings("/spec/externalIPs", None);
+    match text(object, "/spec/type").as_str() {
+        "ExternalName" => text(object, "/spec/externalName"),
+        "LoadBalancer" => {
+            let mut all = strings("/status/loadBalancer/ingress", Some("ip"));
+            all.extend(external);
+            if all.is_empty() {
+                "<pending>".into()
+            } else {
+                all.join(",")
+            }
+        }
+        _ => or_none(external.join(",")),
+    }
+}
+
 /// `N/M` of the pod's readiness gates that pass, or `<none>`.
 fn readiness_gates(pod: &Value) -> String {
     let Some(gates) = at(pod, "/spec/readinessGates")
@@ -451,7 +486,7 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             row.extend([
                 json!(text(object, "/spec/type")),
                 json!(or_none(text(object, "/spec/clusterIP"))),
-                json!("<none>"),
+                json!(service_external_ip(object)),
                 json!(or_none(ports.join(","))),
             ]);
         }

@@ -36,6 +36,9 @@ pub struct Options {
     pub scheduler: bool,
     /// The node agent to run in this process, if any.
     pub agent: Option<skiff_agent::Options>,
+    /// The cluster DNS to serve from this process, if any (its `listen` address's IP is
+    /// replaced by the API's when unspecified).
+    pub dns: Option<skiff_dns::Options>,
 }
 
 /// Starting the control plane failed.
@@ -137,13 +140,36 @@ pub async fn start(
             "scheduler"
         });
     }
+    if let Some(mut dns) = options.dns {
+        if dns.listen.ip().is_unspecified() {
+            let ip = match server.address.ip() {
+                ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+                ip => ip,
+            };
+            dns.listen.set_ip(ip);
+        }
+        match skiff_dns::bind(dns.listen).await {
+            Ok(bound) => {
+                let client = component_client(&server.router, "dns");
+                tasks.spawn(until_cancelled("cluster DNS", stop.clone(), bound.serve(client, dns)));
+            }
+            Err(error) => tracing::error!(error = %error_chain(&error), "the cluster DNS cannot start"),
+        }
+    }
     if let Some(agent) = options.agent {
         let client = component_client(&server.router, "node");
-        tasks.spawn(until_cancelled("node agent", stop.clone(), async move {
-            if let Err(error) = skiff_agent::run(client, agent).await {
-                tracing::error!(error = %error_chain(&error), "the node agent stopped");
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                result = skiff_agent::run(client, agent.clone()) => {
+                    if let Err(error) = result {
+                        tracing::error!(error = %error_chain(&error), "the node agent stopped");
+                    }
+                }
+                () = stopped.cancelled() => skiff_agent::stopped(&agent).await,
             }
-        }));
+            "node agent"
+        });
     }
     Ok(ControlPlane {
         address: server.address,

@@ -18,6 +18,7 @@
 //! - [`statefulset`]: keeps StatefulSets' ordered pods and their claims.
 //! - [`daemonset`]: one pod of each DaemonSet on every eligible node.
 //! - [`endpointslice`]: the endpoints of every Service with a selector (and its Endpoints).
+//! - [`service_lb`]: publishes LoadBalancer Services at their nodes' addresses.
 //! - [`job`]: runs Jobs' pods to completion.
 //! - [`cronjob`]: starts Jobs on a schedule.
 //! - [`node_lifecycle`]: marks silent nodes, taints unhealthy ones, evicts their pods.
@@ -43,6 +44,7 @@ mod resources;
 pub mod revisions;
 pub mod root_ca;
 pub mod service_account;
+pub mod service_lb;
 pub mod statefulset;
 
 /// How the controllers run.
@@ -141,6 +143,7 @@ async fn all(client: kube::Client, options: Options) {
         statefulset::run(client.clone(), index.clone()),
         daemonset::run(client.clone(), index),
         endpointslice::run(client.clone()),
+        service_lb::run(client.clone()),
         job::run(client.clone()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),

@@ -44,6 +44,12 @@ pub struct NodeArgs {
     /// files from their sources (kubelet's `--sync-frequency`).
     #[arg(long, default_value_t = 60)]
     pub sync_frequency: u64,
+    /// The cluster DNS address pods' resolv.conf names (the `kube-dns` Service's).
+    #[arg(long, default_value_t = skiff_dns::CLUSTER_DNS)]
+    pub cluster_dns: std::net::Ipv4Addr,
+    /// The cluster domain.
+    #[arg(long, default_value = skiff_dns::CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
 }
 
 impl NodeArgs {
@@ -74,6 +80,10 @@ impl NodeArgs {
             registry_mirrors: self.registry_mirrors.clone(),
             registry_mirrors_only: self.registry_mirrors_only,
             sync_frequency: std::time::Duration::from_secs(self.sync_frequency.max(1)),
+            dns: skiff_agent::pods::dns::ClusterDns {
+                server: Some(self.cluster_dns.to_string()),
+                domain: self.cluster_domain.clone(),
+            },
         }
     }
 }
@@ -146,8 +156,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", ca.display()))?;
     let options = args.node.options(&args.data_dir, Vec::new(), ca);
     tokio::select! {
-        result = skiff_agent::run(client, options) => result.context("running the node agent")?,
-        () = signals::terminated() => eprintln!("skiff agent: stopping (pods keep running)"),
+        result = skiff_agent::run(client, options.clone()) => result.context("running the node agent")?,
+        () = signals::terminated() => {
+            eprintln!("skiff agent: stopping (pods keep running)");
+            skiff_agent::stopped(&options).await;
+        }
     }
     Ok(())
 }

@@ -39,6 +39,17 @@ pub struct ServerArgs {
     /// run on nodes that join with `skiff agent`).
     #[arg(long)]
     no_agent: bool,
+    /// The port the cluster DNS listens on, at the API's address (the `kube-dns` Service
+    /// forwards port 53 to it; 0: any free port).
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
+    /// A resolver for names outside the cluster (repeatable; default: the host's, from
+    /// /etc/resolv.conf; `none`: answer only the cluster's names).
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]|none")]
+    dns_upstreams: Vec<String>,
+    /// Do not serve the cluster DNS from this process.
+    #[arg(long)]
+    no_dns: bool,
     #[command(flatten)]
     node: crate::agent::NodeArgs,
 }
@@ -51,6 +62,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.datastore.data_dir.display()
         )
     })?;
+    let dns = (!args.no_dns)
+        .then(|| dns_options(&args))
+        .transpose()?;
     let store = datastore::open(&args.datastore).await?;
     let options = skiff_cluster::Options {
         data_dir: args.datastore.data_dir.clone(),
@@ -74,6 +88,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.node
                 .options(&args.datastore.data_dir.join("agent"), roles, ca)
         }),
+        dns,
     };
     let control_plane = skiff_cluster::control_plane::start(options, store, Arc::new(SystemClock))
         .await
@@ -93,4 +108,29 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     eprintln!("skiff: shutting down");
     control_plane.shutdown().await;
     Ok(())
+}
+
+/// The cluster DNS's options from the server's.
+fn dns_options(args: &ServerArgs) -> anyhow::Result<skiff_dns::Options> {
+    let upstreams = if args.dns_upstreams.is_empty() {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        skiff_dns::resolv_conf_upstreams(&host)
+    } else {
+        let mut upstreams = Vec::new();
+        for given in args.dns_upstreams.iter().filter(|u| *u != "none") {
+            let address = given
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| given.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .with_context(|| format!("--dns-upstream {given}: not an IP[:PORT]"))?;
+            upstreams.push(address);
+        }
+        upstreams
+    };
+    Ok(skiff_dns::Options {
+        listen: std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.dns_port),
+        domain: args.node.cluster_domain.clone(),
+        upstreams,
+        service_ip: args.node.cluster_dns,
+        networks: vec![args.node.cluster_cidr.clone(), args.node.service_cidr.clone()],
+    })
 }

@@ -48,6 +48,7 @@ pub fn sandbox(
     attempt: u32,
     logs: &Path,
     node_slice: &str,
+    dns: &super::dns::ClusterDns,
 ) -> api::PodSandboxConfig {
     let name = pod.name_any();
     let namespace = pod.namespace().unwrap_or_default();
@@ -96,7 +97,7 @@ pub fn sandbox(
             hostname
         },
         log_directory: log_directory(logs, pod),
-        dns_config: None,
+        dns_config: super::dns::config(pod, dns),
         port_mappings,
         labels: labels::sandbox(node, &name, &namespace, &uid),
         annotations: pod.annotations().clone().into_iter().collect(),

@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod dns;
 pub mod env;
 mod grpc_probe;
 pub mod hooks;

@@ -53,6 +53,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// How often volume files are written again from their sources.
     pub sync_frequency: Duration,
+    /// The cluster DNS pods are pointed at.
+    pub dns: super::dns::ClusterDns,
 }
 
 /// What a pod worker is told.
@@ -515,6 +517,7 @@ impl Worker {
             attempt,
             &self.shared.logs,
             &self.shared.node_slice,
+            &self.shared.dns,
         );
         if let Err(error) = std::fs::create_dir_all(&config.log_directory) {
             tracing::warn!(%error, "creating the pod's log directory failed");
@@ -831,6 +834,7 @@ impl Worker {
             sandbox.attempt,
             &self.shared.logs,
             &self.shared.node_slice,
+            &self.shared.dns,
         );
         if !self
             .ensure_image(pod, &container, init, &sandbox_config)

@@ -142,8 +142,12 @@ async fn raw_start(
         .and_then(|s| s.containers.first())
         .context("no container")?
         .clone();
+    let no_dns = skiff_agent::pods::dns::ClusterDns {
+        server: None,
+        domain: String::new(),
+    };
     let start = Instant::now();
-    let sandbox_config = config::sandbox("bench-raw", pod, 0, logs, slice);
+    let sandbox_config = config::sandbox("bench-raw", pod, 0, logs, slice, &no_dns);
     let sandbox = runtime.run_sandbox(sandbox_config.clone()).await?;
     let container_config =
         config::container("bench-raw", pod, &container, 0, Vec::new(), Vec::new());
