@@ -13,10 +13,66 @@ use skiff_store::StoreError;
 
 use crate::state::ApiState;
 
-/// The service CIDR: 10.43.0.0/16 (as k3s).
-pub const SERVICE_NETWORK: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
-/// The `kubernetes` Service's address: the first in the service CIDR.
-pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
+/// The service CIDR ClusterIPs come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceNetwork {
+    base: Ipv4Addr,
+    bits: u8,
+}
+
+impl Default for ServiceNetwork {
+    /// 10.43.0.0/16, as k3s.
+    fn default() -> Self {
+        ServiceNetwork {
+            base: Ipv4Addr::new(10, 43, 0, 0),
+            bits: 16,
+        }
+    }
+}
+
+impl ServiceNetwork {
+    /// Parses `a.b.c.d/n` (n from 8 to 28).
+    pub fn parse(cidr: &str) -> Option<Self> {
+        let (address, bits) = cidr.split_once('/')?;
+        let bits: u8 = bits.parse().ok().filter(|b| (8..=28).contains(b))?;
+        let address: Ipv4Addr = address.parse().ok()?;
+        Some(ServiceNetwork {
+            base: Ipv4Addr::from(u32::from(address) & Self::mask_of(bits)),
+            bits,
+        })
+    }
+
+    fn mask_of(bits: u8) -> u32 {
+        u32::MAX << (32 - u32::from(bits))
+    }
+
+    /// Whether `ip` is in it.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & Self::mask_of(self.bits) == u32::from(self.base)
+    }
+
+    /// The address at `offset` in it.
+    pub fn nth(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) | (offset & !Self::mask_of(self.bits)))
+    }
+
+    /// The `kubernetes` Service's address: the first in the network.
+    pub fn kubernetes_ip(&self) -> Ipv4Addr {
+        self.nth(1)
+    }
+
+    /// How many addresses it holds.
+    fn size(&self) -> u32 {
+        !Self::mask_of(self.bits) + 1
+    }
+}
+
+impl std::fmt::Display for ServiceNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.bits)
+    }
+}
+
 /// The NodePort range (upstream's `--service-node-port-range` default).
 pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 
@@ -61,19 +117,12 @@ fn wants_node_ports(object: &Value) -> bool {
     }
 }
 
-/// Whether `ip` is in the service CIDR.
-fn in_range(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    [a, b] == [10, 43]
-}
-
 /// The pool keys `object` holds: its ClusterIP and its NodePorts.
 fn keys_of(object: &Value) -> Vec<String> {
     let mut keys: Vec<String> = object
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<Ipv4Addr>().ok())
-        .filter(|ip| in_range(*ip))
         .map(ip_key)
         .into_iter()
         .collect();
@@ -144,15 +193,17 @@ impl Taking<'_> {
 
     /// Takes the requested ClusterIP, or a random free one.
     async fn cluster_ip(&mut self, requested: Option<&str>) -> Result<Ipv4Addr, ApiError> {
+        let network = self.state.service_network;
         let Some(text) = requested else {
             for _ in 0..256 {
                 let bytes = uuid::Uuid::new_v4().into_bytes();
-                let host = u16::from_be_bytes([bytes[0], bytes[1]]);
-                if host < 2 || host == u16::MAX {
+                let offset =
+                    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) % network.size();
+                // Not the network's own address, nor the kubernetes Service's, nor broadcast.
+                if offset < 2 || offset == network.size() - 1 {
                     continue;
                 }
-                let [c, d] = host.to_be_bytes();
-                let ip = Ipv4Addr::new(10, 43, c, d);
+                let ip = network.nth(offset);
                 if self.reserve(ip_key(ip)).await? {
                     return Ok(ip);
                 }
@@ -169,9 +220,9 @@ impl Taking<'_> {
                 format!("Invalid value: {value}: must be a valid IP address"),
             ));
         };
-        if !in_range(ip) {
+        if !network.contains(ip) {
             return Err(self.invalid(field, format!(
-                "Invalid value: {value}: failed to allocate IP {text}: the provided IP ({text}) is not in the valid range. The range of valid IPs is {SERVICE_NETWORK}/16"
+                "Invalid value: {value}: failed to allocate IP {text}: the provided IP ({text}) is not in the valid range. The range of valid IPs is {network}"
             )));
         }
         if !self.reserve(ip_key(ip)).await? {
@@ -279,7 +330,11 @@ async fn allocate_missing(
     }
 }
 
-async fn fill(taking: &mut Taking<'_>, object: &mut Value, held: &[String]) -> Result<(), ApiError> {
+async fn fill(
+    taking: &mut Taking<'_>,
+    object: &mut Value,
+    held: &[String],
+) -> Result<(), ApiError> {
     if wants_cluster_ip(object) {
         let requested = object
             .pointer("/spec/clusterIP")
@@ -312,8 +367,7 @@ async fn fill(taking: &mut Taking<'_>, object: &mut Value, held: &[String]) -> R
         match object.pointer(&pointer).and_then(Value::as_u64) {
             Some(port) if mine.contains(&port) => {}
             Some(port) => {
-                let held_already =
-                    u16::try_from(port).is_ok_and(|p| held.contains(&port_key(p)));
+                let held_already = u16::try_from(port).is_ok_and(|p| held.contains(&port_key(p)));
                 if !held_already {
                     taking.node_port(index, port).await?;
                 }
@@ -374,10 +428,9 @@ pub fn keep_allocations(info: &ResourceInfo, new: &mut Value, old: &Value) {
     if wants_cluster_ip(new) {
         for field in ["clusterIP", "clusterIPs"] {
             if let (Some(value), Some(spec)) = (
-                    old.pointer(&format!("/spec/{field}")).cloned(),
-                    new.get_mut("spec").and_then(Value::as_object_mut),
-                )
-            {
+                old.pointer(&format!("/spec/{field}")).cloned(),
+                new.get_mut("spec").and_then(Value::as_object_mut),
+            ) {
                 spec.insert(field.into(), value);
             }
         }
@@ -418,6 +471,18 @@ mod tests {
     }
 
     #[test]
+    fn a_service_network_should_hold_its_addresses() {
+        let network = ServiceNetwork::parse("10.245.7.0/16").expect("a network");
+        assert_eq!(network.to_string(), "10.245.0.0/16");
+        assert_eq!(network.kubernetes_ip(), Ipv4Addr::new(10, 245, 0, 1));
+        assert_eq!(network.nth(10), Ipv4Addr::new(10, 245, 0, 10));
+        assert!(network.contains(Ipv4Addr::new(10, 245, 255, 1)));
+        assert!(!network.contains(Ipv4Addr::new(10, 43, 0, 1)));
+        assert_eq!(network.size(), 65536);
+        assert!(ServiceNetwork::parse("10.0.0.0/4").is_none());
+    }
+
+    #[test]
     fn a_nodeport_should_stay_with_its_port_and_go_with_the_type() {
         let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9", "ports": [
             {"port": 80, "protocol": "TCP", "nodePort": 30080},
@@ -429,7 +494,8 @@ mod tests {
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30053);
         assert_eq!(new["spec"]["ports"][1]["nodePort"], 30080);
         assert!(new["spec"]["ports"][2].get("nodePort").is_none());
-        let mut cluster = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let mut cluster =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
         keep_allocations(&info(), &mut cluster, &old);
         assert!(cluster["spec"]["ports"][0].get("nodePort").is_none());
         assert_eq!(

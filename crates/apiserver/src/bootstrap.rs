@@ -11,7 +11,6 @@ use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::allocation::KUBERNETES_SERVICE_IP;
 use crate::auth::{Caller, User};
 
 /// Bootstrapping failed.
@@ -25,7 +24,14 @@ pub struct BootstrapError {
 /// Applies `object` at `path` (server-side apply as `kube-apiserver`, forced).
 async fn apply(router: &Router, path: &str, object: Value) -> Result<(), BootstrapError> {
     let path = format!("{path}?fieldManager=kube-apiserver&force=true");
-    send(router, Method::PATCH, &path, "application/apply-patch+yaml", object).await
+    send(
+        router,
+        Method::PATCH,
+        &path,
+        "application/apply-patch+yaml",
+        object,
+    )
+    .await
 }
 
 async fn create(router: &Router, path: &str, object: Value) -> Result<(), BootstrapError> {
@@ -77,7 +83,12 @@ async fn send(
 
 /// Creates the bootstrap objects that are missing. `endpoint` is the API server's address as
 /// pods reach it.
-pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), BootstrapError> {
+pub async fn run(
+    router: &Router,
+    endpoint_ip: &str,
+    port: u16,
+    service_ip: std::net::Ipv4Addr,
+) -> Result<(), BootstrapError> {
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         create(
             router,
@@ -168,7 +179,7 @@ pub async fn run(router: &Router, endpoint_ip: &str, port: u16) -> Result<(), Bo
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "labels": labels},
             "spec": {
-                "clusterIP": KUBERNETES_SERVICE_IP.to_string(),
+                "clusterIP": service_ip.to_string(),
                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
             },
         }),

@@ -133,8 +133,6 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // Pods reach the API at the `kubernetes` Service's address.
-    names.push(crate::allocation::KUBERNETES_SERVICE_IP.to_string());
     names.extend(hosts.iter().cloned());
     names.sort();
     names.dedup();

@@ -424,6 +424,7 @@ mod tests {
             join_secret: None,
             ca_cert: None,
             openapi: std::sync::RwLock::new(None),
+            service_network: crate::allocation::ServiceNetwork::default(),
         });
         (state, current)
     }

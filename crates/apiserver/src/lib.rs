@@ -3,7 +3,7 @@
 //! this crate never keeps state of its own that a restart could lose.
 
 mod age;
-mod allocation;
+pub mod allocation;
 mod apply;
 pub mod auth;
 mod body;
@@ -63,6 +63,8 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// The HTTPS port.
     pub https_port: u16,
+    /// The network ClusterIPs come from (the `kubernetes` Service takes its first address).
+    pub service_network: allocation::ServiceNetwork,
 }
 
 /// Where the join token lives in the data directory.
@@ -195,10 +197,17 @@ pub async fn in_process(
         join_secret: None,
         ca_cert: None,
         openapi: std::sync::RwLock::new(None),
+        service_network: allocation::ServiceNetwork::default(),
     });
     serve_custom_resources(&state).await;
     let router = router(state);
-    bootstrap::run(&router, "127.0.0.1", 6443).await?;
+    bootstrap::run(
+        &router,
+        "127.0.0.1",
+        6443,
+        allocation::ServiceNetwork::default().kubernetes_ip(),
+    )
+    .await?;
     Ok(router)
 }
 
@@ -239,7 +248,13 @@ pub async fn start(
     } else {
         config.bind_address
     };
-    let pki = certs::load_or_create(&config.data_dir.join("tls"), &[reachable.to_string()])?;
+    let pki = certs::load_or_create(
+        &config.data_dir.join("tls"),
+        &[
+            reachable.to_string(),
+            config.service_network.kubernetes_ip().to_string(),
+        ],
+    )?;
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     let server_url = format!("https://{}", SocketAddr::new(reachable, address.port()));
     certs::write_admin_kubeconfig(&kubeconfig, &server_url, &pki)?;
@@ -263,10 +278,17 @@ pub async fn start(
         join_secret: Some(join.secret),
         ca_cert: Some(pki.ca_cert.clone()),
         openapi: std::sync::RwLock::new(None),
+        service_network: config.service_network,
     });
     serve_custom_resources(&state).await;
     let router = router(state);
-    bootstrap::run(&router, &reachable.to_string(), address.port()).await?;
+    bootstrap::run(
+        &router,
+        &reachable.to_string(),
+        address.port(),
+        config.service_network.kubernetes_ip(),
+    )
+    .await?;
     let tls = tls::server_config(&pki)?;
     let serving = tokio::spawn(tls::serve(listener, tls, router.clone()));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "API server ready");

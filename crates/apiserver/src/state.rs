@@ -34,6 +34,8 @@ pub struct Inner {
     pub join_secret: Option<String>,
     /// The cluster CA's certificate (PEM), served at `/cacerts` for joining nodes.
     pub ca_cert: Option<String>,
+    /// The network ClusterIPs come from.
+    pub service_network: crate::allocation::ServiceNetwork,
     /// The OpenAPI documents, built on first use and again after CRDs change.
     pub openapi: std::sync::RwLock<Option<Arc<crate::openapi::Documents>>>,
 }

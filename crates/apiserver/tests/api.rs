@@ -547,6 +547,84 @@ async fn services_should_get_unique_cluster_ips_and_defaults() {
     );
 }
 
+#[tokio::test]
+async fn node_ports_should_be_allocated_kept_and_given_back() {
+    let api = api().await;
+    const SVCS: &str = "/api/v1/namespaces/default/services";
+    let svc = |name: &str, kind: &str, node_port: Option<u16>| {
+        let mut port = json!({"name": "http", "port": 80});
+        if let Some(n) = node_port {
+            port["nodePort"] = json!(n);
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": kind, "selector": {"app": name}, "ports": [port]}})
+    };
+    let created = api.json("POST", SVCS, svc("np", "NodePort", None)).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let created = created.json();
+    let port = created["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&port), "{port}");
+    assert_eq!(created["spec"]["ipFamilies"], json!(["IPv4"]));
+    assert_eq!(created["spec"]["ipFamilyPolicy"], "SingleStack");
+    // A second Service asking for it by number is refused with upstream's message.
+    let taken = api
+        .json("POST", SVCS, svc("other", "NodePort", Some(port as u16)))
+        .await;
+    assert_eq!(taken.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = taken.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!(
+            "spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated"
+        )),
+        "{message}"
+    );
+    let outside = api
+        .json("POST", SVCS, svc("far", "NodePort", Some(40000)))
+        .await;
+    assert_eq!(outside.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        outside.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("The range of valid ports is 30000-32767")
+    );
+    // A replacement that leaves the port out keeps it.
+    let mut replaced = svc("np", "NodePort", None);
+    replaced["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    let put = api.json("PUT", &format!("{SVCS}/np"), replaced).await;
+    assert_eq!(put.status, StatusCode::OK);
+    let put = put.json();
+    assert_eq!(put["spec"]["ports"][0]["nodePort"].as_u64(), Some(port));
+    assert_eq!(put["spec"]["clusterIP"], created["spec"]["clusterIP"]);
+    // Turned ClusterIP, it gives the port back: another Service may take it.
+    let patch = api
+        .call(
+            "PATCH",
+            &format!("{SVCS}/np"),
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"type":"ClusterIP"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(patch.status, StatusCode::OK);
+    assert!(patch.json()["spec"]["ports"][0].get("nodePort").is_none());
+    let reuse = api
+        .json("POST", SVCS, svc("other", "NodePort", Some(port as u16)))
+        .await;
+    assert_eq!(reuse.status, StatusCode::CREATED);
+    // Deleted, it gives it back again; a LoadBalancer takes one too.
+    assert_eq!(
+        api.call("DELETE", &format!("{SVCS}/other"), None, Vec::new())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let lb = api
+        .json("POST", SVCS, svc("lb", "LoadBalancer", Some(port as u16)))
+        .await;
+    assert_eq!(lb.status, StatusCode::CREATED);
+    assert_eq!(lb.json()["status"], json!({"loadBalancer": {}}));
+}
+
 /// Malformed input at every verb: always a 4xx with a Status body, never a panic or a 5xx.
 #[tokio::test]
 async fn malformed_requests_should_always_get_a_4xx_status() {

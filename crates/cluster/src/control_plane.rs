@@ -25,6 +25,8 @@ pub struct Options {
     pub bind_address: IpAddr,
     /// The API's HTTPS port (0: any free port).
     pub https_port: u16,
+    /// The network ClusterIPs come from.
+    pub service_network: skiff_apiserver::allocation::ServiceNetwork,
     /// How often the store is compacted.
     pub compaction_interval: Duration,
     /// Whether to run the controllers in this process.
@@ -97,6 +99,7 @@ pub async fn start(
         data_dir: options.data_dir,
         bind_address: options.bind_address,
         https_port: options.https_port,
+        service_network: options.service_network,
     };
     let server = match skiff_apiserver::start(config, store, clock).await {
         Ok(server) => server,
@@ -151,9 +154,15 @@ pub async fn start(
         match skiff_dns::bind(dns.listen).await {
             Ok(bound) => {
                 let client = component_client(&server.router, "dns");
-                tasks.spawn(until_cancelled("cluster DNS", stop.clone(), bound.serve(client, dns)));
+                tasks.spawn(until_cancelled(
+                    "cluster DNS",
+                    stop.clone(),
+                    bound.serve(client, dns),
+                ));
             }
-            Err(error) => tracing::error!(error = %error_chain(&error), "the cluster DNS cannot start"),
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "the cluster DNS cannot start")
+            }
         }
     }
     if let Some(agent) = options.agent {

@@ -119,9 +119,15 @@ async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Actio
     if current == wanted {
         return Ok(Action::await_change());
     }
-    let ingress = if wanted == json!([]) { Value::Null } else { wanted };
-    let services: Api<Service> =
-        Api::namespaced(context.client.clone(), &service.namespace().unwrap_or_default());
+    let ingress = if wanted == json!([]) {
+        Value::Null
+    } else {
+        wanted
+    };
+    let services: Api<Service> = Api::namespaced(
+        context.client.clone(),
+        &service.namespace().unwrap_or_default(),
+    );
     let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
     match services
         .patch_status(
@@ -156,15 +162,26 @@ mod tests {
 
     #[test]
     fn a_load_balancer_should_be_published_at_every_ready_nodes_address() {
-        let lb: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}})).expect("a service");
-        let nodes = [node("10.0.0.2", "True"), node("10.0.0.1", "True"), node("10.0.0.3", "False")];
+        let lb: Service = serde_json::from_value(
+            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}}),
+        )
+        .expect("a service");
+        let nodes = [
+            node("10.0.0.2", "True"),
+            node("10.0.0.1", "True"),
+            node("10.0.0.3", "False"),
+        ];
         assert_eq!(
             desired_ingress(&lb, &nodes),
             Some(json!([{"ip": "10.0.0.1", "ipMode": "VIP"}, {"ip": "10.0.0.2", "ipMode": "VIP"}]))
         );
-        let cluster: Service = serde_json::from_value(json!({"spec": {"type": "ClusterIP"}})).expect("a service");
+        let cluster: Service =
+            serde_json::from_value(json!({"spec": {"type": "ClusterIP"}})).expect("a service");
         assert_eq!(desired_ingress(&cluster, &nodes), Some(json!([])));
-        let other: Service = serde_json::from_value(json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "x/y"}})).expect("a service");
+        let other: Service = serde_json::from_value(
+            json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "x/y"}}),
+        )
+        .expect("a service");
         assert_eq!(desired_ingress(&other, &nodes), None);
     }
 }

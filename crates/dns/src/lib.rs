@@ -25,8 +25,6 @@ use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::net::{TcpListener, UdpSocket};
 
-/// The cluster DNS Service's default address (k3s's).
-pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 10);
 /// The default cluster domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -85,10 +83,13 @@ impl Bound {
     pub async fn serve(self, client: Client, options: Options) {
         let (services, service_writer) = reflector::store::<Service>();
         let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-        let service_feed = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(service_writer)
-            .for_each(|_| async {});
+        let service_feed = watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(service_writer)
+        .for_each(|_| async {});
         let slice_feed = watcher(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
@@ -102,7 +103,11 @@ impl Bound {
                 services,
                 slices,
                 domain: domain.clone(),
-                networks: options.networks.iter().filter_map(|c| records::network(c)).collect(),
+                networks: options
+                    .networks
+                    .iter()
+                    .filter_map(|c| records::network(c))
+                    .collect(),
             },
             soa: records::soa(&domain),
             upstreams: options.upstreams.clone(),

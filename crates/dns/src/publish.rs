@@ -31,7 +31,11 @@ pub async fn keep(client: Client, service_ip: Ipv4Addr, address: SocketAddr) {
     }
 }
 
-async fn publish(client: &Client, service_ip: Ipv4Addr, address: SocketAddr) -> Result<(), kube::Error> {
+async fn publish(
+    client: &Client,
+    service_ip: Ipv4Addr,
+    address: SocketAddr,
+) -> Result<(), kube::Error> {
     let params = PatchParams::apply(MANAGER).force();
     let labels = json!({"k8s-app": "kube-dns", "kubernetes.io/name": "skiff-dns", "kubernetes.io/cluster-service": "true"});
     let port = address.port();

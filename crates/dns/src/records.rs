@@ -72,8 +72,7 @@ struct Member {
 
 impl Directory {
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        self.services
-            .get(&ObjectRef::new(name).within(namespace))
+        self.services.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The ready endpoints of a Service (all of them if it publishes not-ready addresses).
@@ -140,7 +139,11 @@ impl Directory {
                     .state()
                     .iter()
                     .any(|s| s.metadata.namespace.as_deref() == Some(*namespace));
-                if any { Answer::NoData } else { Answer::NxDomain }
+                if any {
+                    Answer::NoData
+                } else {
+                    Answer::NxDomain
+                }
             }
             [service, namespace, "svc"] => self.service_answer(name, namespace, service, kind),
             [port, proto, service, namespace, "svc"]
@@ -168,13 +171,19 @@ impl Directory {
         }
     }
 
-    fn service_answer(&self, name: &str, namespace: &str, service: &str, kind: RecordType) -> Answer {
+    fn service_answer(
+        &self,
+        name: &str,
+        namespace: &str,
+        service: &str,
+        kind: RecordType,
+    ) -> Answer {
         let Some(svc) = self.service(namespace, service) else {
             return Answer::NxDomain;
         };
         let spec = svc.spec.clone().unwrap_or_default();
         if spec.type_.as_deref() == Some("ExternalName") {
-            let Some(target) = spec.external_name.as_deref().and_then(|t| fqdn(t)) else {
+            let Some(target) = spec.external_name.as_deref().and_then(fqdn) else {
                 return Answer::NxDomain;
             };
             return Answer::Records(vec![record(name, RData::CNAME(CNAME(target)))]);
@@ -191,7 +200,11 @@ impl Directory {
                     }
                 }
             }
-            return if records.is_empty() { Answer::NoData } else { Answer::Records(records) };
+            return if records.is_empty() {
+                Answer::NoData
+            } else {
+                Answer::Records(records)
+            };
         }
         match spec.cluster_ip.as_deref().map(Ipv4Addr::from_str) {
             Some(Ok(ip)) => only(kind, RecordType::A, || vec![a(name, ip)]),
@@ -200,7 +213,9 @@ impl Directory {
                 if members.is_empty() {
                     return Answer::NoData;
                 }
-                only(kind, RecordType::A, || members.iter().map(|m| a(name, m.ip)).collect())
+                only(kind, RecordType::A, || {
+                    members.iter().map(|m| a(name, m.ip)).collect()
+                })
             }
         }
     }
@@ -220,7 +235,10 @@ impl Directory {
         let spec = svc.spec.clone().unwrap_or_default();
         let Some(port) = spec.ports.iter().flatten().find(|p| {
             p.name.as_deref() == Some(port_name)
-                && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(proto)
+                && p.protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .eq_ignore_ascii_case(proto)
         }) else {
             return Answer::NxDomain;
         };
@@ -228,19 +246,25 @@ impl Directory {
             return Answer::NoData;
         }
         let base = format!("{service}.{namespace}.svc.{}", self.domain);
-        let targets: Vec<(String, u16)> = if spec.cluster_ip.as_deref().is_some_and(|ip| ip != "None") {
-            vec![(base, u16::try_from(port.port).unwrap_or_default())]
-        } else {
-            // A headless Service: each endpoint at the port its slice names.
-            let target_port = match &port.target_port {
-                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p)) => *p,
-                _ => port.port,
+        let targets: Vec<(String, u16)> =
+            if spec.cluster_ip.as_deref().is_some_and(|ip| ip != "None") {
+                vec![(base, u16::try_from(port.port).unwrap_or_default())]
+            } else {
+                // A headless Service: each endpoint at the port its slice names.
+                let target_port = match &port.target_port {
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p)) => *p,
+                    _ => port.port,
+                };
+                self.members(&svc, namespace, service)
+                    .iter()
+                    .map(|m| {
+                        (
+                            format!("{}.{base}", member_label(m)),
+                            u16::try_from(target_port).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
             };
-            self.members(&svc, namespace, service)
-                .iter()
-                .map(|m| (format!("{}.{base}", member_label(m)), u16::try_from(target_port).unwrap_or_default()))
-                .collect()
-        };
         if targets.is_empty() {
             return Answer::NoData;
         }
@@ -249,14 +273,21 @@ impl Directory {
             targets
                 .into_iter()
                 .filter_map(|(target, port)| {
-                    Some(record(name, RData::SRV(SRV::new(0, weight, port, fqdn(&target)?))))
+                    Some(record(
+                        name,
+                        RData::SRV(SRV::new(0, weight, port, fqdn(&target)?)),
+                    ))
                 })
                 .collect(),
         )
     }
 
     fn reverse(&self, name: &str, reverse: &str, kind: RecordType) -> Answer {
-        let octets: Vec<u8> = reverse.split('.').rev().filter_map(|o| o.parse().ok()).collect();
+        let octets: Vec<u8> = reverse
+            .split('.')
+            .rev()
+            .filter_map(|o| o.parse().ok())
+            .collect();
         let [a1, a2, a3, a4] = octets.as_slice() else {
             return Answer::NotOurs;
         };
@@ -275,12 +306,17 @@ impl Directory {
             }
         }
         for slice in self.slices.state() {
-            let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
+            let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            else {
                 continue;
             };
             for endpoint in &slice.endpoints {
                 if let Some(host) = &endpoint.hostname
-                    && endpoint.addresses.iter().any(|a| *a == text)
+                    && endpoint.addresses.contains(&text)
                 {
                     let target = format!(
                         "{host}.{service}.{}.svc.{}",
@@ -335,7 +371,9 @@ fn a(name: &str, ip: Ipv4Addr) -> Record {
 
 fn ptr(name: &str, target: &str, kind: RecordType) -> Answer {
     match fqdn(target) {
-        Some(target) => only(kind, RecordType::PTR, || vec![record(name, RData::PTR(PTR(target)))]),
+        Some(target) => only(kind, RecordType::PTR, || {
+            vec![record(name, RData::PTR(PTR(target)))]
+        }),
         None => Answer::NxDomain,
     }
 }
@@ -371,24 +409,33 @@ mod tests {
     fn directory() -> Directory {
         let (services, mut service_writer) = reflector::store::<Service>();
         let (slices, mut slice_writer) = reflector::store::<EndpointSlice>();
-        let service = |value: serde_json::Value| -> Service { serde_json::from_value(value).expect("a service") };
+        let service = |value: serde_json::Value| -> Service {
+            serde_json::from_value(value).expect("a service")
+        };
         for svc in [
-            service(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.43.0.7",
-                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})),
-            service(json!({"metadata": {"name": "db", "namespace": "data"}, "spec": {"clusterIP": "None",
-                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}})),
-            service(json!({"metadata": {"name": "out", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "example.org"}})),
+            service(
+                json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.43.0.7",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+            ),
+            service(
+                json!({"metadata": {"name": "db", "namespace": "data"}, "spec": {"clusterIP": "None",
+                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}}),
+            ),
+            service(
+                json!({"metadata": {"name": "out", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "example.org"}}),
+            ),
         ] {
             service_writer.apply_watcher_event(&Event::Apply(svc));
         }
         let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "db-x", "namespace": "data", "labels": {SERVICE_NAME_LABEL: "db"}},
-            "addressType": "IPv4", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
-            "endpoints": [
-                {"addresses": ["10.42.0.5"], "hostname": "db-0", "conditions": {"ready": true}},
-                {"addresses": ["10.42.0.6"], "hostname": "db-1", "conditions": {"ready": true}},
-                {"addresses": ["10.42.0.9"], "hostname": "db-2", "conditions": {"ready": false}},
-            ]})).expect("a slice");
+        "metadata": {"name": "db-x", "namespace": "data", "labels": {SERVICE_NAME_LABEL: "db"}},
+        "addressType": "IPv4", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.42.0.5"], "hostname": "db-0", "conditions": {"ready": true}},
+            {"addresses": ["10.42.0.6"], "hostname": "db-1", "conditions": {"ready": true}},
+            {"addresses": ["10.42.0.9"], "hostname": "db-2", "conditions": {"ready": false}},
+        ]}))
+        .expect("a slice");
         slice_writer.apply_watcher_event(&Event::Apply(slice));
         Directory {
             services,
@@ -408,21 +455,54 @@ mod tests {
     #[test]
     fn a_service_should_resolve_to_its_cluster_ip_and_headless_to_ready_pods() {
         let dir = directory();
-        assert_eq!(addresses(dir.answer("web.default.svc.cluster.local", RecordType::A)), vec!["10.43.0.7"]);
-        assert_eq!(dir.answer("web.default.svc.cluster.local", RecordType::AAAA), Answer::NoData);
-        assert_eq!(addresses(dir.answer("db.data.svc.cluster.local", RecordType::A)), vec!["10.42.0.5", "10.42.0.6"]);
-        assert_eq!(addresses(dir.answer("db-1.db.data.svc.cluster.local", RecordType::A)), vec!["10.42.0.6"]);
-        assert_eq!(addresses(dir.answer("10-42-0-5.db.data.svc.cluster.local", RecordType::A)), vec!["10.42.0.5"]);
-        assert_eq!(addresses(dir.answer("10-1-2-3.default.pod.cluster.local", RecordType::A)), vec!["10.1.2.3"]);
-        assert_eq!(addresses(dir.answer("out.default.svc.cluster.local", RecordType::A)), vec!["example.org."]);
+        assert_eq!(
+            addresses(dir.answer("web.default.svc.cluster.local", RecordType::A)),
+            vec!["10.43.0.7"]
+        );
+        assert_eq!(
+            dir.answer("web.default.svc.cluster.local", RecordType::AAAA),
+            Answer::NoData
+        );
+        assert_eq!(
+            addresses(dir.answer("db.data.svc.cluster.local", RecordType::A)),
+            vec!["10.42.0.5", "10.42.0.6"]
+        );
+        assert_eq!(
+            addresses(dir.answer("db-1.db.data.svc.cluster.local", RecordType::A)),
+            vec!["10.42.0.6"]
+        );
+        assert_eq!(
+            addresses(dir.answer("10-42-0-5.db.data.svc.cluster.local", RecordType::A)),
+            vec!["10.42.0.5"]
+        );
+        assert_eq!(
+            addresses(dir.answer("10-1-2-3.default.pod.cluster.local", RecordType::A)),
+            vec!["10.1.2.3"]
+        );
+        assert_eq!(
+            addresses(dir.answer("out.default.svc.cluster.local", RecordType::A)),
+            vec!["example.org."]
+        );
     }
 
     #[test]
     fn unknown_names_in_the_domain_should_be_nxdomain_and_others_forwarded() {
         let dir = directory();
-        assert_eq!(dir.answer("nope.default.svc.cluster.local", RecordType::A), Answer::NxDomain);
-        assert_eq!(dir.answer("web.default.svc.cluster.local.default.svc.cluster.local", RecordType::A), Answer::NxDomain);
-        assert_eq!(dir.answer("db-2.db.data.svc.cluster.local", RecordType::A), Answer::NxDomain);
+        assert_eq!(
+            dir.answer("nope.default.svc.cluster.local", RecordType::A),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            dir.answer(
+                "web.default.svc.cluster.local.default.svc.cluster.local",
+                RecordType::A
+            ),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            dir.answer("db-2.db.data.svc.cluster.local", RecordType::A),
+            Answer::NxDomain
+        );
         assert_eq!(dir.answer("example.org", RecordType::A), Answer::NotOurs);
         assert_eq!(dir.answer("cluster.local", RecordType::A), Answer::NoData);
     }
@@ -436,7 +516,10 @@ mod tests {
         );
         assert_eq!(
             addresses(dir.answer("_pg._tcp.db.data.svc.cluster.local", RecordType::SRV)),
-            vec!["0 50 5432 db-0.db.data.svc.cluster.local.", "0 50 5432 db-1.db.data.svc.cluster.local."]
+            vec![
+                "0 50 5432 db-0.db.data.svc.cluster.local.",
+                "0 50 5432 db-1.db.data.svc.cluster.local."
+            ]
         );
         assert_eq!(
             addresses(dir.answer("7.0.43.10.in-addr.arpa", RecordType::PTR)),
@@ -446,7 +529,13 @@ mod tests {
             addresses(dir.answer("6.0.42.10.in-addr.arpa", RecordType::PTR)),
             vec!["db-1.db.data.svc.cluster.local."]
         );
-        assert_eq!(dir.answer("99.0.42.10.in-addr.arpa", RecordType::PTR), Answer::NxDomain);
-        assert_eq!(dir.answer("1.1.168.192.in-addr.arpa", RecordType::PTR), Answer::NotOurs);
+        assert_eq!(
+            dir.answer("99.0.42.10.in-addr.arpa", RecordType::PTR),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            dir.answer("1.1.168.192.in-addr.arpa", RecordType::PTR),
+            Answer::NotOurs
+        );
     }
 }

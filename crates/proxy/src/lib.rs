@@ -77,28 +77,37 @@ pub async fn run_reporting(client: Client, options: Options, report: impl Fn(Syn
     let (touch, mut touched) = mpsc::unbounded_channel::<Touch>();
     let service_feed = {
         let touch = touch.clone();
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(service_writer)
-            .for_each(move |event| {
-                send(&touch, event, |s: &Service| {
-                    Some(model::key(&s.namespace().unwrap_or_default(), &s.name_any()))
-                });
-                async {}
-            })
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(service_writer)
+        .for_each(move |event| {
+            send(&touch, event, |s: &Service| {
+                Some(model::key(
+                    &s.namespace().unwrap_or_default(),
+                    &s.name_any(),
+                ))
+            });
+            async {}
+        })
     };
     let slice_feed = {
         let touch = touch.clone();
-        watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-            .default_backoff()
-            .reflect(slice_writer)
-            .for_each(move |event| {
-                send(&touch, event, |s: &EndpointSlice| {
-                    let service = s.labels().get(SERVICE_NAME_LABEL)?;
-                    Some(model::key(&s.namespace().unwrap_or_default(), service))
-                });
-                async {}
-            })
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(slice_writer)
+        .for_each(move |event| {
+            send(&touch, event, |s: &EndpointSlice| {
+                let service = s.labels().get(SERVICE_NAME_LABEL)?;
+                Some(model::key(&s.namespace().unwrap_or_default(), service))
+            });
+            async {}
+        })
     };
     let apply = async {
         let layout = Layout {
@@ -145,7 +154,10 @@ pub async fn run_reporting(client: Client, options: Options, report: impl Fn(Syn
             }
             let started = Instant::now();
             let count = dirty.len();
-            match proxy.sync(&services, &slices, std::mem::take(&mut dirty)).await {
+            match proxy
+                .sync(&services, &slices, std::mem::take(&mut dirty))
+                .await
+            {
                 Ok(()) => report(Synced {
                     services: count,
                     took: started.elapsed(),

@@ -166,8 +166,7 @@ fn endpoints(
                 };
                 if conditions.ready != Some(false) {
                     ready.push(found);
-                } else if conditions.serving == Some(true) && conditions.terminating == Some(true)
-                {
+                } else if conditions.serving == Some(true) && conditions.terminating == Some(true) {
                     terminating.push(found);
                 }
             }
@@ -196,8 +195,10 @@ mod tests {
     }
 
     fn service(spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec,
-            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec,
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}}),
+        )
         .expect("a service")
     }
 
@@ -220,7 +221,11 @@ mod tests {
         assert_eq!(port.affinity, Some(10_800));
         assert_eq!(
             port.endpoints,
-            vec![Endpoint { ip: Ipv4Addr::new(10, 42, 0, 5), port: 8080, local: true }]
+            vec![Endpoint {
+                ip: Ipv4Addr::new(10, 42, 0, 5),
+                port: 8080,
+                local: true
+            }]
         );
         let draining = slice(json!([
             {"addresses": ["10.42.0.6"], "conditions": {"ready": false, "serving": true, "terminating": true}, "nodeName": "b"},

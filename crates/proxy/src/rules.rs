@@ -7,9 +7,9 @@
 //! which picks an endpoint at random (or the one a client's affinity names) and DNATs to it;
 //! Service ports without endpoints are rejected through `no-endpoint-*` maps instead.
 
+use crate::model::{Endpoint, ServicePort};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use crate::model::{Endpoint, ServicePort};
 
 /// The packet mark asking for masquerading (upstream's 0x4000).
 const MASQUERADE_MARK: &str = "0x4000";
@@ -93,20 +93,27 @@ impl Layout {
         if port.endpoints.is_empty() {
             if let Some(ip) = port.cluster_ip {
                 fragment.elements.insert(
-                    ("no-endpoint-services", format!("{ip} . {proto} . {}", port.port)),
+                    (
+                        "no-endpoint-services",
+                        format!("{ip} . {proto} . {}", port.port),
+                    ),
                     reject.clone(),
                 );
             }
             for ip in &port.external_ips {
                 fragment.elements.insert(
-                    ("no-endpoint-services", format!("{ip} . {proto} . {}", port.port)),
+                    (
+                        "no-endpoint-services",
+                        format!("{ip} . {proto} . {}", port.port),
+                    ),
                     reject.clone(),
                 );
             }
             if let Some(node_port) = port.node_port {
-                fragment
-                    .elements
-                    .insert(("no-endpoint-nodeports", format!("{proto} . {node_port}")), reject);
+                fragment.elements.insert(
+                    ("no-endpoint-nodeports", format!("{proto} . {node_port}")),
+                    reject,
+                );
             }
             return;
         }
@@ -190,7 +197,9 @@ impl Layout {
                 format!("goto {cluster_chain}"),
             ]
         };
-        fragment.chains.insert(external_chain.clone(), external_rules);
+        fragment
+            .chains
+            .insert(external_chain.clone(), external_rules);
         for ip in &port.external_ips {
             fragment.elements.insert(
                 ("service-ips", format!("{ip} . {proto} . {}", port.port)),
@@ -260,7 +269,10 @@ impl Layout {
         }
         for ((map, key), verdict) in new_elements {
             if old_elements.get(&(*map, key.clone())) != Some(verdict) {
-                let _ = writeln!(script, "add element ip {table} {map} {{ {key} : {verdict} }}");
+                let _ = writeln!(
+                    script,
+                    "add element ip {table} {map} {{ {key} : {verdict} }}"
+                );
             }
         }
         // 4. What nothing refers to any more goes: chains first emptied (they may jump to
@@ -366,7 +378,12 @@ mod tests {
         let fragment = layout().fragment(&[port(&[5, 6, 7], false, false)]);
         let svc = &fragment.chains["svc-default/web/tcp/80"];
         assert_eq!(svc[0], "ip saddr != 10.42.0.0/16 jump mark-for-masquerade");
-        assert!(svc[1].starts_with("numgen random mod 3 vmap { 0 : goto sep-default/web/tcp/80__10.42.0.5/8080"), "{svc:?}");
+        assert!(
+            svc[1].starts_with(
+                "numgen random mod 3 vmap { 0 : goto sep-default/web/tcp/80__10.42.0.5/8080"
+            ),
+            "{svc:?}"
+        );
         assert_eq!(
             fragment.chains["sep-default/web/tcp/80__10.42.0.6/8080"],
             vec![
@@ -375,9 +392,18 @@ mod tests {
             ]
         );
         let verdict = |map, key: &str| fragment.elements.get(&(map, key.to_string())).cloned();
-        assert_eq!(verdict("service-ips", "10.43.0.7 . tcp . 80").as_deref(), Some("goto svc-default/web/tcp/80"));
-        assert_eq!(verdict("service-ips", "127.0.0.1 . tcp . 80").as_deref(), Some("goto ext-default/web/tcp/80"));
-        assert_eq!(verdict("service-nodeports", "tcp . 30080").as_deref(), Some("goto ext-default/web/tcp/80"));
+        assert_eq!(
+            verdict("service-ips", "10.43.0.7 . tcp . 80").as_deref(),
+            Some("goto svc-default/web/tcp/80")
+        );
+        assert_eq!(
+            verdict("service-ips", "127.0.0.1 . tcp . 80").as_deref(),
+            Some("goto ext-default/web/tcp/80")
+        );
+        assert_eq!(
+            verdict("service-nodeports", "tcp . 30080").as_deref(),
+            Some("goto ext-default/web/tcp/80")
+        );
         nft_accepts(&layout().full(&[&fragment]));
     }
 
@@ -386,7 +412,11 @@ mod tests {
         let fragment = layout().fragment(&[port(&[], false, false)]);
         assert!(fragment.chains.is_empty());
         assert_eq!(
-            fragment.elements.keys().map(|(m, k)| format!("{m} {k}")).collect::<Vec<_>>(),
+            fragment
+                .elements
+                .keys()
+                .map(|(m, k)| format!("{m} {k}"))
+                .collect::<Vec<_>>(),
             vec![
                 "no-endpoint-nodeports tcp . 30080",
                 "no-endpoint-services 10.43.0.7 . tcp . 80",
@@ -402,7 +432,10 @@ mod tests {
         let svc = &fragment.chains["svc-default/web/tcp/80"];
         assert!(svc.contains(&"ip saddr @aff-default/web/tcp/80__10.42.0.5/8080 goto sep-default/web/tcp/80__10.42.0.5/8080".to_string()));
         let ext = &fragment.chains["ext-default/web/tcp/80"];
-        assert_eq!(ext.last().map(String::as_str), Some("numgen random mod 1 vmap { 0 : goto sep-default/web/tcp/80__10.42.0.6/8080 }"));
+        assert_eq!(
+            ext.last().map(String::as_str),
+            Some("numgen random mod 1 vmap { 0 : goto sep-default/web/tcp/80__10.42.0.6/8080 }")
+        );
         assert_eq!(fragment.sets.len(), 2);
         nft_accepts(&layout().full(&[&fragment]));
     }
@@ -422,12 +455,29 @@ mod tests {
         let new = merged([&after, &untouched].into_iter());
         let script = layout.changes(&[(&before, &after)], &old, &new);
         assert!(!script.contains("other"), "{script}");
-        assert!(script.contains("add chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.8/8080"));
-        assert!(script.contains("delete chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.6/8080"));
+        assert!(
+            script.contains("add chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.8/8080")
+        );
+        assert!(
+            script.contains(
+                "delete chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.6/8080"
+            )
+        );
         assert!(script.contains("flush chain ip skiff-proxy-test svc-default/web/tcp/80"));
         assert!(!script.contains("element"), "no element changed: {script}");
-        let gone = layout.changes(&[(&after, &Fragment::default())], &new, &merged([&untouched].into_iter()));
-        assert!(gone.contains("delete element ip skiff-proxy-test service-ips { 10.43.0.7 . tcp . 80 }"));
-        nft_accepts(&format!("{}{script}{gone}", layout.full(&[&before, &untouched])));
+        let gone = layout.changes(
+            &[(&after, &Fragment::default())],
+            &new,
+            &merged([&untouched].into_iter()),
+        );
+        assert!(
+            gone.contains(
+                "delete element ip skiff-proxy-test service-ips { 10.43.0.7 . tcp . 80 }"
+            )
+        );
+        nft_accepts(&format!(
+            "{}{script}{gone}",
+            layout.full(&[&before, &untouched])
+        ));
     }
 }

@@ -30,7 +30,7 @@ pub struct NodeArgs {
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
     /// The cluster's service CIDR (guarded: it never leaves through the uplink).
-    #[arg(long, default_value = "10.43.0.0/16")]
+    #[arg(long, default_value = "10.43.0.0/16", value_parser = service_cidr)]
     pub service_cidr: String,
     /// A registry mirror, `REGISTRY=URL` (repeatable; tried in order, then the registry):
     /// `docker.io=http://127.0.0.1:5000` pulls Docker Hub images from a local registry over
@@ -44,9 +44,10 @@ pub struct NodeArgs {
     /// files from their sources (kubelet's `--sync-frequency`).
     #[arg(long, default_value_t = 60)]
     pub sync_frequency: u64,
-    /// The cluster DNS address pods' resolv.conf names (the `kube-dns` Service's).
-    #[arg(long, default_value_t = skiff_dns::CLUSTER_DNS)]
-    pub cluster_dns: std::net::Ipv4Addr,
+    /// The cluster DNS address pods' resolv.conf names (the `kube-dns` Service's; default:
+    /// the tenth address of the service CIDR, 10.43.0.10).
+    #[arg(long)]
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// The cluster domain.
     #[arg(long, default_value = skiff_dns::CLUSTER_DOMAIN)]
     pub cluster_domain: String,
@@ -81,11 +82,31 @@ impl NodeArgs {
             registry_mirrors_only: self.registry_mirrors_only,
             sync_frequency: std::time::Duration::from_secs(self.sync_frequency.max(1)),
             dns: skiff_agent::pods::dns::ClusterDns {
-                server: Some(self.cluster_dns.to_string()),
+                server: Some(self.cluster_dns().to_string()),
                 domain: self.cluster_domain.clone(),
             },
         }
     }
+}
+
+impl NodeArgs {
+    /// The service CIDR as a network; `--service-cidr` is checked when parsed.
+    pub fn service_network(&self) -> skiff_apiserver::allocation::ServiceNetwork {
+        skiff_apiserver::allocation::ServiceNetwork::parse(&self.service_cidr).unwrap_or_default()
+    }
+
+    /// The cluster DNS address: as given, or the tenth of the service CIDR.
+    pub fn cluster_dns(&self) -> std::net::Ipv4Addr {
+        self.cluster_dns
+            .unwrap_or_else(|| self.service_network().nth(10))
+    }
+}
+
+/// A `--service-cidr`: an IPv4 network of /8 to /28.
+fn service_cidr(text: &str) -> Result<String, String> {
+    skiff_apiserver::allocation::ServiceNetwork::parse(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| "an IPv4 network a.b.c.d/n with n from 8 to 28".into())
 }
 
 /// The host's name, as Node names go (lower case).

@@ -62,14 +62,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.datastore.data_dir.display()
         )
     })?;
-    let dns = (!args.no_dns)
-        .then(|| dns_options(&args))
-        .transpose()?;
+    let dns = (!args.no_dns).then(|| dns_options(&args)).transpose()?;
     let store = datastore::open(&args.datastore).await?;
     let options = skiff_cluster::Options {
         data_dir: args.datastore.data_dir.clone(),
         bind_address: args.bind_address,
         https_port: args.https_port,
+        service_network: args.node.service_network(),
         compaction_interval: COMPACTION_INTERVAL,
         controllers: !args.no_controllers,
         controller_options: skiff_controllers::Options {
@@ -120,7 +119,11 @@ fn dns_options(args: &ServerArgs) -> anyhow::Result<skiff_dns::Options> {
         for given in args.dns_upstreams.iter().filter(|u| *u != "none") {
             let address = given
                 .parse::<std::net::SocketAddr>()
-                .or_else(|_| given.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .or_else(|_| {
+                    given
+                        .parse::<IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
                 .with_context(|| format!("--dns-upstream {given}: not an IP[:PORT]"))?;
             upstreams.push(address);
         }
@@ -130,7 +133,10 @@ fn dns_options(args: &ServerArgs) -> anyhow::Result<skiff_dns::Options> {
         listen: std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.dns_port),
         domain: args.node.cluster_domain.clone(),
         upstreams,
-        service_ip: args.node.cluster_dns,
-        networks: vec![args.node.cluster_cidr.clone(), args.node.service_cidr.clone()],
+        service_ip: args.node.cluster_dns(),
+        networks: vec![
+            args.node.cluster_cidr.clone(),
+            args.node.service_cidr.clone(),
+        ],
     })
 }

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
+#[path = "node/services.rs"]
+mod services;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -130,6 +132,8 @@ fn spawn_server(data: &Path, port: u16, name: &str, registry: &str) -> (Child, P
         .arg("--registry-mirrors-only")
         // Volume files follow their sources within seconds (a minute by default).
         .args(["--sync-frequency", "2"])
+        // The cluster DNS on any free port, answering only the cluster's names.
+        .args(["--dns-port", "0", "--dns-upstream", "none"])
         .args(["--node-name", name, "--data-dir"])
         .arg(data)
         .env("SKIFF_LOG", "warn")
@@ -991,6 +995,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     );
 
     stateful_and_daemon_sets_should_roll_out(&k33, &k(&binaries[1]));
+    services::services_and_dns_should_work(&k33, &binaries[0]);
 
     // The CronJob's history: a Job seen completed, and the one before it deleted.
     let cron_events = || {
@@ -1086,10 +1091,9 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         .args(["list", "tables"])
         .output()
         .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&tables.stdout)
-            .contains(&format!("skiff-guard-{}", suffix(&name)))
-    );
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains(&format!("skiff-guard-{}", suffix(&name))));
+    assert!(!tables.contains(&format!("skiff-proxy-{}", suffix(&name))));
 }
 
 /// `kubectl exec` (exit codes, stdin, stderr), `cp`, `attach` and `port-forward` against the

@@ -289,7 +289,15 @@ mod tests {
                 {"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]},
         }))
         .unwrap();
-        let config = sandbox("n1", &pod, 2, Path::new("/logs"), "skiff-n1");
+        let dns = crate::pods::dns::ClusterDns {
+            server: Some("10.43.0.10".into()),
+            domain: "cluster.local".into(),
+        };
+        let config = sandbox("n1", &pod, 2, Path::new("/logs"), "skiff-n1", &dns);
+        assert_eq!(
+            config.dns_config.as_ref().map(|d| d.servers.clone()),
+            Some(vec!["10.43.0.10".to_string()])
+        );
         let meta = config.metadata.unwrap();
         assert_eq!((meta.name.as_str(), meta.attempt), ("web", 2));
         assert_eq!(config.log_directory, "/logs/shop_web_u-1");

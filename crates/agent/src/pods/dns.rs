@@ -43,9 +43,7 @@ pub fn config(pod: &Pod, cluster: &ClusterDns) -> Option<api::DnsConfig> {
             let Some(name) = option.name.as_deref() else {
                 continue;
             };
-            config
-                .options
-                .retain(|o| o.split(':').next() != Some(name));
+            config.options.retain(|o| o.split(':').next() != Some(name));
             config.options.push(match &option.value {
                 Some(value) => format!("{name}:{value}"),
                 None => name.to_string(),
@@ -76,8 +74,10 @@ mod tests {
     use super::*;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}))
-            .expect("a pod")
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
+        )
+        .expect("a pod")
     }
 
     fn cluster() -> ClusterDns {
@@ -93,7 +93,11 @@ mod tests {
         assert_eq!(config.servers, vec!["10.43.0.10"]);
         assert_eq!(
             config.searches,
-            vec!["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+            vec![
+                "shop.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
         );
         assert_eq!(config.options, vec!["ndots:5"]);
     }
