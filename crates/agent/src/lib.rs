@@ -107,7 +107,7 @@ impl Options {
 
     /// The service proxy's nftables table.
     pub fn proxy_table(&self) -> String {
-        format!("skiff-proxy-{}", network::suffix(&self.node_name))
+        skiff_proxy::table_name(&network::suffix(&self.node_name))
     }
 
     fn network(&self, pod_cidr: &str) -> network::Network {

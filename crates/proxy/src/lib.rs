@@ -270,6 +270,11 @@ impl Proxy {
     }
 }
 
+/// The table name of the proxy of a node whose network objects end in `suffix`.
+pub fn table_name(suffix: &str) -> String {
+    format!("skiff-proxy-{suffix}")
+}
+
 /// Removes the proxy's table (clean shutdown, reset).
 pub async fn remove(table: &str) {
     let _ = nft::apply(&format!("table ip {table} {{}}\ndelete table ip {table}\n")).await;

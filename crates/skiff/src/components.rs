@@ -1,7 +1,8 @@
 //! The subcommands that run one component alone against a cluster's kubeconfig: `skiff
-//! scheduler` and `skiff controllers` (what `skiff server` also runs inside) and `skiff
-//! sim-nodes` (simulated nodes for scale tests and benchmarks).
+//! scheduler`, `skiff controllers`, `skiff proxy` and `skiff dns` (what `skiff server` also
+//! runs inside) and `skiff sim-nodes` (simulated nodes for scale tests and benchmarks).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -124,5 +125,122 @@ pub async fn sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
         .await
         .context("simulating nodes")?;
     eprintln!("skiff sim-nodes: stopped; removed the {count} simulated nodes it created");
+    Ok(())
+}
+
+/// Options of `skiff proxy`.
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// The kubeconfig of the cluster whose Services to proxy.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// This node's name (its endpoints are local for externalTrafficPolicy Local; it names
+    /// the nftables table).
+    #[arg(long, default_value_t = crate::agent::hostname())]
+    node_name: String,
+    /// The cluster's pod CIDR.
+    #[arg(long, default_value = skiff_controllers::node_ipam::CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// The pod bridge, allowed to reach loopback endpoints (`route_localnet`).
+    #[arg(long)]
+    bridge: Option<String>,
+}
+
+/// Runs the service proxy until SIGINT or SIGTERM, then removes its rules.
+pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let client = kubeconfig::client(&args.kubeconfig).await?;
+    let table = skiff_proxy::table_name(&skiff_agent::network::suffix(&args.node_name));
+    let options = skiff_proxy::Options {
+        node_name: args.node_name,
+        table: table.clone(),
+        cluster_cidr: args.cluster_cidr,
+        bridge: args.bridge,
+    };
+    tokio::select! {
+        () = skiff_proxy::run(client, options) => {}
+        () = signals::terminated() => skiff_proxy::remove(&table).await,
+    }
+    Ok(())
+}
+
+/// The cluster DNS's settings, shared by `skiff server` and `skiff dns`.
+#[derive(clap::Args, Clone)]
+pub struct DnsArgs {
+    /// A resolver for names outside the cluster (repeatable; default: the host's, from
+    /// /etc/resolv.conf; `none`: answer only the cluster's names).
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]|none")]
+    dns_upstreams: Vec<String>,
+}
+
+impl DnsArgs {
+    /// The DNS server's options.
+    pub fn options(
+        &self,
+        listen: SocketAddr,
+        domain: &str,
+        service_ip: Ipv4Addr,
+        networks: Vec<String>,
+    ) -> anyhow::Result<skiff_dns::Options> {
+        let upstreams = if self.dns_upstreams.is_empty() {
+            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            skiff_dns::resolv_conf_upstreams(&host)
+        } else {
+            let mut upstreams = Vec::new();
+            for given in self.dns_upstreams.iter().filter(|u| *u != "none") {
+                let address = given
+                    .parse::<SocketAddr>()
+                    .or_else(|_| given.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .with_context(|| format!("--dns-upstream {given}: not an IP[:PORT]"))?;
+                upstreams.push(address);
+            }
+            upstreams
+        };
+        Ok(skiff_dns::Options {
+            listen,
+            domain: domain.to_string(),
+            upstreams,
+            service_ip,
+            networks,
+        })
+    }
+}
+
+/// Options of `skiff dns`.
+#[derive(clap::Args)]
+pub struct DnsServerArgs {
+    /// The kubeconfig of the cluster whose names to serve.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Where to listen (UDP and TCP); the `kube-dns` Service forwards port 53 to it.
+    #[arg(long, default_value = "127.0.0.1:10053")]
+    listen: SocketAddr,
+    /// The cluster domain.
+    #[arg(long, default_value = skiff_dns::CLUSTER_DOMAIN)]
+    cluster_domain: String,
+    /// The `kube-dns` Service's address.
+    #[arg(long, default_value = "10.43.0.10")]
+    cluster_dns: Ipv4Addr,
+    /// The cluster's pod and service CIDRs (reverse names in them are answered here).
+    #[arg(long, value_delimiter = ',', default_value = "10.42.0.0/16,10.43.0.0/16")]
+    networks: Vec<String>,
+    #[command(flatten)]
+    dns: DnsArgs,
+}
+
+/// Serves the cluster DNS until SIGINT or SIGTERM.
+pub async fn dns(args: DnsServerArgs) -> anyhow::Result<()> {
+    let client = kubeconfig::client(&args.kubeconfig).await?;
+    let options = args.dns.options(
+        args.listen,
+        &args.cluster_domain,
+        args.cluster_dns,
+        args.networks.clone(),
+    )?;
+    let bound = skiff_dns::bind(options.listen).await?;
+    eprintln!("skiff dns: serving at {}", bound.address);
+    tokio::select! {
+        () = bound.serve(client, options) => {}
+        () = signals::terminated() => {}
+    }
     Ok(())
 }

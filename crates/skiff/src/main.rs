@@ -53,6 +53,10 @@ enum Command {
     Scheduler(components::SchedulerArgs),
     /// Run the controllers alone against a cluster (`skiff server` runs them inside).
     Controllers(components::ControllersArgs),
+    /// Run the service proxy alone (every node agent runs one inside).
+    Proxy(components::ProxyArgs),
+    /// Serve the cluster DNS alone (`skiff server` serves it inside).
+    Dns(components::DnsServerArgs),
     /// Register simulated nodes that run the pods bound to them without containers.
     SimNodes(components::SimNodesArgs),
     /// Back up or restore the cluster's state.
@@ -86,6 +90,8 @@ fn main() -> anyhow::Result<()> {
             Command::Images(command) => agent::images(command).await,
             Command::Scheduler(args) => components::scheduler(args).await,
             Command::Controllers(args) => components::controllers(args).await,
+            Command::Proxy(args) => components::proxy(args).await,
+            Command::Dns(args) => components::dns(args).await,
             Command::SimNodes(args) => components::sim_nodes(args).await,
             Command::Snapshot(command) => snapshot::run(command).await,
             Command::Bench(command) => bench::run(command).await,

@@ -43,10 +43,8 @@ pub struct ServerArgs {
     /// forwards port 53 to it; 0: any free port).
     #[arg(long, default_value_t = 10053)]
     dns_port: u16,
-    /// A resolver for names outside the cluster (repeatable; default: the host's, from
-    /// /etc/resolv.conf; `none`: answer only the cluster's names).
-    #[arg(long = "dns-upstream", value_name = "IP[:PORT]|none")]
-    dns_upstreams: Vec<String>,
+    #[command(flatten)]
+    dns: crate::components::DnsArgs,
     /// Do not serve the cluster DNS from this process.
     #[arg(long)]
     no_dns: bool,
@@ -62,7 +60,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.datastore.data_dir.display()
         )
     })?;
-    let dns = (!args.no_dns).then(|| dns_options(&args)).transpose()?;
+    let dns = (!args.no_dns)
+        .then(|| {
+            args.dns.options(
+                std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.dns_port),
+                &args.node.cluster_domain,
+                args.node.cluster_dns(),
+                vec![args.node.cluster_cidr.clone(), args.node.service_cidr.clone()],
+            )
+        })
+        .transpose()?;
     let store = datastore::open(&args.datastore).await?;
     let options = skiff_cluster::Options {
         data_dir: args.datastore.data_dir.clone(),
@@ -109,34 +116,3 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster DNS's options from the server's.
-fn dns_options(args: &ServerArgs) -> anyhow::Result<skiff_dns::Options> {
-    let upstreams = if args.dns_upstreams.is_empty() {
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        skiff_dns::resolv_conf_upstreams(&host)
-    } else {
-        let mut upstreams = Vec::new();
-        for given in args.dns_upstreams.iter().filter(|u| *u != "none") {
-            let address = given
-                .parse::<std::net::SocketAddr>()
-                .or_else(|_| {
-                    given
-                        .parse::<IpAddr>()
-                        .map(|ip| std::net::SocketAddr::new(ip, 53))
-                })
-                .with_context(|| format!("--dns-upstream {given}: not an IP[:PORT]"))?;
-            upstreams.push(address);
-        }
-        upstreams
-    };
-    Ok(skiff_dns::Options {
-        listen: std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.dns_port),
-        domain: args.node.cluster_domain.clone(),
-        upstreams,
-        service_ip: args.node.cluster_dns(),
-        networks: vec![
-            args.node.cluster_cidr.clone(),
-            args.node.service_cidr.clone(),
-        ],
-    })
-}
