@@ -221,7 +221,11 @@ pub struct DnsServerArgs {
     #[arg(long, default_value = "10.43.0.10")]
     cluster_dns: Ipv4Addr,
     /// The cluster's pod and service CIDRs (reverse names in them are answered here).
-    #[arg(long, value_delimiter = ',', default_value = "10.42.0.0/16,10.43.0.0/16")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10.42.0.0/16,10.43.0.0/16"
+    )]
     networks: Vec<String>,
     #[command(flatten)]
     dns: DnsArgs,

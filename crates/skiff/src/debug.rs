@@ -3,6 +3,8 @@
 //! `write-loop` writes to the embedded store from many tasks as fast as it can and prints one
 //! line per *acknowledged* write (`create KEY REVISION` or `update KEY REVISION`). The crash test
 //! SIGKILLs it at random moments and checks that every printed write survived.
+//!
+//! `net-probe` is the load `skiff bench services` runs inside a pod's network namespace.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ pub enum DebugCommand {
         #[arg(long)]
         tag: String,
     },
+    /// The load `skiff bench services` generates inside a pod's network namespace.
+    NetProbe(crate::bench::probe::ProbeArgs),
 }
 
 /// Runs a debug subcommand.
@@ -40,6 +44,7 @@ pub async fn run(command: DebugCommand) -> anyhow::Result<()> {
             writers,
             tag,
         } => write_loop(data_dir, writers, tag).await,
+        DebugCommand::NetProbe(args) => crate::bench::probe::run(args).await,
     }
 }
 

@@ -66,7 +66,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.dns_port),
                 &args.node.cluster_domain,
                 args.node.cluster_dns(),
-                vec![args.node.cluster_cidr.clone(), args.node.service_cidr.clone()],
+                vec![
+                    args.node.cluster_cidr.clone(),
+                    args.node.service_cidr.clone(),
+                ],
             )
         })
         .transpose()?;
@@ -115,4 +118,3 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     control_plane.shutdown().await;
     Ok(())
 }
-

@@ -2,7 +2,9 @@
 
 mod api;
 mod pods;
+pub mod probe;
 mod schedule;
+mod services;
 mod store;
 mod workloads;
 
@@ -79,6 +81,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         idle_seconds: u64,
     },
+    /// On a real node (root, containerd): request latency through a ClusterIP beside the pod
+    /// IP and cluster DNS queries per second, both from a pod; time from an endpoint change to
+    /// the rules in place with few and many Services; the proxy's and the DNS's idle cost.
+    Services {
+        /// Services held for the large measurement.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Services held for the small one.
+        #[arg(long, default_value_t = 100)]
+        small: usize,
+        /// Endpoints per Service.
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// Endpoint changes measured per size.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Seconds of each idle measurement.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// On a real node (root, containerd): pod start latency through skiff beside the raw CRI
     /// calls, and the idle CPU and memory of the server, containerd and its shims with no pods
     /// and with the pods running.
@@ -106,6 +128,22 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 dir,
                 etcd: !no_etcd,
                 watch_events,
+            })
+            .await
+        }
+        BenchCommand::Services {
+            services,
+            small,
+            endpoints,
+            changes,
+            seconds,
+        } => {
+            services::run(services::Options {
+                services,
+                small,
+                endpoints,
+                changes,
+                seconds,
             })
             .await
         }

@@ -27,7 +27,7 @@ pub struct Options {
     pub idle_seconds: u64,
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(super) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -48,7 +48,7 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
 }
 
 /// Processes whose command line mentions `needle`: (pid, first word of the command line).
-fn processes_with(needle: &str) -> Vec<(u32, String)> {
+pub(super) fn processes_with(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -286,7 +286,7 @@ async fn measure(options: &Options, data: &Path, node_name: &str) -> anyhow::Res
 }
 
 /// Waits until the node is Ready (its agent registered and its network is up).
-async fn wait_ready(client: &Client, name: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(client: &Client, name: &str) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     for _ in 0..300 {
         if let Ok(node) = nodes.get(name).await {
