@@ -83,6 +83,51 @@ fn name(common: &str, organization: Option<&str>) -> DistinguishedName {
     dn
 }
 
+/// The file listing the names the serving certificate was issued for.
+const SERVER_NAMES: &str = "server.names";
+
+/// The names and addresses the serving certificate covers: localhost, the in-cluster names and
+/// `hosts`, sorted.
+fn server_names(hosts: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "127.0.0.1",
+        "::1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    names.extend(hosts.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A serving certificate (PEM) and its key for `names`, signed by `issuer`.
+fn issue_server(
+    names: &[String],
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), PkiError> {
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::default();
+    server.distinguished_name = name("skiff-apiserver", None);
+    server.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut server, 10);
+    let server_cert = server.signed_by(&server_key, issuer)?;
+    Ok((server_cert.pem(), server_key.serialize_pem()))
+}
+
 /// Loads the PKI from `dir`, creating whatever is missing. `hosts` are the extra names and
 /// addresses the serving certificate must cover (besides localhost and the in-cluster names).
 pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
@@ -99,13 +144,26 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         "admin.key",
     ];
     if files.iter().all(|f| dir.join(f).exists()) {
-        return Ok(Pki {
+        let mut pki = Pki {
             ca_cert: read(&dir.join("ca.crt"))?,
             server_cert: read(&dir.join("server.crt"))?,
             server_key: read(&dir.join("server.key"))?,
             admin_cert: read(&dir.join("admin.crt"))?,
             admin_key: read(&dir.join("admin.key"))?,
-        });
+        };
+        // A serving certificate made for other names (another bind address or service CIDR,
+        // or an older skiff) is made again by the same CA: clients keep trusting it.
+        let names = server_names(hosts);
+        if std::fs::read_to_string(dir.join(SERVER_NAMES)).ok() != Some(names.join("\n")) {
+            let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+            let issuer = Issuer::from_ca_cert_pem(&pki.ca_cert, ca_key)?;
+            (pki.server_cert, pki.server_key) = issue_server(&names, &issuer)?;
+            write(&dir.join("server.key"), &pki.server_key)?;
+            write(&dir.join("server.crt"), &pki.server_cert)?;
+            write(&dir.join(SERVER_NAMES), &names.join("\n"))?;
+            tracing::info!(names = %names.join(","), "serving certificate issued again for new names");
+        }
+        return Ok(pki);
     }
 
     let ca_key = KeyPair::generate()?;
@@ -121,34 +179,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let mut names: Vec<String> = [
-        "localhost",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "127.0.0.1",
-        "::1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    names.extend(hosts.iter().cloned());
-    names.sort();
-    names.dedup();
-    let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::default();
-    server.distinguished_name = name("skiff-apiserver", None);
-    server.subject_alt_names = names
-        .iter()
-        .map(|n| match n.parse::<std::net::IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
-        })
-        .collect::<Result<_, rcgen::Error>>()?;
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    validity(&mut server, 10);
-    let server_cert = server.signed_by(&server_key, &issuer)?;
+    let names = server_names(hosts);
+    let (server_cert, server_key) = issue_server(&names, &issuer)?;
 
     let admin_key = KeyPair::generate()?;
     let mut admin = CertificateParams::default();
@@ -160,8 +192,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
 
     let pki = Pki {
         ca_cert: ca_cert.pem(),
-        server_cert: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
+        server_cert,
+        server_key,
         admin_cert: admin_cert.pem(),
         admin_key: admin_key.serialize_pem(),
     };
@@ -169,6 +201,7 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     write(&dir.join("ca.crt"), &pki.ca_cert)?;
     write(&dir.join("server.key"), &pki.server_key)?;
     write(&dir.join("server.crt"), &pki.server_cert)?;
+    write(&dir.join(SERVER_NAMES), &names.join("\n"))?;
     write(&dir.join("admin.key"), &pki.admin_key)?;
     write(&dir.join("admin.crt"), &pki.admin_cert)?;
     Ok(pki)
@@ -253,4 +286,31 @@ current-context: skiff
         b64(&pki.admin_key)
     );
     write(path, &config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serving_certificate_for_other_names_should_be_issued_again_by_the_same_ca() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let first = load_or_create(dir.path(), &["127.0.0.1".into()]).expect("a pki");
+        let again = load_or_create(dir.path(), &["127.0.0.1".into()]).expect("a pki");
+        assert_eq!(first.server_cert, again.server_cert, "same names: kept");
+        let wider =
+            load_or_create(dir.path(), &["127.0.0.1".into(), "10.43.0.1".into()]).expect("a pki");
+        assert_ne!(
+            first.server_cert, wider.server_cert,
+            "new names: issued again"
+        );
+        assert_eq!(first.ca_cert, wider.ca_cert);
+        assert_eq!(first.admin_cert, wider.admin_cert);
+        // An older data directory without the list of names gets a new certificate once.
+        std::fs::remove_file(dir.path().join(SERVER_NAMES)).expect("removed");
+        let upgraded =
+            load_or_create(dir.path(), &["127.0.0.1".into(), "10.43.0.1".into()]).expect("a pki");
+        assert_ne!(upgraded.server_cert, wider.server_cert);
+        assert!(dir.path().join(SERVER_NAMES).exists());
+    }
 }

@@ -117,50 +117,64 @@ impl Layout {
             }
             return;
         }
-        // One chain per endpoint: hairpin traffic is masqueraded, affinity recorded, DNAT.
+        // With ClientIP affinity, one chain per endpoint records the client and DNATs; without,
+        // the Service's chain DNATs through a map, so a table holds a chain or two per Service
+        // port rather than one per endpoint (nft reads every chain name on each change).
         let mut endpoint_chains = Vec::new();
         for endpoint in &port.endpoints {
             let chain = endpoint_chain(&port.id, endpoint);
-            // Hairpin traffic (a pod reaching itself) is masqueraded; a loopback endpoint (the
-            // host's own API or DNS) needs none.
-            let mut rules = Vec::new();
-            if !endpoint.ip.is_loopback() {
-                rules.push(format!("ip saddr {} jump mark-for-masquerade", endpoint.ip));
-            }
             if let Some(timeout) = port.affinity {
                 let set = affinity_set(&port.id, endpoint);
+                let mut rules = hairpin(&[endpoint]);
                 rules.push(format!("update @{set} {{ ip saddr }}"));
+                rules.push(format!(
+                    "meta l4proto {proto} dnat to {}:{}",
+                    endpoint.ip, endpoint.port
+                ));
                 fragment.sets.insert(set, timeout);
+                fragment.chains.insert(chain.clone(), rules);
             }
-            rules.push(format!(
-                "meta l4proto {proto} dnat to {}:{}",
-                endpoint.ip, endpoint.port
-            ));
-            fragment.chains.insert(chain.clone(), rules);
             endpoint_chains.push((chain, endpoint));
         }
         let balance = |chosen: &[&(String, &Endpoint)]| -> Vec<String> {
+            if chosen.is_empty() {
+                return vec!["drop".into()];
+            }
             let mut rules = Vec::new();
             if port.affinity.is_some() {
                 for (chain, endpoint) in chosen {
                     let set = affinity_set(&port.id, endpoint);
                     rules.push(format!("ip saddr @{set} goto {chain}"));
                 }
-            }
-            if chosen.is_empty() {
-                rules.push("drop".into());
+                let arms: Vec<String> = chosen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (chain, _))| format!("{i} : goto {chain}"))
+                    .collect();
+                rules.push(format!(
+                    "numgen random mod {} vmap {{ {} }}",
+                    chosen.len(),
+                    arms.join(", ")
+                ));
                 return rules;
             }
-            let arms: Vec<String> = chosen
-                .iter()
-                .enumerate()
-                .map(|(i, (chain, _))| format!("{i} : goto {chain}"))
-                .collect();
-            rules.push(format!(
-                "numgen random mod {} vmap {{ {} }}",
-                chosen.len(),
-                arms.join(", ")
-            ));
+            let endpoints: Vec<&Endpoint> = chosen.iter().map(|(_, e)| *e).collect();
+            rules.extend(hairpin(&endpoints));
+            rules.push(match endpoints.as_slice() {
+                [one] => format!("meta l4proto {proto} dnat to {}:{}", one.ip, one.port),
+                many => {
+                    let arms: Vec<String> = many
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port))
+                        .collect();
+                    format!(
+                        "meta l4proto {proto} dnat ip addr . port to numgen random mod {} map {{ {} }}",
+                        many.len(),
+                        arms.join(", ")
+                    )
+                }
+            });
             rules
         };
         let all: Vec<&(String, &Endpoint)> = endpoint_chains.iter().collect();
@@ -308,6 +322,24 @@ pub fn merged<'a>(
     all
 }
 
+/// Masquerading of hairpin traffic: an endpoint reaching its own Service (it may land on
+/// itself). Loopback endpoints (the host's own API or DNS) need none.
+fn hairpin(endpoints: &[&Endpoint]) -> Vec<String> {
+    let addresses: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.ip.is_loopback())
+        .map(|e| e.ip.to_string())
+        .collect();
+    match addresses.as_slice() {
+        [] => Vec::new(),
+        [one] => vec![format!("ip saddr {one} jump mark-for-masquerade")],
+        many => vec![format!(
+            "ip saddr {{ {} }} jump mark-for-masquerade",
+            many.join(", ")
+        )],
+    }
+}
+
 fn endpoint_chain(id: &str, endpoint: &Endpoint) -> String {
     format!("sep-{id}__{}/{}", endpoint.ip, endpoint.port)
 }
@@ -377,19 +409,18 @@ mod tests {
     fn a_service_should_balance_at_random_over_its_endpoints_on_every_address() {
         let fragment = layout().fragment(&[port(&[5, 6, 7], false, false)]);
         let svc = &fragment.chains["svc-default/web/tcp/80"];
-        assert_eq!(svc[0], "ip saddr != 10.42.0.0/16 jump mark-for-masquerade");
-        assert!(
-            svc[1].starts_with(
-                "numgen random mod 3 vmap { 0 : goto sep-default/web/tcp/80__10.42.0.5/8080"
-            ),
-            "{svc:?}"
+        assert_eq!(
+            svc,
+            &vec![
+                "ip saddr != 10.42.0.0/16 jump mark-for-masquerade".to_string(),
+                "ip saddr { 10.42.0.5, 10.42.0.6, 10.42.0.7 } jump mark-for-masquerade".into(),
+                "meta l4proto tcp dnat ip addr . port to numgen random mod 3 map { 0 : 10.42.0.5 . 8080, 1 : 10.42.0.6 . 8080, 2 : 10.42.0.7 . 8080 }".into(),
+            ]
         );
         assert_eq!(
-            fragment.chains["sep-default/web/tcp/80__10.42.0.6/8080"],
-            vec![
-                "ip saddr 10.42.0.6 jump mark-for-masquerade".to_string(),
-                "meta l4proto tcp dnat to 10.42.0.6:8080".into()
-            ]
+            fragment.chains.len(),
+            2,
+            "no chain per endpoint without affinity"
         );
         let verdict = |map, key: &str| fragment.elements.get(&(map, key.to_string())).cloned();
         assert_eq!(
@@ -438,6 +469,22 @@ mod tests {
         );
         assert_eq!(fragment.sets.len(), 2);
         nft_accepts(&layout().full(&[&fragment]));
+        let local = layout().fragment(&[port(&[5, 6], false, true)]);
+        let ext = &local.chains["ext-default/web/tcp/80"];
+        assert_eq!(ext[0], "ip saddr 10.42.0.0/16 goto svc-default/web/tcp/80");
+        assert_eq!(
+            ext.last().map(String::as_str),
+            Some("meta l4proto tcp dnat to 10.42.0.6:8080"),
+            "outside traffic only to the local endpoint"
+        );
+        let none_local = layout().fragment(&[port(&[5], false, true)]);
+        assert_eq!(
+            none_local.chains["ext-default/web/tcp/80"]
+                .last()
+                .map(String::as_str),
+            Some("drop")
+        );
+        nft_accepts(&layout().full(&[&local, &none_local]));
     }
 
     #[test]
@@ -455,13 +502,10 @@ mod tests {
         let new = merged([&after, &untouched].into_iter());
         let script = layout.changes(&[(&before, &after)], &old, &new);
         assert!(!script.contains("other"), "{script}");
+        assert!(script.contains("10.42.0.8 . 8080"), "{script}");
         assert!(
-            script.contains("add chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.8/8080")
-        );
-        assert!(
-            script.contains(
-                "delete chain ip skiff-proxy-test sep-default/web/tcp/80__10.42.0.6/8080"
-            )
+            !script.contains("ext-default"),
+            "the external chain is unchanged: {script}"
         );
         assert!(script.contains("flush chain ip skiff-proxy-test svc-default/web/tcp/80"));
         assert!(!script.contains("element"), "no element changed: {script}");

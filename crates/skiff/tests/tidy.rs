@@ -23,10 +23,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("skiff-controllers", 2),
     ("skiff-scheduler", 2),
     ("skiff-sim-nodes", 2),
-    ("skiff-agent", 2),
+    ("skiff-proxy", 2),
+    ("skiff-dns", 2),
     ("smtp-credentials", 2),
-    ("skiff-cluster", 3),
-    ("skiff", 4),
+    // The node agent runs the service proxy.
+    ("skiff-agent", 3),
+    ("skiff-cluster", 4),
+    ("skiff", 5),
 ];
 
 /// The crates that are components: clients of the API and nothing more.
@@ -35,6 +38,8 @@ const COMPONENTS: &[&str] = &[
     "skiff-scheduler",
     "skiff-sim-nodes",
     "skiff-agent",
+    "skiff-proxy",
+    "skiff-dns",
     "smtp-credentials",
 ];
 
