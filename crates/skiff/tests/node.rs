@@ -172,6 +172,14 @@ impl Node {
         }
     }
 
+    /// SIGTERM, as a clean stop, and the wait for it to finish.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
     /// A new server over the same data directory.
     fn restart(&mut self) {
         self.crash();
@@ -183,10 +191,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+        self.stop();
         // Everything the node made on this machine goes, the test passed or not.
         let _ = skiff()
             .arg("reset")
@@ -995,7 +1000,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     );
 
     stateful_and_daemon_sets_should_roll_out(&k33, &k(&binaries[1]));
-    services::services_and_dns_should_work(&k33, &binaries[0]);
+    services::services_and_dns_should_work(&k33, &binaries[0], &mut node);
 
     // The CronJob's history: a Job seen completed, and the one before it deleted.
     let cron_events = || {
@@ -1082,7 +1087,18 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         census() == before
     });
 
-    // The reset removes what the node made on this machine.
+    // A clean stop removes the service proxy's rules (pods keep running); the reset removes
+    // what the node made on this machine.
+    node.stop();
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout)
+            .contains(&format!("skiff-proxy-{}", suffix(&name))),
+        "the proxy's table after a clean stop"
+    );
     drop(node);
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let bridge = format!("skiff{}", &suffix(&name));

@@ -4,13 +4,13 @@
 //! loses no request for longer than the readiness period when a replica is deleted; unknown
 //! names are NXDOMAIN; a headless StatefulSet's pods resolve by name; a Service without
 //! endpoints refuses connections; a pod reads the API through the `kubernetes` Service with its
-//! own token. (busybox's `wget` crashes in Debian's static build, so pods speak HTTP with `nc`.)
+//! own token; a crashed server leaves the rules in place. (busybox's `wget` crashes in Debian's static build, so pods speak HTTP with `nc`.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{eventually, http_get};
+use super::{Node, eventually, http_get};
 use crate::support::kubectl::Kubectl;
 
 const CLIENT: &str = r#"
@@ -86,7 +86,7 @@ fn seen_from_host(port: u16, times: usize) -> BTreeSet<String> {
         .collect()
 }
 
-pub fn services_and_dns_should_work(k: &Kubectl, kubectl_binary: &Path) {
+pub fn services_and_dns_should_work(k: &Kubectl, kubectl_binary: &Path, node: &mut Node) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web.yaml");
     k.ok(&["apply", "-f", example.to_str().unwrap()]);
     for yaml in [CLIENT, PEERS] {
@@ -241,6 +241,25 @@ spec:
             || k.jsonpath("pod/in-cluster", "{.status.phase}") == "Failed"
     });
     assert_eq!(k.ok(&["logs", "in-cluster"]), "service/kubernetes\n");
+
+    // The server crashes: the proxy's rules stay and the Service keeps answering; a new server
+    // takes them over.
+    let before = web_pods(k);
+    node.crash();
+    let seen = seen_from_host(80, 30);
+    assert!(
+        !seen.is_empty() && seen.is_subset(&before),
+        "{seen:?} while the server is down"
+    );
+    node.restart();
+    eventually("the API back", Duration::from_secs(60), || {
+        k.run(&["get", "service", "web"]).status.success()
+    });
+    eventually(
+        "the Service answering after the restart",
+        Duration::from_secs(30),
+        || seen_from_host(80, 30) == web_pods(k),
+    );
 
     k.ok(&["delete", "-f", example.to_str().unwrap()]);
     k.ok(&["delete", "pod", "client", "in-cluster", "--wait=false"]);
