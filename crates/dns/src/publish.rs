@@ -55,6 +55,11 @@ async fn publish(
         )
         .await?;
     let ip = address.ip().to_string();
+    // Where this server listens, as both the slice and the Endpoints name its ports.
+    let ports = json!([
+        {"name": "dns", "port": port, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": port, "protocol": "TCP"},
+    ]);
     let slice_name = format!("{NAME}-{}", ip.replace(['.', ':'], "-"));
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
     slices
@@ -69,10 +74,7 @@ async fn publish(
                 }},
                 "addressType": "IPv4",
                 "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-                "ports": [
-                    {"name": "dns", "port": port, "protocol": "UDP"},
-                    {"name": "dns-tcp", "port": port, "protocol": "TCP"},
-                ],
+                "ports": ports,
             })),
         )
         .await?;
@@ -84,10 +86,7 @@ async fn publish(
             &Patch::Apply(json!({
                 "apiVersion": "v1", "kind": "Endpoints",
                 "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                "subsets": [{"addresses": [{"ip": ip}], "ports": [
-                    {"name": "dns", "port": port, "protocol": "UDP"},
-                    {"name": "dns-tcp", "port": port, "protocol": "TCP"},
-                ]}],
+                "subsets": [{"addresses": [{"ip": ip}], "ports": ports}],
             })),
         )
         .await?;

@@ -164,18 +164,24 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let data: PathBuf = scratch.path().join("server");
     let node_name = format!("bench-{}", std::process::id());
     let result = measure(&options, &data, &node_name).await;
-    // Whatever happened: the node's pods, network and containerd go.
-    let reset = std::process::Command::new(std::env::current_exe()?)
-        .args(["reset", "--data-dir"])
-        .arg(&data)
-        .status();
+    reset_node(&data, "pods");
+    result
+}
+
+/// Whatever happened: the benchmark's node's pods, network and containerd go.
+pub(super) fn reset_node(data: &Path, bench: &str) {
+    let reset = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["reset", "--data-dir"])
+            .arg(data)
+            .status()
+    });
     if !reset.is_ok_and(|s| s.success()) {
         eprintln!(
-            "bench pods: `skiff reset --data-dir {}` failed",
+            "bench {bench}: `skiff reset --data-dir {}` failed",
             data.display()
         );
     }
-    result
 }
 
 async fn measure(options: &Options, data: &Path, node_name: &str) -> anyhow::Result<()> {

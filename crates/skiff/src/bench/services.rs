@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::api::{cpu_seconds, ms, rss_mib, start_server_with};
-use super::pods::{processes_with, quantile, wait_ready};
+use super::pods::{processes_with, quantile, reset_node, wait_ready};
 
 /// Benchmark settings.
 pub struct Options {
@@ -66,16 +66,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let table = format!("skiff-proxy-bench{}", std::process::id());
     let result = measure(&options, scratch.path(), &data, &node_name, &table).await;
     skiff_proxy::remove(&table).await;
-    let reset = Command::new(std::env::current_exe()?)
-        .args(["reset", "--data-dir"])
-        .arg(&data)
-        .status();
-    if !reset.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "bench services: `skiff reset --data-dir {}` failed",
-            data.display()
-        );
-    }
+    reset_node(&data, "services");
     result
 }
 
