@@ -52,6 +52,49 @@ fn count(object: &Value, pointer: &str) -> i64 {
     })
 }
 
+/// Up to three of `items` joined by commas, then `+ N more...` (upstream's
+/// `listWithMoreString`); `<unset>` when there is none.
+fn first_three(items: Vec<String>) -> String {
+    match items.len() {
+        0 => "<unset>".into(),
+        1..=3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
+}
+
+/// An EndpointSlice's ADDRESSTYPE, PORTS and ENDPOINTS cells (upstream's printer).
+fn endpoint_slice_cells(object: &Value) -> [Value; 3] {
+    let ports = at(object, "/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            match (
+                p.get("port").and_then(Value::as_i64),
+                p.get("name").and_then(Value::as_str),
+            ) {
+                (Some(port), _) => port.to_string(),
+                (None, Some(name)) => name.to_string(),
+                (None, None) => "*".into(),
+            }
+        })
+        .collect();
+    let addresses = at(object, "/endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("addresses").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    [
+        json!(text(object, "/addressType")),
+        json!(first_three(ports)),
+        json!(first_three(addresses)),
+    ]
+}
+
 /// A Service's EXTERNAL-IP cell (upstream's `getServiceExternalIP`): an ExternalName's name;
 /// a LoadBalancer's ingress addresses and externalIPs, `<pending>` until it has any; else its
 /// externalIPs.
@@ -167,6 +210,26 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             column("Desired", "integer", 0, "Number of desired pods."),
             column("Current", "integer", 0, "Number of actual pods."),
             column("Ready", "integer", 0, "Number of ready pods."),
+        ],
+        "EndpointSlice" => vec![
+            column(
+                "AddressType",
+                "string",
+                0,
+                "Type of address contained in this endpoint slice.",
+            ),
+            column(
+                "Ports",
+                "string",
+                0,
+                "Ports contained in this endpoint slice.",
+            ),
+            column(
+                "Endpoints",
+                "string",
+                0,
+                "Endpoints contained in this endpoint slice.",
+            ),
         ],
         "Service" => vec![
             column("Type", "string", 0, "The type of the service."),
@@ -357,7 +420,11 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             "/spec/clusterIP",
             "/spec/ports",
             "/spec/selector",
+            "/spec/externalIPs",
+            "/spec/externalName",
+            "/status/loadBalancer/ingress",
         ]),
+        "EndpointSlice" => read.extend(["/addressType", "/ports", "/endpoints/addresses"]),
         "Job" => read.extend([
             "/spec/completions",
             "/spec/parallelism",
@@ -490,6 +557,7 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
                 json!(or_none(ports.join(","))),
             ]);
         }
+        "EndpointSlice" => row.extend(endpoint_slice_cells(object)),
         "Job" => row.extend(job_cells(object, now)),
         "ConfigMap" => row.push(json!(count(object, "/data") + count(object, "/binaryData"))),
         "Secret" => row.extend([json!(text(object, "/type")), json!(count(object, "/data"))]),
@@ -645,6 +713,43 @@ mod tests {
         ] {
             assert_eq!(at(&object, pointer), object.pointer(pointer), "{pointer}");
         }
+    }
+
+    #[test]
+    fn services_and_endpoint_slices_should_print_as_upstream() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let lb = json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer",
+            "clusterIP": "10.43.0.7", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]}}});
+        // Name and the kind's own columns (age and the wide ones follow); what a list
+        // decodes of them is checked over `stream.rs`'s samples.
+        let cells_of = |kind: &str, object: &Value| cells(kind, object, now);
+        assert_eq!(
+            cells_of("Service", &lb)[..5],
+            vec![
+                json!("web"),
+                json!("LoadBalancer"),
+                json!("10.43.0.7"),
+                json!("127.0.0.1"),
+                json!("80:30080/TCP")
+            ]
+        );
+        let pending = json!({"metadata": {"name": "p"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.8"}});
+        assert_eq!(cells_of("Service", &pending)[3], json!("<pending>"));
+        let endpoints: Vec<Value> = (1..=5)
+            .map(|i| json!({"addresses": [format!("10.42.0.{i}")]}))
+            .collect();
+        let slice = json!({"metadata": {"name": "web-x"}, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints});
+        assert_eq!(
+            cells_of("EndpointSlice", &slice)[..4],
+            vec![
+                json!("web-x"),
+                json!("IPv4"),
+                json!("8080"),
+                json!("10.42.0.1,10.42.0.2,10.42.0.3 + 2 more...")
+            ]
+        );
     }
 
     #[test]

@@ -129,7 +129,9 @@ pub(super) fn start_server_with(
         .port();
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["server", "--https-port", &port.to_string(), "--data-dir"])
+        .args(["server", "--https-port", &port.to_string()])
+        // The cluster DNS on any free port, asking no resolver (nothing leaves the machine).
+        .args(["--dns-port", "0", "--dns-upstream", "none", "--data-dir"])
         .arg(dir)
         .args(args);
     if let Some(endpoint) = etcd {

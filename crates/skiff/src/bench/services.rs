@@ -118,10 +118,6 @@ async fn measure(
             CLUSTER_CIDR,
             "--service-cidr",
             SERVICE_CIDR,
-            "--dns-port",
-            "0",
-            "--dns-upstream",
-            "none",
         ],
     )?;
     wait_ready(&client, node_name).await?;

@@ -48,6 +48,11 @@ pub fn start_server_with(extra: &[&str]) -> Server {
         .args([
             "server",
             "--no-agent",
+            // Servers run side by side: the cluster DNS on any free port, asking no resolver.
+            "--dns-port",
+            "0",
+            "--dns-upstream",
+            "none",
             "--https-port",
             &free_port().to_string(),
             "--data-dir",

@@ -417,6 +417,19 @@ mod tests {
                 "selector": {"app": "a"}, "sessionAffinity": "None"}}),
             ),
             (
+                "Service",
+                json!({"metadata": meta, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.2",
+                "ports": [{"port": 80, "nodePort": 30081}], "externalIPs": ["192.0.2.1"]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]}}}),
+            ),
+            (
+                "EndpointSlice",
+                json!({"metadata": meta, "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}, "nodeName": "n"},
+                              {"addresses": ["10.42.0.6"], "conditions": {"ready": false}}]}),
+            ),
+            (
                 "ConfigMap",
                 json!({"metadata": meta, "data": {"a": "1"}, "binaryData": {"b": "AA=="}}),
             ),
