@@ -388,6 +388,72 @@ async fn fill(
     Ok(())
 }
 
+/// Where Services are stored.
+const SERVICES: &str = "/registry/core/services/";
+/// How often [`repair`] looks for values no Service holds.
+pub const REPAIR_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Gives back, every [`REPAIR_PERIOD`], the pool values no Service holds (taken by a create
+/// that never finished: a server that crashed between taking and storing), as upstream's
+/// repair loops do. Runs until the task is dropped; every API server on a store may run one.
+pub async fn repair(store: std::sync::Arc<dyn skiff_store::Store>) {
+    let mut suspects = std::collections::BTreeMap::new();
+    loop {
+        tokio::time::sleep(REPAIR_PERIOD).await;
+        match sweep(store.as_ref(), &mut suspects).await {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(released, "gave back pooled values no Service held"),
+            Err(error) => tracing::debug!(%error, "the allocation repair pass failed"),
+        }
+    }
+}
+
+/// One repair pass: a pool key that no Service holds now and held none at the last pass,
+/// unchanged since (same revision), is deleted; those unheld for the first time become
+/// `suspects`. A create in progress holds its keys for far less than a period. Returns how
+/// many were given back.
+pub async fn sweep(
+    store: &dyn skiff_store::Store,
+    suspects: &mut std::collections::BTreeMap<String, skiff_store::Revision>,
+) -> Result<usize, StoreError> {
+    let range = |prefix: &str| skiff_store::RangeRequest {
+        prefix: prefix.to_string(),
+        start_after: None,
+        limit: None,
+        revision: None,
+    };
+    let services = store.range(range(SERVICES)).await?;
+    let held: std::collections::BTreeSet<String> = services
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .flat_map(|service| keys_of(&service))
+        .collect();
+    let mut unheld = std::collections::BTreeMap::new();
+    for prefix in [IP_KEYS, PORT_KEYS] {
+        // Read after the Services: a value taken since is held by a create in progress, and
+        // at most a suspect.
+        for kv in store.range(range(prefix)).await?.kvs {
+            if !held.contains(&kv.key) {
+                unheld.insert(kv.key, kv.mod_revision);
+            }
+        }
+    }
+    let mut released = 0;
+    for (key, revision) in &unheld {
+        if suspects.get(key) == Some(revision) {
+            match store.delete(key, Some(*revision)).await {
+                Ok(_) => released += 1,
+                Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+    }
+    unheld.retain(|key, revision| suspects.get(key) != Some(revision));
+    *suspects = unheld;
+    Ok(released)
+}
+
 /// Gives back what [`allocate`] took, after a failed write.
 pub async fn release(state: &ApiState, allocation: Allocation) {
     for key in allocation.0 {
@@ -462,6 +528,54 @@ pub fn keep_allocations(info: &ResourceInfo, new: &mut Value, old: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_value_no_service_holds_should_be_given_back_on_the_second_pass() {
+        use skiff_store::Store;
+        let store = skiff_store::memory::MemoryStore::new();
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.9", "ports": [{"port": 80, "nodePort": 30080}]}});
+        store
+            .create(
+                &format!("{SERVICES}default/web"),
+                service.to_string().into_bytes().into(),
+            )
+            .await
+            .unwrap();
+        for key in [
+            ip_key(Ipv4Addr::new(10, 43, 0, 9)),
+            port_key(30080),
+            ip_key(Ipv4Addr::new(10, 43, 0, 66)),
+        ] {
+            store
+                .create(&key, b"default/x".to_vec().into())
+                .await
+                .unwrap();
+        }
+        let mut suspects = std::collections::BTreeMap::new();
+        assert_eq!(
+            sweep(&store, &mut suspects).await.unwrap(),
+            0,
+            "first seen: a suspect"
+        );
+        assert_eq!(suspects.len(), 1);
+        assert_eq!(
+            sweep(&store, &mut suspects).await.unwrap(),
+            1,
+            "still unheld: given back"
+        );
+        let left = store
+            .range(skiff_store::RangeRequest {
+                prefix: IP_KEYS.into(),
+                start_after: None,
+                limit: None,
+                revision: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.kvs.len(), 1, "the held ClusterIP stays");
+        assert_eq!(sweep(&store, &mut suspects).await.unwrap(), 0);
+    }
 
     fn info() -> ResourceInfo {
         skiff_apimachinery::resources::builtin()

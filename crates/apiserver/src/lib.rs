@@ -266,6 +266,7 @@ pub async fn start(
         kubelet::KubeletClient::new(&kubelet_cert, &kubelet_key).map_err(ServerError::Kubelet)?;
     let join_path = config.data_dir.join(JOIN_TOKEN_FILE);
     let join = certs::join_token(&join_path, &pki.ca_cert)?;
+    let repair_store = Arc::clone(&store);
     let state = ApiState::new(Inner {
         store,
         registry: Registry::builtin(),
@@ -291,6 +292,7 @@ pub async fn start(
     .await?;
     let tls = tls::server_config(&pki)?;
     let serving = tokio::spawn(tls::serve(listener, tls, router.clone()));
+    tokio::spawn(allocation::repair(Arc::clone(&repair_store)));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "API server ready");
     Ok(Server {
         kubeconfig,
