@@ -62,6 +62,44 @@ fn first_three(items: Vec<String>) -> String {
     }
 }
 
+/// An Endpoints object's ENDPOINTS cell (upstream's `formatEndpoints`): `ip:port` of every
+/// ready address and port, the first three, or `<none>`.
+fn endpoints_cell(object: &Value) -> Value {
+    let mut pairs = Vec::new();
+    for subset in at(object, "/subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let addresses = subset.get("addresses").and_then(Value::as_array);
+        let ports: Vec<String> = match subset.get("ports").and_then(Value::as_array) {
+            Some(ports) if !ports.is_empty() => ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        ":{}",
+                        p.get("port").and_then(Value::as_i64).unwrap_or_default()
+                    )
+                })
+                .collect(),
+            _ => vec![String::new()],
+        };
+        for ip in addresses
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("ip").and_then(Value::as_str))
+        {
+            for port in &ports {
+                pairs.push(format!("{ip}{port}"));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return json!("<none>");
+    }
+    json!(first_three(pairs))
+}
+
 /// An EndpointSlice's ADDRESSTYPE, PORTS and ENDPOINTS cells (upstream's printer).
 fn endpoint_slice_cells(object: &Value) -> [Value; 3] {
     let ports = at(object, "/ports")
@@ -211,6 +249,12 @@ pub(crate) fn columns(kind: &str) -> Vec<Value> {
             column("Current", "integer", 0, "Number of actual pods."),
             column("Ready", "integer", 0, "Number of ready pods."),
         ],
+        "Endpoints" => vec![column(
+            "Endpoints",
+            "string",
+            0,
+            "Endpoints of this service (the first three).",
+        )],
         "EndpointSlice" => vec![
             column(
                 "AddressType",
@@ -425,6 +469,7 @@ pub fn fields_read(kind: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             "/status/loadBalancer/ingress",
         ]),
         "EndpointSlice" => read.extend(["/addressType", "/ports", "/endpoints/addresses"]),
+        "Endpoints" => read.extend(["/subsets"]),
         "Job" => read.extend([
             "/spec/completions",
             "/spec/parallelism",
@@ -558,6 +603,7 @@ pub(crate) fn cells(kind: &str, object: &Value, now: Timestamp) -> Vec<Value> {
             ]);
         }
         "EndpointSlice" => row.extend(endpoint_slice_cells(object)),
+        "Endpoints" => row.push(endpoints_cell(object)),
         "Job" => row.extend(job_cells(object, now)),
         "ConfigMap" => row.push(json!(count(object, "/data") + count(object, "/binaryData"))),
         "Secret" => row.extend([json!(text(object, "/type")), json!(count(object, "/data"))]),
@@ -736,6 +782,12 @@ mod tests {
         );
         let pending = json!({"metadata": {"name": "p"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.8"}});
         assert_eq!(cells_of("Service", &pending)[3], json!("<pending>"));
+        let endpoints = json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.42.0.5"}],
+            "notReadyAddresses": [{"ip": "10.42.0.7"}], "ports": [{"port": 8080}, {"port": 9090}]}]});
+        assert_eq!(
+            cells_of("Endpoints", &endpoints)[1],
+            json!("10.42.0.5:8080,10.42.0.5:9090")
+        );
         let endpoints: Vec<Value> = (1..=5)
             .map(|i| json!({"addresses": [format!("10.42.0.{i}")]}))
             .collect();

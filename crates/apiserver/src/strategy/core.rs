@@ -95,11 +95,23 @@ pub(super) const SERVICE: Strategy = Strategy {
     ..GENERIC
 };
 
-/// A Service's defaults: type, session affinity, IP families, port protocols and targets.
+/// A Service's defaults: type, session affinity, IP families, traffic policies, port protocols
+/// and targets.
 fn service_defaults(object: &mut Value) {
     if let Some(spec) = object_at(object, "spec") {
         set_default(spec, "type", json!("ClusterIP"));
         set_default(spec, "sessionAffinity", json!("None"));
+        let kind = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "LoadBalancer" {
+            set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+        }
         if spec.get("type") != Some(&json!("ExternalName")) {
             set_default(spec, "ipFamilies", json!(["IPv4"]));
             set_default(spec, "ipFamilyPolicy", json!("SingleStack"));

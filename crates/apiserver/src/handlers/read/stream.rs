@@ -430,6 +430,11 @@ mod tests {
                               {"addresses": ["10.42.0.6"], "conditions": {"ready": false}}]}),
             ),
             (
+                "Endpoints",
+                json!({"metadata": meta, "subsets": [{"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}],
+                "notReadyAddresses": [{"ip": "10.42.0.7"}], "ports": [{"name": "http", "port": 8080}]}]}),
+            ),
+            (
                 "ConfigMap",
                 json!({"metadata": meta, "data": {"a": "1"}, "binaryData": {"b": "AA=="}}),
             ),
