@@ -35,11 +35,22 @@ struct Context {
 /// Publishes LoadBalancer Services at their nodes' addresses until the task is dropped.
 pub async fn run(client: Client) {
     let (nodes, writer) = reflector::store();
+    // Every Service is looked at again only when the addresses the nodes publish change (a
+    // node's Ready flips, one joins or goes), not on every node status write.
+    let published = nodes.clone();
+    let mut last: Vec<String> = Vec::new();
     let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .touched_objects()
-        .filter_map(|node| async move { node.ok().map(|_| ()) });
+        .filter_map(move |node| {
+            let now = node.is_ok().then(|| ingress_addresses(&published.state()));
+            let changed = now.filter(|now| *now != last);
+            if let Some(now) = &changed {
+                last = now.clone();
+            }
+            async move { changed.map(|_| ()) }
+        });
     let services: Api<Service> = Api::all(client.clone());
     let context = Arc::new(Context { client, nodes });
     Controller::new(services, watcher::Config::default())
@@ -84,6 +95,14 @@ fn node_addresses(node: &Node) -> Vec<String> {
     }
 }
 
+/// Every Ready node's published addresses, sorted, once each.
+fn ingress_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
+    let mut addresses: Vec<String> = nodes.iter().flat_map(|n| node_addresses(n)).collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
 /// The ingress `service` should publish, given the cluster's nodes; `None` when the Service is
 /// not this controller's to publish.
 pub fn desired_ingress(service: &Service, nodes: &[Arc<Node>]) -> Option<Value> {
@@ -94,11 +113,8 @@ pub fn desired_ingress(service: &Service, nodes: &[Arc<Node>]) -> Option<Value> 
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return Some(json!([]));
     }
-    let mut addresses: Vec<String> = nodes.iter().flat_map(|n| node_addresses(n)).collect();
-    addresses.sort();
-    addresses.dedup();
     Some(Value::Array(
-        addresses
+        ingress_addresses(nodes)
             .into_iter()
             .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
             .collect(),
