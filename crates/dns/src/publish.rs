@@ -36,24 +36,21 @@ async fn publish(
     service_ip: Ipv4Addr,
     address: SocketAddr,
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(MANAGER).force();
     let labels = json!({"k8s-app": "kube-dns", "kubernetes.io/name": "skiff-dns", "kubernetes.io/cluster-service": "true"});
     let port = address.port();
-    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-    services
-        .patch(
-            NAME,
-            &params,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-                "spec": {"clusterIP": service_ip.to_string(), "ports": [
-                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
-                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port},
-                ]},
-            })),
-        )
-        .await?;
+    apply::<Service>(
+        client,
+        NAME,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            "spec": {"clusterIP": service_ip.to_string(), "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port},
+            ]},
+        }),
+    )
+    .await?;
     let ip = address.ip().to_string();
     // Where this server listens, as both the slice and the Endpoints name its ports.
     let ports = json!([
@@ -61,34 +58,48 @@ async fn publish(
         {"name": "dns-tcp", "port": port, "protocol": "TCP"},
     ]);
     let slice_name = format!("{NAME}-{}", ip.replace(['.', ':'], "-"));
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
-    slices
+    apply::<EndpointSlice>(
+        client,
+        &slice_name,
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": slice_name, "namespace": NAMESPACE, "labels": {
+                "kubernetes.io/service-name": NAME,
+                "endpointslice.kubernetes.io/managed-by": MANAGER,
+            }},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+            "ports": ports,
+        }),
+    )
+    .await?;
+    apply::<Endpoints>(
+        client,
+        NAME,
+        json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": ports}],
+        }),
+    )
+    .await
+}
+
+/// Applies `object` as `name` in kube-system (server-side, forced: this server owns it).
+async fn apply<K>(client: &Client, name: &str, object: serde_json::Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), NAMESPACE)
         .patch(
-            &slice_name,
-            &params,
-            &Patch::Apply(json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": slice_name, "namespace": NAMESPACE, "labels": {
-                    "kubernetes.io/service-name": NAME,
-                    "endpointslice.kubernetes.io/managed-by": MANAGER,
-                }},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-                "ports": ports,
-            })),
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(object),
         )
-        .await?;
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
-    endpoints
-        .patch(
-            NAME,
-            &params,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Endpoints",
-                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                "subsets": [{"addresses": [{"ip": ip}], "ports": ports}],
-            })),
-        )
-        .await?;
-    Ok(())
+        .await
+        .map(|_| ())
 }
