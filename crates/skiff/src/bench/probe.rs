@@ -54,11 +54,7 @@ fn answered(answer: &[u8], id: u16) -> bool {
 }
 
 fn micros(sorted: &[Duration], q: f64) -> u128 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[at.min(sorted.len() - 1)].as_micros()
+    super::pods::quantile(sorted, q).as_micros()
 }
 
 async fn dns_client(server: SocketAddr, name: String, until: Instant) -> (Vec<Duration>, usize) {
