@@ -2,6 +2,7 @@
 //! table plus the custom resources of established CRDs (replaced as a whole when CRDs change).
 //! Pure types: the CRD module (`crd`) computes what is served and replaces it here.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use skiff_apimachinery::ResourceInfo;
@@ -35,14 +36,25 @@ pub type Served = Arc<Vec<CustomResource>>;
 #[derive(Debug)]
 pub struct Registry {
     builtin: Vec<ResourceInfo>,
+    /// The built-in resources by plural name (a request's lookup: no scan, no copy).
+    by_plural: HashMap<String, Vec<Arc<ResourceInfo>>>,
     custom: RwLock<Served>,
 }
 
 impl Registry {
     /// The built-in resources, no custom ones yet.
     pub fn builtin() -> Self {
+        let builtin = builtin();
+        let mut by_plural: HashMap<String, Vec<Arc<ResourceInfo>>> = HashMap::new();
+        for info in &builtin {
+            by_plural
+                .entry(info.plural.clone())
+                .or_default()
+                .push(Arc::new(info.clone()));
+        }
         Self {
-            builtin: builtin(),
+            builtin,
+            by_plural,
             custom: RwLock::new(Arc::new(Vec::new())),
         }
     }
@@ -65,18 +77,18 @@ impl Registry {
     }
 
     /// Finds a resource.
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceInfo> {
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
         let matches =
             |r: &ResourceInfo| r.group == group && r.version == version && r.plural == plural;
-        self.builtin
-            .iter()
-            .find(|r| matches(r))
+        self.by_plural
+            .get(plural)
+            .and_then(|infos| infos.iter().find(|r| matches(r)))
             .cloned()
             .or_else(|| {
                 self.custom()
                     .iter()
                     .find(|c| matches(&c.info))
-                    .map(|c| c.info.clone())
+                    .map(|c| Arc::new(c.info.clone()))
             })
     }
 

@@ -32,6 +32,10 @@ use crate::certs::Pki;
 /// The most bytes of request line and headers a connection accepts.
 const MAX_HEAD_BYTES: usize = 1 << 20;
 
+/// The most concurrent HTTP/2 streams a connection may open: upstream's `RecommendedOptions`
+/// (`HTTP2MaxStreamsPerConnection = 1000`) rather than Go's 250 or hyper's 200.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
 /// Building the TLS configuration failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -120,6 +124,11 @@ where
     // `StatusOnParseErrors`), not a 431 from here.
     builder.http1().max_buf_size(MAX_HEAD_BYTES);
     builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
+    // Clients multiplex every request, watches included, on one HTTP/2 connection (client-go
+    // does): as many streams as upstream's recommended serving options allow.
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await

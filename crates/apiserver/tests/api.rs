@@ -877,6 +877,94 @@ async fn pods_should_bind_once_and_be_evictable() {
 }
 
 #[tokio::test]
+async fn binding_should_mark_the_pod_scheduled_and_copy_its_annotations() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "s", "annotations": {"own": "kept"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    api.json("POST", pods, pod).await;
+    // What the scheduler writes while nothing fits.
+    let unschedulable = api
+        .call(
+            "PATCH",
+            &format!("{pods}/s/status"),
+            Some("application/strategic-merge-patch+json"),
+            br#"{"status":{"conditions":[{"type":"PodScheduled","status":"False","reason":"Unschedulable","message":"0/1 nodes are available"}]}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(unschedulable.status, StatusCode::OK);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "s", "annotations": {"from-binding": "yes"}}, "target": {"kind": "Node", "name": "node-1"}});
+    assert_eq!(
+        api.json("POST", &format!("{pods}/s/binding"), binding)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let bound = api.get(&format!("{pods}/s")).await.json();
+    let conditions = bound["status"]["conditions"].as_array().unwrap();
+    let scheduled: Vec<&Value> = conditions
+        .iter()
+        .filter(|c| c["type"] == "PodScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{conditions:?}");
+    assert_eq!(scheduled[0]["status"], "True");
+    assert!(scheduled[0].get("reason").is_none(), "{:?}", scheduled[0]);
+    assert!(scheduled[0]["lastTransitionTime"].is_string());
+    assert_eq!(bound["metadata"]["annotations"]["own"], "kept");
+    assert_eq!(bound["metadata"]["annotations"]["from-binding"], "yes");
+}
+
+#[tokio::test]
+async fn writes_naming_another_uid_should_be_refused() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "u"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let created = api.json("POST", pods, pod).await.json();
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    // A node agent still working for an earlier pod of this name.
+    let stale = api
+        .call(
+            "PATCH",
+            &format!("{pods}/u/status"),
+            Some("application/strategic-merge-patch+json"),
+            br#"{"metadata":{"uid":"an-earlier-pod"},"status":{"phase":"Running"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        stale.json()["message"],
+        "Pod \"u\" is invalid: metadata.uid: Invalid value: \"an-earlier-pod\": field is immutable"
+    );
+    assert_eq!(
+        api.get(&format!("{pods}/u")).await.json()["status"]["phase"],
+        "Pending"
+    );
+    // The same on the main resource; the pod's own uid, or none, is fine.
+    let mut replaced = api.get(&format!("{pods}/u")).await.json();
+    replaced["metadata"]["uid"] = json!("another");
+    let refused = api
+        .json("PUT", &format!("{pods}/u"), replaced.clone())
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    replaced["metadata"]["uid"] = json!(uid);
+    replaced["metadata"]["labels"] = json!({"a": "b"});
+    assert_eq!(
+        api.json("PUT", &format!("{pods}/u"), replaced).await.status,
+        StatusCode::OK
+    );
+    let own = format!(r#"{{"metadata":{{"uid":"{uid}"}},"status":{{"phase":"Running"}}}}"#);
+    let patched = api
+        .call(
+            "PATCH",
+            &format!("{pods}/u/status"),
+            Some("application/strategic-merge-patch+json"),
+            own.into_bytes(),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert_eq!(patched.json()["status"]["phase"], "Running");
+}
+
+#[tokio::test]
 async fn service_account_tokens_should_authenticate_until_the_account_is_gone() {
     let api = api().await;
     let accounts = "/api/v1/namespaces/default/serviceaccounts";

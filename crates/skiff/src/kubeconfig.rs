@@ -7,15 +7,16 @@ use anyhow::Context;
 
 /// A client for the current context of the kubeconfig at `path`.
 pub async fn client(path: &Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config(path).await?)?)
+}
+
+/// The client configuration of the current context of the kubeconfig at `path`.
+pub async fn config(path: &Path) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .with_context(|| format!("loading the kubeconfig {}", path.display()))?;
-    Ok(kube::Client::try_from(config)?)
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading the kubeconfig {}", path.display()))
 }
 
 /// The PEM of the cluster CA the kubeconfig at `path` trusts (its current context's).

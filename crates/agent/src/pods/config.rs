@@ -105,12 +105,38 @@ pub fn sandbox(
             cgroup_parent: cgroup_parent(node_slice, &uid),
             security_context: Some(api::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespaces),
+                // containerd refuses a privileged container in a sandbox that is not.
+                privileged: has_privileged_container(pod),
                 ..api::LinuxSandboxSecurityContext::default()
             }),
             ..api::LinuxPodSandboxConfig::default()
         }),
         windows: None,
     }
+}
+
+/// Whether any of the pod's containers (init, regular or ephemeral) asks to be privileged
+/// (kubelet's `HasPrivilegedContainer`).
+fn has_privileged_container(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let privileged = |context: Option<&k8s_openapi::api::core::v1::SecurityContext>| {
+        context.and_then(|c| c.privileged) == Some(true)
+    };
+    spec.containers
+        .iter()
+        .any(|c| privileged(c.security_context.as_ref()))
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| privileged(c.security_context.as_ref()))
+        || spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| privileged(c.security_context.as_ref()))
 }
 
 /// CPU shares for a CPU request in milli-CPUs (kubelet's `MilliCPUToShares`, at least 2).
@@ -304,6 +330,31 @@ mod tests {
         assert_eq!(config.port_mappings.len(), 1);
         assert_eq!(config.port_mappings[0].host_port, 8080);
         assert_eq!(config.labels[labels::POD_UID], "u-1");
-        assert_eq!(config.linux.unwrap().cgroup_parent, "/skiff-n1/podu-1");
+        let linux = config.linux.unwrap();
+        assert_eq!(linux.cgroup_parent, "/skiff-n1/podu-1");
+        assert!(!linux.security_context.unwrap().privileged);
+    }
+
+    #[test]
+    fn a_privileged_container_should_make_its_sandbox_privileged() {
+        let dns = crate::pods::dns::ClusterDns {
+            server: None,
+            domain: "cluster.local".into(),
+        };
+        for list in ["containers", "initContainers"] {
+            let mut spec = json!({"containers": [{"name": "plain"}]});
+            let privileged = json!({"name": "p", "securityContext": {"privileged": true}});
+            match list {
+                "containers" => spec["containers"].as_array_mut().unwrap().push(privileged),
+                _ => spec[list] = json!([privileged]),
+            }
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": spec,
+            }))
+            .unwrap();
+            let config = sandbox("n1", &pod, 0, Path::new("/logs"), "skiff-n1", &dns);
+            let context = config.linux.unwrap().security_context.unwrap();
+            assert!(context.privileged, "{list}");
+        }
     }
 }

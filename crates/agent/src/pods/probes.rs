@@ -3,8 +3,9 @@
 //! killed (and restarted by its policy); a readiness probe decides the container's `ready`
 //! (no readiness probe: ready once started). Each probe waits `initialDelaySeconds` after the
 //! container starts and then runs every `periodSeconds`, given `timeoutSeconds`. Handlers: exec
-//! (CRI ExecSync), httpGet (a GET from the node to the pod, 200–399 passes) and tcpSocket (a
-//! connection); grpc and HTTPS probes are checked as a TCP connection to their port.
+//! (CRI ExecSync), httpGet (a GET from the node to the pod over HTTP or HTTPS, the certificate
+//! not verified, as kubelet's; 200–399 passes), tcpSocket (a connection) and grpc (the
+//! `grpc.health.v1.Health/Check` call, `grpc_probe`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -292,8 +293,7 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
             .clone()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| pod_ip.to_string());
-        let https = get.scheme.as_deref() == Some("HTTPS");
-        (host, &get.port, (!https).then_some(get))
+        (host, &get.port, Some(get))
     } else if let Some(tcp) = &probe.tcp_socket {
         let host = tcp
             .host
@@ -316,8 +316,12 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
         Err(message) => return (false, message),
     };
     let address = format!("{host}:{port}");
+    let scheme = match http {
+        Some(get) if get.scheme.as_deref() == Some("HTTPS") => "https",
+        _ => "http",
+    };
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(&address)
+        let stream = tokio::net::TcpStream::connect(&address)
             .await
             .map_err(|e| format!("dial tcp {address}: connect: {e}"))?;
         let Some(get) = http else {
@@ -335,18 +339,27 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
             request.push_str(&format!("{}: {}\r\n", header.name, header.value));
         }
         request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = vec![0u8; 64];
-        let read = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-        let line = String::from_utf8_lossy(&head[..read]).to_string();
+        let url = format!("{scheme}://{address}{path}");
+        let line = if scheme == "https" {
+            // kubelet's HTTPS probes do not verify the certificate (InsecureSkipVerify).
+            let config = skiff_apimachinery::unverified_tls::client_config()
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            status_line(tls, &request).await
+        } else {
+            status_line(stream, &request).await
+        }
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
         let code: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("Get \"http://{address}{path}\": malformed HTTP response"))?;
+            .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
         if (200..400).contains(&code) {
             Ok(String::new())
         } else {
@@ -359,10 +372,22 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
         Err(_) => (
             false,
             format!(
-                "Get \"http://{address}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                "Get \"{scheme}://{address}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ),
         ),
     }
+}
+
+/// Sends `request` and reads the start of the answer (its status line).
+async fn status_line<S>(mut stream: S, request: &str) -> std::io::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut head = vec![0u8; 64];
+    let read = stream.read(&mut head).await?;
+    Ok(String::from_utf8_lossy(&head[..read]).to_string())
 }
 
 #[cfg(test)]
@@ -439,5 +464,72 @@ mod tests {
         assert_eq!(port(&IntOrString::String("http".into()), &named), Ok(8080));
         assert_eq!(port(&IntOrString::Int(81), &named), Ok(81));
         assert!(port(&IntOrString::String("nope".into()), &named).is_err());
+    }
+
+    /// A TLS server with a self-signed certificate answering `/ok` with 204, anything else
+    /// with 500; its port.
+    async fn https_server() -> u16 {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let certified = rcgen::generate_simple_self_signed(vec!["probe.test".into()]).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(certified.signing_key.serialize_pem().as_bytes())
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = vec![0u8; 1024];
+                    let read = tls.read(&mut head).await.unwrap_or(0);
+                    let answer = if head[..read].starts_with(b"GET /ok ") {
+                        "HTTP/1.1 204 No Content\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 500 Internal Server Error\r\n\r\n"
+                    };
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_probes_should_speak_tls_without_verifying_the_certificate() {
+        let port = https_server().await;
+        let runtime = crate::runtime::fake::FakeRuntime::new();
+        let due = |path: &str, scheme: &str| Due {
+            container: "c".into(),
+            instance: "i1".into(),
+            kind: Kind::Readiness,
+            probe: serde_json::from_value(
+                json!({"httpGet": {"path": path, "port": port, "scheme": scheme}}),
+            )
+            .unwrap(),
+            ports: Vec::new(),
+        };
+        assert_eq!(
+            run(&runtime, &due("/ok", "HTTPS"), "127.0.0.1").await,
+            (true, String::new())
+        );
+        let (passed, message) = run(&runtime, &due("/bad", "HTTPS"), "127.0.0.1").await;
+        assert!(!passed);
+        assert_eq!(message, "HTTP probe failed with statuscode: 500");
+        // Plain HTTP to a TLS port does not pass.
+        let (passed, _) = run(&runtime, &due("/ok", "HTTP"), "127.0.0.1").await;
+        assert!(!passed);
     }
 }

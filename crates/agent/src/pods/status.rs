@@ -355,6 +355,8 @@ pub fn status(pod: &Pod, runtime: &PodRuntime, context: &Context<'_>, terminal: 
             initialized,
             ready,
             containers_ready,
+            // A pod on a node is scheduled (kubelet reports it so for pods given a nodeName).
+            condition(pod, "PodScheduled", true, None, None, now),
         ],
         "hostIP": context.host_ip,
         "hostIPs": [{"ip": context.host_ip}],

@@ -1046,6 +1046,13 @@ impl Worker {
                 self.retry_status = false;
             }
             Err(kube::Error::Api(status)) if status.code == 404 => self.retry_status = false,
+            // The pod of this name is another one now (deleted and created again): this
+            // worker's status is not its to write.
+            Err(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains("metadata.uid") =>
+            {
+                self.retry_status = false
+            }
             Err(error) => {
                 tracing::debug!(pod = %pod.name_any(), %error, "writing the pod's status failed; retrying");
                 self.retry_status = true;

@@ -154,7 +154,7 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
 
 /// A resource request resolved once, as upstream's RequestInfo: the resource, where, and what.
 struct RequestInfo<'a> {
-    info: ResourceInfo,
+    info: std::sync::Arc<ResourceInfo>,
     namespace: Option<&'a str>,
     name: Option<&'a str>,
     subresource: Option<&'a str>,

@@ -42,6 +42,7 @@ pub async fn bind(
     let target = Target::new("", "pods", name);
     let key = storage::key(request.info, request.namespace, name);
     let site = request.site(&key, &target)?;
+    let now = crate::clock::rfc3339(state.clock.now());
     guaranteed_update(state, site, |_, old| {
         let stored = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
         if let Some(uid) = uid.as_deref().filter(|u| *u != stored) {
@@ -76,6 +77,8 @@ pub async fn bind(
         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
             spec.insert("nodeName".into(), json!(node));
         }
+        annotate(&mut new, binding.pointer("/metadata/annotations"));
+        mark_scheduled(&mut new, &now);
         Ok(Decision::Write {
             object: new,
             precondition: None,
@@ -87,6 +90,66 @@ pub async fn bind(
         &success(),
         Format::Json,
     ))
+}
+
+/// Copies a Binding's annotations onto the pod, as upstream's binding does.
+fn annotate(pod: &mut Value, annotations: Option<&Value>) {
+    let Some(annotations) = annotations
+        .and_then(Value::as_object)
+        .filter(|a| !a.is_empty())
+    else {
+        return;
+    };
+    let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let own = meta.entry("annotations").or_insert_with(|| json!({}));
+    if !own.is_object() {
+        *own = json!({});
+    }
+    if let Some(own) = own.as_object_mut() {
+        for (key, value) in annotations {
+            own.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+/// Sets the pod's `PodScheduled` condition to True as upstream's `UpdatePodCondition` does: the
+/// condition is replaced (an Unschedulable reason and message go), its transition time kept
+/// when it was True already.
+fn mark_scheduled(pod: &mut Value, now: &str) {
+    let Some(object) = pod.as_object_mut() else {
+        return;
+    };
+    let status = object.entry("status").or_insert_with(|| json!({}));
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(conditions) = conditions.as_array_mut() else {
+        return;
+    };
+    let mut scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+    {
+        Some(existing) => {
+            if existing.get("status").and_then(Value::as_str) == Some("True")
+                && let Some(since) = existing.get("lastTransitionTime")
+            {
+                scheduled["lastTransitionTime"] = since.clone();
+            }
+            *existing = scheduled;
+        }
+        None => conditions.push(scheduled),
+    }
 }
 
 /// POST `pods/{name}/eviction`: deletes the pod (honouring the Eviction's delete options).

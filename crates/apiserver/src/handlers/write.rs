@@ -450,6 +450,7 @@ pub(super) fn prepare_replacement(
     mut new: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let info = request.info;
+    crate::validation::check_uid(info, &new, change.old)?;
     objects::prepare_update(info, &mut new, change.old, change.subresource)?;
     strategy::default(info, &mut new);
     allocation::keep_allocations(info, &mut new, change.old);

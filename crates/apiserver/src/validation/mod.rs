@@ -133,6 +133,33 @@ pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> Result<
     Err(refuse(info, new, &errors))
 }
 
+/// Upstream's `ValidateObjectMetaUpdate` for `metadata.uid`: an update (any verb or
+/// subresource) may leave the uid out, and then keeps the stored one, but may not name another:
+/// a writer holding an object that was deleted and created again under its name is refused
+/// with a 422 instead of overwriting the new object. Call it before the stored fields are
+/// copied into `new`.
+pub fn check_uid(info: &ResourceInfo, new: &Value, old: &Value) -> Result<(), ApiError> {
+    let uid = |object: &Value| {
+        object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+    };
+    match (uid(new), uid(old)) {
+        (Some(given), Some(stored)) if given != stored => Err(refuse(
+            info,
+            new,
+            &[FieldError::invalid(
+                "metadata.uid",
+                given.as_str(),
+                "field is immutable",
+            )],
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Upstream's `checkName` for an update or a patch: the object in the body (or the patched
 /// object) must carry the name of the URL. A missing or empty name is a 400 as upstream words
 /// it, not a name taken from the URL.

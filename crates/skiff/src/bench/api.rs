@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,8 @@ pub struct Options {
 
 pub(super) struct ServerProcess {
     pub(super) child: Child,
+    /// The admin kubeconfig the server wrote.
+    pub(super) kubeconfig: PathBuf,
 }
 
 impl Drop for ServerProcess {
@@ -148,8 +150,9 @@ pub(super) fn start_server_with(
         .find_map(|l| l.strip_prefix("kubeconfig: ").map(str::to_string))
         .context("the server did not print its kubeconfig")?;
     std::thread::spawn(move || lines.for_each(drop));
-    let process = ServerProcess { child };
-    let client = futures::executor::block_on(crate::kubeconfig::client(Path::new(&kubeconfig)))?;
+    let kubeconfig = PathBuf::from(kubeconfig);
+    let client = futures::executor::block_on(crate::kubeconfig::client(&kubeconfig))?;
+    let process = ServerProcess { child, kubeconfig };
     Ok((process, client))
 }
 
@@ -282,15 +285,53 @@ struct WatchFigures {
     client_us: f64,
 }
 
-/// `events` labelled creates, 5 ms apart, each awaited by `watchers` watches.
+impl WatchFigures {
+    /// The figures on standard error, as the run goes.
+    fn print(&self, watchers: usize, how: &str) {
+        eprintln!(
+            "watch with {watchers} watchers {how}: p50 {:?}, p99 {:?}; per event: fastest watcher p99 {:?}, slowest p50 {:?}; CPU per delivery: server {:.1} µs, clients {:.1} µs",
+            self.p50, self.p99, self.first_p99, self.last_p50, self.server_us, self.client_us
+        );
+    }
+
+    /// The figures as rows of the result table.
+    fn row(&self, watchers: usize, how: &str) {
+        println!(
+            "| watch latency, {watchers} watchers on {how}, p50 / p99 | {} / {} | p99 is {:.4} of the 1 s SLO |",
+            ms(self.p50),
+            ms(self.p99),
+            self.p99.as_secs_f64()
+        );
+        println!(
+            "| per event ({how}): fastest watcher's p99 / slowest watcher's p50 | {} / {} | the spread is fan-out |",
+            ms(self.first_p99),
+            ms(self.last_p50)
+        );
+        println!(
+            "| CPU per delivered watch event ({how}), server / clients | {:.1} µs / {:.1} µs | server is {:.2} of the clients |",
+            self.server_us,
+            self.client_us,
+            self.server_us / self.client_us.max(f64::EPSILON)
+        );
+    }
+}
+
+/// `events` labelled creates through `api`, 5 ms apart, each awaited by `watchers` watches
+/// opened through `watching` (another client, or the same). `tag` keeps runs apart.
 async fn watch_latency(
     api: &Api<ConfigMap>,
+    watching: &Api<ConfigMap>,
     server: u32,
     watchers: usize,
     events: usize,
+    tag: &str,
 ) -> anyhow::Result<WatchFigures> {
+    let label = format!("bench=watch-{tag}");
     let marker = api
-        .create(&PostParams::default(), &config_map("watch-start".into())?)
+        .create(
+            &PostParams::default(),
+            &config_map(format!("{tag}-watch-start"))?,
+        )
         .await?;
     let rv = marker
         .metadata
@@ -298,12 +339,8 @@ async fn watch_latency(
         .context("no resourceVersion")?;
     let mut tasks = Vec::new();
     for _ in 0..watchers {
-        let api = api.clone();
-        let stream = api
-            .watch(
-                &WatchParams::default().labels("bench=watch").timeout(290),
-                &rv,
-            )
+        let stream = watching
+            .watch(&WatchParams::default().labels(&label).timeout(290), &rv)
             .await?;
         tasks.push(tokio::spawn(async move {
             let mut stream = stream.boxed();
@@ -324,10 +361,11 @@ async fn watch_latency(
     let cpu = CpuMeter::start(server)?;
     let mut acked = HashMap::new();
     for i in 0..events {
-        let mut cm = config_map(format!("watched-{i}"))?;
-        cm.metadata.labels = Some([("bench".to_string(), "watch".to_string())].into());
+        let name = format!("{tag}-watched-{i}");
+        let mut cm = config_map(name.clone())?;
+        cm.metadata.labels = Some([("bench".to_string(), format!("watch-{tag}"))].into());
         api.create(&PostParams::default(), &cm).await?;
-        acked.insert(format!("watched-{i}"), Instant::now());
+        acked.insert(name, Instant::now());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut samples = Vec::new();
@@ -449,23 +487,23 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench");
     let one = create_rate(&cms, pid, 1, duration, "one").await?;
     let creates = create_rate(&cms, pid, 64, duration, "many").await?;
+    // Each kube-rs request in flight is a TLS connection of its own; client-go's share one
+    // HTTP/2 connection.
+    let multiplexed: Api<ConfigMap> = Api::namespaced(
+        super::multiplexed::client(&crate::kubeconfig::config(&server.kubeconfig).await?).await?,
+        "bench",
+    );
+    let creates_h2 = create_rate(&multiplexed, pid, 64, duration, "h2").await?;
     let (api_one, api_many) = (one.rate, creates.rate);
     eprintln!(
-        "api: {api_one:.0} creates/s (1 client), {api_many:.0}/s (64); CPU per create with 64 clients: server {:.0} µs, clients {:.0} µs",
-        creates.server_us, creates.client_us
+        "api: {api_one:.0} creates/s (1 client), {api_many:.0}/s (64); CPU per create with 64 clients: server {:.0} µs, clients {:.0} µs; 64 on one HTTP/2 connection {:.0}/s",
+        creates.server_us, creates.client_us, creates_h2.rate
     );
 
-    let watch = watch_latency(&cms, pid, options.watchers, 100).await?;
-    eprintln!(
-        "watch with {} watchers: p50 {:?}, p99 {:?}; per event: fastest watcher p99 {:?}, slowest p50 {:?}; CPU per delivery: server {:.1} µs, clients {:.1} µs",
-        options.watchers,
-        watch.p50,
-        watch.p99,
-        watch.first_p99,
-        watch.last_p50,
-        watch.server_us,
-        watch.client_us
-    );
+    let watch = watch_latency(&cms, &cms, pid, options.watchers, 100, "own").await?;
+    watch.print(options.watchers, "on a connection each (kube-rs)");
+    let watch_h2 = watch_latency(&cms, &multiplexed, pid, options.watchers, 100, "h2").await?;
+    watch_h2.print(options.watchers, "on one HTTP/2 connection (as client-go)");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-pods");
     create_many(&pods, options.pods, |i| {
@@ -556,23 +594,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         creates.server_us / creates.client_us.max(f64::EPSILON)
     );
     println!(
-        "| watch latency, {} watchers, p50 / p99 | {} / {} | p99 is {:.4} of the 1 s SLO |",
-        options.watchers,
-        ms(watch.p50),
-        ms(watch.p99),
-        watch.p99.as_secs_f64()
+        "| API creates/s, 64 clients on one HTTP/2 connection (client-go's way) | {:.0} | {:.2} of the store |",
+        creates_h2.rate,
+        creates_h2.rate / store_many
     );
     println!(
-        "| per event: fastest watcher's p99 / slowest watcher's p50 | {} / {} | the spread is fan-out |",
-        ms(watch.first_p99),
-        ms(watch.last_p50)
+        "| CPU per create, 64 clients on one HTTP/2 connection, server / clients | {:.0} µs / {:.0} µs | server is {:.2} of the clients |",
+        creates_h2.server_us,
+        creates_h2.client_us,
+        creates_h2.server_us / creates_h2.client_us.max(f64::EPSILON)
     );
-    println!(
-        "| CPU per delivered watch event (one event to one watcher), server / kube-rs clients | {:.1} µs / {:.1} µs | server is {:.2} of the clients |",
-        watch.server_us,
-        watch.client_us,
-        watch.server_us / watch.client_us.max(f64::EPSILON)
-    );
+    watch.row(options.watchers, "a TLS connection each (kube-rs)");
+    watch_h2.row(options.watchers, "one HTTP/2 connection (client-go's way)");
     println!(
         "| LIST {} pods (kube-rs, decoded into Pods), median / slowest of 5 | {} / {} | slowest is {:.4} of the 30 s SLO |",
         options.pods,

@@ -1,6 +1,7 @@
 //! `skiff bench`: measurements reported in BENCHMARKS.md, always as ratios taken in one run.
 
 mod api;
+mod multiplexed;
 mod pods;
 pub mod probe;
 mod schedule;
