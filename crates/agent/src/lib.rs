@@ -19,6 +19,7 @@
 pub mod bootstrap;
 pub mod cgroups;
 pub mod containerd;
+pub mod health;
 pub mod images;
 pub mod logs;
 pub mod network;
@@ -245,11 +246,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
             None => std::future::pending().await,
         }
     };
+    let runtime = Arc::clone(&shared.runtime);
     tokio::select! {
         () = supervise => {}
         () = serve => {}
         () = events => {}
-        () = node::keep_alive(client.clone(), facts) => {}
+        () = node::keep_alive(client.clone(), facts, &options.data_dir, runtime.as_ref()) => {}
         () = pods::run(shared) => {}
         () = skiff_proxy::run(client.clone(), proxy) => {}
     }

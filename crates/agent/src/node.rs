@@ -1,8 +1,10 @@
 //! The Node this agent runs: registered under its name with the machine's capacity (minus a
 //! reserve), addresses and versions; its Lease in `kube-node-lease` renewed every 10 s; its
 //! status written when it changes and otherwise every five minutes (upstream's rhythm), so an
-//! idle node writes nothing but its Lease.
+//! idle node writes nothing but its Lease. Its conditions are `health`'s, each with the time it
+//! last changed.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -10,6 +12,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+
+use crate::health;
+use crate::runtime::Runtime;
 
 /// How often the Lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
@@ -88,20 +93,44 @@ pub fn object(facts: &Facts) -> Value {
     })
 }
 
-fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    since: &str,
-    now: &str,
-) -> Value {
-    json!({"type": type_, "status": status, "reason": reason, "message": message,
-        "lastHeartbeatTime": now, "lastTransitionTime": since})
+/// When each condition last changed its status: (type, status, since).
+#[derive(Debug, Default)]
+pub struct Transitions(Vec<(&'static str, &'static str, String)>);
+
+impl Transitions {
+    /// When `condition` took its present status, recording `now` if it just did.
+    fn since(&mut self, condition: &health::Condition, now: &str) -> String {
+        match self.0.iter_mut().find(|(t, _, _)| *t == condition.type_) {
+            Some((_, status, since)) => {
+                if *status != condition.status {
+                    *status = condition.status;
+                    *since = now.to_string();
+                }
+                since.clone()
+            }
+            None => {
+                self.0
+                    .push((condition.type_, condition.status, now.to_string()));
+                now.to_string()
+            }
+        }
+    }
 }
 
-/// The node's status at `now` (`since`: when the node became ready).
-pub fn status(facts: &Facts, since: &str, now: &str) -> Value {
+/// The node's status at `now` with `conditions`.
+pub fn status(
+    facts: &Facts,
+    conditions: &[health::Condition],
+    transitions: &mut Transitions,
+    now: &str,
+) -> Value {
+    let conditions: Vec<Value> = conditions
+        .iter()
+        .map(|c| {
+            json!({"type": c.type_, "status": c.status, "reason": c.reason, "message": c.message,
+                "lastHeartbeatTime": now, "lastTransitionTime": transitions.since(c, now)})
+        })
+        .collect();
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let memory = memory_kib();
     // A reserve for the system and the agent itself, as kubelet's system-reserved would.
@@ -113,12 +142,7 @@ pub fn status(facts: &Facts, since: &str, now: &str) -> Value {
         "capacity": {"cpu": cpus.to_string(), "memory": format!("{memory}Ki"), "pods": MAX_PODS.to_string()},
         "allocatable": {"cpu": format!("{allocatable_cpu}m"), "memory": format!("{allocatable_memory}Ki"),
             "pods": MAX_PODS.to_string()},
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", since, now),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", since, now),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", since, now),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", since, now),
-        ],
+        "conditions": conditions,
         "addresses": [{"type": "InternalIP", "address": facts.ip}, {"type": "Hostname", "address": facts.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.port}},
         "nodeInfo": {
@@ -215,11 +239,12 @@ pub async fn pod_cidr(client: &Client, name: &str) -> String {
     }
 }
 
-/// Keeps the Node's status current and its Lease renewed, until the future is dropped.
-pub async fn keep_alive(client: Client, facts: Facts) {
+/// Keeps the Node's status current and its Lease renewed, until the future is dropped. The
+/// conditions come from the machine (the filesystem of `data_dir`) and `runtime`.
+pub async fn keep_alive(client: Client, facts: Facts, data_dir: &Path, runtime: &dyn Runtime) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let since = now();
+    let mut transitions = Transitions::default();
     let mut written: Option<(Value, tokio::time::Instant)> = None;
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let mut report = tokio::time::interval(STATUS_EVERY);
@@ -227,7 +252,8 @@ pub async fn keep_alive(client: Client, facts: Facts) {
         tokio::select! {
             _ = renew.tick() => renew_lease(&nodes, &leases, &facts.name).await,
             _ = report.tick() => {
-                let status = status(&facts, &since, &now());
+                let conditions = health::conditions(&health::sample(data_dir, runtime).await);
+                let status = status(&facts, &conditions, &mut transitions, &now());
                 // Also when the stored conditions say otherwise (the node-lifecycle controller
                 // marks a silent node Unknown): as kubelet compares with the Node it reads.
                 let stored_differs = match nodes.get_status(&facts.name).await {
@@ -276,5 +302,53 @@ async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, name: &str) {
             }
         }
         Err(error) => tracing::debug!(%error, "renewing the node's Lease failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            name: "n1".into(),
+            ip: "192.0.2.1".into(),
+            runtime_version: "fake://1.0".into(),
+            port: 10250,
+            labels: Vec::new(),
+        }
+    }
+
+    fn ready_since(status: &Value) -> (String, String) {
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        (
+            ready["status"].as_str().unwrap().to_string(),
+            ready["lastTransitionTime"].as_str().unwrap().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_condition_should_keep_its_transition_time_until_its_status_changes() {
+        let mut healthy = health::Sample::default();
+        let mut transitions = Transitions::default();
+        let conditions = health::conditions(&healthy);
+        let first = status(&facts(), &conditions, &mut transitions, "t1");
+        assert_eq!(ready_since(&first), ("True".into(), "t1".into()));
+        let again = status(&facts(), &conditions, &mut transitions, "t2");
+        assert_eq!(ready_since(&again), ("True".into(), "t1".into()));
+        assert_eq!(
+            without_heartbeats(&first),
+            without_heartbeats(&again),
+            "an unchanged status is not written again"
+        );
+        healthy.runtime_problem = Some("container runtime is down".into());
+        let down = health::conditions(&healthy);
+        let not_ready = status(&facts(), &down, &mut transitions, "t3");
+        assert_eq!(ready_since(&not_ready), ("False".into(), "t3".into()));
     }
 }

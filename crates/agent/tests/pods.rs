@@ -148,8 +148,14 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
         )
         .await
         .unwrap();
-    w.wait_for("web", "the pod running", |s| s["phase"] == "Running")
-        .await;
+    // (A container is Running a moment before its first status pass finds it ready.)
+    w.wait_for("web", "the pod running and ready", |s| {
+        s["phase"] == "Running"
+            && s["containerStatuses"]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["ready"] == true))
+    })
+    .await;
     let status = w.status_of("web").await;
     assert!(
         status["podIP"].as_str().unwrap().starts_with("10.99."),
@@ -165,7 +171,7 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
         .collect();
     assert_eq!(names, ["a", "b"], "statuses are sorted by name");
     let first = &status["containerStatuses"][0];
-    assert_eq!(first["ready"], true);
+    assert_eq!(first["ready"], true, "{status}");
     assert_eq!(first["started"], true);
     assert!(
         first["containerID"]

@@ -75,6 +75,17 @@ impl Runtime for Cri {
         Ok((answer.runtime_name, answer.runtime_version))
     }
 
+    async fn conditions(&self) -> Result<Vec<api::RuntimeCondition>, RuntimeError> {
+        let answer = self
+            .runtime
+            .clone()
+            .status(api::StatusRequest { verbose: false })
+            .await
+            .map_err(call("Status"))?
+            .into_inner();
+        Ok(answer.status.map(|s| s.conditions).unwrap_or_default())
+    }
+
     async fn run_sandbox(&self, config: api::PodSandboxConfig) -> Result<String, RuntimeError> {
         let request = api::RunPodSandboxRequest {
             config: Some(config),

@@ -49,6 +49,8 @@ struct State {
     behaviours: HashMap<String, Behaviour>,
     pulls: Vec<String>,
     next: u64,
+    /// The network's condition when it is not ready: (reason, message).
+    network_down: Option<(String, String)>,
 }
 
 /// The in-memory runtime.
@@ -86,6 +88,11 @@ impl FakeRuntime {
     /// Puts `image` in the runtime's store, as a side-load would.
     pub fn add_image(&self, image: &str) {
         self.state().images.insert(image.to_string());
+    }
+
+    /// Reports the network as not ready with `reason` and `message` (`None`: ready again).
+    pub fn set_network_down(&self, down: Option<(&str, &str)>) {
+        self.state().network_down = down.map(|(r, m)| (r.to_string(), m.to_string()));
     }
 
     /// The images pulled so far, in order.
@@ -161,6 +168,23 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     async fn version(&self) -> Result<(String, String), RuntimeError> {
         Ok(("fake".into(), "1.0".into()))
+    }
+
+    async fn conditions(&self) -> Result<Vec<api::RuntimeCondition>, RuntimeError> {
+        let (reason, message) = self.state().network_down.clone().unwrap_or_default();
+        Ok(vec![
+            api::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                ..api::RuntimeCondition::default()
+            },
+            api::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: reason.is_empty(),
+                reason,
+                message,
+            },
+        ])
     }
 
     async fn run_sandbox(&self, config: api::PodSandboxConfig) -> Result<String, RuntimeError> {

@@ -63,6 +63,8 @@ pub enum StreamRequest {
 pub trait Runtime: Send + Sync {
     /// The runtime's name and version (`containerd`, `1.6.20`).
     async fn version(&self) -> Result<(String, String), RuntimeError>;
+    /// The runtime's own conditions (`RuntimeReady`, `NetworkReady`).
+    async fn conditions(&self) -> Result<Vec<api::RuntimeCondition>, RuntimeError>;
     /// Starts a pod sandbox; returns its id.
     async fn run_sandbox(&self, config: api::PodSandboxConfig) -> Result<String, RuntimeError>;
     /// Stops a sandbox and every container in it.

@@ -1,0 +1,74 @@
+//! The agent's Node against an in-process API server and the fake runtime: registered, its
+//! conditions following what the runtime says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use skiff_agent::node::{self, Facts};
+use skiff_agent::runtime::fake::FakeRuntime;
+use skiff_cluster::InProcess;
+
+fn ready(node: &Node) -> (String, String, String) {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn until_ready_is(nodes: &Api<Node>, wanted: &str) -> (String, String, String) {
+    for _ in 0..300 {
+        if let Ok(node) = nodes.get("n1").await
+            && ready(&node).0 == wanted
+        {
+            return ready(&node);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node's Ready never became {wanted}");
+}
+
+#[tokio::test]
+async fn a_node_should_be_not_ready_while_its_runtime_network_is_not() {
+    let cluster = InProcess::start().await.unwrap();
+    let client = cluster.client("node");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(FakeRuntime::new());
+    let facts = Facts {
+        name: "n1".into(),
+        ip: "192.0.2.1".into(),
+        runtime_version: "fake://1.0".into(),
+        port: 0,
+        labels: Vec::new(),
+    };
+    node::register(&client, &facts).await.unwrap();
+    let keeper = {
+        let (client, runtime, path) = (client.clone(), runtime.clone(), dir.path().to_owned());
+        tokio::spawn(async move { node::keep_alive(client, facts, &path, runtime.as_ref()).await })
+    };
+    let nodes: Api<Node> = Api::all(client);
+    let (_, reason, _) = until_ready_is(&nodes, "True").await;
+    assert_eq!(reason, "KubeletReady");
+    runtime.set_network_down(Some((
+        "NetworkPluginNotReady",
+        "cni plugin not initialized",
+    )));
+    let (_, reason, message) = until_ready_is(&nodes, "False").await;
+    assert_eq!(reason, "KubeletNotReady");
+    assert_eq!(
+        message,
+        "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized"
+    );
+    runtime.set_network_down(None);
+    until_ready_is(&nodes, "True").await;
+    keeper.abort();
+}
