@@ -192,12 +192,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         port: endpoint.as_ref().map_or(0, |(_, _, port)| *port),
         labels: options.labels.clone(),
     };
-    node::register(&client, &facts)
-        .await
-        .map_err(|source| AgentError::Register {
-            name: options.node_name.clone(),
-            source,
-        })?;
+    register(&client, &facts).await?;
     let pod_cidr = node::pod_cidr(&client, &options.node_name).await;
     State::of(&options, &pod_cidr).save(&options.data_dir);
     let network = options.network(&pod_cidr);
@@ -228,6 +223,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         recorder,
         sync_frequency: options.sync_frequency,
         dns: options.dns.clone(),
+        host_ports: Default::default(),
     });
     let supervise = async {
         match supervisor {
@@ -256,6 +252,29 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         () = skiff_proxy::run(client.clone(), proxy) => {}
     }
     Ok(())
+}
+
+/// Registers the Node, trying again while the API cannot be reached or answers with a server
+/// error (as kubelet does: an agent restarted while the control plane is down waits for it,
+/// and the pods its runtime holds run on meanwhile); a refusal (4xx) ends the agent.
+async fn register(client: &kube::Client, facts: &node::Facts) -> Result<(), AgentError> {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match node::register(client, facts).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code < 500 => {
+                return Err(AgentError::Register {
+                    name: facts.name.clone(),
+                    source: kube::Error::Api(status),
+                });
+            }
+            Err(error) => {
+                tracing::warn!(node = %facts.name, %error, "registering the node failed; trying again (running pods go on)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(7));
+            }
+        }
+    }
 }
 
 /// What a clean stop of the agent undoes (a crash leaves it): the service proxy's rules. Pods

@@ -47,6 +47,7 @@ fn start_agent(
             server: Some("10.43.0.10".into()),
             domain: "cluster.local".into(),
         },
+        host_ports: Default::default(),
     });
     tokio::spawn(async move {
         tokio::join!(events, skiff_agent::pods::run(shared));
@@ -731,4 +732,77 @@ async fn failing_lifecycle_hooks_should_be_reported_and_a_failed_post_start_shou
         w.kubelet_events().await
     );
     w.agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_host_port_is_taken_should_be_rejected_and_never_run() {
+    let w = world().await;
+    let with_port = |name: &str| {
+        pod(
+            name,
+            json!({"containers": [{"name": "c", "image": "busybox:1.36",
+                "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
+        )
+    };
+    w.pods
+        .create(&PostParams::default(), &with_port("first"))
+        .await
+        .unwrap();
+    w.wait_for("first", "the first pod running", |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    w.pods
+        .create(&PostParams::default(), &with_port("second"))
+        .await
+        .unwrap();
+    w.wait_for("second", "the second pod rejected", |s| {
+        s["phase"] == "Failed"
+    })
+    .await;
+    let status = w.status_of("second").await;
+    assert_eq!(status["reason"], "NodePorts");
+    assert_eq!(
+        status["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports: hostPort 8080/TCP is already used by pod default/first"
+    );
+    eventually("the NodePorts event", || async {
+        w.kubelet_events()
+            .await
+            .iter()
+            .any(|e| e.starts_with("NodePorts: Predicate NodePorts failed"))
+    })
+    .await;
+    // Once the first pod is gone, the port is free, but a rejected pod stays rejected: it
+    // never runs (a third pod asking for the port gets it).
+    w.pods
+        .delete("first", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("the first pod gone", || async {
+        w.pods.get_opt("first").await.unwrap().is_none()
+    })
+    .await;
+    w.pods
+        .create(&PostParams::default(), &with_port("third"))
+        .await
+        .unwrap();
+    w.wait_for("third", "the third pod running", |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(w.status_of("second").await["phase"], "Failed");
+    assert!(
+        w.status_of("second").await["containerStatuses"].is_null(),
+        "the rejected pod never ran"
+    );
+    // Deleting the rejected pod removes it from the API.
+    w.pods
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the rejected pod gone", || async {
+        w.pods.get_opt("second").await.unwrap().is_none()
+    })
+    .await;
 }

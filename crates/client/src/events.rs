@@ -2,10 +2,11 @@
 //! the scheduler's `Scheduled` and `FailedScheduling`, the node agent's `Pulled`, `Started`,
 //! `BackOff`... Like upstream's event broadcaster they are written off the component's work,
 //! from a bounded queue that drops notes when the API cannot keep up (an Event is never worth
-//! slowing anything), and repeats of one reason about one object (and container) update a single
-//! Event's count instead of adding one Event each time. Event names are derived from the
-//! object's uid, the container and the reason, so a restarted component continues the same
-//! Event.
+//! slowing anything), and repeats of one reason and message about one object (and container)
+//! update a single Event's count instead of adding one Event each time; past ten distinct
+//! messages of one reason, they are combined into one Event, as upstream's aggregator does.
+//! Event names are derived from the object's uid, the container, the reason and the message,
+//! so a restarted component continues the same Event.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -47,10 +48,61 @@ pub struct Note {
 }
 
 impl Note {
-    fn event_name(&self) -> String {
+    /// The key of notes that are "similar" (upstream's aggregate key): same object, part,
+    /// type and reason, whatever the message.
+    fn similar_key(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (self.uid.as_str(), self.field_path.as_deref(), self.reason).hash(&mut hasher);
+        (
+            self.uid.as_str(),
+            self.field_path.as_deref(),
+            self.type_,
+            self.reason,
+        )
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn message_key(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.message.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The Event's name: one per distinct message of similar notes (upstream's event key
+    /// includes the message), and one for all of them once they are combined.
+    fn event_name(&self, combined: bool) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.similar_key().hash(&mut hasher);
+        if !combined {
+            self.message.hash(&mut hasher);
+        }
         format!("{}.{:016x}", self.name, hasher.finish())
+    }
+}
+
+/// Upstream's `EventAggregator`: similar notes with more than this many distinct messages are
+/// written as one Event, its message prefixed [`COMBINED`].
+const DISTINCT_MESSAGES: usize = 10;
+/// The prefix of a combined Event's message (upstream's words).
+const COMBINED: &str = "(combined from similar events): ";
+
+/// The distinct messages seen of each set of similar notes.
+#[derive(Default)]
+struct Similar(HashMap<u64, std::collections::HashSet<u64>>);
+
+impl Similar {
+    /// Whether `note` is to be combined with the notes similar to it (it is once they have
+    /// more than [`DISTINCT_MESSAGES`] distinct messages).
+    fn combine(&mut self, note: &Note) -> bool {
+        if self.0.len() >= REMEMBERED {
+            self.0.clear();
+        }
+        let messages = self.0.entry(note.similar_key()).or_default();
+        if messages.len() < DISTINCT_MESSAGES {
+            messages.insert(note.message_key());
+            return false;
+        }
+        !messages.contains(&note.message_key())
     }
 }
 
@@ -90,13 +142,21 @@ impl Recorder {
 
 async fn write_all(client: Client, reporter: Reporter, queue: mpsc::Receiver<Note>) {
     let counts = std::sync::Mutex::new(HashMap::<String, i32>::new());
+    let similar = std::sync::Mutex::new(Similar::default());
     tokio_stream_from(queue)
-        .for_each_concurrent(CONCURRENCY, |note| {
+        .for_each_concurrent(CONCURRENCY, |mut note| {
             let client = client.clone();
             let reporter = &reporter;
             let counts = &counts;
+            let combined = similar
+                .lock()
+                .map(|mut s| s.combine(&note))
+                .unwrap_or(false);
+            if combined {
+                note.message = format!("{COMBINED}{}", note.message);
+            }
             async move {
-                let name = note.event_name();
+                let name = note.event_name(combined);
                 let known = counts.lock().ok().and_then(|c| c.get(&name).copied());
                 let count = write(&client, reporter, &note, &name, known).await;
                 if let (Some(count), Ok(mut counts)) = (count, counts.lock()) {
@@ -220,5 +280,50 @@ fn new_event(
         reporting_component: Some(reporter.component.into()),
         reporting_instance: Some(reporter.instance.clone()),
         ..Event::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(reason: &'static str, message: &str) -> Note {
+        Note {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            type_: "Warning",
+            reason,
+            message: message.into(),
+            field_path: Some("spec.containers{c}".into()),
+            object: None,
+        }
+    }
+
+    #[test]
+    fn distinct_messages_should_be_distinct_events_until_upstreams_limit() {
+        let liveness = note("Unhealthy", "Liveness probe failed: ");
+        let readiness = note("Unhealthy", "Readiness probe failed: ");
+        assert_ne!(liveness.event_name(false), readiness.event_name(false));
+        assert_eq!(
+            liveness.event_name(false),
+            note("Unhealthy", "Liveness probe failed: ").event_name(false),
+            "a repeat counts on the same Event"
+        );
+        let mut similar = Similar::default();
+        for i in 0..DISTINCT_MESSAGES {
+            assert!(!similar.combine(&note("Failed", &format!("error {i}"))));
+        }
+        // The eleventh distinct message is combined; the first ten go on as they were.
+        assert!(similar.combine(&note("Failed", "error 10")));
+        assert!(!similar.combine(&note("Failed", "error 3")));
+        assert_eq!(
+            note("Failed", "a").event_name(true),
+            note("Failed", "b").event_name(true)
+        );
+        assert!(
+            !similar.combine(&note("BackOff", "error 10")),
+            "another reason"
+        );
     }
 }

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
+#[path = "node/lifecycle.rs"]
+mod lifecycle;
 #[path = "node/services.rs"]
 mod services;
 mod support;
@@ -784,6 +786,11 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     assert_eq!(ended("message", "reason"), "Error");
     assert_eq!(ended("fallback", "message"), "cannot reach the database\n");
 
+    // A pod's life as kubelet runs it (init, readiness, liveness, Secret updates), and the ways
+    // pods go wrong, each explained.
+    lifecycle::a_pod_should_live_as_kubelet_runs_it(&k33);
+    lifecycle::troubles_should_explain_themselves(&k33, &name);
+
     // A second node joins with the join token alone: its client certificate is asked for,
     // approved and signed, and the API reaches its pods (logs).
     let token = std::fs::read_to_string(node.data.join("join-token")).unwrap();
@@ -846,6 +853,50 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         "0"
     );
     k33.ok(&["delete", "pod", "there", "--grace-period=1"]);
+    // The control plane goes away: the joined agent still restarts a crashing container by
+    // its restart policy (a new instance appears in its runtime), and the pod's status
+    // catches up once the API is back.
+    let flaky = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: flaky}}\nspec:\n  nodeName: {second}\n  automountServiceAccountToken: false\n  containers:\n  - name: c\n    image: busybox:1.36\n    command: [/bin/sh, -c, 'sleep 1; exit 1']\n"
+    );
+    let out = k33.apply_yaml(&flaky, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restarts = || {
+        k33.jsonpath("pod/flaky", "{.status.containerStatuses[0].restartCount}")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    eventually("flaky restarted once", Duration::from_secs(60), || {
+        restarts() >= 1
+    });
+    let instances = || -> std::collections::BTreeSet<String> {
+        let listed = Command::new("ctr")
+            .arg("--address")
+            .arg(&second_socket)
+            .args(["-n", "k8s.io", "containers", "ls", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let before = instances();
+    node.crash();
+    eventually(
+        "flaky restarted with the API down",
+        Duration::from_secs(45),
+        || !instances().is_subset(&before),
+    );
+    node.restart();
+    eventually("flaky's restarts reported", Duration::from_secs(30), || {
+        restarts() >= 2
+    });
+    k33.ok(&["delete", "pod", "flaky", "--grace-period=1"]);
     // The machine leaves the cluster: its agent stops and its Node goes.
     drop(joined);
     k33.ok(&["delete", "node", &second]);

@@ -2,12 +2,14 @@
 //! second (kubelet's PLEG) feed one worker per pod (`worker.rs`), which is told only what
 //! changed, so a steady node costs two runtime calls a second and no API writes.
 //!
+//! - `admission.rs`: kubelet's admission of a new pod (host ports taken: rejected).
 //! - `labels.rs`: how runtime objects name their pod; `observed.rs`: what the runtime holds.
 //! - `plan.rs`: what to do for a pod, pure; `status.rs`: its status, pure; `backoff.rs`.
 //! - `config.rs`: CRI configs; `env.rs`: environments; `volumes.rs`: volumes on the node;
 //!   `probes.rs`: startup, liveness and readiness probes (`grpc_probe.rs`: gRPC's health check); `hooks.rs`: postStart and preStop;
 //!   `termination.rs`: termination messages; `tmpfs.rs`: memory-backed emptyDirs.
 
+pub mod admission;
 pub mod backoff;
 pub mod config;
 pub mod dns;

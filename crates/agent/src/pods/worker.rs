@@ -21,6 +21,7 @@ use skiff_client::events::{Note, Recorder};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::admission::{self, HostPorts, Rejection};
 use super::backoff::Backoff;
 use super::env::{self, Sources};
 use super::hooks::{self, Hook};
@@ -55,6 +56,8 @@ pub struct Shared {
     pub sync_frequency: Duration,
     /// The cluster DNS pods are pointed at.
     pub dns: super::dns::ClusterDns,
+    /// The host ports the admitted pods hold.
+    pub host_ports: HostPorts,
 }
 
 /// What a pod worker is told.
@@ -102,6 +105,8 @@ pub struct Worker {
     refreshed_at: Option<Instant>,
     statuses: StatusCache,
     probes: Probes,
+    /// Whether the pod was admitted on the node (or found running there).
+    admitted: bool,
 }
 
 fn grace_seconds(pod: &Pod) -> i64 {
@@ -169,6 +174,7 @@ impl Worker {
             refreshed_at: None,
             statuses: StatusCache::default(),
             probes: Probes::default(),
+            admitted: false,
         }
     }
 
@@ -286,8 +292,12 @@ impl Worker {
             return false;
         }
         let Some(pod) = self.pod.clone() else {
+            self.shared.host_ports.release(&self.uid);
             return self.tear_down().await;
         };
+        if let Some(gone) = self.admit(&pod).await {
+            return gone;
+        }
         if pod.metadata.deletion_timestamp.is_none() {
             self.probe(&pod).await;
         }
@@ -365,6 +375,83 @@ impl Worker {
             return self.finish(&pod).await;
         }
         false
+    }
+
+    /// kubelet's admission, once, before the worker makes anything for its pod; a pod that
+    /// finished or is being deleted gives its host ports back (kubelet's active pods leave both
+    /// out). `Some(gone)` when the pod must not run here: rejected, or finished (its API phase
+    /// Succeeded or Failed) before this worker saw anything of it run — such a pod is never
+    /// started again, only removed from the API once deleted.
+    async fn admit(&mut self, pod: &Pod) -> Option<bool> {
+        let finished = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        if self.admitted {
+            if finished || deleting {
+                self.shared.host_ports.release(&self.uid);
+            }
+            return None;
+        }
+        if !self.runtime.sandboxes.is_empty() || !self.runtime.instances.is_empty() {
+            self.shared.host_ports.hold(&self.uid, pod);
+            self.admitted = true;
+            return None;
+        }
+        if finished {
+            return Some(deleting && self.finish(pod).await);
+        }
+        if deleting {
+            return None;
+        }
+        match self.shared.host_ports.admit(&self.uid, pod) {
+            Ok(()) => {
+                self.admitted = true;
+                None
+            }
+            Err(rejection) => {
+                self.reject(pod, &rejection).await;
+                Some(false)
+            }
+        }
+    }
+
+    /// Marks the pod Failed as kubelet's `rejectPod` does, with an Event.
+    async fn reject(&mut self, pod: &Pod, rejection: &Rejection) {
+        let patch = json!({"metadata": {"uid": self.uid}, "status": {
+            "phase": "Failed", "reason": admission::REASON, "message": rejection.status_message()}});
+        let pods: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        match pods
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.retry_status = false;
+                tracing::info!(pod = %pod.name_any(), detail = %rejection.detail, "pod rejected: its host ports are taken");
+                self.note(
+                    pod,
+                    "Warning",
+                    admission::REASON,
+                    rejection.event_message(),
+                    None,
+                );
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => {
+                self.retry_status = false;
+            }
+            Err(error) => {
+                tracing::debug!(pod = %pod.name_any(), %error, "rejecting the pod failed; retrying");
+                self.retry_status = true;
+            }
+        }
     }
 
     /// Runs the probes that are due; kills instances their liveness or startup probe gave up
@@ -1131,6 +1218,13 @@ impl Worker {
         self.clean_up().await;
         tracing::info!(pod = %self.uid, name = %self.runtime.name, "removed the containers of a pod the API no longer has");
         true
+    }
+}
+
+impl Drop for Worker {
+    /// A pod whose worker ends (deleted, torn down) gives its host ports back.
+    fn drop(&mut self) {
+        self.shared.host_ports.release(&self.uid);
     }
 }
 
