@@ -6,7 +6,8 @@
 //! port-forward work over kubectl's WebSocket protocols and its SPDY fallback; a crashing
 //! container is restarted with back-off; the server is killed with SIGKILL and the pod keeps
 //! serving, then a new server finds it as it was; deleted pods go with their sandboxes; the
-//! egress guard is in place before any pod; and everything the node made is removed at the end.
+//! egress guard is in place before any pod; a joined agent's endpoint answers administrators
+//! only; and everything the node made is removed at the end.
 //! Needs root, containerd and kubectl, so it is ignored unless asked for
 //! (`./scripts/test` asks); it fails, naming what is missing, rather than skip.
 
@@ -348,6 +349,71 @@ fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The client certificate and key (PEM) of the kubeconfig at `path`, given inline (`-data`) or
+/// as files.
+fn identity(path: &Path) -> (Vec<u8>, Vec<u8>) {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).unwrap();
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let value = l.trim().strip_prefix(name)?.strip_prefix(':')?.trim();
+            Some(value.trim_matches('"').to_string())
+        })
+    };
+    let read = |name: &str| match field(&format!("{name}-data")) {
+        Some(inline) => base64::engine::general_purpose::STANDARD
+            .decode(inline)
+            .unwrap(),
+        None => std::fs::read(field(name).unwrap()).unwrap(),
+    };
+    (read("client-certificate"), read("client-key"))
+}
+
+/// What a node agent's endpoint on 127.0.0.1:`port` answers to GET /healthz from a caller
+/// presenting `identity` (certificate and key, PEM), or why there was no answer. (The agent's
+/// certificate is its own, self-signed: not verified, as the API server does not.)
+fn agent_answer(port: u16, identity: Option<&(Vec<u8>, Vec<u8>)>) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = skiff_apimachinery::unverified_tls::AnyServer::new(provider.clone());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier));
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(
+        tls,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    match tls.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // The agent may close without TLS's close_notify once it answered.
+        Err(_) if !answer.is_empty() => {}
+        Err(error) => return Err(error.to_string()),
+    }
+    Ok(String::from_utf8_lossy(&answer).to_string())
 }
 
 /// GET / on `ip:port`, the body.
@@ -790,6 +856,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     // pods go wrong, each explained.
     lifecycle::a_pod_should_live_as_kubelet_runs_it(&k33);
     lifecycle::troubles_should_explain_themselves(&k33, &name);
+    lifecycle::security_and_resources_should_hold(&k33);
 
     // A second node joins with the join token alone: its client certificate is asked for,
     // approved and signed, and the API reaches its pods (logs).
@@ -831,6 +898,35 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         Duration::from_secs(60),
         || k33.run(&["logs", "there"]).stdout == b"hello from the second node\n",
     );
+    // The second agent's endpoint answers the cluster's administrators (and the API server),
+    // not a caller without a certificate, nor one holding a node's certificate.
+    let agent_port: u16 = k33
+        .jsonpath(
+            &format!("node/{second}"),
+            "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+        )
+        .parse()
+        .unwrap();
+    let admin = identity(&kubeconfig);
+    assert!(
+        agent_answer(agent_port, Some(&admin))
+            .unwrap()
+            .starts_with("HTTP/1.1 200"),
+        "an administrator is answered"
+    );
+    for (who, caller) in [
+        ("no certificate", None),
+        (
+            "a node's certificate",
+            Some(identity(&joined.data.join("node.kubeconfig"))),
+        ),
+    ] {
+        let answer = agent_answer(agent_port, caller.as_ref());
+        assert!(
+            !answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{who}: {answer:?}"
+        );
+    }
     // The agent is killed: its pod runs on; a new agent (no token now) finds it as it was.
     joined.crash();
     let second_socket = joined.data.join("containerd/containerd.sock");

@@ -3,12 +3,15 @@
 //! probe holds Ready back until it passes; a failing liveness probe restarts the container; a
 //! crash's back-off grows (10 s, then 20 s); a changed Secret reaches the mounted files; an
 //! image that does not exist, a command that does not exist, a missing ConfigMap and a host
-//! port another pod holds each name their cause, and the other pods keep running.
+//! port another pod holds each name their cause, and the other pods keep running; a pod's
+//! security context (user, group, read-only root, dropped capabilities, working directory),
+//! its host port and a second container's log hold as asked; a memory limit too small to start
+//! says so.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::eventually;
+use super::{eventually, http_get};
 use crate::support::kubectl::Kubectl;
 
 const GATED: &str = r#"
@@ -83,6 +86,37 @@ spec:
   automountServiceAccountToken: false
   containers:
   - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [/bin/sh, -c, "exit 1"]}
+"#;
+
+const SECURE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: secure}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1234, runAsGroup: 5678}
+  containers:
+  - name: c
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    command: [/bin/httpd, -f, -p, "8081", -h, /etc]
+    workingDir: /tmp
+    securityContext: {readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+    ports: [{containerPort: 8081, hostPort: 18081}]
+  - name: side
+    image: busybox:stable
+    imagePullPolicy: IfNotPresent
+    command: [/bin/sh, -c, "echo from the side; trap 'exit 0' TERM; while true; do sleep 1; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tiny}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: "busybox:stable", imagePullPolicy: IfNotPresent, command: [sleep, "3600"], resources: {limits: {memory: 1Mi}}}
 "#;
 
 /// A pod on the node holding host port `port` (its name: `name`).
@@ -292,3 +326,51 @@ const TROUBLED: [&str; 6] = [
     "holder",
     "taker",
 ];
+
+pub fn security_and_resources_should_hold(k: &Kubectl) {
+    apply(k, SECURE);
+    eventually("secure running", Duration::from_secs(60), || {
+        k.jsonpath("pod/secure", "{.status.phase}") == "Running"
+    });
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "secure", "-c", "c", "--"];
+        all.extend_from_slice(args);
+        k.run(&all)
+    };
+    let text = |args: &[&str]| String::from_utf8_lossy(&exec(args).stdout).to_string();
+    assert_eq!(text(&["id", "-u"]), "1234\n");
+    assert_eq!(text(&["id", "-g"]), "5678\n");
+    assert_eq!(text(&["pwd"]), "/tmp\n");
+    let touched = exec(&["touch", "/written"]);
+    assert!(!touched.status.success());
+    assert!(
+        String::from_utf8_lossy(&touched.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&touched.stderr)
+    );
+    assert!(
+        text(&["grep", "CapEff", "/proc/1/status"]).contains("0000000000000000"),
+        "every capability dropped"
+    );
+    // The host port reaches the container; the second container logs on its own.
+    eventually("the host port answering", Duration::from_secs(20), || {
+        // (httpd serving /etc: any answer of its is the container's.)
+        http_get("127.0.0.1", 18081).is_ok_and(|answer| answer.starts_with("HTTP/"))
+    });
+    eventually("the side container's log", Duration::from_secs(20), || {
+        k.ok(&["logs", "secure", "-c", "side"]) == "from the side\n"
+    });
+    // A memory limit too small for the container to start: the runtime's own words.
+    eventually("tiny refused", Duration::from_secs(60), || {
+        let status = container_status(k, "tiny");
+        status.contains("StartError") && status.contains("unable to set memory limit")
+    });
+    k.ok(&[
+        "delete",
+        "pod",
+        "secure",
+        "tiny",
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+}
