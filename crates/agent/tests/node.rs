@@ -1,5 +1,5 @@
 //! The agent's Node against an in-process API server and the fake runtime: registered, its
-//! conditions following what the runtime says.
+//! conditions following what the runtime says, and not written again while nothing changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,14 @@ async fn a_node_should_be_not_ready_while_its_runtime_network_is_not() {
     let nodes: Api<Node> = Api::all(client);
     let (_, reason, _) = until_ready_is(&nodes, "True").await;
     assert_eq!(reason, "KubeletReady");
+    // Idle, the node writes nothing but its Lease: its status pass 10 s later changes nothing.
+    let written = nodes.get("n1").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        nodes.get("n1").await.unwrap().metadata.resource_version,
+        written,
+        "an unchanged status is not written again"
+    );
     runtime.set_network_down(Some((
         "NetworkPluginNotReady",
         "cni plugin not initialized",

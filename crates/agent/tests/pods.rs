@@ -157,6 +157,14 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
                 .is_some_and(|c| c.iter().all(|c| c["ready"] == true))
     })
     .await;
+    // A steady pod is not written again: several relists later its resourceVersion stands.
+    let written = w.pods.get("web").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        w.pods.get("web").await.unwrap().metadata.resource_version,
+        written,
+        "a steady pod's status is not written again"
+    );
     let status = w.status_of("web").await;
     assert!(
         status["podIP"].as_str().unwrap().starts_with("10.99."),
@@ -395,7 +403,7 @@ async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
-    let w = world().await;
+    let mut w = world().await;
     for name in ["keep", "gone"] {
         w.pods
             .create(
@@ -414,6 +422,9 @@ async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
     let keep = w.pods.get("keep").await.unwrap().uid().unwrap();
     let gone = w.pods.get("gone").await.unwrap().uid().unwrap();
     w.agent.abort();
+    // (Down for good before anything changes: an agent still finishing its last steps could
+    // otherwise see the deletion itself.)
+    let _ = (&mut w.agent).await;
     // While the agent is down, one pod is deleted for good (as `--grace-period=0 --force`).
     w.pods
         .delete(

@@ -1014,6 +1014,45 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     );
     assert!(http_get(&ip, 8080).unwrap().contains("hello from skiff"));
 
+    // containerd dies: the pods run on (their shims are not its children), the agent starts it
+    // again, and new pods run.
+    let pid_file = node.data.join("agent/containerd/containerd.pid");
+    let containerd = std::fs::read_to_string(&pid_file).unwrap();
+    let containerd = containerd.trim().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &containerd])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(http_get(&ip, 8080).unwrap().contains("hello from skiff"));
+    eventually("containerd started again", Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|pid| {
+            pid.trim() != containerd && Path::new(&format!("/proc/{}", pid.trim())).exists()
+        })
+    });
+    k33.ok(&[
+        "run",
+        "after",
+        "--image=busybox:stable",
+        "--image-pull-policy=IfNotPresent",
+        "--restart=Never",
+        "--command",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo after containerd",
+    ]);
+    eventually(
+        "a pod run by the new containerd",
+        Duration::from_secs(60),
+        || k33.jsonpath("pod/after", "{.status.phase}") == "Succeeded",
+    );
+    assert_eq!(k33.ok(&["logs", "after"]), "after containerd\n");
+    k33.ok(&["delete", "pod", "after"]);
+    assert!(http_get(&ip, 8080).unwrap().contains("hello from skiff"));
+
     // Deleted pods go, with their sandboxes.
     // (Their shells, PID 1, ignore SIGTERM: a short grace period keeps the test short.)
     k33.ok(&[
