@@ -1,9 +1,10 @@
 //! Where a pod may be placed, as upstream's scheduler plugins and node lifecycle read it:
 //! whether a toleration tolerates a taint (`Toleration.ToleratesTaint`), the first taint a pod
 //! does not tolerate, and whether a node matches a pod's nodeSelector and required node affinity
-//! (`NodeSelectorTerm`s with `matchExpressions` and `matchFields`). Shared by the scheduler, the
-//! node lifecycle controller (eviction) and the DaemonSet controller (which nodes run a pod), so
-//! the three never disagree.
+//! (`NodeSelectorTerm`s with `matchExpressions` and `matchFields`), and which host ports a pod
+//! asks for and when two ask for the same (`NodePorts`). Shared by the scheduler, the node
+//! lifecycle controller (eviction), the DaemonSet controller (which nodes run a pod) and the
+//! node agent's admission (host ports), so they never disagree.
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
@@ -105,4 +106,46 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str
         }
         _ => false,
     }
+}
+
+/// A host port a pod holds: (host IP, protocol, port). An empty or `0.0.0.0` IP means every
+/// address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host address ("" for all).
+    pub ip: String,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    /// The port.
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Whether two pods cannot both hold these ports on one node.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        let any = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || any(&self.ip) || any(&other.ip))
+    }
+}
+
+/// The host ports `pod`'s containers ask for.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|port| *port > 0)?;
+            Some(HostPort {
+                ip: p.host_ip.clone().unwrap_or_default(),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port,
+            })
+        })
+        .collect()
 }

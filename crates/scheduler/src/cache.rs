@@ -16,47 +16,7 @@ use crate::nominations::Nominations;
 use crate::resources::{self, Resources};
 use crate::volumes::Volumes;
 
-/// A host port a pod holds: (host IP, protocol, port). An empty or `0.0.0.0` IP means every
-/// address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostPort {
-    /// The host address ("" for all).
-    pub ip: String,
-    /// TCP, UDP or SCTP.
-    pub protocol: String,
-    /// The port.
-    pub port: i32,
-}
-
-impl HostPort {
-    /// Whether two pods cannot both hold these ports on one node.
-    pub fn conflicts(&self, other: &HostPort) -> bool {
-        let any = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
-        self.port == other.port
-            && self.protocol == other.protocol
-            && (self.ip == other.ip || any(&self.ip) || any(&other.ip))
-    }
-}
-
-/// The host ports `pod`'s containers ask for.
-pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let port = p.host_port.filter(|port| *port > 0)?;
-            Some(HostPort {
-                ip: p.host_ip.clone().unwrap_or_default(),
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                port,
-            })
-        })
-        .collect()
-}
+pub use skiff_client::placement::{HostPort, host_ports};
 
 /// What one assigned pod uses on its node, what later pods' affinity rules look at, and what
 /// preemption weighs.

@@ -10,60 +10,13 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use skiff_client::placement::{HostPort, host_ports};
 
 /// kubelet's reason for a pod rejected over host ports (the `NodePorts` predicate).
 pub const REASON: &str = "NodePorts";
 /// kubelet's message for it (`Predicate NodePorts failed: <the predicate's reason>`).
 pub const MESSAGE: &str =
     "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports";
-
-/// One host port a pod asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostPort {
-    /// `0.0.0.0` for every address.
-    pub ip: String,
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
-    /// The port.
-    pub port: i32,
-}
-
-impl HostPort {
-    /// Whether both cannot be held at once: same port and protocol, and the same address or
-    /// one of them every address (upstream's `HostPortInfo` rule).
-    fn conflicts(&self, other: &HostPort) -> bool {
-        self.port == other.port
-            && self.protocol == other.protocol
-            && (self.ip == other.ip || self.ip == WILDCARD || other.ip == WILDCARD)
-    }
-}
-
-const WILDCARD: &str = "0.0.0.0";
-
-/// The host ports of every container of `pod` (init containers too, as upstream counts them).
-pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let port = p.host_port.filter(|port| *port > 0)?;
-            Some(HostPort {
-                ip: p
-                    .host_ip
-                    .clone()
-                    .filter(|ip| !ip.is_empty())
-                    .unwrap_or_else(|| WILDCARD.into()),
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                port,
-            })
-        })
-        .collect()
-}
 
 /// Why a pod was not admitted: kubelet's reason and message, and the same in plain words.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -417,22 +417,25 @@ impl Worker {
         }
     }
 
-    /// Marks the pod Failed as kubelet's `rejectPod` does, with an Event.
-    async fn reject(&mut self, pod: &Pod, rejection: &Rejection) {
-        let patch = json!({"metadata": {"uid": self.uid}, "status": {
-            "phase": "Failed", "reason": admission::REASON, "message": rejection.status_message()}});
+    /// A strategic merge patch of the pod's status.
+    async fn patch_status(&self, pod: &Pod, patch: &Value) -> Result<Pod, kube::Error> {
         let pods: Api<Pod> = Api::namespaced(
             self.shared.client.clone(),
             &pod.namespace().unwrap_or_default(),
         );
-        match pods
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    }
+
+    /// Marks the pod Failed as kubelet's `rejectPod` does, with an Event.
+    async fn reject(&mut self, pod: &Pod, rejection: &Rejection) {
+        let patch = json!({"metadata": {"uid": self.uid}, "status": {
+            "phase": "Failed", "reason": admission::REASON, "message": rejection.status_message()}});
+        match self.patch_status(pod, &patch).await {
             Ok(_) => {
                 self.retry_status = false;
                 tracing::info!(pod = %pod.name_any(), detail = %rejection.detail, "pod rejected: its host ports are taken");
@@ -1116,18 +1119,7 @@ impl Worker {
             return;
         }
         let patch = json!({"metadata": {"uid": self.uid}, "status": value});
-        let pods: Api<Pod> = Api::namespaced(
-            self.shared.client.clone(),
-            &pod.namespace().unwrap_or_default(),
-        );
-        match pods
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
+        match self.patch_status(pod, &patch).await {
             Ok(_) => {
                 self.written = Some(value);
                 self.retry_status = false;
