@@ -3,9 +3,10 @@
 //! the pod's own directory under the agent's data directory; hostPath volumes are the host's.
 //! downwardAPI volumes hold pod fields; projected volumes put ConfigMap, Secret, downwardAPI
 //! files and service-account tokens (fetched by the worker) side by side.
-//! ConfigMap and Secret files are written again whenever their source changes, so the files a
-//! running container sees follow the source (the directory is bind-mounted, and each file is
-//! replaced whole by a rename). Containers get their volumeMounts as CRI mounts.
+//! ConfigMap, Secret, downwardAPI and projected files are written again whenever their source
+//! changes, so the files a running container sees follow the source: the directory is
+//! bind-mounted, and each version of its files replaces the last in one rename (kubelet's
+//! `AtomicWriter` layout, `..data`). Containers get their volumeMounts as CRI mounts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -30,43 +31,130 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
     move |error| format!("{what} {path}: {error}")
 }
 
+/// The link to the current version of a volume's files (kubelet's `AtomicWriter` layout).
+const DATA_LINK: &str = "..data";
+
 /// Writes `files` (relative path → content) into `dir` with `mode` (or the item's own, from
-/// `modes`), replacing changed files whole and removing files no longer there.
+/// `modes`) as kubelet's `AtomicWriter` does: each version of the files is a hidden directory
+/// `..<version>`, `..data` links to the current one, and every top-level name is a link
+/// through `..data`. A change writes a new version and swaps `..data` in one rename, so a
+/// container never sees half an update (several keys changed, or a file half written), and
+/// programs that watch `..data` see each update as one event. Unchanged files write nothing.
 fn write_files(
     dir: &Path,
     files: &BTreeMap<String, Vec<u8>>,
     mode: u32,
     modes: &BTreeMap<String, u32>,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    for (name, content) in files {
-        if name.contains("..") || name.starts_with('/') {
+    let wanted: BTreeMap<&str, (&[u8], u32)> = files
+        .iter()
+        .map(|(name, content)| {
+            let file_mode = modes.get(name).copied().unwrap_or(mode);
+            (name.as_str(), (content.as_slice(), file_mode))
+        })
+        .collect();
+    for name in wanted.keys() {
+        if name
+            .split('/')
+            .any(|part| part.is_empty() || part == ".." || part.starts_with(".."))
+        {
             return Err(format!("invalid path {name:?}"));
         }
-        let path = dir.join(name);
-        if std::fs::read(&path).is_ok_and(|old| old == *content) {
+    }
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let link = dir.join(DATA_LINK);
+    let current = std::fs::read_link(&link).ok();
+    let unchanged = current.is_some()
+        && wanted.iter().all(|(name, (content, file_mode))| {
+            let path = link.join(name);
+            std::fs::read(&path).is_ok_and(|old| old == *content)
+                && std::fs::metadata(&path)
+                    .is_ok_and(|m| m.permissions().mode() & 0o7777 == *file_mode)
+        })
+        && listed(&link) == wanted.keys().map(|n| (*n).to_string()).collect::<Vec<_>>();
+    if !unchanged {
+        let version = format!(
+            "..{}",
+            jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
+        );
+        let fresh = dir.join(&version);
+        for (name, (content, file_mode)) in &wanted {
+            let path = fresh.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+            }
+            let mut file = std::fs::File::create(&path).map_err(io("writing", &path))?;
+            file.write_all(content).map_err(io("writing", &path))?;
+            file.set_permissions(std::fs::Permissions::from_mode(*file_mode))
+                .map_err(io("writing", &path))?;
+        }
+        std::fs::create_dir_all(&fresh).map_err(io("creating", &fresh))?;
+        let swap = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&swap);
+        std::os::unix::fs::symlink(&version, &swap).map_err(io("linking", &swap))?;
+        std::fs::rename(&swap, &link).map_err(io("linking", &link))?;
+        if let Some(old) = current.filter(|old| *old != Path::new(&version)) {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+        }
+    }
+    // The top-level names, each a link through `..data`; anything else at the top goes (an
+    // earlier name, or files of the layout before versions).
+    let tops: std::collections::BTreeSet<&str> = wanted
+        .keys()
+        .filter_map(|name| name.split('/').next())
+        .collect();
+    for top in &tops {
+        let path = dir.join(top);
+        let target = Path::new(DATA_LINK).join(top);
+        if std::fs::read_link(&path).is_ok_and(|t| t == target) {
             continue;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-        }
-        let temporary = path.with_extension("skiff-tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(io("writing", &temporary))?;
-        file.write_all(content).map_err(io("writing", &temporary))?;
-        let mode = modes.get(name).copied().unwrap_or(mode);
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io("writing", &temporary))?;
-        std::fs::rename(&temporary, &path).map_err(io("writing", &path))?;
+        remove_entry(&path);
+        std::os::unix::fs::symlink(&target, &path).map_err(io("linking", &path))?;
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().is_file() && !files.contains_key(&name) {
-                let _ = std::fs::remove_file(entry.path());
+            if !name.starts_with("..") && !tops.contains(name.as_str()) {
+                remove_entry(&entry.path());
             }
         }
     }
     Ok(())
+}
+
+/// Every file below `dir` (following links), as relative paths in order.
+fn listed(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, here: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(here) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                out.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Removes a file, a link or a directory tree, whichever `path` is.
+fn remove_entry(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
 }
 
 /// The files of a configMap or secret volume: every key, or just `items` at their paths.
@@ -433,6 +521,52 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn files_should_change_as_one_version_behind_the_data_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        // The layout before versions: a plain file, replaced by a link on the first write.
+        std::fs::write(dir.join("a"), "old").unwrap();
+        let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let modes = BTreeMap::from([("a".to_string(), 0o400)]);
+        write_files(dir, &files(&[("a", "1"), ("sub/b", "2")]), 0o644, &modes).unwrap();
+        let first = std::fs::read_link(dir.join(DATA_LINK)).unwrap();
+        assert_eq!(
+            std::fs::read_link(dir.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "1");
+        assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
+        let mode = |file: &str| {
+            std::fs::metadata(dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("a"), mode("sub/b")), (0o400, 0o644));
+        // Unchanged: nothing is written.
+        write_files(dir, &files(&[("a", "1"), ("sub/b", "2")]), 0o644, &modes).unwrap();
+        assert_eq!(std::fs::read_link(dir.join(DATA_LINK)).unwrap(), first);
+        // Two keys change and one goes: a new version, swapped in whole; the old one is gone.
+        write_files(dir, &files(&[("a", "3"), ("c", "4")]), 0o644, &modes).unwrap();
+        let second = std::fs::read_link(dir.join(DATA_LINK)).unwrap();
+        assert_ne!(second, first);
+        assert!(!dir.join(&first).exists());
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");
+        assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "4");
+        assert!(
+            std::fs::symlink_metadata(dir.join("sub")).is_err(),
+            "a name no longer given"
+        );
+        assert!(write_files(dir, &files(&[("../x", "no")]), 0o644, &modes).is_err());
+    }
 
     #[test]
     fn config_map_volumes_should_hold_their_keys_and_follow_changes() {
