@@ -68,15 +68,30 @@ pub struct Bound {
 /// Binds the server's sockets (UDP and TCP on the same port).
 pub async fn bind(listen: SocketAddr) -> Result<Bound, DnsError> {
     let bind_error = |address, source| DnsError::Bind { address, source };
-    let udp = UdpSocket::bind(listen)
-        .await
-        .map_err(|e| bind_error(listen, e))?;
-    let address = udp.local_addr().map_err(|e| bind_error(listen, e))?;
-    let tcp = TcpListener::bind(address)
-        .await
-        .map_err(|e| bind_error(address, e))?;
-    Ok(Bound { udp, tcp, address })
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|e| bind_error(listen, e))?;
+        let address = udp.local_addr().map_err(|e| bind_error(listen, e))?;
+        match TcpListener::bind(address).await {
+            Ok(tcp) => return Ok(Bound { udp, tcp, address }),
+            // Port 0: the UDP port the kernel chose may be a TCP connection's local port (the
+            // two protocols' ports are chosen apart): choose again.
+            Err(error)
+                if listen.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < FREE_PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(error) => return Err(bind_error(address, error)),
+        }
+    }
 }
+
+/// How many free UDP ports `bind` tries for a TCP port free as well.
+const FREE_PORT_TRIES: usize = 32;
 
 impl Bound {
     /// Serves until the future is dropped; publishes the `kube-dns` Service meanwhile.
