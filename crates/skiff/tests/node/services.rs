@@ -266,10 +266,23 @@ spec:
     eventually("the API back", Duration::from_secs(60), || {
         k.run(&["get", "service", "web"]).status.success()
     });
-    eventually(
-        "the Service answering after the restart",
-        Duration::from_secs(30),
-        || seen_from_host(80, 30) == web_pods(k),
+    // (Twice in this session's runs every replica was not reached within 30 s, cause not
+    // found: a longer wait, and what the cluster held if it still fails.)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = BTreeSet::new();
+    while Instant::now() < deadline {
+        seen = seen_from_host(80, 30);
+        if seen == web_pods(k) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        seen,
+        web_pods(k),
+        "the Service answering after the restart; slices: {}; pods: {}",
+        k.ok(&["get", "endpointslices", "-o", "wide"]),
+        k.ok(&["get", "pods", "-o", "wide"])
     );
 
     k.ok(&["delete", "-f", example.to_str().unwrap()]);
