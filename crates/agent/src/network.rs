@@ -199,36 +199,50 @@ impl Network {
         self.remove_nat_leftovers().await;
     }
 
-    /// Removes what the CNI bridge plugin's masquerading left in `ip nat` for this node's pod
-    /// CIDR (chains of pods whose teardown never ran), and the table itself once nothing is
-    /// left in it: the plugin creates it, nobody else removes it.
+    /// Removes what the CNI plugins left in `ip nat` and `ip6 nat`: the bridge plugin's
+    /// masquerading chains of this node's pod CIDR (pods whose teardown never ran), the portmap
+    /// plugin's `CNI-HOSTPORT-*` chains once no pod on the machine holds a host port, and each
+    /// table once nothing is left in it. The plugins create them; nobody else removes them.
     async fn remove_nat_leftovers(&self) {
-        let Ok(out) = tokio::process::Command::new("nft")
-            .args(["-j", "list", "table", "ip", "nat"])
-            .output()
-            .await
-        else {
-            return;
-        };
-        let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-            return;
-        };
-        let script = nat_cleanup(&listing, &self.pod_cidr);
-        if !script.is_empty() {
-            let _ = nft(&script).await;
+        for family in ["ip", "ip6"] {
+            let Ok(out) = tokio::process::Command::new("nft")
+                .args(["-j", "list", "table", family, "nat"])
+                .output()
+                .await
+            else {
+                continue;
+            };
+            let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                continue;
+            };
+            let script = nat_cleanup(&listing, family, &self.pod_cidr);
+            if !script.is_empty() {
+                let _ = nft(&script).await;
+            }
         }
     }
 }
 
-/// The nft script that removes this pod CIDR's CNI chains (and the rules jumping to them) from
-/// the `ip nat` table listed as `listing` (`nft -j`), and the table if nothing else is in it.
-fn nat_cleanup(listing: &serde_json::Value, pod_cidr: &str) -> String {
+/// The portmap plugin's chains, shared by every pod with a host port on the machine.
+const HOSTPORT_CHAINS: &str = "CNI-HOSTPORT-";
+
+/// The chain through which the portmap plugin sends traffic to each pod's host ports: while it
+/// has a rule, some pod on the machine holds a host port.
+const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
+
+/// The nft script that removes from the `FAMILY nat` table listed as `listing` (`nft -j`) this
+/// pod CIDR's CNI chains, the host-port chains when no pod uses them, the rules jumping to
+/// either, and the table if nothing else is in it.
+fn nat_cleanup(listing: &serde_json::Value, family: &str, pod_cidr: &str) -> String {
     let network = pod_cidr.split('/').next().unwrap_or(pod_cidr);
     let items = listing
         .get("nftables")
         .and_then(serde_json::Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if !items.iter().any(|i| i.get("table").is_some()) {
+        return String::new();
+    }
     let rules: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("rule")).collect();
     let chains: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("chain")).collect();
     let name = |v: &serde_json::Value, key: &str| {
@@ -237,15 +251,19 @@ fn nat_cleanup(listing: &serde_json::Value, pod_cidr: &str) -> String {
             .unwrap_or_default()
             .to_string()
     };
+    let has_rules = |chain: &str| rules.iter().any(|r| name(r, "chain") == chain);
     let ours: Vec<String> = chains
         .iter()
         .map(|c| name(c, "name"))
-        .filter(|chain| chain.starts_with("CNI-") && !chain.starts_with("CNI-HOSTPORT"))
         .filter(|chain| {
-            rules.iter().any(|r| {
-                name(r, "chain") == *chain
-                    && r.to_string().contains(&format!("\"addr\":\"{network}\""))
-            })
+            if chain.starts_with(HOSTPORT_CHAINS) {
+                return !has_rules(HOSTPORT_DNAT);
+            }
+            chain.starts_with("CNI-")
+                && rules.iter().any(|r| {
+                    name(r, "chain") == *chain
+                        && r.to_string().contains(&format!("\"addr\":\"{network}\""))
+                })
         })
         .collect();
     let jumps_to_ours = |r: &serde_json::Value| {
@@ -255,26 +273,31 @@ fn nat_cleanup(listing: &serde_json::Value, pod_cidr: &str) -> String {
     let mut script = String::new();
     let mut left = 0;
     for rule in &rules {
+        if ours.contains(&name(rule, "chain")) {
+            continue;
+        }
         if jumps_to_ours(rule) {
             let handle = rule
                 .get("handle")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
             script.push_str(&format!(
-                "delete rule ip nat {} handle {handle}\n",
+                "delete rule {family} nat {} handle {handle}\n",
                 name(rule, "chain")
             ));
-        } else if !ours.contains(&name(rule, "chain")) {
+        } else {
             left += 1;
         }
     }
+    // Chains are flushed before any is deleted: one may still jump to another.
     for chain in &ours {
-        script.push_str(&format!(
-            "flush chain ip nat {chain}\ndelete chain ip nat {chain}\n"
-        ));
+        script.push_str(&format!("flush chain {family} nat {chain}\n"));
     }
-    if left == 0 && !items.is_empty() {
-        script.push_str("delete table ip nat\n");
+    for chain in &ours {
+        script.push_str(&format!("delete chain {family} nat {chain}\n"));
+    }
+    if left == 0 {
+        script.push_str(&format!("delete table {family} nat\n"));
     }
     script
 }
@@ -346,14 +369,62 @@ mod tests {
             {"rule": {"chain": "POSTROUTING", "handle": 7, "expr": [{"jump": {"target": "CNI-aaa"}}]}},
             {"rule": {"chain": "CNI-aaa", "handle": 8, "expr": [{"match": {"right": {"prefix": {"addr": "10.42.0.0", "len": 24}}}}]}},
         ]});
-        let script = nat_cleanup(&listing, "10.42.0.0/24");
+        let script = nat_cleanup(&listing, "ip", "10.42.0.0/24");
         assert_eq!(
             script,
             "delete rule ip nat POSTROUTING handle 7\nflush chain ip nat CNI-aaa\ndelete chain ip nat CNI-aaa\ndelete table ip nat\n"
         );
         // Another node's chain stays, and so does the table.
-        let other = nat_cleanup(&listing, "10.43.0.0/24");
+        let other = nat_cleanup(&listing, "ip", "10.43.0.0/24");
         assert!(!other.contains("delete table"), "{other}");
         assert!(!other.contains("CNI-aaa"), "{other}");
+        // An empty table goes; no table, nothing to do.
+        let empty = serde_json::json!({"nftables": [{"table": {"family": "ip6", "name": "nat"}}]});
+        assert_eq!(
+            nat_cleanup(&empty, "ip6", "10.42.0.0/24"),
+            "delete table ip6 nat\n"
+        );
+        assert_eq!(
+            nat_cleanup(&serde_json::json!({}), "ip6", "10.42.0.0/24"),
+            ""
+        );
+    }
+
+    fn hostport_listing(dnat_rules: bool) -> serde_json::Value {
+        let mut items = vec![
+            serde_json::json!({"table": {"family": "ip", "name": "nat"}}),
+            serde_json::json!({"chain": {"name": "POSTROUTING"}}),
+            serde_json::json!({"chain": {"name": "OUTPUT"}}),
+            serde_json::json!({"chain": {"name": "CNI-HOSTPORT-MASQ"}}),
+            serde_json::json!({"chain": {"name": "CNI-HOSTPORT-DNAT"}}),
+            serde_json::json!({"rule": {"chain": "POSTROUTING", "handle": 3, "expr": [{"jump": {"target": "CNI-HOSTPORT-MASQ"}}]}}),
+            serde_json::json!({"rule": {"chain": "OUTPUT", "handle": 4, "expr": [{"jump": {"target": "CNI-HOSTPORT-DNAT"}}]}}),
+            serde_json::json!({"rule": {"chain": "CNI-HOSTPORT-MASQ", "handle": 5, "expr": [{"masquerade": null}]}}),
+        ];
+        if dnat_rules {
+            items.push(serde_json::json!({"chain": {"name": "CNI-DN-1"}}));
+            items.push(serde_json::json!({"rule": {"chain": "CNI-HOSTPORT-DNAT", "handle": 6, "expr": [{"jump": {"target": "CNI-DN-1"}}]}}));
+        }
+        serde_json::json!({ "nftables": items })
+    }
+
+    #[test]
+    fn host_port_chains_should_go_only_when_no_pod_holds_a_host_port() {
+        let script = nat_cleanup(&hostport_listing(false), "ip", "10.42.0.0/24");
+        assert_eq!(
+            script,
+            "delete rule ip nat POSTROUTING handle 3\n\
+             delete rule ip nat OUTPUT handle 4\n\
+             flush chain ip nat CNI-HOSTPORT-MASQ\n\
+             flush chain ip nat CNI-HOSTPORT-DNAT\n\
+             delete chain ip nat CNI-HOSTPORT-MASQ\n\
+             delete chain ip nat CNI-HOSTPORT-DNAT\n\
+             delete table ip nat\n"
+        );
+        // Some pod (of another agent) still holds a host port: all of it stays.
+        assert_eq!(
+            nat_cleanup(&hostport_listing(true), "ip", "10.42.0.0/24"),
+            ""
+        );
     }
 }

@@ -513,6 +513,47 @@ async fn probes_should_gate_readiness_and_restart_containers_that_fail_liveness(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_the_runtime_cannot_run_should_never_kill_a_container() {
+    let w = world().await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "steady",
+                json!({"containers": [{"name": "c", "image": "busybox:1.36", "livenessProbe":
+                    {"exec": {"command": ["true"]}, "periodSeconds": 1, "failureThreshold": 1}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("steady", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    let uid = w.pods.get("steady").await.unwrap().uid().unwrap();
+    // The runtime stops answering execs (containerd restarting): the probe errs, again and again.
+    w.runtime.set_exec_unavailable(true);
+    eventually("the probe's errors reported", || async {
+        w.kubelet_events().await.iter().any(|e| {
+            e.starts_with("Unhealthy: Liveness probe errored and resulted in unknown state")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.runtime.set_exec_unavailable(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.runtime.attempts(&uid, "c"), 1, "the container was killed");
+    let status = w.status_of("steady").await;
+    assert_eq!(status["containerStatuses"][0]["restartCount"], 0);
+    assert!(
+        !w.kubelet_events()
+            .await
+            .iter()
+            .any(|e| e.starts_with("Killing")),
+        "{:?}",
+        w.kubelet_events().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_should_get_a_token_of_its_service_account_bound_to_it() {
     let w = world().await;
     let created = w

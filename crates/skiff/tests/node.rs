@@ -628,6 +628,8 @@ fn stateful_and_daemon_sets_should_roll_out(k33: &Kubectl, k35: &Kubectl) {
 fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     require_node_tools();
     let binaries = kubectl_binaries();
+    // The CNI portmap plugin's chains, which the reset must remove if nothing else had them.
+    let host_port_chains_before = ruleset().contains("CNI-HOSTPORT");
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(&dir.path().join("registry"));
     let name = format!("e2e-{}", std::process::id());
@@ -1296,6 +1298,22 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.contains(&format!("skiff-guard-{}", suffix(&name))));
     assert!(!tables.contains(&format!("skiff-proxy-{}", suffix(&name))));
+    if !host_port_chains_before {
+        let rules = ruleset();
+        assert!(
+            !rules.contains("CNI-HOSTPORT"),
+            "host-port chains left:\n{rules}"
+        );
+    }
+}
+
+/// `nft list ruleset`.
+fn ruleset() -> String {
+    let out = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `kubectl exec` (exit codes, stdin, stderr), `cp`, `attach` and `port-forward` against the

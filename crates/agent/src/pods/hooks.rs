@@ -82,8 +82,8 @@ pub async fn run(
             .filter_map(|p| Some((p.name.clone()?, p.container_port)))
             .collect(),
     };
-    let (passed, output) = probes::run(runtime, &due, target.pod_ip).await;
-    if passed {
+    let (outcome, output) = probes::run(runtime, &due, target.pod_ip).await;
+    if outcome == probes::Outcome::Passed {
         return Ok(());
     }
     let container_name = &container.name;

@@ -6,6 +6,10 @@
 //! (CRI ExecSync), httpGet (a GET from the node to the pod over HTTP or HTTPS, the certificate
 //! not verified, as kubelet's; 200–399 passes), tcpSocket (a connection) and grpc (the
 //! `grpc.health.v1.Health/Check` call, `grpc_probe`).
+//!
+//! A probe that cannot be run (the runtime does not answer the exec, the pod has no IP yet) is
+//! neither a success nor a failure: as kubelet's `probe.Unknown`, its result is thrown away, so
+//! a runtime outage never gets healthy containers killed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -77,6 +81,17 @@ pub struct Due {
     pub probe: Probe,
     /// The container's declared ports (for named ports).
     pub ports: Vec<(String, i32)>,
+}
+
+/// What one run of a probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The probe passed.
+    Passed,
+    /// The probe failed (a timeout is a failure too).
+    Failed,
+    /// The probe could not be run; the result counts for nothing.
+    Unknown,
 }
 
 /// What a probe result changes.
@@ -200,7 +215,7 @@ impl Probes {
     }
 
     /// Records one result of `due`; says whether the instance must be killed.
-    pub fn record(&mut self, due: &Due, passed: bool, now: Instant) -> Verdict {
+    pub fn record(&mut self, due: &Due, outcome: Outcome, now: Instant) -> Verdict {
         let Some(tracked) = self
             .tracked
             .get_mut(&due.container)
@@ -212,17 +227,23 @@ impl Probes {
             return Verdict::Nothing;
         };
         counter.next = Some(now + seconds(due.probe.period_seconds, 10));
-        if passed {
-            counter.successes += 1;
-            counter.failures = 0;
-        } else {
-            counter.failures += 1;
-            counter.successes = 0;
+        match outcome {
+            Outcome::Passed => {
+                counter.successes += 1;
+                counter.failures = 0;
+            }
+            Outcome::Failed => {
+                counter.failures += 1;
+                counter.successes = 0;
+            }
+            Outcome::Unknown => return Verdict::Nothing,
         }
         let success_threshold = due.probe.success_threshold.unwrap_or(1).max(1);
         let failure_threshold = due.probe.failure_threshold.unwrap_or(3).max(1);
         match due.kind {
             Kind::Startup if counter.successes >= success_threshold => {
+                // Once passed, a startup probe never runs again for this instance.
+                counter.next = None;
                 tracked.started = true;
                 Verdict::Nothing
             }
@@ -268,8 +289,9 @@ fn port(port: &IntOrString, named: &[(String, i32)]) -> Result<u16, String> {
     u16::try_from(number).map_err(|_| format!("port {number} is out of range"))
 }
 
-/// Runs one probe against the pod at `pod_ip`; passes or fails, with what it said.
-pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, String) {
+/// Runs one probe against the pod at `pod_ip`; what it found, with what it said (for
+/// [`Outcome::Unknown`], why it could not run).
+pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (Outcome, String) {
     let probe = &due.probe;
     let timeout = seconds(probe.timeout_seconds, 1).max(Duration::from_secs(1));
     if let Some(exec) = &probe.exec {
@@ -282,9 +304,19 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
                     String::from_utf8_lossy(&stdout),
                     String::from_utf8_lossy(&stderr)
                 );
-                (code == 0, output.trim().to_string())
+                let outcome = if code == 0 {
+                    Outcome::Passed
+                } else {
+                    Outcome::Failed
+                };
+                (outcome, output.trim().to_string())
             }
-            Err(error) => (false, error.to_string()),
+            // The runtime's deadline for the command: kubelet's "timed out" failure.
+            Err(error) if error.is_deadline_exceeded() => (
+                Outcome::Failed,
+                format!("command {:?} timed out", command.join(" ")),
+            ),
+            Err(error) => (Outcome::Unknown, error.to_string()),
         };
     }
     let (host, port_value, http) = if let Some(get) = &probe.http_get {
@@ -304,16 +336,22 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
     } else if let Some(grpc) = &probe.grpc {
         let address = format!("{pod_ip}:{}", grpc.port);
         let service = grpc.service.clone().unwrap_or_default();
+        if pod_ip.is_empty() {
+            return (Outcome::Unknown, NO_POD_IP.into());
+        }
         return match super::grpc_probe::check(&address, &service, timeout).await {
-            Ok(()) => (true, String::new()),
-            Err(message) => (false, message),
+            Ok(()) => (Outcome::Passed, String::new()),
+            Err(message) => (Outcome::Failed, message),
         };
     } else {
-        return (true, String::new());
+        return (Outcome::Passed, String::new());
     };
+    if host.is_empty() {
+        return (Outcome::Unknown, NO_POD_IP.into());
+    }
     let port = match port(port_value, &due.ports) {
         Ok(port) => port,
-        Err(message) => return (false, message),
+        Err(message) => return (Outcome::Failed, message),
     };
     let address = format!("{host}:{port}");
     let scheme = match http {
@@ -367,16 +405,19 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (bool, Strin
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(output)) => (true, output),
-        Ok(Err(message)) => (false, message),
+        Ok(Ok(output)) => (Outcome::Passed, output),
+        Ok(Err(message)) => (Outcome::Failed, message),
         Err(_) => (
-            false,
+            Outcome::Failed,
             format!(
                 "Get \"{scheme}://{address}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ),
         ),
     }
 }
+
+/// Why a network probe was not run: the sandbox's IP is not known (its runtime did not say).
+const NO_POD_IP: &str = "the pod's IP address is not known yet";
 
 /// Sends `request` and reads the start of the answer (its status line).
 async fn status_line<S>(mut stream: S, request: &str) -> std::io::Result<String>
@@ -437,7 +478,10 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].kind, Kind::Startup);
         assert!(!probes.started("c") && !probes.ready("c"));
-        assert_eq!(probes.record(&due[0], true, start), Verdict::Nothing);
+        assert_eq!(
+            probes.record(&due[0], Outcome::Passed, start),
+            Verdict::Nothing
+        );
         assert!(probes.started("c"));
         // Readiness waits its initial delay; liveness runs now.
         let due = probes.due(&pod, start);
@@ -445,14 +489,28 @@ mod tests {
             due.iter().map(|d| d.kind).collect::<Vec<_>>(),
             [Kind::Liveness]
         );
-        assert_eq!(probes.record(&due[0], false, start), Verdict::Nothing);
+        assert_eq!(
+            probes.record(&due[0], Outcome::Failed, start),
+            Verdict::Nothing
+        );
         let later = start + Duration::from_secs(5);
         let due: Vec<Due> = probes.due(&pod, later);
         let liveness = due.iter().find(|d| d.kind == Kind::Liveness).unwrap();
-        assert_eq!(probes.record(liveness, false, later), Verdict::Kill);
         let readiness = due.iter().find(|d| d.kind == Kind::Readiness).unwrap();
-        probes.record(readiness, true, later);
+        probes.record(readiness, Outcome::Passed, later);
         assert!(probes.ready("c"));
+        // A probe that could not run counts for nothing, however often.
+        for _ in 0..5 {
+            assert_eq!(
+                probes.record(liveness, Outcome::Unknown, later),
+                Verdict::Nothing
+            );
+        }
+        assert!(probes.next_wake().is_some_and(|at| at > later));
+        assert_eq!(
+            probes.record(liveness, Outcome::Failed, later),
+            Verdict::Kill
+        );
         // A new instance starts over.
         probes.track(&pod, &running("i2"), later);
         assert!(!probes.started("c"));
@@ -523,13 +581,34 @@ mod tests {
         };
         assert_eq!(
             run(&runtime, &due("/ok", "HTTPS"), "127.0.0.1").await,
-            (true, String::new())
+            (Outcome::Passed, String::new())
         );
-        let (passed, message) = run(&runtime, &due("/bad", "HTTPS"), "127.0.0.1").await;
-        assert!(!passed);
-        assert_eq!(message, "HTTP probe failed with statuscode: 500");
+        assert_eq!(
+            run(&runtime, &due("/bad", "HTTPS"), "127.0.0.1").await,
+            (
+                Outcome::Failed,
+                "HTTP probe failed with statuscode: 500".into()
+            )
+        );
         // Plain HTTP to a TLS port does not pass.
-        let (passed, _) = run(&runtime, &due("/ok", "HTTP"), "127.0.0.1").await;
-        assert!(!passed);
+        let (outcome, _) = run(&runtime, &due("/ok", "HTTP"), "127.0.0.1").await;
+        assert_eq!(outcome, Outcome::Failed);
+        // Without the pod's IP there is nothing to probe.
+        let (outcome, _) = run(&runtime, &due("/ok", "HTTPS"), "").await;
+        assert_eq!(outcome, Outcome::Unknown);
+    }
+
+    #[tokio::test]
+    async fn an_exec_probe_the_runtime_cannot_run_should_count_for_nothing() {
+        let runtime = crate::runtime::fake::FakeRuntime::new();
+        let due = Due {
+            container: "c".into(),
+            instance: "gone".into(),
+            kind: Kind::Liveness,
+            probe: serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap(),
+            ports: Vec::new(),
+        };
+        let (outcome, message) = run(&runtime, &due, "10.42.0.5").await;
+        assert_eq!(outcome, Outcome::Unknown, "{message}");
     }
 }

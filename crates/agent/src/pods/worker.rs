@@ -27,7 +27,7 @@ use super::env::{self, Sources};
 use super::hooks::{self, Hook};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
-use super::probes::{self, Probes, Verdict};
+use super::probes::{self, Outcome, Probes, Verdict};
 use super::{config, status, termination, volumes};
 use crate::cgroups;
 use crate::runtime::{Runtime, RuntimeError};
@@ -482,18 +482,25 @@ impl Worker {
         )
         .await;
         let mut killed = false;
-        for (due, (passed, output)) in due.iter().zip(results) {
+        for (due, (outcome, output)) in due.iter().zip(results) {
             let kind = due.kind.word();
-            if !passed {
+            let message = match outcome {
+                Outcome::Passed => None,
+                Outcome::Failed => Some(format!("{kind} probe failed: {output}")),
+                Outcome::Unknown => Some(format!(
+                    "{kind} probe errored and resulted in unknown state: {output}"
+                )),
+            };
+            if let Some(message) = message {
                 self.note(
                     pod,
                     "Warning",
                     "Unhealthy",
-                    format!("{kind} probe failed: {output}"),
+                    message,
                     Some((&due.container, false)),
                 );
             }
-            if self.probes.record(due, passed, Instant::now()) == Verdict::Kill {
+            if self.probes.record(due, outcome, Instant::now()) == Verdict::Kill {
                 self.note(
                     pod,
                     "Normal",

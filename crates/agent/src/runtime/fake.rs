@@ -51,6 +51,7 @@ struct State {
     next: u64,
     /// The network's condition when it is not ready: (reason, message).
     network_down: Option<(String, String)>,
+    exec_unavailable: bool,
 }
 
 /// The in-memory runtime.
@@ -93,6 +94,11 @@ impl FakeRuntime {
     /// Reports the network as not ready with `reason` and `message` (`None`: ready again).
     pub fn set_network_down(&self, down: Option<(&str, &str)>) {
         self.state().network_down = down.map(|(r, m)| (r.to_string(), m.to_string()));
+    }
+
+    /// Makes `ExecSync` fail as a runtime that does not answer would (`false`: answer again).
+    pub fn set_exec_unavailable(&self, unavailable: bool) {
+        self.state().exec_unavailable = unavailable;
     }
 
     /// The images pulled so far, in order.
@@ -430,6 +436,12 @@ impl Runtime for FakeRuntime {
         _timeout: i64,
     ) -> Result<(i32, Vec<u8>, Vec<u8>), RuntimeError> {
         let state = self.state();
+        if state.exec_unavailable {
+            return Err(RuntimeError::Call {
+                call: "ExecSync",
+                status: tonic::Status::unavailable("connection refused"),
+            });
+        }
         let running = state
             .containers
             .get(id)

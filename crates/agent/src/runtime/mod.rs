@@ -45,6 +45,12 @@ impl RuntimeError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Call { status, .. } if status.code() == tonic::Code::NotFound)
     }
+
+    /// Whether the runtime gave up on the call at its deadline (an `ExecSync` command that ran
+    /// past its timeout).
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, Self::Call { status, .. } if status.code() == tonic::Code::DeadlineExceeded)
+    }
 }
 
 /// What a streaming URL is asked for.
