@@ -554,6 +554,79 @@ async fn probes_the_runtime_cannot_run_should_never_kill_a_container() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_limit() {
+    let mut w = world().await;
+    let c = || json!([{"name": "c", "image": "busybox:1.36"}]);
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod("brief", json!({"activeDeadlineSeconds": 2, "containers": c()})),
+        )
+        .await
+        .unwrap();
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "hoarder",
+                json!({"containers": c(), "volumes": [
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "64Ki"}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("hoarder", "the pod running", |s| s["phase"] == "Running")
+        .await;
+    let hoarder = w.pods.get("hoarder").await.unwrap().uid().unwrap();
+    let scratch = w
+        .dir
+        .path()
+        .join("pods")
+        .join(&hoarder)
+        .join("volumes/empty-dir/scratch");
+    std::fs::write(scratch.join("big"), vec![7u8; 128 * 1024]).unwrap();
+    w.wait_for("brief", "the pod past its deadline", |s| {
+        s["phase"] == "Failed" && s["reason"] == "DeadlineExceeded"
+    })
+    .await;
+    assert_eq!(
+        w.status_of("brief").await["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    w.wait_for("hoarder", "the pod evicted", |s| {
+        s["phase"] == "Failed" && s["reason"] == "Evicted"
+    })
+    .await;
+    let status = w.status_of("hoarder").await;
+    let message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"64Ki\". ";
+    assert_eq!(status["message"], message);
+    assert!(
+        status["conditions"].as_array().unwrap().iter().any(|c| {
+            c["type"] == "DisruptionTarget" && c["reason"] == "TerminationByKubelet"
+        }),
+        "{status}"
+    );
+    eventually("both Events", || async {
+        let events = w.kubelet_events().await;
+        events.contains(&format!("Evicted: {message}"))
+            && events.iter().any(|e| e.starts_with("DeadlineExceeded: Pod was active"))
+    })
+    .await;
+    // Nothing of theirs runs again, also after the agent restarts.
+    eventually("their containers stopped", || async {
+        !w.runtime.running(&hoarder, "c")
+    })
+    .await;
+    w.agent.abort();
+    let _ = (&mut w.agent).await;
+    let _agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.runtime.attempts(&hoarder, "c"), 1);
+    assert!(!w.runtime.running(&hoarder, "c"));
+    assert_eq!(w.status_of("hoarder").await["phase"], "Failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_should_get_a_token_of_its_service_account_bound_to_it() {
     let w = world().await;
     let created = w

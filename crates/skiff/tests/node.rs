@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
+#[path = "node/external.rs"]
+mod external;
 #[path = "node/lifecycle.rs"]
 mod lifecycle;
 #[path = "node/services.rs"]
@@ -39,6 +41,8 @@ fn require_node_tools() {
         "/bin/busybox",
         "docker-registry",
         "skopeo",
+        // util-linux's `script`: a terminal for `kubectl exec -it`.
+        "script",
     ] {
         let found = if tool.starts_with('/') {
             Path::new(tool).exists()
@@ -205,16 +209,17 @@ impl Drop for Node {
 }
 
 /// A `skiff agent` joining the cluster with its join token, as a second node on this machine
-/// (its own name, data directory, containerd and agent port).
+/// (its own name, data directory and agent port), on a containerd it does not run itself
+/// (`--container-runtime-endpoint`).
 struct Joined {
     child: Option<Child>,
     data: PathBuf,
     name: String,
-    registry: String,
+    runtime: PathBuf,
 }
 
 impl Joined {
-    fn start(data: &Path, server_port: u16, token: &str, name: &str, registry: &str) -> Joined {
+    fn start(data: &Path, server_port: u16, token: &str, name: &str, runtime: &Path) -> Joined {
         let joining = [
             "--server".to_string(),
             format!("https://127.0.0.1:{server_port}"),
@@ -222,14 +227,14 @@ impl Joined {
             token.into(),
         ];
         Joined {
-            child: Some(Self::spawn(data, &joining, name, registry)),
+            child: Some(Self::spawn(data, &joining, name, runtime)),
             data: data.to_path_buf(),
             name: name.into(),
-            registry: registry.into(),
+            runtime: runtime.to_path_buf(),
         }
     }
 
-    fn spawn(data: &Path, joining: &[String], name: &str, registry: &str) -> Child {
+    fn spawn(data: &Path, joining: &[String], name: &str, runtime: &Path) -> Child {
         skiff()
             .arg("agent")
             .args(joining)
@@ -240,9 +245,8 @@ impl Joined {
                 "--service-cidr",
                 "10.245.0.0/16",
             ])
-            .arg("--registry-mirror")
-            .arg(format!("docker.io=http://{registry}"))
-            .arg("--registry-mirrors-only")
+            .arg("--container-runtime-endpoint")
+            .arg(format!("unix://{}", runtime.display()))
             .arg("--data-dir")
             .arg(data)
             .env("SKIFF_LOG", "warn")
@@ -261,7 +265,7 @@ impl Joined {
     /// The agent again, without the token: it has credentials of its own now.
     fn restart(&mut self) {
         self.crash();
-        self.child = Some(Self::spawn(&self.data, &[], &self.name, &self.registry));
+        self.child = Some(Self::spawn(&self.data, &[], &self.name, &self.runtime));
     }
 }
 
@@ -864,12 +868,20 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     // approved and signed, and the API reaches its pods (logs).
     let token = std::fs::read_to_string(node.data.join("join-token")).unwrap();
     let second = format!("{name}-b");
+    // (Declared first, dropped last: the agent's reset removes its pods through it.)
+    let runtime_dir = dir.path().join("external-containerd");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let external = external::ExternalContainerd::start(
+        &runtime_dir,
+        &dir.path().join("second"),
+        &registry.address,
+    );
     let mut joined = Joined::start(
         &dir.path().join("second"),
         node.port,
         token.trim(),
         &second,
-        &registry.address,
+        &external.socket(),
     );
     eventually("the second node Ready", Duration::from_secs(90), || {
         k33.run(&["get", "node", &second]).status.success()
@@ -931,7 +943,7 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     }
     // The agent is killed: its pod runs on; a new agent (no token now) finds it as it was.
     joined.crash();
-    let second_socket = joined.data.join("containerd/containerd.sock");
+    let second_socket = external.socket();
     let tasks = Command::new("ctr")
         .arg("--address")
         .arg(&second_socket)
@@ -990,13 +1002,18 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
         Duration::from_secs(45),
         || !instances().is_subset(&before),
     );
+    // The agent restarts while the API is still down: it waits for the API, touching nothing,
+    // and once the API is back it registers and the status catches up.
+    joined.restart();
+    std::thread::sleep(Duration::from_secs(2));
     node.restart();
-    eventually("flaky's restarts reported", Duration::from_secs(30), || {
+    eventually("flaky's restarts reported", Duration::from_secs(60), || {
         restarts() >= 2
     });
     k33.ok(&["delete", "pod", "flaky", "--grace-period=1"]);
     // The machine leaves the cluster: its agent stops and its Node goes.
     drop(joined);
+    drop(external);
     k33.ok(&["delete", "node", &second]);
 
     // The server dies: the workload does not notice.
@@ -1351,6 +1368,37 @@ fn streaming_should_work(k: &Kubectl, websockets: &str, ip: &str, copied: &Path)
     assert!(
         stderr.contains("err\n") && stderr.contains("command terminated with exit code 7"),
         "{stderr}"
+    );
+    // `exec -it` from a terminal (util-linux `script` gives kubectl one): the command gets a
+    // terminal of kubectl's size and its exit code comes back.
+    let line = format!(
+        "stty rows 31 cols 101; {} --namespace {} exec -it web -- sh -c 'tty; sleep 1; stty size; exit 3'",
+        k.binary.display(),
+        k.namespace
+    );
+    let mut terminal = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", k.kubeconfig)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its stdin stays open until the end: at its end `script` would type a NUL.
+    let keep_open = terminal.stdin.take();
+    let mut seen = String::new();
+    terminal
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let status = terminal.wait().unwrap();
+    drop(keep_open);
+    assert_eq!(status.code(), Some(3), "websockets={websockets}: {seen}");
+    assert!(
+        seen.contains("/dev/pts/") && seen.contains("31 101\r\n"),
+        "websockets={websockets}: {seen:?}"
     );
     let mut cat = with(&["exec", "-i", "web", "--", "cat"])
         .stdin(Stdio::piped())

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod backoff;
 pub mod config;
 pub mod dns;
+pub mod ending;
 pub mod env;
 mod grpc_probe;
 pub mod hooks;

@@ -63,6 +63,8 @@ pub struct Input<'a> {
     pub exited_at: &'a dyn Fn(&str) -> Option<Instant>,
     /// Now.
     pub now: Instant,
+    /// Whether the agent ended the pod (past its deadline, evicted): it runs no more.
+    pub ended: bool,
 }
 
 /// The key of a container's back-off.
@@ -165,7 +167,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         return plan;
     }
     let phase = status::phase(input.pod, input.runtime);
-    if matches!(phase, Phase::Succeeded | Phase::Failed) {
+    if input.ended || matches!(phase, Phase::Succeeded | Phase::Failed) {
         // A finished pod keeps its containers (for their logs) but gives back its sandbox.
         stop_everything(input, &mut plan);
         return plan;

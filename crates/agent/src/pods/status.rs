@@ -132,6 +132,8 @@ pub struct Context<'a> {
     pub probes: &'a super::probes::Probes,
     /// Now, RFC 3339.
     pub now: &'a str,
+    /// Why the agent ended the pod, if it did.
+    pub ended: Option<&'a super::ending::Ending>,
 }
 
 fn terminated(instance: &Instance, runtime_name: &str) -> Value {
@@ -249,6 +251,9 @@ pub fn status(pod: &Pod, runtime: &PodRuntime, context: &Context<'_>, terminal: 
     let mut phase = phase(pod, runtime);
     if terminal && !runtime.any_running() {
         phase = final_phase(pod, runtime);
+    }
+    if context.ended.is_some() {
+        phase = Phase::Failed;
     }
     let inits = init_containers(pod);
     let init_statuses: Vec<Value> = inits
@@ -373,6 +378,22 @@ pub fn status(pod: &Pod, runtime: &PodRuntime, context: &Context<'_>, terminal: 
     }
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if let Some(ending) = context.ended {
+        status["reason"] = json!(ending.reason);
+        status["message"] = json!(ending.message);
+        if ending.reason == super::ending::EVICTED
+            && let Some(conditions) = status["conditions"].as_array_mut()
+        {
+            conditions.push(condition(
+                pod,
+                "DisruptionTarget",
+                true,
+                Some("TerminationByKubelet"),
+                Some(ending.message.clone()),
+                now,
+            ));
+        }
     }
     status
 }

@@ -25,6 +25,14 @@ pub fn pod_directory(pods: &Path, uid: &str) -> PathBuf {
     pods.join(uid)
 }
 
+/// Where the pod `uid`'s emptyDir volume `name` lives.
+pub fn empty_dir(pods: &Path, uid: &str, name: &str) -> PathBuf {
+    pod_directory(pods, uid)
+        .join("volumes")
+        .join("empty-dir")
+        .join(name)
+}
+
 fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
     let path = path.display().to_string();
     let what = what.to_string();
@@ -380,7 +388,7 @@ pub fn prepare(
         .flatten()
     {
         let path = if let Some(empty) = &volume.empty_dir {
-            let dir = base.join("empty-dir").join(&volume.name);
+            let dir = empty_dir(pods, uid, &volume.name);
             std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .map_err(io("creating", &dir))?;

@@ -27,6 +27,7 @@ use super::env::{self, Sources};
 use super::hooks::{self, Hook};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
+use super::ending::{self, Ending};
 use super::probes::{self, Outcome, Probes, Verdict};
 use super::{config, status, termination, volumes};
 use crate::cgroups;
@@ -75,6 +76,9 @@ pub enum Message {
 const MIN_GRACE: i64 = 2;
 /// How soon a failed status write is tried again.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often emptyDir volumes with a size limit are measured (kubelet's eviction manager's
+/// housekeeping period).
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// Rounds of plan and action per wake-up (a new sandbox, then its containers, ...).
 const ROUNDS: usize = 6;
 /// How long a postStart hook may run.
@@ -107,6 +111,10 @@ pub struct Worker {
     probes: Probes,
     /// Whether the pod was admitted on the node (or found running there).
     admitted: bool,
+    /// Why the agent ended the pod (past its deadline, evicted), once it did.
+    ended: Option<Ending>,
+    /// When the pod's emptyDir volumes were last measured against their limits.
+    disk_checked_at: Option<Instant>,
 }
 
 fn grace_seconds(pod: &Pod) -> i64 {
@@ -175,6 +183,8 @@ impl Worker {
             statuses: StatusCache::default(),
             probes: Probes::default(),
             admitted: false,
+            ended: None,
+            disk_checked_at: None,
         }
     }
 
@@ -236,6 +246,17 @@ impl Worker {
             }
             if let Some(at) = self.volumes_due() {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            if self.ended.is_none() && pod.metadata.deletion_timestamp.is_none() {
+                if let Some(deadline) = ending::deadline(pod) {
+                    let left = jiff::Timestamp::now().duration_until(deadline);
+                    let at = now + Duration::try_from(left).unwrap_or(Duration::ZERO);
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+                if let Some(at) = self.disk_checked_at.filter(|_| ending::has_limited_empty_dir(pod)) {
+                    let at = at + DISK_CHECK_EVERY;
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
             }
             if !self.failures.is_empty() && pod.metadata.deletion_timestamp.is_none() {
                 // Image pulls and missing sources are tried again on their own.
@@ -299,6 +320,9 @@ impl Worker {
             return gone;
         }
         if pod.metadata.deletion_timestamp.is_none() {
+            self.check_ending(&pod);
+        }
+        if pod.metadata.deletion_timestamp.is_none() && self.ended.is_none() {
             self.probe(&pod).await;
         }
         let now = Instant::now();
@@ -319,6 +343,7 @@ impl Worker {
                 backoff: &self.backoff,
                 exited_at: &exited_at,
                 now: Instant::now(),
+                ended: self.ended.is_some(),
             });
             waiting.clone_from(&plan.waiting);
             for (name, wait) in &plan.waiting {
@@ -414,6 +439,35 @@ impl Worker {
                 self.reject(pod, &rejection).await;
                 Some(false)
             }
+        }
+    }
+
+    /// Ends the pod if the API says an earlier agent did, its active deadline ran out, or an
+    /// emptyDir volume grew past its limit (measured every [`DISK_CHECK_EVERY`]); a new ending
+    /// gets an Event.
+    fn check_ending(&mut self, pod: &Pod) {
+        if self.ended.is_some() {
+            return;
+        }
+        if let Some(recorded) = ending::recorded(pod) {
+            self.ended = Some(recorded);
+            return;
+        }
+        let mut found = ending::past_deadline(pod, jiff::Timestamp::now());
+        let now = Instant::now();
+        if found.is_none()
+            && ending::has_limited_empty_dir(pod)
+            && self
+                .disk_checked_at
+                .is_none_or(|at| now >= at + DISK_CHECK_EVERY)
+        {
+            self.disk_checked_at = Some(now);
+            found = ending::empty_dir_over_limit(pod, &self.shared.pods, &self.uid);
+        }
+        if let Some(ending) = found {
+            tracing::info!(pod = %pod.name_any(), reason = ending.reason, message = %ending.message, "ending the pod");
+            self.note(pod, "Warning", ending.reason, ending.message.clone(), None);
+            self.ended = Some(ending);
         }
     }
 
@@ -1115,6 +1169,7 @@ impl Worker {
             waiting,
             probes: &self.probes,
             now: &now,
+            ended: self.ended.as_ref(),
         };
         let value = status::status(pod, &self.runtime, &context, terminal);
         if self

@@ -149,6 +149,19 @@ impl FakeRuntime {
             .collect()
     }
 
+    /// Whether a container of the pod `pod_uid` named `name` runs.
+    pub fn running(&self, pod_uid: &str, name: &str) -> bool {
+        let state = self.state();
+        state.containers.values().any(|c| {
+            c.state == api::ContainerState::ContainerRunning
+                && state
+                    .sandboxes
+                    .get(&c.sandbox)
+                    .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
+                && c.config.metadata.as_ref().is_some_and(|m| m.name == name)
+        })
+    }
+
     /// How many containers of the pod `pod_uid` named `name` exist (every attempt).
     pub fn attempts(&self, pod_uid: &str, name: &str) -> usize {
         self.configs(pod_uid, name).len()
