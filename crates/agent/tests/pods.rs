@@ -560,7 +560,10 @@ async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_l
     w.pods
         .create(
             &PostParams::default(),
-            &pod("brief", json!({"activeDeadlineSeconds": 2, "containers": c()})),
+            &pod(
+                "brief",
+                json!({"activeDeadlineSeconds": 2, "containers": c()}),
+            ),
         )
         .await
         .unwrap();
@@ -601,15 +604,19 @@ async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_l
     let message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"64Ki\". ";
     assert_eq!(status["message"], message);
     assert!(
-        status["conditions"].as_array().unwrap().iter().any(|c| {
-            c["type"] == "DisruptionTarget" && c["reason"] == "TerminationByKubelet"
-        }),
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| { c["type"] == "DisruptionTarget" && c["reason"] == "TerminationByKubelet" }),
         "{status}"
     );
     eventually("both Events", || async {
         let events = w.kubelet_events().await;
         events.contains(&format!("Evicted: {message}"))
-            && events.iter().any(|e| e.starts_with("DeadlineExceeded: Pod was active"))
+            && events
+                .iter()
+                .any(|e| e.starts_with("DeadlineExceeded: Pod was active"))
     })
     .await;
     // Nothing of theirs runs again, also after the agent restarts.

@@ -31,7 +31,9 @@ pub struct Ending {
 pub fn deadline(pod: &Pod) -> Option<jiff::Timestamp> {
     let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
     let started = pod.status.as_ref()?.start_time.as_ref()?.0;
-    started.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()
+    started
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .ok()
 }
 
 /// The ending of a pod whose active deadline ran out by `now`.
@@ -62,7 +64,11 @@ fn limited_empty_dirs(pod: &Pod) -> impl Iterator<Item = (&str, &str, u64)> {
             }
             let limit = &empty.size_limit.as_ref()?.0;
             let bytes = skiff_apimachinery::quantity::milli(limit).ok()? / 1000;
-            Some((volume.name.as_str(), limit.as_str(), u64::try_from(bytes).ok()?))
+            Some((
+                volume.name.as_str(),
+                limit.as_str(),
+                u64::try_from(bytes).ok()?,
+            ))
         })
 }
 

@@ -23,11 +23,11 @@ use tokio::time::Instant;
 
 use super::admission::{self, HostPorts, Rejection};
 use super::backoff::Backoff;
+use super::ending::{self, Ending};
 use super::env::{self, Sources};
 use super::hooks::{self, Hook};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
-use super::ending::{self, Ending};
 use super::probes::{self, Outcome, Probes, Verdict};
 use super::{config, status, termination, volumes};
 use crate::cgroups;
@@ -253,7 +253,10 @@ impl Worker {
                     let at = now + Duration::try_from(left).unwrap_or(Duration::ZERO);
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
-                if let Some(at) = self.disk_checked_at.filter(|_| ending::has_limited_empty_dir(pod)) {
+                if let Some(at) = self
+                    .disk_checked_at
+                    .filter(|_| ending::has_limited_empty_dir(pod))
+                {
                     let at = at + DISK_CHECK_EVERY;
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
