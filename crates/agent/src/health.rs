@@ -3,9 +3,14 @@
 //! thresholds (`memory.available<100Mi`, `nodefs.available<10%`, `nodefs.inodesFree<5%`; kubelet
 //! sets no PID threshold by default, skiff uses fewer than 10 % of `pid_max` free), and Ready,
 //! False with upstream's reason and message while the runtime or its network is not ready or
-//! does not answer. Each message also says the measured figure in plain words.
+//! does not answer (within [`RUNTIME_ANSWER`]: a hung runtime must not hold up the Lease).
+//! Each message also says the measured figure in plain words. [`Settled`] holds a pressure
+//! condition True for kubelet's `evictionPressureTransitionPeriod` after it was last measured,
+//! and keeps a pressure condition's words while its status stands, so a figure that moves
+//! neither flaps the condition nor rewrites the Node every pass.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::runtime::{Runtime, api};
 
@@ -17,6 +22,11 @@ const DISK_AVAILABLE_MIN: f64 = 0.10;
 const INODES_FREE_MIN: f64 = 0.05;
 /// PIDs free below this share of `pid_max` is pressure.
 const PIDS_FREE_MIN: f64 = 0.10;
+
+/// How long the runtime's `Status` may take before the runtime counts as down.
+const RUNTIME_ANSWER: Duration = Duration::from_secs(2);
+/// kubelet's `evictionPressureTransitionPeriod`.
+const PRESSURE_HOLD: Duration = Duration::from_secs(300);
 
 /// What was measured.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,9 +56,13 @@ pub struct Condition {
 
 /// Measures the machine (memory, the filesystem of `data_dir`, PIDs) and asks the runtime.
 pub async fn sample(data_dir: &Path, runtime: &dyn Runtime) -> Sample {
-    let runtime_problem = match runtime.conditions().await {
-        Ok(conditions) => not_ready(&conditions),
-        Err(error) => Some(format!("container runtime is down: {error}")),
+    let runtime_problem = match tokio::time::timeout(RUNTIME_ANSWER, runtime.conditions()).await {
+        Ok(Ok(conditions)) => not_ready(&conditions),
+        Ok(Err(error)) => Some(format!("container runtime is down: {error}")),
+        Err(_) => Some(format!(
+            "container runtime is down: it did not answer within {} s",
+            RUNTIME_ANSWER.as_secs()
+        )),
     };
     Sample {
         memory_available_kib: memory_available_kib(),
@@ -67,11 +81,19 @@ fn not_ready(conditions: &[api::RuntimeCondition]) -> Option<String> {
             c.r#type, c.status, c.reason, c.message
         )
     };
-    if let Some(runtime) = find("RuntimeReady").filter(|c| !c.status) {
-        return Some(format!(
-            "container runtime not ready: {}",
-            describe(runtime)
-        ));
+    match find("RuntimeReady") {
+        None => {
+            return Some(
+                "container runtime not ready: it reports no RuntimeReady condition".into(),
+            );
+        }
+        Some(runtime) if !runtime.status => {
+            return Some(format!(
+                "container runtime not ready: {}",
+                describe(runtime)
+            ));
+        }
+        Some(_) => {}
     }
     if let Some(network) = find("NetworkReady").filter(|c| !c.status) {
         return Some(format!(
@@ -211,9 +233,89 @@ pub fn conditions(sample: &Sample) -> Vec<Condition> {
     vec![memory, disk, pids, ready]
 }
 
+/// The conditions last reported, for [`Settled::settle`].
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Each pressure condition as reported, and when it was last measured True.
+    held: Vec<(Condition, Instant)>,
+}
+
+impl Settled {
+    /// The conditions to report at `now` for the `measured` ones: a pressure condition stays
+    /// True until [`PRESSURE_HOLD`] after it was last measured True, and keeps the words it
+    /// had while its status and reason stand. Ready is reported as measured.
+    pub fn settle(&mut self, measured: Vec<Condition>, now: Instant) -> Vec<Condition> {
+        measured
+            .into_iter()
+            .map(|condition| {
+                if condition.type_ == "Ready" {
+                    return condition;
+                }
+                let Some((held, seen)) = self
+                    .held
+                    .iter_mut()
+                    .find(|(h, _)| h.type_ == condition.type_)
+                else {
+                    self.held.push((condition.clone(), now));
+                    return condition;
+                };
+                let pressure = condition.status == "True";
+                if pressure {
+                    *seen = now;
+                }
+                let holding =
+                    !pressure && held.status == "True" && now.duration_since(*seen) < PRESSURE_HOLD;
+                if !holding && (held.status != condition.status || held.reason != condition.reason)
+                {
+                    *held = condition;
+                }
+                held.clone()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pressure_should_hold_for_the_transition_period_and_keep_its_words() {
+        let start = Instant::now();
+        let mut settled = Settled::default();
+        let mut sample = healthy();
+        let pressure_of = |all: Vec<Condition>| {
+            all.into_iter()
+                .find(|c| c.type_ == "MemoryPressure")
+                .unwrap()
+        };
+        assert_eq!(
+            pressure_of(settled.settle(conditions(&sample), start)).status,
+            "False"
+        );
+        sample.memory_available_kib = Some(50 * 1024);
+        let first = pressure_of(settled.settle(conditions(&sample), start));
+        assert_eq!(first.status, "True");
+        // Another figure, the same words.
+        sample.memory_available_kib = Some(40 * 1024);
+        let later = start + Duration::from_secs(10);
+        assert_eq!(
+            pressure_of(settled.settle(conditions(&sample), later)),
+            first
+        );
+        // Relieved, but held True for the period after the last pressure.
+        sample.memory_available_kib = Some(4 << 20);
+        let relieved = later + Duration::from_secs(200);
+        assert_eq!(
+            pressure_of(settled.settle(conditions(&sample), relieved)).status,
+            "True"
+        );
+        let past = later + PRESSURE_HOLD;
+        assert_eq!(
+            pressure_of(settled.settle(conditions(&sample), past)).status,
+            "False"
+        );
+    }
 
     fn healthy() -> Sample {
         Sample {

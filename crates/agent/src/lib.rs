@@ -255,14 +255,15 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
 }
 
 /// Registers the Node, trying again while the API cannot be reached or answers with a server
-/// error (as kubelet does: an agent restarted while the control plane is down waits for it,
-/// and the pods its runtime holds run on meanwhile); a refusal (4xx) ends the agent.
+/// error or asks to slow down (as kubelet does: an agent restarted while the control plane is
+/// down waits for it, and the pods its runtime holds run on meanwhile); a refusal (any other
+/// 4xx) ends the agent.
 async fn register(client: &kube::Client, facts: &node::Facts) -> Result<(), AgentError> {
     let mut delay = std::time::Duration::from_millis(500);
     loop {
         match node::register(client, facts).await {
             Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.code < 500 => {
+            Err(kube::Error::Api(status)) if status.code < 500 && status.code != 429 => {
                 return Err(AgentError::Register {
                     name: facts.name.clone(),
                     source: kube::Error::Api(status),

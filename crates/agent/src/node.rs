@@ -245,6 +245,7 @@ pub async fn keep_alive(client: Client, facts: Facts, data_dir: &Path, runtime: 
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut transitions = Transitions::default();
+    let mut settled = health::Settled::default();
     let mut written: Option<(Value, tokio::time::Instant)> = None;
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let mut report = tokio::time::interval(STATUS_EVERY);
@@ -252,7 +253,8 @@ pub async fn keep_alive(client: Client, facts: Facts, data_dir: &Path, runtime: 
         tokio::select! {
             _ = renew.tick() => renew_lease(&nodes, &leases, &facts.name).await,
             _ = report.tick() => {
-                let conditions = health::conditions(&health::sample(data_dir, runtime).await);
+                let measured = health::conditions(&health::sample(data_dir, runtime).await);
+                let conditions = settled.settle(measured, std::time::Instant::now());
                 let status = status(&facts, &conditions, &mut transitions, &now());
                 // Also when the stored conditions say otherwise (the node-lifecycle controller
                 // marks a silent node Unknown): as kubelet compares with the Node it reads.

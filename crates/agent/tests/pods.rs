@@ -634,6 +634,31 @@ async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_l
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_network_pod_should_have_the_nodes_address_and_become_ready() {
+    let w = world().await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "on-host",
+                json!({"hostNetwork": true, "containers": [{"name": "c", "image": "busybox:1.36",
+                    "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("on-host", "the pod Ready with the node's address", |s| {
+        s["podIP"] == "192.0.2.10"
+            && s["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_should_get_a_token_of_its_service_account_bound_to_it() {
     let w = world().await;
     let created = w

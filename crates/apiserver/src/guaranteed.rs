@@ -376,6 +376,24 @@ async fn after_commit(state: &ApiState, info: &ResourceInfo, outcome: &Outcome) 
     crd_written(state, info).await;
 }
 
+/// Upstream's UID precondition (`storage.Preconditions.Check`): the stored `object` must have
+/// `uid`, or the write is a 409 naming both. A PUT whose body carries a uid asks for it, as
+/// does a delete with `preconditions.uid`.
+pub fn check_uid_precondition(uid: &str, object: &Value, target: &Target) -> Result<(), ApiError> {
+    let stored = crate::objects::meta_str(object, "uid").unwrap_or_default();
+    if stored == uid {
+        return Ok(());
+    }
+    Err(ApiError::ConflictMessage {
+        target: target.clone(),
+        message: format!(
+            "Operation cannot be fulfilled on {} \"{}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}",
+            target.qualified(),
+            target.name
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -938,13 +938,19 @@ async fn writes_naming_another_uid_should_be_refused() {
         api.get(&format!("{pods}/u")).await.json()["status"]["phase"],
         "Pending"
     );
-    // The same on the main resource; the pod's own uid, or none, is fine.
+    // A PUT's uid is a precondition, as upstream's: 409. The pod's own uid, or none, is fine.
     let mut replaced = api.get(&format!("{pods}/u")).await.json();
     replaced["metadata"]["uid"] = json!("another");
     let refused = api
         .json("PUT", &format!("{pods}/u"), replaced.clone())
         .await;
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(
+        refused.json()["message"],
+        format!(
+            "Operation cannot be fulfilled on pods \"u\": Precondition failed: UID in precondition: another, UID in object meta: {uid}"
+        )
+    );
     replaced["metadata"]["uid"] = json!(uid);
     replaced["metadata"]["labels"] = json!({"a": "b"});
     assert_eq!(

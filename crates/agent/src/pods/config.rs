@@ -264,8 +264,10 @@ pub fn container(
             image: container.image.clone().unwrap_or_default(),
             ..api::ImageSpec::default()
         }),
-        command: container.command.clone().unwrap_or_default(),
-        args: container.args.clone().unwrap_or_default(),
+        // `$(NAME)` in the command and its arguments names a variable of the container's
+        // environment, as kubelet expands them.
+        command: expand_all(container.command.as_deref(), &environment),
+        args: expand_all(container.args.as_deref(), &environment),
         working_dir: container.working_dir.clone().unwrap_or_default(),
         envs: environment
             .into_iter()
@@ -284,6 +286,15 @@ pub fn container(
         }),
         ..api::ContainerConfig::default()
     }
+}
+
+/// `words` with `$(NAME)` references to `environment` expanded.
+fn expand_all(words: Option<&[String]>, environment: &[(String, String)]) -> Vec<String> {
+    words
+        .unwrap_or_default()
+        .iter()
+        .map(|word| super::env::expand(word, environment))
+        .collect()
 }
 
 #[cfg(test)]
@@ -305,6 +316,21 @@ mod tests {
         let bare: Container = serde_json::from_value(json!({"name": "c"})).unwrap();
         assert_eq!(resources(&bare).cpu_shares, 2);
         assert_eq!(resources(&bare).memory_limit_in_bytes, 0);
+    }
+
+    #[test]
+    fn the_command_and_args_should_expand_the_containers_variables() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+        let c: Container = serde_json::from_value(json!({"name": "c",
+            "command": ["$(TOOL)"], "args": ["--ip=$(POD_IP)", "$$(POD_IP)", "$(NOPE)"]}))
+        .unwrap();
+        let environment = vec![
+            ("TOOL".to_string(), "/bin/serve".to_string()),
+            ("POD_IP".to_string(), "10.42.0.7".to_string()),
+        ];
+        let config = container("n", &pod, &c, 0, environment, Vec::new());
+        assert_eq!(config.command, ["/bin/serve"]);
+        assert_eq!(config.args, ["--ip=10.42.0.7", "$(POD_IP)", "$(NOPE)"]);
     }
 
     #[test]

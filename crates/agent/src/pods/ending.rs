@@ -27,6 +27,18 @@ pub struct Ending {
     pub message: String,
 }
 
+impl Ending {
+    /// The type of its Event: kubelet's active-deadline handler reports a Normal one, its
+    /// eviction manager a Warning.
+    pub fn event_type(&self) -> &'static str {
+        if self.reason == EVICTED {
+            "Warning"
+        } else {
+            "Normal"
+        }
+    }
+}
+
 /// When the pod's active deadline runs out: its start time plus `activeDeadlineSeconds`.
 pub fn deadline(pod: &Pod) -> Option<jiff::Timestamp> {
     let seconds = pod.spec.as_ref()?.active_deadline_seconds?;

@@ -102,11 +102,21 @@ impl Manager {
                 if let Some(seen) = self.relisting.as_mut() {
                     seen.push(uid.clone());
                 }
+                // A pod being deleted or finished gives its host ports back now, before any
+                // later pod is admitted (kubelet's admission counts active pods only).
+                let finished = matches!(
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                );
+                if finished || pod.metadata.deletion_timestamp.is_some() {
+                    self.shared.host_ports.release(&uid);
+                }
                 self.desired.insert(uid.clone(), pod.clone());
                 self.send(&uid, Message::Pod(Box::new(pod)));
             }
             Event::Delete(pod) => {
                 let uid = pod.uid().unwrap_or_default();
+                self.shared.host_ports.release(&uid);
                 self.desired.remove(&uid);
                 if self.workers.contains_key(&uid) {
                     self.send(&uid, Message::Gone);
@@ -121,6 +131,7 @@ impl Manager {
                     .cloned()
                     .collect();
                 for uid in gone {
+                    self.shared.host_ports.release(&uid);
                     self.desired.remove(&uid);
                     if self.workers.contains_key(&uid) {
                         self.send(&uid, Message::Gone);

@@ -263,11 +263,16 @@ impl Probes {
         }
     }
 
-    /// When the next probe is due.
+    /// When the next probe is due: of the probes [`Probes::due`] would run, the earliest.
     pub fn next_wake(&self) -> Option<Instant> {
         self.tracked
             .values()
-            .flat_map(|t| t.counters.values())
+            .flat_map(|t| {
+                t.counters
+                    .iter()
+                    .filter(|(kind, _)| (**kind == Kind::Startup) != t.started)
+                    .map(|(_, counter)| counter)
+            })
             .filter_map(|c| c.next)
             .min()
     }
@@ -478,6 +483,8 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].kind, Kind::Startup);
         assert!(!probes.started("c") && !probes.ready("c"));
+        // Only the startup probe is waited for until it passes.
+        assert_eq!(probes.next_wake(), Some(start));
         assert_eq!(
             probes.record(&due[0], Outcome::Passed, start),
             Verdict::Nothing

@@ -71,15 +71,18 @@ fn write_files(
     }
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let link = dir.join(DATA_LINK);
-    let current = std::fs::read_link(&link).ok();
-    let unchanged = current.is_some()
-        && wanted.iter().all(|(name, (content, file_mode))| {
-            let path = link.join(name);
-            std::fs::read(&path).is_ok_and(|old| old == *content)
-                && std::fs::metadata(&path)
-                    .is_ok_and(|m| m.permissions().mode() & 0o7777 == *file_mode)
-        })
-        && listed(&link) == wanted.keys().map(|n| (*n).to_string()).collect::<Vec<_>>();
+    // Only a version this writer made counts: one hidden name in `dir` (a container that may
+    // write here could point the link anywhere, and what it points at is removed below).
+    let current = std::fs::read_link(&link).ok().filter(|old| is_version(old));
+    let unchanged = current.as_ref().is_some_and(|old| {
+        let version = dir.join(old);
+        wanted.iter().all(|(name, (content, file_mode))| {
+            let path = version.join(name);
+            std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == *file_mode)
+                && std::fs::read(&path).is_ok_and(|old| old == *content)
+        }) && listed(&version) == wanted.keys().map(|n| (*n).to_string()).collect::<Vec<_>>()
+    });
     if !unchanged {
         let version = format!(
             "..{}",
@@ -131,7 +134,18 @@ fn write_files(
     Ok(())
 }
 
-/// Every file below `dir` (following links), as relative paths in order.
+/// Whether `name` (a `..data` link's target) is a version directory this writer names: one
+/// path component beginning with `..`, neither `..` itself nor the link.
+fn is_version(name: &Path) -> bool {
+    let mut parts = name.components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(part)), None)
+            if part.to_str().is_some_and(|p| p.starts_with("..") && p != DATA_LINK && p != "..data_tmp")
+    )
+}
+
+/// Every entry below `dir` but directories (links not followed), as relative paths in order.
 fn listed(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, here: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(here) else {
@@ -139,7 +153,7 @@ fn listed(dir: &Path) -> Vec<String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(root, &path, out);
             } else if let Ok(relative) = path.strip_prefix(root) {
                 out.push(relative.to_string_lossy().into_owned());
@@ -488,8 +502,27 @@ pub fn refreshed(pod: &Pod) -> bool {
         })
 }
 
+/// Whether the pod's volume `name` is one kubelet always mounts read-only: the files the
+/// agent writes (configMap, secret, downwardAPI, projected), which a container must not be able
+/// to change under the agent's feet.
+fn written_by_the_agent(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .is_some_and(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
+}
+
 /// A container's volumeMounts as CRI mounts.
 pub fn mounts(
+    pod: &Pod,
     container: &Container,
     paths: &HashMap<String, PathBuf>,
 ) -> Result<Vec<api::Mount>, String> {
@@ -502,26 +535,56 @@ pub fn mounts(
                 .get(&mount.name)
                 .ok_or_else(|| format!("unable to find volume \"{}\" to mount", mount.name))?;
             let host = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                Some(sub) if sub.contains("..") => {
+                Some(sub) if sub.split('/').any(|part| part == "..") || sub.starts_with('/') => {
                     return Err(format!("invalid subPath {sub:?}"));
                 }
-                Some(sub) => {
-                    let path = host.join(sub);
-                    if !path.exists() {
-                        std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
-                    }
-                    path
-                }
+                Some(sub) => sub_path(host, sub)?,
                 None => host.clone(),
             };
             Ok(api::Mount {
                 container_path: mount.mount_path.clone(),
                 host_path: host.display().to_string(),
-                readonly: mount.read_only.unwrap_or(false),
+                readonly: mount.read_only.unwrap_or(false)
+                    || written_by_the_agent(pod, &mount.name),
                 ..api::Mount::default()
             })
         })
         .collect()
+}
+
+/// The path `sub` of the volume at `volume`, made if missing, which must stay inside the
+/// volume once links are resolved (a container could have put a link to `/` there).
+fn sub_path(volume: &Path, sub: &str) -> Result<PathBuf, String> {
+    let root = volume.canonicalize().map_err(io("resolving", volume))?;
+    let inside = |path: &Path| -> Result<PathBuf, String> {
+        let resolved = path.canonicalize().map_err(io("resolving", path))?;
+        if resolved.starts_with(&root) {
+            Ok(resolved)
+        } else {
+            Err(format!(
+                "subPath {sub:?} resolves to {} outside the volume",
+                resolved.display()
+            ))
+        }
+    };
+    // What exists of the path is checked before anything missing is made below it.
+    let mut existing = volume.to_path_buf();
+    let mut missing = PathBuf::new();
+    for part in Path::new(sub).components() {
+        if missing.as_os_str().is_empty() && std::fs::symlink_metadata(existing.join(part)).is_ok()
+        {
+            existing.push(part);
+        } else {
+            missing.push(part);
+        }
+    }
+    let base = inside(&existing)?;
+    if missing.as_os_str().is_empty() {
+        return Ok(base);
+    }
+    let path = base.join(missing);
+    std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
+    inside(&path)
 }
 
 #[cfg(test)]
@@ -581,7 +644,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "uid": "u"},
             "spec": {"containers": [{"name": "c", "volumeMounts": [
-                {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
+                {"name": "cfg", "mountPath": "/etc/cfg"},
                 {"name": "scratch", "mountPath": "/tmp/x"}]}],
             "volumes": [{"name": "cfg", "configMap": {"name": "cfg", "items": [
                 {"key": "a", "path": "a", "mode": 0o400}, {"key": "b", "path": "b"}]}},
@@ -612,9 +675,10 @@ mod tests {
         prepare(&pod, dir.path(), "u", &sources, &here).unwrap();
         assert_eq!(std::fs::read_to_string(cfg.join("a")).unwrap(), "changed");
         let container = &pod.spec.as_ref().unwrap().containers[0];
-        let mounts = mounts(container, &paths).unwrap();
+        let mounts = mounts(&pod, container, &paths).unwrap();
         assert_eq!(mounts[0].container_path, "/etc/cfg");
-        assert!(mounts[0].readonly);
+        assert!(mounts[0].readonly, "the agent's files are always read-only");
+        assert!(!mounts[1].readonly);
         assert!(paths["scratch"].is_dir());
         sources.config_maps.insert("cfg".into(), None);
         assert_eq!(
@@ -664,5 +728,49 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_data_link_pointed_elsewhere_should_remove_nothing_outside_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        let outside = dir.path().join("precious");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        let files = BTreeMap::from([("a".to_string(), b"1".to_vec())]);
+        write_files(&volume, &files, 0o644, &BTreeMap::new()).unwrap();
+        // What a container that could write here might do: point `..data` outside, and
+        // leave a loop of links in the version.
+        let version = std::fs::read_link(volume.join(DATA_LINK)).unwrap();
+        std::os::unix::fs::symlink(".", volume.join(&version).join("loop")).unwrap();
+        std::fs::remove_file(volume.join(DATA_LINK)).unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join(DATA_LINK)).unwrap();
+        write_files(&volume, &files, 0o644, &BTreeMap::new()).unwrap();
+        assert!(
+            outside.join("keep").exists(),
+            "a directory outside was removed"
+        );
+        assert_eq!(std::fs::read_to_string(volume.join("a")).unwrap(), "1");
+        // A version with a stray link is written again, without following it.
+        assert!(is_version(Path::new("..2026_12_05")));
+        for bad in ["..", "..data", "/", "../x", "..a/b", "a"] {
+            assert!(!is_version(Path::new(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_sub_path_should_stay_inside_its_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("v");
+        std::fs::create_dir_all(volume.join("d")).unwrap();
+        std::os::unix::fs::symlink("/", volume.join("escape")).unwrap();
+        assert!(sub_path(&volume, "d").is_ok());
+        assert!(sub_path(&volume, "new/dir").is_ok_and(|p| p.is_dir()));
+        assert!(sub_path(&volume, "escape").is_err());
+        assert!(sub_path(&volume, "escape/etc").is_err());
+        // Nothing is made outside on the way to the refusal.
+        let name = format!("skiff-test-{}", std::process::id());
+        assert!(sub_path(&volume, &format!("escape/tmp/{name}")).is_err());
+        assert!(!Path::new("/tmp").join(&name).exists());
     }
 }

@@ -248,9 +248,12 @@ impl Worker {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if self.ended.is_none() && pod.metadata.deletion_timestamp.is_none() {
-                if let Some(deadline) = ending::deadline(pod) {
-                    let left = jiff::Timestamp::now().duration_until(deadline);
-                    let at = now + Duration::try_from(left).unwrap_or(Duration::ZERO);
+                // (A deadline already past ended the pod in this pass, or never applies: a
+                // finished pod.)
+                if let Some(left) = ending::deadline(pod).and_then(|at| {
+                    Duration::try_from(jiff::Timestamp::now().duration_until(at)).ok()
+                }) {
+                    let at = now + left;
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
                 if let Some(at) = self
@@ -323,7 +326,7 @@ impl Worker {
             return gone;
         }
         if pod.metadata.deletion_timestamp.is_none() {
-            self.check_ending(&pod);
+            self.check_ending(&pod).await;
         }
         if pod.metadata.deletion_timestamp.is_none() && self.ended.is_none() {
             self.probe(&pod).await;
@@ -423,7 +426,10 @@ impl Worker {
             return None;
         }
         if !self.runtime.sandboxes.is_empty() || !self.runtime.instances.is_empty() {
-            self.shared.host_ports.hold(&self.uid, pod);
+            // (A finished or departing pod found after a restart holds no port.)
+            if !finished && !deleting {
+                self.shared.host_ports.hold(&self.uid, pod);
+            }
             self.admitted = true;
             return None;
         }
@@ -448,12 +454,22 @@ impl Worker {
     /// Ends the pod if the API says an earlier agent did, its active deadline ran out, or an
     /// emptyDir volume grew past its limit (measured every [`DISK_CHECK_EVERY`]); a new ending
     /// gets an Event.
-    fn check_ending(&mut self, pod: &Pod) {
+    async fn check_ending(&mut self, pod: &Pod) {
         if self.ended.is_some() {
             return;
         }
         if let Some(recorded) = ending::recorded(pod) {
             self.ended = Some(recorded);
+            return;
+        }
+        // A finished pod stays as it finished.
+        let api_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(api_phase, Some("Succeeded" | "Failed"))
+            || matches!(
+                status::phase(pod, &self.runtime),
+                status::Phase::Succeeded | status::Phase::Failed
+            )
+        {
             return;
         }
         let mut found = ending::past_deadline(pod, jiff::Timestamp::now());
@@ -465,11 +481,24 @@ impl Worker {
                 .is_none_or(|at| now >= at + DISK_CHECK_EVERY)
         {
             self.disk_checked_at = Some(now);
-            found = ending::empty_dir_over_limit(pod, &self.shared.pods, &self.uid);
+            // A walk of files the pod controls: off the async threads.
+            let (pod, pods, uid) = (pod.clone(), self.shared.pods.clone(), self.uid.clone());
+            found = tokio::task::spawn_blocking(move || {
+                ending::empty_dir_over_limit(&pod, &pods, &uid)
+            })
+            .await
+            .ok()
+            .flatten();
         }
         if let Some(ending) = found {
             tracing::info!(pod = %pod.name_any(), reason = ending.reason, message = %ending.message, "ending the pod");
-            self.note(pod, "Warning", ending.reason, ending.message.clone(), None);
+            self.note(
+                pod,
+                ending.event_type(),
+                ending.reason,
+                ending.message.clone(),
+                None,
+            );
             self.ended = Some(ending);
         }
     }
@@ -1004,7 +1033,7 @@ impl Worker {
         };
         let prepared =
             volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
-                .and_then(|paths| volumes::mounts(&container, &paths))
+                .and_then(|paths| volumes::mounts(pod, &container, &paths))
                 .and_then(|mounts| {
                     env::environment(
                         pod,
@@ -1139,6 +1168,17 @@ impl Worker {
     async fn sandbox_ip(&mut self, id: &str) -> Option<String> {
         if let Some(ip) = self.ips.get(id) {
             return Some(ip.clone());
+        }
+        // A host-network pod has the node's address (the runtime reports none for it).
+        if self
+            .pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref()?.host_network)
+            .unwrap_or(false)
+        {
+            let ip = self.shared.node_ip.clone();
+            self.ips.insert(id.to_string(), ip.clone());
+            return Some(ip);
         }
         let status = self.shared.runtime.sandbox_status(id).await.ok()?;
         let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty())?;

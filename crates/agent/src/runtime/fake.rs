@@ -209,11 +209,21 @@ impl Runtime for FakeRuntime {
     async fn run_sandbox(&self, config: api::PodSandboxConfig) -> Result<String, RuntimeError> {
         let mut state = self.state();
         let id = Self::id(&mut state, "sandbox");
-        let ip = format!(
-            "10.99.{}.{}",
-            (state.next / 250) % 250,
-            state.next % 250 + 2
-        );
+        // As containerd: a sandbox in the node's network namespace reports no address.
+        let host_network = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref()?.namespace_options.as_ref())
+            .is_some_and(|n| n.network == api::NamespaceMode::Node as i32);
+        let ip = if host_network {
+            String::new()
+        } else {
+            format!(
+                "10.99.{}.{}",
+                (state.next / 250) % 250,
+                state.next % 250 + 2
+            )
+        };
         state.sandboxes.insert(
             id.clone(),
             Sandbox {

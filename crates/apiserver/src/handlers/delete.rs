@@ -16,7 +16,9 @@ use skiff_apimachinery::status::{Cause, Target};
 use super::read::{self, render_one};
 use super::write_request::WriteRequest;
 use crate::body;
-use crate::guaranteed::{Decision, Outcome, guaranteed_update, spec_finalizers_pending};
+use crate::guaranteed::{
+    Decision, Outcome, check_uid_precondition, guaranteed_update, spec_finalizers_pending,
+};
 use crate::objects::{meta_mut, meta_str};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
@@ -114,29 +116,23 @@ impl Options {
     }
 
     fn check_preconditions(&self, object: &Value, target: &Target) -> Result<(), ApiError> {
-        let mut problems = Vec::new();
-        if let Some(uid) = &self.uid
-            && meta_str(object, "uid") != Some(uid)
-        {
-            problems.push(format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(object, "uid").unwrap_or_default()
-            ));
-        }
+        // (The resourceVersion's failure is the one reported when both fail, as upstream's.)
         if let Some(rv) = &self.resource_version
             && meta_str(object, "resourceVersion") != Some(rv)
         {
-            problems.push(format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                meta_str(object, "resourceVersion").unwrap_or_default()
-            ));
-        }
-        match problems.pop() {
-            None => Ok(()),
-            Some(message) => Err(ApiError::ConflictMessage {
+            return Err(ApiError::ConflictMessage {
                 target: target.clone(),
-                message,
-            }),
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    target.qualified(),
+                    target.name,
+                    meta_str(object, "resourceVersion").unwrap_or_default()
+                ),
+            });
+        }
+        match &self.uid {
+            Some(uid) => check_uid_precondition(uid, object, target),
+            None => Ok(()),
         }
     }
 }

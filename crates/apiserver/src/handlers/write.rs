@@ -18,7 +18,9 @@ use crate::apply;
 use crate::auth::Caller;
 use crate::body::{self, PatchType};
 use crate::crd;
-use crate::guaranteed::{Decision, Outcome, crd_written, guaranteed_update, is_crd};
+use crate::guaranteed::{
+    Decision, Outcome, check_uid_precondition, crd_written, guaranteed_update, is_crd,
+};
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
 use crate::respond::{self, Format};
@@ -385,7 +387,15 @@ pub async fn update(
     let key = storage::key(info, request.namespace, name);
     let site = request.site(&key, &target)?;
     let mut warnings = Vec::new();
+    // A uid in the body is a precondition on the stored object (upstream's
+    // `defaultUpdatedObjectInfo.Preconditions`).
+    let uid = meta_str(&incoming, "uid")
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_string);
     let outcome = guaranteed_update(state, site, |_, old| {
+        if let Some(uid) = &uid {
+            check_uid_precondition(uid, old, &target)?;
+        }
         let change = Change {
             old,
             target: &target,
