@@ -112,6 +112,11 @@ fn memory_available_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The size of the filesystem holding `path`, bytes.
+pub fn filesystem_bytes(path: &Path) -> Option<u64> {
+    disk(path).map(|((_, total), _)| total)
+}
+
 fn disk(path: &Path) -> Option<((u64, u64), (u64, u64))> {
     let stat = rustix::fs::statvfs(path).ok()?;
     let bytes = |blocks: u64| blocks.saturating_mul(stat.f_frsize);

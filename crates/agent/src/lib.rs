@@ -191,6 +191,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         runtime_version: format!("{runtime_name}://{runtime_version}"),
         port: endpoint.as_ref().map_or(0, |(_, _, port)| *port),
         labels: options.labels.clone(),
+        storage_bytes: health::filesystem_bytes(&options.data_dir),
     };
     register(&client, &facts).await?;
     let pod_cidr = node::pod_cidr(&client, &options.node_name).await;

@@ -42,6 +42,8 @@ pub struct Facts {
     pub port: u16,
     /// Extra labels (roles).
     pub labels: Vec<(String, String)>,
+    /// The size of the filesystem holding the node's data (its `ephemeral-storage`), bytes.
+    pub storage_bytes: Option<u64>,
 }
 
 fn read(path: &str) -> String {
@@ -56,6 +58,30 @@ fn os_image() -> String {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_else(|| "Linux".into())
+}
+
+/// What the node offers pods of its CPU and memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocatable {
+    /// CPU, millicores.
+    pub cpu_milli: u64,
+    /// Memory, KiB.
+    pub memory_kib: u64,
+}
+
+/// The machine less a reserve for the system and the agent itself, as kubelet's
+/// system-reserved would be.
+pub fn allocatable() -> Allocatable {
+    const RESERVED_CPU_MILLI: u64 = 100;
+    const RESERVED_MEMORY_KIB: u64 = 256 * 1024;
+    Allocatable {
+        cpu_milli: (cpus() as u64 * 1000).saturating_sub(RESERVED_CPU_MILLI),
+        memory_kib: memory_kib().saturating_sub(RESERVED_MEMORY_KIB),
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 fn memory_kib() -> u64 {
@@ -131,17 +157,24 @@ pub fn status(
                 "lastHeartbeatTime": now, "lastTransitionTime": transitions.since(c, now)})
         })
         .collect();
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus = cpus();
     let memory = memory_kib();
-    // A reserve for the system and the agent itself, as kubelet's system-reserved would.
-    let reserved_cpu_milli = 100;
-    let reserved_memory_kib = 256 * 1024;
-    let allocatable_memory = memory.saturating_sub(reserved_memory_kib);
-    let allocatable_cpu = (cpus as u64 * 1000).saturating_sub(reserved_cpu_milli);
+    let Allocatable {
+        cpu_milli: allocatable_cpu,
+        memory_kib: allocatable_memory,
+    } = allocatable();
+    let mut capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory}Ki"),
+        "pods": MAX_PODS.to_string()});
+    let mut allocatable = json!({"cpu": format!("{allocatable_cpu}m"),
+        "memory": format!("{allocatable_memory}Ki"), "pods": MAX_PODS.to_string()});
+    if let Some(bytes) = facts.storage_bytes {
+        // Less kubelet's `nodefs.available<10%` eviction threshold, as its allocatable is.
+        capacity["ephemeral-storage"] = json!(bytes.to_string());
+        allocatable["ephemeral-storage"] = json!((bytes / 10 * 9).to_string());
+    }
     json!({
-        "capacity": {"cpu": cpus.to_string(), "memory": format!("{memory}Ki"), "pods": MAX_PODS.to_string()},
-        "allocatable": {"cpu": format!("{allocatable_cpu}m"), "memory": format!("{allocatable_memory}Ki"),
-            "pods": MAX_PODS.to_string()},
+        "capacity": capacity,
+        "allocatable": allocatable,
         "conditions": conditions,
         "addresses": [{"type": "InternalIP", "address": facts.ip}, {"type": "Hostname", "address": facts.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.port}},
@@ -318,6 +351,7 @@ mod tests {
             runtime_version: "fake://1.0".into(),
             port: 10250,
             labels: Vec::new(),
+            storage_bytes: Some(100 << 30),
         }
     }
 

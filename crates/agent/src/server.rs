@@ -239,7 +239,22 @@ async fn container_logs(
         );
     };
     let files = logs::instance_files(&dir.join(container));
-    let picked = if query.previous {
+    // As kubelet's: `previous` is the last instance that ended (while the newest waits to be
+    // restarted, that is the newest itself).
+    let newest_runs = match files.last() {
+        Some((restarts, _)) => {
+            instance_running(
+                endpoint.runtime.as_ref(),
+                &endpoint.node,
+                &uid,
+                container,
+                *restarts,
+            )
+            .await
+        }
+        None => false,
+    };
+    let picked = if query.previous && newest_runs {
         files.iter().rev().nth(1)
     } else {
         files.last()

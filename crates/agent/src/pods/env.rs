@@ -228,11 +228,17 @@ pub(super) fn resource(
         "requests" => resources.and_then(|r| r.requests.as_ref()),
         _ => return Err(format!("unsupported container resource: {resource}")),
     };
-    let Some(quantity) = list.and_then(|l| l.get(name)) else {
-        // Upstream falls back to the node's allocatable for limits; requests default to 0.
-        return Ok("0".into());
+    let milli = match list.and_then(|l| l.get(name)) {
+        Some(quantity) => {
+            skiff_apimachinery::quantity::milli(&quantity.0).map_err(|e| e.to_string())?
+        }
+        // No limit: the node's allocatable, as upstream's; a request not made is 0.
+        None => match (kind, name) {
+            ("limits", "cpu") => i128::from(crate::node::allocatable().cpu_milli),
+            ("limits", "memory") => i128::from(crate::node::allocatable().memory_kib) * 1024 * 1000,
+            _ => 0,
+        },
     };
-    let milli = skiff_apimachinery::quantity::milli(&quantity.0).map_err(|e| e.to_string())?;
     let divisor = match divisor {
         Some(d) => skiff_apimachinery::quantity::milli(d).map_err(|e| e.to_string())?,
         None => 1000,
@@ -380,6 +386,18 @@ mod tests {
         assert_eq!(get("MEM"), Some("64"));
         assert_eq!(get("CPU"), Some("2"));
         assert_eq!(get("PASS"), Some("hunter2"));
+        // Without a limit: the node's allocatable.
+        let bare: Container = serde_json::from_value(json!({"name": "c"})).unwrap();
+        let node = crate::node::allocatable();
+        assert_eq!(
+            resource(&bare, "limits.cpu", Some("1m")),
+            Ok(node.cpu_milli.to_string())
+        );
+        assert_eq!(
+            resource(&bare, "limits.memory", Some("1Ki")),
+            Ok(node.memory_kib.to_string())
+        );
+        assert_eq!(resource(&bare, "requests.cpu", None), Ok("0".into()));
     }
 
     #[test]

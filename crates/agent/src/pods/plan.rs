@@ -49,6 +49,8 @@ pub struct Plan {
     pub start: Vec<Start>,
     /// Containers held back, by name.
     pub waiting: BTreeMap<String, Waiting>,
+    /// Dead instances to remove: (id, container name, restart count).
+    pub remove: Vec<(String, String, u32)>,
 }
 
 /// What the plan is made from.
@@ -156,6 +158,20 @@ fn stop_everything(input: &Input<'_>, plan: &mut Plan) {
     }
 }
 
+/// kubelet's container garbage collection (`MaxPerPodContainer` 1): of each container's
+/// exited instances only the newest is kept (for its status and `logs --previous`); older
+/// ones go with their logs, so a container that keeps crashing does not pile them up.
+fn dead_beyond_the_newest(runtime: &PodRuntime) -> Vec<(String, String, u32)> {
+    let mut seen = std::collections::HashSet::new();
+    runtime
+        .instances
+        .iter()
+        .filter(|i| i.state == RunState::Exited)
+        .filter(|i| !seen.insert(i.name.as_str()))
+        .map(|i| (i.id.clone(), i.name.clone(), i.restart_count))
+        .collect()
+}
+
 /// What to do for the pod now.
 pub fn plan(input: &Input<'_>) -> Plan {
     let mut plan = Plan::default();
@@ -178,6 +194,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         plan.new_sandbox = Some(input.runtime.sandbox().map_or(0, |s| s.attempt + 1));
         return plan;
     };
+    plan.remove = dead_beyond_the_newest(input.runtime);
     // Instances of older sandboxes that still run are stopped.
     for instance in input.runtime.instances.iter().filter(|i| {
         i.sandbox != sandbox.id && matches!(i.state, RunState::Running | RunState::Created)
@@ -231,4 +248,49 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, name: &str, restart_count: u32, state: RunState) -> Instance {
+        Instance {
+            id: id.into(),
+            sandbox: "s".into(),
+            name: name.into(),
+            restart_count,
+            state,
+            created_at: 0,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 1,
+            reason: String::new(),
+            message: String::new(),
+            image: String::new(),
+            image_ref: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_newest_dead_instance_of_each_container_should_be_kept() {
+        let runtime = PodRuntime {
+            // Newest first, as the runtime is read.
+            instances: vec![
+                instance("c3", "crashing", 3, RunState::Running),
+                instance("c2", "crashing", 2, RunState::Exited),
+                instance("c1", "crashing", 1, RunState::Exited),
+                instance("c0", "crashing", 0, RunState::Exited),
+                instance("i0", "init", 0, RunState::Exited),
+            ],
+            ..PodRuntime::default()
+        };
+        assert_eq!(
+            dead_beyond_the_newest(&runtime),
+            [
+                ("c1".to_string(), "crashing".to_string(), 1),
+                ("c0".to_string(), "crashing".to_string(), 0)
+            ]
+        );
+    }
 }

@@ -363,18 +363,23 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (Outcome, St
         Some(get) if get.scheme.as_deref() == Some("HTTPS") => "https",
         _ => "http",
     };
+    let path = http
+        .and_then(|get| get.path.clone())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(&address)
             .await
-            .map_err(|e| format!("dial tcp {address}: connect: {e}"))?;
+            .map_err(|e| {
+                let dial = format!("dial tcp {address}: connect: {}", go_error(&e));
+                match http {
+                    Some(_) => format!("Get \"{scheme}://{address}{path}\": {dial}"),
+                    None => dial,
+                }
+            })?;
         let Some(get) = http else {
             return Ok(String::new());
         };
-        let path = get
-            .path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
         let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\nConnection: close\r\n"
         );
@@ -418,6 +423,21 @@ pub async fn run(runtime: &dyn Runtime, due: &Due, pod_ip: &str) -> (Outcome, St
                 "Get \"{scheme}://{address}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ),
         ),
+    }
+}
+
+/// An I/O error in Go's words, as kubelet's messages carry it: the system's text in lower case,
+/// without Rust's `(os error N)` (`connection refused`).
+fn go_error(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => text.as_str(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -603,6 +623,50 @@ mod tests {
         // Without the pod's IP there is nothing to probe.
         let (outcome, _) = run(&runtime, &due("/ok", "HTTPS"), "").await;
         assert_eq!(outcome, Outcome::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_probe_on_a_closed_port_should_fail_in_kubelets_words() {
+        let runtime = crate::runtime::fake::FakeRuntime::new();
+        // A port nobody listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let due = |probe: serde_json::Value| Due {
+            container: "c".into(),
+            instance: "i1".into(),
+            kind: Kind::Liveness,
+            probe: serde_json::from_value(probe).unwrap(),
+            ports: Vec::new(),
+        };
+        assert_eq!(
+            run(
+                &runtime,
+                &due(json!({"tcpSocket": {"port": port}})),
+                "127.0.0.1"
+            )
+            .await,
+            (
+                Outcome::Failed,
+                format!("dial tcp 127.0.0.1:{port}: connect: connection refused")
+            )
+        );
+        assert_eq!(
+            run(
+                &runtime,
+                &due(json!({"httpGet": {"port": port, "path": "/healthz"}})),
+                "127.0.0.1"
+            )
+            .await,
+            (
+                Outcome::Failed,
+                format!(
+                    "Get \"http://127.0.0.1:{port}/healthz\": dial tcp 127.0.0.1:{port}: connect: connection refused"
+                )
+            )
+        );
     }
 
     #[tokio::test]

@@ -179,23 +179,37 @@ fn remove_entry(path: &Path) {
     }
 }
 
-/// The files of a configMap or secret volume: every key, or just `items` at their paths.
+/// What a configMap or secret volume's item names: upstream's words for a key it lacks.
+#[derive(Clone, Copy)]
+enum Keys {
+    ConfigMap,
+    Secret,
+}
+
+/// The files of a configMap or secret volume: every key, or just `items` at their paths (an
+/// item whose key is missing is an error, unless the source is optional).
 fn projected(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
-    source: &str,
+    keys: Keys,
+    optional: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let Some(items) = items.filter(|i| !i.is_empty()) else {
         return Ok(data.clone());
     };
     let mut files = BTreeMap::new();
     for item in items {
-        let content = data.get(&item.key).ok_or_else(|| {
-            format!(
-                "configmap references non-existent config key: {} ({source})",
-                item.key
-            )
-        })?;
+        let Some(content) = data.get(&item.key) else {
+            if optional {
+                continue;
+            }
+            return Err(match keys {
+                Keys::ConfigMap => {
+                    format!("configmap references non-existent config key: {}", item.key)
+                }
+                Keys::Secret => format!("references non-existent secret key: {}", item.key),
+            });
+        };
         files.insert(item.path.clone(), content.clone());
     }
     Ok(files)
@@ -222,7 +236,7 @@ fn config_map_files(
                     .into_iter()
                     .map(|(k, v)| (k, v.0)),
             );
-            projected(&data, items, name).map(Some)
+            projected(&data, items, Keys::ConfigMap, optional == Some(true)).map(Some)
         }
         None if optional == Some(true) => Ok(None),
         None => Err(format!("configmap \"{name}\" not found")),
@@ -244,7 +258,7 @@ fn secret_files(
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect();
-            projected(&data, items, name).map(Some)
+            projected(&data, items, Keys::Secret, optional == Some(true)).map(Some)
         }
         None if optional == Some(true) => Ok(None),
         None => Err(format!("secret \"{name}\" not found")),
@@ -261,7 +275,13 @@ fn downward_files(
     let mut files = BTreeMap::new();
     for item in items {
         let value = if let Some(field) = &item.field_ref {
-            env::field(pod, &field.field_path, addresses.host_ip, addresses.pod_ip)?
+            match field.field_path.as_str() {
+                // Whole maps, only in files: one `key="value"` line each (upstream's
+                // `fieldpath.FormatMap`).
+                "metadata.labels" => format_map(kube::ResourceExt::labels(pod)),
+                "metadata.annotations" => format_map(kube::ResourceExt::annotations(pod)),
+                path => env::field(pod, path, addresses.host_ip, addresses.pod_ip)?,
+            }
         } else if let Some(reference) = &item.resource_field_ref {
             let name = reference.container_name.as_deref().unwrap_or_default();
             let container = pod
@@ -285,6 +305,18 @@ fn downward_files(
         files.insert(item.path.clone(), value.into_bytes());
     }
     Ok(files)
+}
+
+/// `map` as upstream's `fieldpath.FormatMap` writes it: `key="value"` lines in key order,
+/// values quoted, no newline after the last.
+fn format_map(map: &BTreeMap<String, String>) -> String {
+    map.iter()
+        .map(|(key, value)| {
+            let quoted = serde_json::to_string(value).unwrap_or_else(|_| format!("{value:?}"));
+            format!("{key}={quoted}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The files of a projected volume: its sources' files side by side.
@@ -690,13 +722,15 @@ mod tests {
     #[test]
     fn projected_volumes_should_hold_token_ca_and_namespace_side_by_side() {
         let dir = tempfile::tempdir().unwrap();
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop", "uid": "u"},
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop", "uid": "u",
+            "labels": {"tier": "web", "app": "say \"hi\""}},
             "spec": {"containers": [{"name": "c"}], "volumes": [
                 {"name": "api", "projected": {"defaultMode": 420, "sources": [
                     {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
                     {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
                     {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}},
-                {"name": "info", "downwardAPI": {"items": [{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]}}]}}))
+                {"name": "info", "downwardAPI": {"items": [{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}))
         .unwrap();
         let mut sources = Sources::default();
         let ca = serde_json::from_value(json!({"data": {"ca.crt": "PEM"}})).unwrap();
@@ -723,6 +757,10 @@ mod tests {
         assert_eq!(read("api", "ca.crt"), "PEM");
         assert_eq!(read("api", "namespace"), "shop");
         assert_eq!(read("info", "ip"), "10.42.0.9");
+        assert_eq!(
+            read("info", "labels"),
+            "app=\"say \\\"hi\\\"\"\ntier=\"web\""
+        );
         let mode = std::fs::metadata(paths["api"].join("token"))
             .unwrap()
             .permissions()

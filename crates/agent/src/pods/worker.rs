@@ -8,7 +8,7 @@
 //! and sources, and status writes wait.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -660,6 +660,20 @@ impl Worker {
         for (name, message) in killed.into_iter().flatten() {
             let reason = Hook::PreStop.failed_reason();
             self.note(pod, "Warning", reason, message, Some((&name, false)));
+        }
+        for (id, name, restarts) in &plan.remove {
+            match runtime.remove_container(id).await {
+                Ok(()) => {
+                    let log = Path::new(&config::log_directory(&self.shared.logs, pod))
+                        .join(config::log_path(name, *restarts));
+                    let _ = std::fs::remove_file(log);
+                    acted = true;
+                }
+                Err(error) if error.is_not_found() => {}
+                Err(error) => {
+                    tracing::warn!(container = %name, %error, "removing a dead container failed");
+                }
+            }
         }
         for sandbox in &plan.stop_sandboxes {
             if let Err(error) = runtime.stop_sandbox(sandbox).await {
