@@ -3,13 +3,15 @@
 //! values from ConfigMaps and Secrets (read by the worker beforehand), from the pod's own fields
 //! and from the container's resources. A missing source that is not optional is an error whose
 //! text becomes the container's `CreateContainerConfigError` message, in upstream's words.
-//! The `kubernetes` Service's variables (`KUBERNETES_SERVICE_HOST`, ...) come first, so that an
-//! in-cluster client finds the API.
+//! Service variables come first (upstream's `envvars.FromServices`): the `kubernetes` Service's
+//! (`KUBERNETES_SERVICE_HOST`, ...), so that an in-cluster client finds the API, and with
+//! `enableServiceLinks` (the default) those of every Service in the pod's namespace with a
+//! cluster IP (`{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT[_{PORT}]` and Docker's link variables).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::ResourceExt;
 
 /// A service-account token fetched for the pod.
@@ -33,24 +35,74 @@ pub struct Sources {
     pub secrets: HashMap<String, Option<Secret>>,
     /// Service-account tokens, or why one could not be had.
     pub tokens: HashMap<TokenKey, Result<Token, String>>,
-    /// The `kubernetes` Service's cluster IP and port, once read.
-    pub api_service: Option<(String, i32)>,
+    /// The `kubernetes` Service (in `default`), once read.
+    pub api_service: Option<Service>,
+    /// The Services of the pod's namespace (read only with `enableServiceLinks`).
+    pub services: Vec<Service>,
 }
 
-/// The variables of the `kubernetes` Service at `ip`:`port`, as kubelet sets them.
-fn api_service_variables(ip: &str, port: i32) -> Vec<(String, String)> {
-    let url = format!("tcp://{ip}:{port}");
-    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
-    vec![
-        ("KUBERNETES_SERVICE_HOST".into(), ip.into()),
-        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
-        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
-        ("KUBERNETES_PORT".into(), url.clone()),
-        (prefix.clone(), url),
-        (format!("{prefix}_PROTO"), "tcp".into()),
-        (format!("{prefix}_PORT"), port.to_string()),
-        (format!("{prefix}_ADDR"), ip.into()),
-    ]
+/// A Service name as variables spell it.
+fn variable_name(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
+}
+
+/// The variables of one Service, as upstream's `envvars.FromServices` makes them; none for a
+/// Service without a cluster IP (headless, ExternalName) or ports.
+fn service_variables(service: &Service) -> Vec<(String, String)> {
+    let spec = service.spec.as_ref();
+    let ip = spec
+        .and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None");
+    let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let (Some(ip), Some(first)) = (ip, ports.first()) else {
+        return Vec::new();
+    };
+    let prefix = variable_name(&service.name_any());
+    let host_port = |port: i32| {
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    let mut vars = vec![
+        (format!("{prefix}_SERVICE_HOST"), ip.to_string()),
+        (format!("{prefix}_SERVICE_PORT"), first.port.to_string()),
+    ];
+    for port in ports {
+        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+            vars.push((
+                format!("{prefix}_SERVICE_PORT_{}", variable_name(name)),
+                port.port.to_string(),
+            ));
+        }
+    }
+    for (index, port) in ports.iter().enumerate() {
+        let protocol = port.protocol.as_deref().unwrap_or("TCP");
+        let url = format!("{}://{}", protocol.to_lowercase(), host_port(port.port));
+        if index == 0 {
+            vars.push((format!("{prefix}_PORT"), url.clone()));
+        }
+        let port_prefix = format!("{prefix}_PORT_{}_{}", port.port, protocol.to_uppercase());
+        vars.push((port_prefix.clone(), url));
+        vars.push((format!("{port_prefix}_PROTO"), protocol.to_lowercase()));
+        vars.push((format!("{port_prefix}_PORT"), port.port.to_string()));
+        vars.push((format!("{port_prefix}_ADDR"), ip.to_string()));
+    }
+    vars
+}
+
+/// The Service variables of a pod: the `kubernetes` Service's, then those of the pod's
+/// namespace (`sources.services`, empty without service links), one Service of a name once.
+fn service_environment(sources: &Sources) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    sources
+        .api_service
+        .iter()
+        .chain(&sources.services)
+        .filter(|service| seen.insert(variable_name(&service.name_any())))
+        .flat_map(service_variables)
+        .collect()
 }
 
 /// The names of the ConfigMaps and Secrets the pod's containers take values from (environment
@@ -258,11 +310,7 @@ pub fn environment(
     pod_ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.namespace().unwrap_or_default();
-    let mut vars: Vec<(String, String)> = sources
-        .api_service
-        .as_ref()
-        .map(|(ip, port)| api_service_variables(ip, *port))
-        .unwrap_or_default();
+    let mut vars = service_environment(sources);
     let set = |vars: &mut Vec<(String, String)>, name: String, value: String| {
         vars.retain(|(k, _)| *k != name);
         vars.push((name, value));
@@ -352,6 +400,62 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": [container]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn services_should_become_variables_as_upstream_names_them() {
+        let service = |name: &str, ip: &str, ports: serde_json::Value| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "spec": {"clusterIP": ip, "ports": ports}}))
+            .unwrap()
+        };
+        let sources = Sources {
+            api_service: Some(service(
+                "kubernetes",
+                "10.43.0.1",
+                json!([{"name": "https", "port": 443}]),
+            )),
+            services: vec![
+                service(
+                    "web-db",
+                    "10.43.0.7",
+                    json!([{"name": "sql", "port": 5432}, {"name": "metrics", "port": 9187, "protocol": "UDP"}]),
+                ),
+                service("headless", "None", json!([{"port": 80}])),
+            ],
+            ..Sources::default()
+        };
+        let vars: BTreeMap<String, String> = service_environment(&sources).into_iter().collect();
+        let expected = [
+            ("KUBERNETES_SERVICE_HOST", "10.43.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://10.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.43.0.1"),
+            ("WEB_DB_SERVICE_HOST", "10.43.0.7"),
+            ("WEB_DB_SERVICE_PORT", "5432"),
+            ("WEB_DB_SERVICE_PORT_SQL", "5432"),
+            ("WEB_DB_SERVICE_PORT_METRICS", "9187"),
+            ("WEB_DB_PORT", "tcp://10.43.0.7:5432"),
+            ("WEB_DB_PORT_5432_TCP", "tcp://10.43.0.7:5432"),
+            ("WEB_DB_PORT_5432_TCP_PROTO", "tcp"),
+            ("WEB_DB_PORT_5432_TCP_PORT", "5432"),
+            ("WEB_DB_PORT_5432_TCP_ADDR", "10.43.0.7"),
+            ("WEB_DB_PORT_9187_UDP", "udp://10.43.0.7:9187"),
+            ("WEB_DB_PORT_9187_UDP_PROTO", "udp"),
+            ("WEB_DB_PORT_9187_UDP_PORT", "9187"),
+            ("WEB_DB_PORT_9187_UDP_ADDR", "10.43.0.7"),
+        ];
+        assert_eq!(
+            vars,
+            expected
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect::<BTreeMap<_, _>>()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use skiff_client::events::{Note, Recorder};
@@ -910,14 +910,16 @@ impl Worker {
         if self.sources.api_service.is_none() {
             let services: Api<Service> = Api::namespaced(self.shared.client.clone(), "default");
             if let Ok(service) = services.get("kubernetes").await {
-                let spec = service.spec.unwrap_or_default();
-                let port = spec
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|p| p.name.as_deref() == Some("https"));
-                if let (Some(ip), Some(port)) = (spec.cluster_ip, port) {
-                    self.sources.api_service = Some((ip, port.port));
+                self.sources.api_service = Some(service);
+            }
+        }
+        // With service links (the default), the namespace's Services become variables.
+        if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) {
+            let services: Api<Service> = Api::namespaced(self.shared.client.clone(), &namespace);
+            match services.list(&ListParams::default()).await {
+                Ok(list) => self.sources.services = list.items,
+                Err(error) => {
+                    tracing::debug!(%error, "listing the namespace's Services failed; using the last list")
                 }
             }
         }
