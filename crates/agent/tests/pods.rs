@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -656,6 +656,52 @@ async fn a_host_network_pod_should_have_the_nodes_address_and_become_ready() {
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_should_be_pulled_with_the_pods_pull_secret() {
+    use base64::Engine;
+    let w = world().await;
+    w.runtime.set_image(
+        "registry.example.com/team/app:1",
+        Behaviour::Private("robot".into(), "s3cret".into()),
+    );
+    let config =
+        json!({"auths": {"registry.example.com": {"username": "robot", "password": "s3cret"}}});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pull"}, "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config.to_string())}}))
+    .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let private = |name: &str, secrets: serde_json::Value| {
+        pod(
+            name,
+            json!({"imagePullSecrets": secrets, "containers": [
+                {"name": "c", "image": "registry.example.com/team/app:1"}]}),
+        )
+    };
+    w.pods
+        .create(&PostParams::default(), &private("without", json!([])))
+        .await
+        .unwrap();
+    w.wait_for("without", "the pull refused", |s| {
+        s["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    })
+    .await;
+    w.pods
+        .create(
+            &PostParams::default(),
+            &private("with", json!([{"name": "pull"}])),
+        )
+        .await
+        .unwrap();
+    w.wait_for("with", "the pod running", |s| s["phase"] == "Running")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,6 +138,13 @@ pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
             }
         }
     }
+    secrets.extend(
+        spec.image_pull_secrets
+            .iter()
+            .flatten()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| s.name.clone()),
+    );
     for volume in spec.volumes.iter().flatten() {
         if let Some(c) = &volume.config_map {
             config_maps.push(c.name.clone());

@@ -21,6 +21,7 @@ pub mod labels;
 pub mod observed;
 pub mod plan;
 pub mod probes;
+pub mod pull_secrets;
 pub mod status;
 pub mod termination;
 pub mod tmpfs;

@@ -29,6 +29,7 @@ use super::hooks::{self, Hook};
 use super::observed::{self, PodRuntime, RunState, StatusCache};
 use super::plan::{self, Input, Start, Waiting};
 use super::probes::{self, Outcome, Probes, Verdict};
+use super::pull_secrets;
 use super::{config, status, termination, volumes};
 use crate::cgroups;
 use crate::runtime::{Runtime, RuntimeError};
@@ -813,7 +814,7 @@ impl Worker {
             Some((name, init)),
         );
         let started = std::time::Instant::now();
-        match self.shared.runtime.pull_image(&image, sandbox).await {
+        match self.pull_with_credentials(pod, &image, sandbox).await {
             Ok(_) => {
                 let took = started.elapsed().as_secs_f64();
                 self.note(
@@ -854,6 +855,39 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// Pulls `image` as kubelet does: with each credential the pod's pull secrets hold for its
+    /// registry in turn until one works (the last error if none does), or without any if they
+    /// hold none.
+    async fn pull_with_credentials(
+        &self,
+        pod: &Pod,
+        image: &str,
+        sandbox: &crate::runtime::api::PodSandboxConfig,
+    ) -> Result<String, RuntimeError> {
+        let secrets: Vec<k8s_openapi::api::core::v1::Secret> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten())
+            .filter_map(|reference| self.sources.secrets.get(&reference.name).cloned().flatten())
+            .collect();
+        let credentials = pull_secrets::credentials(image, &secrets);
+        let runtime = self.shared.runtime.as_ref();
+        if credentials.is_empty() {
+            return runtime.pull_image(image, None, sandbox).await;
+        }
+        let mut last = None;
+        for auth in &credentials {
+            match runtime.pull_image(image, Some(auth), sandbox).await {
+                Ok(reference) => return Ok(reference),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or(RuntimeError::Incomplete {
+            call: "PullImage",
+            what: "a credential",
+        }))
     }
 
     /// A container that could not be made or started: kubelet's `Failed` Event
@@ -1035,13 +1069,14 @@ impl Worker {
             &self.shared.node_slice,
             &self.shared.dns,
         );
+        // (The sources first: the image's pull secrets are among them.)
+        self.read_sources(pod).await;
         if !self
             .ensure_image(pod, &container, init, &sandbox_config)
             .await
         {
             return false;
         }
-        self.read_sources(pod).await;
         let pod_ip = self.sandbox_ip(&sandbox.id).await.unwrap_or_default();
         let addresses = volumes::Addresses {
             host_ip: &self.shared.node_ip,

@@ -335,6 +335,7 @@ impl Runtime for Cri {
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<&api::AuthConfig>,
         sandbox_config: &api::PodSandboxConfig,
     ) -> Result<String, RuntimeError> {
         let request = api::PullImageRequest {
@@ -342,7 +343,7 @@ impl Runtime for Cri {
                 image: image.to_string(),
                 ..api::ImageSpec::default()
             }),
-            auth: None,
+            auth: auth.cloned(),
             sandbox_config: Some(sandbox_config.clone()),
         };
         Ok(self

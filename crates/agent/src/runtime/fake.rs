@@ -11,7 +11,7 @@ use super::{Runtime, RuntimeError, StreamRequest, api};
 use crate::pods::labels::POD_UID;
 
 /// What a container of an image does once started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behaviour {
     /// Runs until stopped or told to exit.
     Run,
@@ -19,6 +19,8 @@ pub enum Behaviour {
     Exit(i32),
     /// Cannot be pulled (the registry says it does not exist).
     Missing,
+    /// Pulled only with these credentials (user, password).
+    Private(String, String),
 }
 
 #[derive(Clone, Debug)]
@@ -351,7 +353,7 @@ impl Runtime for FakeRuntime {
         let behaviour = state
             .behaviours
             .get(&image)
-            .copied()
+            .cloned()
             .unwrap_or(Behaviour::Run);
         let container = state
             .containers
@@ -496,17 +498,31 @@ impl Runtime for FakeRuntime {
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<&api::AuthConfig>,
         _sandbox_config: &api::PodSandboxConfig,
     ) -> Result<String, RuntimeError> {
         let mut state = self.state();
         state.pulls.push(image.to_string());
-        if state.behaviours.get(image) == Some(&Behaviour::Missing) {
-            return Err(RuntimeError::Call {
-                call: "PullImage",
-                status: tonic::Status::not_found(format!(
-                    "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found"
-                )),
-            });
+        match state.behaviours.get(image) {
+            Some(Behaviour::Missing) => {
+                return Err(RuntimeError::Call {
+                    call: "PullImage",
+                    status: tonic::Status::not_found(format!(
+                        "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found"
+                    )),
+                });
+            }
+            Some(Behaviour::Private(user, password))
+                if !auth.is_some_and(|a| a.username == *user && a.password == *password) =>
+            {
+                return Err(RuntimeError::Call {
+                    call: "PullImage",
+                    status: tonic::Status::unknown(format!(
+                        "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials"
+                    )),
+                });
+            }
+            _ => {}
         }
         state.images.insert(image.to_string());
         Ok(format!("sha256:{image}"))

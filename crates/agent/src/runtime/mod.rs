@@ -117,10 +117,12 @@ pub trait Runtime: Send + Sync {
     async fn stream_url(&self, request: StreamRequest) -> Result<String, RuntimeError>;
     /// The image `image`, if the runtime has it.
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError>;
-    /// Pulls `image`; returns its reference (the image id).
+    /// Pulls `image`, with `auth` for its registry if given; returns its reference (the image
+    /// id).
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<&api::AuthConfig>,
         sandbox_config: &api::PodSandboxConfig,
     ) -> Result<String, RuntimeError>;
 }
