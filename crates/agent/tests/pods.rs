@@ -378,7 +378,7 @@ async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
             &PostParams::default(),
             &pod(
                 "web",
-                json!({"containers": [
+                json!({"terminationGracePeriodSeconds": 40, "containers": [
             {"name": "c", "image": "busybox:1.36"}]}),
             ),
         )
@@ -387,8 +387,9 @@ async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
     w.wait_for("web", "the pod running", |s| s["phase"] == "Running")
         .await;
     assert_eq!(w.runtime.sandbox_count(), 1);
+    // The deletion's own grace period wins over the pod's.
     w.pods
-        .delete("web", &DeleteParams::default())
+        .delete("web", &DeleteParams::default().grace_period(7))
         .await
         .unwrap();
     eventually("the pod gone from the API", || async {
@@ -399,6 +400,11 @@ async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
         w.runtime.sandbox_count() == 0
     })
     .await;
+    assert_eq!(
+        w.runtime.stop_timeouts(),
+        [7],
+        "stopped with the deletion's grace period"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,6 +708,63 @@ async fn a_private_image_should_be_pulled_with_the_pods_pull_secret() {
         .unwrap();
     w.wait_for("with", "the pod running", |s| s["phase"] == "Running")
         .await;
+    // The refused pull, in kubelet's Events.
+    eventually("the Failed events", || async {
+        let events = w.kubelet_events().await;
+        events.iter().any(|e| {
+            e.starts_with("Failed: Failed to pull image \"registry.example.com/team/app:1\"")
+                && e.contains("authorization failed")
+        }) && events.contains(&"Failed: Error: ErrImagePull".to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_should_run_in_order_and_on_failure_should_restart_only_failures() {
+    let w = world().await;
+    for (image, code) in [("init-a", 0), ("init-b", 0), ("done", 0), ("fails", 1)] {
+        w.runtime.add_image(image);
+        w.runtime.set_image(image, Behaviour::Exit(code));
+    }
+    let never_pull =
+        |name: &str, image: &str| json!({"name": name, "image": image, "imagePullPolicy": "Never"});
+    w.pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "ordered",
+                json!({"restartPolicy": "OnFailure",
+                    "initContainers": [never_pull("a", "init-a"), never_pull("b", "init-b")],
+                    "containers": [never_pull("ok", "done"), never_pull("flaky", "fails")]}),
+            ),
+        )
+        .await
+        .unwrap();
+    w.wait_for("ordered", "the failing container restarted", |s| {
+        s["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "flaky" && c["restartCount"].as_i64() >= Some(1))
+    })
+    .await;
+    let uid = w.pods.get("ordered").await.unwrap().uid().unwrap();
+    let created = w.runtime.created(&uid);
+    assert_eq!(created[..2], ["a", "b"], "{created:?}");
+    assert_eq!(w.runtime.attempts(&uid, "a"), 1);
+    assert_eq!(w.runtime.attempts(&uid, "b"), 1);
+    // OnFailure: what succeeded stays done, what failed comes back; the pod is Running.
+    assert_eq!(w.runtime.attempts(&uid, "ok"), 1);
+    let status = w.status_of("ordered").await;
+    assert_eq!(status["phase"], "Running");
+    let ok = status["containerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ok")
+        .unwrap();
+    assert_eq!(ok["state"]["terminated"]["reason"], "Completed", "{ok}");
+    assert_eq!(ok["restartCount"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ struct State {
     /// The network's condition when it is not ready: (reason, message).
     network_down: Option<(String, String)>,
     exec_unavailable: bool,
+    stop_timeouts: Vec<i64>,
 }
 
 /// The in-memory runtime.
@@ -148,6 +149,28 @@ impl FakeRuntime {
                     && c.config.metadata.as_ref().is_some_and(|m| m.name == name)
             })
             .map(|c| c.config.clone())
+            .collect()
+    }
+
+    /// The grace periods (seconds) containers were stopped with, in order.
+    pub fn stop_timeouts(&self) -> Vec<i64> {
+        self.state().stop_timeouts.clone()
+    }
+
+    /// The names of the pod `pod_uid`'s containers, in the order they were created.
+    pub fn created(&self, pod_uid: &str) -> Vec<String> {
+        let state = self.state();
+        // Ids are zero-padded counters: their order is the order of creation.
+        state
+            .containers
+            .values()
+            .filter(|c| {
+                state
+                    .sandboxes
+                    .get(&c.sandbox)
+                    .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
+            })
+            .filter_map(|c| c.config.metadata.as_ref().map(|m| m.name.clone()))
             .collect()
     }
 
@@ -372,8 +395,9 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn stop_container(&self, id: &str, _timeout: i64) -> Result<(), RuntimeError> {
+    async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), RuntimeError> {
         let mut state = self.state();
+        state.stop_timeouts.push(timeout);
         let container = state
             .containers
             .get_mut(id)
