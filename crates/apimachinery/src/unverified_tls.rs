@@ -69,12 +69,19 @@ impl ServerCertVerifier for AnyServer {
 
 /// A client configuration (no client certificate) that accepts any server certificate.
 pub fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(builder()?.with_no_client_auth())
+}
+
+/// The same policy, for a client that still has to say whether it presents a certificate.
+pub fn builder() -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    rustls::Error,
+> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(
         rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer::new(provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(AnyServer::new(provider))),
     )
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use skiff_apimachinery::unverified_tls::AnyServer;
+use skiff_apimachinery::unverified_tls;
 use tokio_rustls::TlsConnector;
 
 /// Reaching a node agent failed.
@@ -48,15 +48,10 @@ pub struct KubeletClient {
 impl KubeletClient {
     /// A client presenting `cert_pem` / `key_pem`.
     pub fn new(cert_pem: &str, key_pem: &str) -> Result<Self, KubeletError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let chain =
             CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer::new(provider)))
-            .with_client_auth_cert(chain, key)?;
+        let config = unverified_tls::builder()?.with_client_auth_cert(chain, key)?;
         Ok(KubeletClient {
             connector: TlsConnector::from(Arc::new(config)),
         })

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -80,29 +81,44 @@ impl Note {
     }
 }
 
-/// Upstream's `EventAggregator`: similar notes with more than this many distinct messages are
-/// written as one Event, its message prefixed [`COMBINED`].
+/// Upstream's `EventAggregator` (`maxEvents`): from this many distinct messages among similar
+/// notes on, a new message is written as one combined Event, prefixed [`COMBINED`].
 const DISTINCT_MESSAGES: usize = 10;
+/// Upstream's `maxIntervalInSeconds`: similar notes this long apart start counting afresh.
+const AGGREGATION_WINDOW: Duration = Duration::from_secs(600);
 /// The prefix of a combined Event's message (upstream's words).
 const COMBINED: &str = "(combined from similar events): ";
 
-/// The distinct messages seen of each set of similar notes.
+/// The distinct messages seen of each set of similar notes, and when the last came.
 #[derive(Default)]
-struct Similar(HashMap<u64, std::collections::HashSet<u64>>);
+struct Similar(HashMap<u64, (std::collections::HashSet<u64>, Instant)>);
 
 impl Similar {
-    /// Whether `note` is to be combined with the notes similar to it (it is once they have
-    /// more than [`DISTINCT_MESSAGES`] distinct messages).
-    fn combine(&mut self, note: &Note) -> bool {
+    /// Whether `note`, at `now`, is to be combined with the notes similar to it: the first
+    /// `DISTINCT_MESSAGES - 1` distinct messages keep Events of their own, any other is
+    /// combined (upstream pops an arbitrary message to make room; this keeps the first ones, so
+    /// the outcome does not depend on chance). A pause of [`AGGREGATION_WINDOW`] starts over.
+    fn combine(&mut self, note: &Note, now: Instant) -> bool {
         if self.0.len() >= REMEMBERED {
             self.0.clear();
         }
-        let messages = self.0.entry(note.similar_key()).or_default();
-        if messages.len() < DISTINCT_MESSAGES {
-            messages.insert(note.message_key());
+        let (messages, last) = self
+            .0
+            .entry(note.similar_key())
+            .or_insert_with(|| (std::collections::HashSet::new(), now));
+        if now.saturating_duration_since(*last) > AGGREGATION_WINDOW {
+            messages.clear();
+        }
+        *last = now;
+        let key = note.message_key();
+        if messages.contains(&key) {
             return false;
         }
-        !messages.contains(&note.message_key())
+        if messages.len() + 1 < DISTINCT_MESSAGES {
+            messages.insert(key);
+            return false;
+        }
+        true
     }
 }
 
@@ -150,7 +166,7 @@ async fn write_all(client: Client, reporter: Reporter, queue: mpsc::Receiver<Not
             let counts = &counts;
             let combined = similar
                 .lock()
-                .map(|mut s| s.combine(&note))
+                .map(|mut s| s.combine(&note, Instant::now()))
                 .unwrap_or(false);
             if combined {
                 note.message = format!("{COMBINED}{}", note.message);
@@ -311,19 +327,24 @@ mod tests {
             "a repeat counts on the same Event"
         );
         let mut similar = Similar::default();
-        for i in 0..DISTINCT_MESSAGES {
-            assert!(!similar.combine(&note("Failed", &format!("error {i}"))));
+        let start = Instant::now();
+        for i in 0..DISTINCT_MESSAGES - 1 {
+            assert!(!similar.combine(&note("Failed", &format!("error {i}")), start));
         }
-        // The eleventh distinct message is combined; the first ten go on as they were.
-        assert!(similar.combine(&note("Failed", "error 10")));
-        assert!(!similar.combine(&note("Failed", "error 3")));
+        // The tenth distinct message is combined, as upstream's; the first nine go on as
+        // they were.
+        assert!(similar.combine(&note("Failed", "error 9"), start));
+        assert!(!similar.combine(&note("Failed", "error 3"), start));
         assert_eq!(
             note("Failed", "a").event_name(true),
             note("Failed", "b").event_name(true)
         );
         assert!(
-            !similar.combine(&note("BackOff", "error 10")),
+            !similar.combine(&note("BackOff", "error 10"), start),
             "another reason"
         );
+        // Ten minutes of quiet: counted afresh.
+        let later = start + AGGREGATION_WINDOW + Duration::from_secs(1);
+        assert!(!similar.combine(&note("Failed", "error 10"), later));
     }
 }
