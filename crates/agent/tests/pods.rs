@@ -109,6 +109,14 @@ async fn world() -> World {
 }
 
 impl World {
+    /// Creates the pod `name` with `spec` in `default`.
+    async fn create(&self, name: &str, spec: Value) {
+        self.pods
+            .create(&PostParams::default(), &pod(name, spec))
+            .await
+            .unwrap();
+    }
+
     async fn status_of(&self, name: &str) -> Value {
         status(&self.pods.get(name).await.unwrap())
     }
@@ -138,17 +146,12 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
     let w = world().await;
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "web",
-                json!({"containers": [
+    w.create(
+        "web",
+        json!({"containers": [
             {"name": "b", "image": "busybox:1.36"}, {"name": "a", "image": "busybox:1.36"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // (A container is Running a moment before its first status pass finds it ready.)
     w.wait_for("web", "the pod running and ready", |s| {
         s["phase"] == "Running"
@@ -227,17 +230,12 @@ async fn a_crashing_container_should_be_restarted_then_held_in_crash_loop_back_o
     let w = world().await;
     w.runtime.add_image("crash");
     w.runtime.set_image("crash", Behaviour::Exit(3));
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "crash",
-                json!({"containers": [
+    w.create(
+        "crash",
+        json!({"containers": [
             {"name": "c", "image": "crash", "imagePullPolicy": "IfNotPresent"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("crash", "CrashLoopBackOff", |s| {
         s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     })
@@ -268,29 +266,19 @@ async fn pods_that_must_not_restart_should_end_succeeded_or_failed() {
         w.runtime.add_image(image);
         w.runtime.set_image(image, Behaviour::Exit(code));
     }
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "done",
-                json!({"restartPolicy": "Never",
+    w.create(
+        "done",
+        json!({"restartPolicy": "Never",
             "containers": [{"name": "c", "image": "ok", "imagePullPolicy": "Never"}]}),
-            ),
-        )
-        .await
-        .unwrap();
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "failed",
-                json!({"restartPolicy": "Never",
+    )
+    .await;
+    w.create(
+        "failed",
+        json!({"restartPolicy": "Never",
             "initContainers": [{"name": "setup", "image": "ok", "imagePullPolicy": "Never"}],
             "containers": [{"name": "c", "image": "bad", "imagePullPolicy": "Never"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("done", "Succeeded", |s| s["phase"] == "Succeeded")
         .await;
     w.wait_for("failed", "Failed", |s| s["phase"] == "Failed")
@@ -326,23 +314,15 @@ async fn pods_that_must_not_restart_should_end_succeeded_or_failed() {
 async fn missing_sources_and_images_should_say_why_and_recover() {
     let w = world().await;
     w.runtime.set_image("nowhere:1", Behaviour::Missing);
-    w.pods
-        .create(&PostParams::default(), &pod("config", json!({"containers": [
+    w.create("config", json!({"containers": [
             {"name": "c", "image": "busybox:1.36", "env": [
-                {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "x"}}}]}]})))
-        .await
-        .unwrap();
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "image",
-                json!({"containers": [
+                {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "x"}}}]}]})).await;
+    w.create(
+        "image",
+        json!({"containers": [
             {"name": "c", "image": "nowhere:1"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("config", "CreateContainerConfigError", |s| {
         s["containerStatuses"][0]["state"]["waiting"]
             == json!({"reason": "CreateContainerConfigError", "message": "configmap \"settings\" not found"})
@@ -373,17 +353,12 @@ async fn missing_sources_and_images_should_say_why_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
     let w = world().await;
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "web",
-                json!({"terminationGracePeriodSeconds": 40, "containers": [
+    w.create(
+        "web",
+        json!({"terminationGracePeriodSeconds": 40, "containers": [
             {"name": "c", "image": "busybox:1.36"}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("web", "the pod running", |s| s["phase"] == "Running")
         .await;
     assert_eq!(w.runtime.sandbox_count(), 1);
@@ -411,17 +386,12 @@ async fn a_deleted_pod_should_be_stopped_removed_and_then_gone_from_the_api() {
 async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
     let mut w = world().await;
     for name in ["keep", "gone"] {
-        w.pods
-            .create(
-                &PostParams::default(),
-                &pod(
-                    name,
-                    json!({"containers": [
+        w.create(
+            name,
+            json!({"containers": [
                 {"name": "c", "image": "busybox:1.36"}]}),
-                ),
-            )
-            .await
-            .unwrap();
+        )
+        .await;
         w.wait_for(name, "the pod running", |s| s["phase"] == "Running")
             .await;
     }
@@ -461,20 +431,15 @@ async fn probes_should_gate_readiness_and_restart_containers_that_fail_liveness(
     let exec = |command: &str| json!({"exec": {"command": [command]}, "periodSeconds": 1});
     let mut dying = exec("false");
     dying["failureThreshold"] = json!(2);
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "probed",
-                json!({"containers": [
-                    {"name": "ready", "image": "busybox:1.36", "readinessProbe": exec("true")},
-                    {"name": "unready", "image": "busybox:1.36", "readinessProbe": exec("false")},
-                    {"name": "dying", "image": "busybox:1.36", "livenessProbe": dying},
-                ]}),
-            ),
-        )
-        .await
-        .unwrap();
+    w.create(
+        "probed",
+        json!({"containers": [
+            {"name": "ready", "image": "busybox:1.36", "readinessProbe": exec("true")},
+            {"name": "unready", "image": "busybox:1.36", "readinessProbe": exec("false")},
+            {"name": "dying", "image": "busybox:1.36", "livenessProbe": dying},
+        ]}),
+    )
+    .await;
     w.wait_for("probed", "the liveness probe restarting a container", |s| {
         let by_name = |name: &str| {
             s["containerStatuses"]
@@ -521,17 +486,12 @@ async fn probes_should_gate_readiness_and_restart_containers_that_fail_liveness(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_the_runtime_cannot_run_should_never_kill_a_container() {
     let w = world().await;
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "steady",
-                json!({"containers": [{"name": "c", "image": "busybox:1.36", "livenessProbe":
+    w.create(
+        "steady",
+        json!({"containers": [{"name": "c", "image": "busybox:1.36", "livenessProbe":
                     {"exec": {"command": ["true"]}, "periodSeconds": 1, "failureThreshold": 1}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("steady", "the pod running", |s| s["phase"] == "Running")
         .await;
     let uid = w.pods.get("steady").await.unwrap().uid().unwrap();
@@ -563,27 +523,17 @@ async fn probes_the_runtime_cannot_run_should_never_kill_a_container() {
 async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_limit() {
     let mut w = world().await;
     let c = || json!([{"name": "c", "image": "busybox:1.36"}]);
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "brief",
-                json!({"activeDeadlineSeconds": 2, "containers": c()}),
-            ),
-        )
-        .await
-        .unwrap();
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "hoarder",
-                json!({"containers": c(), "volumes": [
+    w.create(
+        "brief",
+        json!({"activeDeadlineSeconds": 2, "containers": c()}),
+    )
+    .await;
+    w.create(
+        "hoarder",
+        json!({"containers": c(), "volumes": [
                     {"name": "scratch", "emptyDir": {"sizeLimit": "64Ki"}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("hoarder", "the pod running", |s| s["phase"] == "Running")
         .await;
     let hoarder = w.pods.get("hoarder").await.unwrap().uid().unwrap();
@@ -642,17 +592,12 @@ async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_network_pod_should_have_the_nodes_address_and_become_ready() {
     let w = world().await;
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "on-host",
-                json!({"hostNetwork": true, "containers": [{"name": "c", "image": "busybox:1.36",
+    w.create(
+        "on-host",
+        json!({"hostNetwork": true, "containers": [{"name": "c", "image": "busybox:1.36",
                     "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("on-host", "the pod Ready with the node's address", |s| {
         s["podIP"] == "192.0.2.10"
             && s["conditions"]
@@ -728,18 +673,13 @@ async fn init_containers_should_run_in_order_and_on_failure_should_restart_only_
     }
     let never_pull =
         |name: &str, image: &str| json!({"name": name, "image": image, "imagePullPolicy": "Never"});
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "ordered",
-                json!({"restartPolicy": "OnFailure",
+    w.create(
+        "ordered",
+        json!({"restartPolicy": "OnFailure",
                     "initContainers": [never_pull("a", "init-a"), never_pull("b", "init-b")],
                     "containers": [never_pull("ok", "done"), never_pull("flaky", "fails")]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("ordered", "the failing container restarted", |s| {
         s["containerStatuses"]
             .as_array()
@@ -949,17 +889,12 @@ async fn a_container_should_leave_its_termination_message_and_exit_reason_in_its
 async fn failing_lifecycle_hooks_should_be_reported_and_a_failed_post_start_should_kill() {
     let w = world().await;
     let failing = json!({"exec": {"command": ["false"]}});
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "hooked",
-                json!({"restartPolicy": "Never", "containers": [
+    w.create(
+        "hooked",
+        json!({"restartPolicy": "Never", "containers": [
                     {"name": "c", "image": "busybox:1.36", "lifecycle": {"postStart": failing}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("hooked", "the pod failed", |s| s["phase"] == "Failed")
         .await;
     eventually("the postStart failure reported", || async {
@@ -968,17 +903,12 @@ async fn failing_lifecycle_hooks_should_be_reported_and_a_failed_post_start_shou
         })
     })
     .await;
-    w.pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "stopping",
-                json!({"containers": [
+    w.create(
+        "stopping",
+        json!({"containers": [
                     {"name": "c", "image": "busybox:1.36", "lifecycle": {"preStop": failing}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     w.wait_for("stopping", "the pod running", |s| s["phase"] == "Running")
         .await;
     w.pods

@@ -15,9 +15,10 @@ pub struct NodeArgs {
     /// The Node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The Node's address.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub node_ip: IpAddr,
+    /// The Node's address (default: for `skiff server`, 127.0.0.1; for `skiff agent`, this
+    /// machine's address on the way to the API server).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
     /// Use this CRI runtime (`unix:///run/containerd/containerd.sock`) instead of starting a
     /// containerd of the agent's own.
     #[arg(long)]
@@ -54,18 +55,19 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// The agent's options, with its files under `data_dir` and the cluster's CA at
-    /// `cluster_ca`.
+    /// The agent's options, with its files under `data_dir`, the cluster's CA at
+    /// `cluster_ca`, and `default_ip` as its address unless `--node-ip` says otherwise.
     pub fn options(
         &self,
         data_dir: &Path,
         labels: Vec<(String, String)>,
         cluster_ca: PathBuf,
+        default_ip: IpAddr,
     ) -> skiff_agent::Options {
         let node_name = self.node_name.clone().unwrap_or_else(hostname);
         skiff_agent::Options {
             node_name,
-            node_ip: self.node_ip,
+            node_ip: self.node_ip.unwrap_or(default_ip),
             data_dir: data_dir.to_path_buf(),
             runtime: match &self.container_runtime_endpoint {
                 Some(endpoint) => skiff_agent::RuntimeSource::Endpoint(
@@ -175,7 +177,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let ca = args.data_dir.join("cluster-ca.crt");
     std::fs::write(&ca, kubeconfig::certificate_authority(&kubeconfig)?)
         .with_context(|| format!("writing {}", ca.display()))?;
-    let options = args.node.options(&args.data_dir, Vec::new(), ca);
+    let server = kubeconfig::config(&kubeconfig).await?.cluster_url;
+    let towards_server = address_towards(&server).await.with_context(|| {
+        format!("finding this machine's address towards {server} (give --node-ip)")
+    })?;
+    let options = args
+        .node
+        .options(&args.data_dir, Vec::new(), ca, towards_server);
     tokio::select! {
         result = skiff_agent::run(client, options.clone()) => result.context("running the node agent")?,
         () = signals::terminated() => {
@@ -184,6 +192,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The address this machine sends from to reach `url`'s host, as the kernel's routes choose
+/// it (a UDP socket is connected, which sends nothing): the API server calls the agent there.
+async fn address_towards(url: &http::Uri) -> anyhow::Result<IpAddr> {
+    let host = url.host().context("the server URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(443);
+    let server = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .context("the server's name resolves to nothing")?;
+    let unspecified: IpAddr = if server.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = std::net::UdpSocket::bind((unspecified, 0))?;
+    socket.connect(server)?;
+    Ok(socket.local_addr()?.ip())
 }
 
 /// Options of `skiff reset`.
@@ -264,4 +292,20 @@ pub async fn images(command: ImagesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_address_towards_a_local_server_should_be_loopback() {
+        let url: http::Uri = "https://127.0.0.1:6443".parse().unwrap();
+        assert_eq!(
+            address_towards(&url).await.unwrap(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        let url: http::Uri = "https://localhost:6443".parse().unwrap();
+        assert!(address_towards(&url).await.unwrap().is_loopback());
+    }
 }

@@ -94,8 +94,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 String::new(),
             )];
             let ca = args.datastore.data_dir.join("tls").join("ca.crt");
-            args.node
-                .options(&args.datastore.data_dir.join("agent"), roles, ca)
+            args.node.options(
+                &args.datastore.data_dir.join("agent"),
+                roles,
+                ca,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
         }),
         dns,
     };

@@ -135,19 +135,22 @@ impl FakeRuntime {
         }
     }
 
+    /// The containers of the pod `pod_uid` in `state`, oldest first (ids are zero-padded
+    /// counters: their order is the order of creation).
+    fn of_pod<'s>(state: &'s State, pod_uid: &'s str) -> impl Iterator<Item = &'s Container> {
+        state.containers.values().filter(move |c| {
+            state
+                .sandboxes
+                .get(&c.sandbox)
+                .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
+        })
+    }
+
     /// The configs of the containers of the pod `pod_uid` named `name`, oldest first.
     fn configs(&self, pod_uid: &str, name: &str) -> Vec<api::ContainerConfig> {
         let state = self.state();
-        state
-            .containers
-            .values()
-            .filter(|c| {
-                state
-                    .sandboxes
-                    .get(&c.sandbox)
-                    .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
-                    && c.config.metadata.as_ref().is_some_and(|m| m.name == name)
-            })
+        Self::of_pod(&state, pod_uid)
+            .filter(|c| c.config.metadata.as_ref().is_some_and(|m| m.name == name))
             .map(|c| c.config.clone())
             .collect()
     }
@@ -160,16 +163,7 @@ impl FakeRuntime {
     /// The names of the pod `pod_uid`'s containers, in the order they were created.
     pub fn created(&self, pod_uid: &str) -> Vec<String> {
         let state = self.state();
-        // Ids are zero-padded counters: their order is the order of creation.
-        state
-            .containers
-            .values()
-            .filter(|c| {
-                state
-                    .sandboxes
-                    .get(&c.sandbox)
-                    .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
-            })
+        Self::of_pod(&state, pod_uid)
             .filter_map(|c| c.config.metadata.as_ref().map(|m| m.name.clone()))
             .collect()
     }
@@ -177,12 +171,8 @@ impl FakeRuntime {
     /// Whether a container of the pod `pod_uid` named `name` runs.
     pub fn running(&self, pod_uid: &str, name: &str) -> bool {
         let state = self.state();
-        state.containers.values().any(|c| {
+        Self::of_pod(&state, pod_uid).any(|c| {
             c.state == api::ContainerState::ContainerRunning
-                && state
-                    .sandboxes
-                    .get(&c.sandbox)
-                    .is_some_and(|s| s.config.metadata.as_ref().is_some_and(|m| m.uid == pod_uid))
                 && c.config.metadata.as_ref().is_some_and(|m| m.name == name)
         })
     }
