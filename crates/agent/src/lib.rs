@@ -225,6 +225,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         sync_frequency: options.sync_frequency,
         dns: options.dns.clone(),
         host_ports: Default::default(),
+        secrets_in_memory: true,
     });
     let supervise = async {
         match supervisor {

@@ -48,6 +48,8 @@ fn start_agent(
             domain: "cluster.local".into(),
         },
         host_ports: Default::default(),
+        // (Mounting needs root; the fake runtime's tests do not.)
+        secrets_in_memory: false,
     });
     tokio::spawn(async move {
         tokio::join!(events, skiff_agent::pods::run(shared));

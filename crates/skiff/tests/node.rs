@@ -800,6 +800,12 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
     let account = "/var/run/secrets/kubernetes.io/serviceaccount";
     let read = |file: &str| k33.ok(&["exec", "web", "--", "cat", &format!("{account}/{file}")]);
     assert_eq!(read("namespace"), "default");
+    // In memory and read-only, as kubelet mounts it: the token never touches the node's disk.
+    let token_mount = k8s_mount(&k33, "web", account);
+    assert!(
+        token_mount.contains("tmpfs") && token_mount.contains(" ro"),
+        "{token_mount}"
+    );
     let ca = node.data.join("tls/ca.crt");
     assert_eq!(read("ca.crt"), std::fs::read_to_string(&ca).unwrap());
     let as_pod = dir.path().join("pod.kubeconfig");

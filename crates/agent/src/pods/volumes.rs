@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, KeyToPath, Pod, VolumeProjection,
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume, VolumeProjection,
 };
 
 use super::env::{self, Sources};
@@ -270,7 +270,7 @@ fn secret_files(
 fn downward_files(
     pod: &Pod,
     items: &[DownwardAPIVolumeFile],
-    addresses: &Addresses,
+    addresses: &VolumeContext,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut files = BTreeMap::new();
     for item in items {
@@ -324,7 +324,7 @@ fn projected_volume_files(
     pod: &Pod,
     sources_of: &[VolumeProjection],
     sources: &Sources,
-    addresses: &Addresses,
+    addresses: &VolumeContext,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut files = BTreeMap::new();
     for source in sources_of {
@@ -353,12 +353,16 @@ fn projected_volume_files(
     Ok(files)
 }
 
-/// The node's and the pod's addresses, for fields that name them.
-pub struct Addresses<'a> {
+/// What a pod's volumes are written with: the node's and the pod's addresses, for fields that
+/// name them, and whether secret-bearing volumes get a tmpfs of their own.
+pub struct VolumeContext<'a> {
     /// The node's InternalIP.
     pub host_ip: &'a str,
     /// The pod's IP.
     pub pod_ip: &'a str,
+    /// Whether secret, downwardAPI and projected volumes are tmpfs mounts (as kubelet's; off
+    /// only where nothing may be mounted, in tests of the agent without root).
+    pub secrets_in_memory: bool,
 }
 
 /// The modes items of `volume` ask for themselves (`items[].mode`), by path.
@@ -422,10 +426,19 @@ pub fn prepare(
     pods: &Path,
     uid: &str,
     sources: &Sources,
-    addresses: &Addresses,
+    addresses: &VolumeContext,
 ) -> Result<HashMap<String, PathBuf>, String> {
     let mut paths = HashMap::new();
     let base = pod_directory(pods, uid).join("volumes");
+    // Secret, downwardAPI and projected files live in memory (a tmpfs per volume), as
+    // kubelet's: a secret is never written to the node's disk.
+    let in_memory = |dir: &Path| -> Result<(), String> {
+        if addresses.secrets_in_memory {
+            std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+            super::tmpfs::mount(dir, None)?;
+        }
+        Ok(())
+    };
     for volume in pod
         .spec
         .as_ref()
@@ -488,6 +501,7 @@ pub fn prepare(
             dir
         } else if let Some(source) = &volume.secret {
             let dir = base.join("secret").join(&volume.name);
+            in_memory(&dir)?;
             let name = source.secret_name.clone().unwrap_or_default();
             let files = secret_files(sources, &name, source.items.as_ref(), source.optional)?;
             write_files(
@@ -499,12 +513,14 @@ pub fn prepare(
             dir
         } else if let Some(source) = &volume.downward_api {
             let dir = base.join("downward-api").join(&volume.name);
+            in_memory(&dir)?;
             let items = source.items.as_deref().unwrap_or_default();
             let files = downward_files(pod, items, addresses)?;
             write_files(&dir, &files, mode(source.default_mode), &item_modes(volume))?;
             dir
         } else if let Some(source) = &volume.projected {
             let dir = base.join("projected").join(&volume.name);
+            in_memory(&dir)?;
             let of = source.sources.as_deref().unwrap_or_default();
             let files = projected_volume_files(pod, of, sources, addresses)?;
             write_files(&dir, &files, mode(source.default_mode), &item_modes(volume))?;
@@ -526,12 +542,16 @@ pub fn refreshed(pod: &Pod) -> bool {
     pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
-        .any(|v| {
-            v.config_map.is_some()
-                || v.secret.is_some()
-                || v.downward_api.is_some()
-                || v.projected.is_some()
-        })
+        .any(agent_written)
+}
+
+/// Whether `volume`'s files are the agent's to write: configMap, secret, downwardAPI and
+/// projected.
+fn agent_written(volume: &Volume) -> bool {
+    volume.config_map.is_some()
+        || volume.secret.is_some()
+        || volume.downward_api.is_some()
+        || volume.projected.is_some()
 }
 
 /// Whether the pod's volume `name` is one kubelet always mounts read-only: the files the
@@ -544,12 +564,7 @@ fn written_by_the_agent(pod: &Pod, name: &str) -> bool {
         .into_iter()
         .flatten()
         .find(|v| v.name == name)
-        .is_some_and(|v| {
-            v.config_map.is_some()
-                || v.secret.is_some()
-                || v.downward_api.is_some()
-                || v.projected.is_some()
-        })
+        .is_some_and(agent_written)
 }
 
 /// A container's volumeMounts as CRI mounts.
@@ -685,9 +700,10 @@ mod tests {
         let mut sources = Sources::default();
         let map = |v: &str| serde_json::from_value(json!({"data": {"a": v, "b": "2"}})).unwrap();
         sources.config_maps.insert("cfg".into(), Some(map("1")));
-        let here = Addresses {
+        let here = VolumeContext {
             host_ip: "192.0.2.1",
             pod_ip: "10.42.0.9",
+            secrets_in_memory: false,
         };
         let paths = prepare(&pod, dir.path(), "u", &sources, &here).unwrap();
         let cfg = &paths["cfg"];
@@ -737,9 +753,10 @@ mod tests {
         sources
             .config_maps
             .insert("kube-root-ca.crt".into(), Some(ca));
-        let here = Addresses {
+        let here = VolumeContext {
             host_ip: "192.0.2.1",
             pod_ip: "10.42.0.9",
+            secrets_in_memory: false,
         };
         assert_eq!(
             prepare(&pod, dir.path(), "u", &sources, &here),

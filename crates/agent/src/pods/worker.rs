@@ -60,6 +60,9 @@ pub struct Shared {
     pub dns: super::dns::ClusterDns,
     /// The host ports the admitted pods hold.
     pub host_ports: HostPorts,
+    /// Whether secret, downwardAPI and projected volumes are tmpfs mounts (always, but in
+    /// tests of the agent that cannot mount).
+    pub secrets_in_memory: bool,
 }
 
 /// What a pod worker is told.
@@ -1039,9 +1042,10 @@ impl Worker {
     async fn resync_volumes(&mut self, pod: &Pod) {
         self.read_sources(pod).await;
         let pod_ip = self.known_pod_ip();
-        let addresses = volumes::Addresses {
+        let addresses = volumes::VolumeContext {
             host_ip: &self.shared.node_ip,
             pod_ip: &pod_ip,
+            secrets_in_memory: self.shared.secrets_in_memory,
         };
         if let Err(error) =
             volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
@@ -1078,9 +1082,10 @@ impl Worker {
             return false;
         }
         let pod_ip = self.sandbox_ip(&sandbox.id).await.unwrap_or_default();
-        let addresses = volumes::Addresses {
+        let addresses = volumes::VolumeContext {
             host_ip: &self.shared.node_ip,
             pod_ip: &pod_ip,
+            secrets_in_memory: self.shared.secrets_in_memory,
         };
         let prepared =
             volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
