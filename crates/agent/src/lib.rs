@@ -21,6 +21,7 @@ pub mod cgroups;
 pub mod containerd;
 pub mod health;
 pub mod images;
+pub mod log_rotation;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -245,11 +246,13 @@ pub async fn run(client: Client, options: Options) -> Result<(), AgentError> {
         }
     };
     let runtime = Arc::clone(&shared.runtime);
+    let logs = shared.logs.clone();
     tokio::select! {
         () = supervise => {}
         () = serve => {}
         () = events => {}
         () = node::keep_alive(client.clone(), facts, &options.data_dir, runtime.as_ref()) => {}
+        () = log_rotation::run(runtime.as_ref(), &options.node_name, &logs) => {}
         () = pods::run(shared) => {}
         () = skiff_proxy::run(client.clone(), proxy) => {}
     }

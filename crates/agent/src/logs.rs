@@ -13,6 +13,9 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+use crate::pods::labels;
+use crate::runtime::{Runtime, RuntimeError, api};
+
 /// What a log request asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Query {
@@ -120,6 +123,41 @@ pub fn pod_directory(logs: &Path, namespace: &str, name: &str) -> Option<(PathBu
         .map(|(_, path, uid)| (path, uid))
 }
 
+/// The id of the running `restarts`-th instance of a pod's container on `node` (`None`: it
+/// does not run).
+pub async fn running_instance_id(
+    runtime: &dyn Runtime,
+    node: &str,
+    uid: &str,
+    container: &str,
+    restarts: u32,
+) -> Result<Option<String>, RuntimeError> {
+    let containers = runtime.list_containers(Some(uid)).await?;
+    Ok(containers
+        .into_iter()
+        .find(|c| {
+            c.labels.get(labels::AGENT).map(String::as_str) == Some(node)
+                && c.labels.get(labels::CONTAINER_NAME).map(String::as_str) == Some(container)
+                && c.metadata.as_ref().is_some_and(|m| m.attempt == restarts)
+                && c.state == api::ContainerState::ContainerRunning as i32
+        })
+        .map(|c| c.id))
+}
+
+/// Whether the `restarts`-th instance of a pod's container still runs (when the runtime cannot
+/// say, it is taken to: a follower keeps following).
+pub async fn instance_running(
+    runtime: &dyn Runtime,
+    node: &str,
+    uid: &str,
+    container: &str,
+    restarts: u32,
+) -> bool {
+    running_instance_id(runtime, node, uid, container, restarts)
+        .await
+        .map_or(true, |id| id.is_some())
+}
+
 /// The log files of a container, oldest instance first, with their restart counts.
 pub fn instance_files(container: &Path) -> Vec<(u32, PathBuf)> {
     let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(container)
@@ -210,6 +248,10 @@ where
     let mut idle = 0u32;
     loop {
         let appended = std::fs::File::open(&path).and_then(|mut file| {
+            // Shorter than what was read: the log was rotated, and this is the new file.
+            if file.metadata()?.len() < offset {
+                offset = 0;
+            }
             file.seek(SeekFrom::Start(offset))?;
             let mut text = String::new();
             file.read_to_string(&mut text)?;

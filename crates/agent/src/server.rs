@@ -19,7 +19,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 
 use crate::logs;
-use crate::pods::labels;
 use crate::runtime::Runtime;
 use crate::streaming;
 
@@ -243,7 +242,7 @@ async fn container_logs(
     // restarted, that is the newest itself).
     let newest_runs = match files.last() {
         Some((restarts, _)) => {
-            instance_running(
+            logs::instance_running(
                 endpoint.runtime.as_ref(),
                 &endpoint.node,
                 &uid,
@@ -277,7 +276,7 @@ async fn container_logs(
             uid.clone(),
             container.clone(),
         );
-        async move { instance_running(runtime.as_ref(), &node, &uid, &container, restarts).await }
+        async move { logs::instance_running(runtime.as_ref(), &node, &uid, &container, restarts).await }
     }));
     let body = StreamBody::new(futures::stream::poll_fn(move |cx| {
         receiver
@@ -290,23 +289,4 @@ async fn container_logs(
         http::HeaderValue::from_static("text/plain"),
     );
     response
-}
-
-/// Whether the `restarts`-th instance of a pod's container still runs.
-async fn instance_running(
-    runtime: &dyn Runtime,
-    node: &str,
-    uid: &str,
-    container: &str,
-    restarts: u32,
-) -> bool {
-    let Ok(containers) = runtime.list_containers(Some(uid)).await else {
-        return true;
-    };
-    containers.iter().any(|c| {
-        c.labels.get(labels::AGENT).map(String::as_str) == Some(node)
-            && c.labels.get(labels::CONTAINER_NAME).map(String::as_str) == Some(container)
-            && c.metadata.as_ref().is_some_and(|m| m.attempt == restarts)
-            && c.state == crate::runtime::api::ContainerState::ContainerRunning as i32
-    })
 }

@@ -284,6 +284,17 @@ impl Runtime for Cri {
         Ok((answer.exit_code, answer.stdout, answer.stderr))
     }
 
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        self.runtime
+            .clone()
+            .reopen_container_log(api::ReopenContainerLogRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(call("ReopenContainerLog"))?;
+        Ok(())
+    }
+
     async fn stream_url(&self, request: StreamRequest) -> Result<String, RuntimeError> {
         let mut runtime = self.runtime.clone();
         Ok(match request {

@@ -493,6 +493,14 @@ impl Runtime for FakeRuntime {
         Ok((code, command.join(" ").into_bytes(), Vec::new()))
     }
 
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.state().containers.contains_key(id) {
+            Ok(())
+        } else {
+            Err(not_found("ReopenContainerLog", id))
+        }
+    }
+
     async fn stream_url(&self, _request: StreamRequest) -> Result<String, RuntimeError> {
         Err(RuntimeError::Call {
             call: "Exec",

@@ -115,6 +115,9 @@ pub trait Runtime: Send + Sync {
     /// A one-use URL on the runtime's streaming server that serves the exec, attach or
     /// port-forward `request` (the protocols `kubectl` speaks).
     async fn stream_url(&self, request: StreamRequest) -> Result<String, RuntimeError>;
+    /// Makes the runtime write the container `id`'s log to a new file at its log path (after
+    /// the old one was renamed away: log rotation).
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError>;
     /// The image `image`, if the runtime has it.
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, RuntimeError>;
     /// Pulls `image`, with `auth` for its registry if given; returns its reference (the image
