@@ -74,23 +74,38 @@ async fn rotate_one(runtime: &dyn Runtime, id: &str, path: &Path) {
     }
 }
 
-/// Removes a container's rotated logs beyond the newest `MAX_FILES - 1`.
+/// Removes each instance's rotated logs beyond its newest `MAX_FILES - 1`.
 fn prune(container: &Path) {
-    let mut rotated: Vec<std::path::PathBuf> = std::fs::read_dir(container)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(".log."))
-        })
-        .collect();
-    // The stamps sort as they happened.
-    rotated.sort();
-    let surplus = rotated.len().saturating_sub(MAX_FILES - 1);
-    for old in &rotated[..surplus] {
-        let _ = std::fs::remove_file(old);
+    let mut by_instance: std::collections::BTreeMap<u32, Vec<std::path::PathBuf>> =
+        std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(container).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((restarts, _)) = name.split_once(".log.")
+            && let Ok(restarts) = restarts.parse()
+        {
+            by_instance.entry(restarts).or_default().push(entry.path());
+        }
+    }
+    for rotated in by_instance.values_mut() {
+        // The stamps sort as they happened.
+        rotated.sort();
+        let surplus = rotated.len().saturating_sub(MAX_FILES - 1);
+        for old in &rotated[..surplus] {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
+
+/// Removes the logs of the `restarts`-th instance of a container (its live file and the
+/// rotated ones) from the container's log directory.
+pub fn remove_instance(container: &Path, restarts: u32) {
+    let live = format!("{restarts}.log");
+    let rotated = format!("{restarts}.log.");
+    for entry in std::fs::read_dir(container).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == live || name.starts_with(&rotated) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -178,5 +193,23 @@ mod tests {
                 "0.log.20261205-000000"
             ]
         );
+        // Each instance keeps its own newest four; removing an instance takes all its files.
+        for i in 0..5 {
+            std::fs::write(container.join(format!("10.log.2026120{i}-000000")), "").unwrap();
+        }
+        std::fs::write(container.join("9.log.20261209-000000"), "").unwrap();
+        std::fs::write(container.join("9.log"), "").unwrap();
+        prune(&container);
+        let count = |prefix: &str| {
+            std::fs::read_dir(&container)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        };
+        assert_eq!((count("10.log."), count("9.log.")), (4, 1));
+        assert!(!container.join("10.log.20261200-000000").exists());
+        remove_instance(&container, 9);
+        assert_eq!((count("9.log"), count("10.log.")), (0, 4));
     }
 }

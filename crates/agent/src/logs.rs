@@ -229,7 +229,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let (lines, mut offset) = match read_existing(&path, &query) {
+    let (lines, offset) = match read_existing(&path, &query) {
         Ok(read) => read,
         Err(error) => {
             tracing::debug!(path = %path.display(), %error, "reading a log failed");
@@ -245,41 +245,62 @@ where
     if !query.follow {
         return;
     }
+    // Followed through an open file, so a rotation (the file renamed away, a new one at the
+    // path) loses nothing: the old file is read to its end before the new one is taken.
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        return;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return;
+    }
+    let mut pending: Vec<u8> = Vec::new();
     let mut idle = 0u32;
     loop {
-        let appended = std::fs::File::open(&path).and_then(|mut file| {
-            // Shorter than what was read: the log was rotated, and this is the new file.
-            if file.metadata()?.len() < offset {
-                offset = 0;
-            }
-            file.seek(SeekFrom::Start(offset))?;
-            let mut text = String::new();
-            file.read_to_string(&mut text)?;
-            Ok(text)
-        });
-        let text = appended.unwrap_or_default();
-        let complete = text.rfind('\n').map_or(0, |at| at + 1);
-        for raw in text[..complete].lines() {
+        let Ok(read) = file.read_to_end(&mut pending) else {
+            return;
+        };
+        let complete = pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        let text = String::from_utf8_lossy(&pending[..complete]).into_owned();
+        for raw in text.lines() {
             if let Some(line) = parse_line(raw)
                 && !send(&out, render(&line, &query), &mut left).await
             {
                 return;
             }
         }
-        offset += complete as u64;
-        if complete == 0 {
-            idle += 1;
-            // Once a second without news: is the container still there to write more?
-            if idle.is_multiple_of(4) && !running().await {
-                return;
-            }
-            if out.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        } else {
+        pending.drain(..complete);
+        if read > 0 {
             idle = 0;
+            continue;
         }
+        if rotated(&path, &file)
+            && let Ok(next) = std::fs::File::open(&path)
+        {
+            file = next;
+            pending.clear();
+            continue;
+        }
+        idle += 1;
+        // Once a second without news: is the container still there to write more?
+        if idle.is_multiple_of(4) && !running().await {
+            return;
+        }
+        if out.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether the file at `path` is another one than `open` (the log was rotated).
+fn rotated(path: &Path, open: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), open.metadata()) {
+        (Ok(now), Ok(ours)) => now.ino() != ours.ino() || now.dev() != ours.dev(),
+        _ => false,
     }
 }
 

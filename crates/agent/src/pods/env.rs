@@ -37,8 +37,8 @@ pub struct Sources {
     pub tokens: HashMap<TokenKey, Result<Token, String>>,
     /// The `kubernetes` Service (in `default`), once read.
     pub api_service: Option<Service>,
-    /// The Services of the pod's namespace (read only with `enableServiceLinks`).
-    pub services: Vec<Service>,
+    /// The Services of the pod's namespace, once read (only with `enableServiceLinks`).
+    pub services: Option<Vec<Service>>,
 }
 
 /// A Service name as variables spell it.
@@ -92,14 +92,16 @@ fn service_variables(service: &Service) -> Vec<(String, String)> {
     vars
 }
 
-/// The Service variables of a pod: the `kubernetes` Service's, then those of the pod's
-/// namespace (`sources.services`, empty without service links), one Service of a name once.
+/// The Service variables of a pod: those of the pod's namespace (`sources.services`, empty
+/// without service links), and the `kubernetes` Service's unless the namespace has a Service
+/// of that name itself (as kubelet's `getServiceEnvVarMap`).
 fn service_environment(sources: &Sources) -> Vec<(String, String)> {
     let mut seen = std::collections::HashSet::new();
     sources
-        .api_service
+        .services
         .iter()
-        .chain(&sources.services)
+        .flatten()
+        .chain(&sources.api_service)
         .filter(|service| seen.insert(variable_name(&service.name_any())))
         .flat_map(service_variables)
         .collect()
@@ -422,14 +424,14 @@ mod tests {
                 "10.43.0.1",
                 json!([{"name": "https", "port": 443}]),
             )),
-            services: vec![
+            services: Some(vec![
                 service(
                     "web-db",
                     "10.43.0.7",
                     json!([{"name": "sql", "port": 5432}, {"name": "metrics", "port": 9187, "protocol": "UDP"}]),
                 ),
                 service("headless", "None", json!([{"port": 80}])),
-            ],
+            ]),
             ..Sources::default()
         };
         let vars: BTreeMap<String, String> = service_environment(&sources).into_iter().collect();

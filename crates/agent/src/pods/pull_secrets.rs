@@ -58,7 +58,7 @@ fn entries(secret: &Secret) -> Vec<(String, Value)> {
 }
 
 /// One entry as CRI's `AuthConfig`; `None` if it holds no credential.
-fn auth_config(key: &str, entry: &Value) -> Option<api::AuthConfig> {
+fn auth_config(entry: &Value) -> Option<api::AuthConfig> {
     let text = |name: &str| {
         entry
             .get(name)
@@ -81,10 +81,12 @@ fn auth_config(key: &str, entry: &Value) -> Option<api::AuthConfig> {
     if username.is_empty() && password.is_empty() && identity_token.is_empty() {
         return None;
     }
+    // No server address, as kubelet's keyring sends none: containerd would otherwise send the
+    // credential only to a host that parses out of it equal to the one it pulls from (not
+    // `registry-1.docker.io` for `https://index.docker.io/v1/`, nor a mirror).
     Some(api::AuthConfig {
         username,
         password,
-        server_address: key.to_string(),
         identity_token,
         ..api::AuthConfig::default()
     })
@@ -97,7 +99,7 @@ pub fn credentials(image: &str, secrets: &[Secret]) -> Vec<api::AuthConfig> {
         .iter()
         .flat_map(entries)
         .filter(|(key, _)| same_registry(key, registry))
-        .filter_map(|(key, entry)| auth_config(&key, &entry))
+        .filter_map(|(_, entry)| auth_config(&entry))
         .collect()
 }
 
@@ -138,7 +140,7 @@ mod tests {
             (hub[0].username.as_str(), hub[0].password.as_str()),
             ("robot", "s3cret")
         );
-        assert_eq!(hub[0].server_address, "https://index.docker.io/v1/");
+        assert_eq!(hub[0].server_address, "", "as kubelet's keyring sends it");
         let private = credentials(
             "registry.example.com:5000/team/app:2",
             std::slice::from_ref(&json_config),

@@ -48,7 +48,12 @@ pub fn unmount_below(root: &Path) {
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
-    let root = root.display().to_string();
+    // The table holds absolute paths with links resolved, as `mount` recorded them.
+    let root = root
+        .canonicalize()
+        .unwrap_or_else(|_| root.to_path_buf())
+        .display()
+        .to_string();
     let mut points: Vec<String> = table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))

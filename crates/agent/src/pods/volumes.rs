@@ -432,8 +432,11 @@ pub fn prepare(
     let base = pod_directory(pods, uid).join("volumes");
     // Secret, downwardAPI and projected files live in memory (a tmpfs per volume), as
     // kubelet's: a secret is never written to the node's disk.
+    // (A directory already holding files from before, on disk, stays so: a running container
+    // has it bind-mounted and would not see a tmpfs laid over it.)
     let in_memory = |dir: &Path| -> Result<(), String> {
-        if addresses.secrets_in_memory {
+        let fresh = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        if addresses.secrets_in_memory && fresh {
             std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
             super::tmpfs::mount(dir, None)?;
         }

@@ -668,9 +668,8 @@ impl Worker {
         for (id, name, restarts) in &plan.remove {
             match runtime.remove_container(id).await {
                 Ok(()) => {
-                    let log = Path::new(&config::log_directory(&self.shared.logs, pod))
-                        .join(config::log_path(name, *restarts));
-                    let _ = std::fs::remove_file(log);
+                    let logs = Path::new(&config::log_directory(&self.shared.logs, pod)).join(name);
+                    crate::log_rotation::remove_instance(&logs, *restarts);
                     acted = true;
                 }
                 Err(error) if error.is_not_found() => {}
@@ -950,15 +949,26 @@ impl Worker {
                 self.sources.api_service = Some(service);
             }
         }
-        // With service links (the default), the namespace's Services become variables.
-        if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) {
-            let services: Api<Service> = Api::namespaced(self.shared.client.clone(), &namespace);
-            match services.list(&ListParams::default()).await {
-                Ok(list) => self.sources.services = list.items,
-                Err(error) => {
-                    tracing::debug!(%error, "listing the namespace's Services failed; using the last list")
-                }
+    }
+
+    /// With service links (the default), the namespace's Services, which become variables:
+    /// read when a container is about to start. A container never starts without them (as
+    /// kubelet's, a failed list is an error); the last list stands in once there is one.
+    async fn read_services(&mut self, pod: &Pod) -> Result<(), String> {
+        if pod.spec.as_ref().and_then(|s| s.enable_service_links) == Some(false) {
+            return Ok(());
+        }
+        let namespace = pod.namespace().unwrap_or_default();
+        let services: Api<Service> = Api::namespaced(self.shared.client.clone(), &namespace);
+        match services.list(&ListParams::default()).await {
+            Ok(list) => {
+                self.sources.services = Some(list.items);
+                Ok(())
             }
+            Err(_) if self.sources.services.is_some() => Ok(()),
+            Err(error) => Err(format!(
+                "failed to list services when setting up env vars: {error}"
+            )),
         }
     }
 
@@ -1027,9 +1037,21 @@ impl Worker {
     }
 
     /// When the pod's volume files are to be written again: a while after the last time, or
-    /// when a token is due for renewal. `None` while no container has been started with them.
+    /// when a token is due for renewal. `None` while no container has been started with them,
+    /// and once the pod finished.
     fn volumes_due(&self) -> Option<Instant> {
         let written = self.volumes_written?;
+        // A finished pod's files are not kept current: its containers will not run again.
+        let finished = self.ended.is_some()
+            || self.pod.as_ref().is_some_and(|pod| {
+                matches!(
+                    status::phase(pod, &self.runtime),
+                    status::Phase::Succeeded | status::Phase::Failed
+                )
+            });
+        if finished {
+            return None;
+        }
         let mut due = written + self.shared.sync_frequency;
         for token in self.sources.tokens.values().flatten() {
             due = due.min(Instant::from_std(token.refresh_at));
@@ -1075,6 +1097,7 @@ impl Worker {
         );
         // (The sources first: the image's pull secrets are among them.)
         self.read_sources(pod).await;
+        let services = self.read_services(pod).await;
         if !self
             .ensure_image(pod, &container, init, &sandbox_config)
             .await
@@ -1087,19 +1110,21 @@ impl Worker {
             pod_ip: &pod_ip,
             secrets_in_memory: self.shared.secrets_in_memory,
         };
-        let prepared =
-            volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
-                .and_then(|paths| volumes::mounts(pod, &container, &paths))
-                .and_then(|mounts| {
-                    env::environment(
-                        pod,
-                        &container,
-                        &self.sources,
-                        &self.shared.node_ip,
-                        &pod_ip,
-                    )
-                    .map(|environment| (environment, mounts))
-                });
+        let prepared = services
+            .and_then(|()| {
+                volumes::prepare(pod, &self.shared.pods, &self.uid, &self.sources, &addresses)
+            })
+            .and_then(|paths| volumes::mounts(pod, &container, &paths))
+            .and_then(|mounts| {
+                env::environment(
+                    pod,
+                    &container,
+                    &self.sources,
+                    &self.shared.node_ip,
+                    &pod_ip,
+                )
+                .map(|environment| (environment, mounts))
+            });
         let prepared = prepared.and_then(|(environment, mut mounts)| {
             let path = container
                 .termination_message_path
@@ -1321,6 +1346,17 @@ impl Worker {
         let pod_dir = volumes::pod_directory(&self.shared.pods, &self.uid);
         super::tmpfs::unmount_below(&pod_dir);
         let _ = std::fs::remove_dir_all(pod_dir);
+        // Its logs too (`NAMESPACE_NAME_UID`), as kubelet removes a removed pod's.
+        let suffix = format!("_{}", self.uid);
+        for entry in std::fs::read_dir(&self.shared.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         cgroups::remove_pod(&self.shared.node_slice, &self.uid);
         self.backoff.forget(&self.uid);
         self.image_backoff.forget(&self.uid);
