@@ -105,11 +105,7 @@ impl Manager {
                 }
                 // A pod being deleted or finished gives its host ports back now, before any
                 // later pod is admitted (kubelet's admission counts active pods only).
-                let finished = matches!(
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                );
-                if finished || pod.metadata.deletion_timestamp.is_some() {
+                if status::finished_in_api(&pod) || pod.metadata.deletion_timestamp.is_some() {
                     self.shared.host_ports.release(&uid);
                 }
                 self.desired.insert(uid.clone(), pod.clone());

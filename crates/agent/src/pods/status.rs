@@ -36,6 +36,14 @@ impl Phase {
     }
 }
 
+/// Whether the API holds the pod as finished (Succeeded or Failed): it never runs again.
+pub fn finished_in_api(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 fn restart_policy(pod: &Pod) -> &str {
     pod.spec
         .as_ref()

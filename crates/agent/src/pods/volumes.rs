@@ -643,6 +643,11 @@ mod tests {
 
     use super::*;
 
+    /// A file's permission bits.
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn files_should_change_as_one_version_behind_the_data_link() {
         let dir = tempfile::tempdir().unwrap();
@@ -664,13 +669,7 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "1");
         assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
-        let mode = |file: &str| {
-            std::fs::metadata(dir.join(file))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777
-        };
+        let mode = |file: &str| mode_of(&dir.join(file));
         assert_eq!((mode("a"), mode("sub/b")), (0o400, 0o644));
         // Unchanged: nothing is written.
         write_files(dir, &files(&[("a", "1"), ("sub/b", "2")]), 0o644, &modes).unwrap();
@@ -711,13 +710,7 @@ mod tests {
         let paths = prepare(&pod, dir.path(), "u", &sources, &here).unwrap();
         let cfg = &paths["cfg"];
         assert_eq!(std::fs::read_to_string(cfg.join("a")).unwrap(), "1");
-        let mode = |file: &str| {
-            std::fs::metadata(cfg.join(file))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777
-        };
+        let mode = |file: &str| mode_of(&cfg.join(file));
         assert_eq!(mode("a"), 0o400, "the item's own mode");
         assert_eq!(mode("b"), 0o644, "the default mode");
         sources

@@ -418,10 +418,7 @@ impl Worker {
     /// Succeeded or Failed) before this worker saw anything of it run — such a pod is never
     /// started again, only removed from the API once deleted.
     async fn admit(&mut self, pod: &Pod) -> Option<bool> {
-        let finished = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
+        let finished = status::finished_in_api(pod);
         let deleting = pod.metadata.deletion_timestamp.is_some();
         if self.admitted {
             if finished || deleting {
@@ -467,8 +464,7 @@ impl Worker {
             return;
         }
         // A finished pod stays as it finished.
-        let api_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(api_phase, Some("Succeeded" | "Failed"))
+        if status::finished_in_api(pod)
             || matches!(
                 status::phase(pod, &self.runtime),
                 status::Phase::Succeeded | status::Phase::Failed
