@@ -51,11 +51,9 @@ pub enum EndpointSliceError {
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(
-    client: Client,
-    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
-) {
+pub async fn run(client: Client) {
     let services: Api<Service> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     // The slices, cached: a pod whose labels no longer match is found through the slice that
     // lists it.
@@ -71,7 +69,7 @@ pub async fn run(
         .owns(slices, watcher::Config::default())
         // A pod concerns every Service in its namespace that selects it, and those whose
         // slices list it.
-        .watches_shared_stream(pods, move |pod| {
+        .watches(pods, watcher::Config::default(), move |pod: Pod| {
             let namespace = pod.namespace().unwrap_or_default();
             let uid = pod.uid();
             let mut refs: std::collections::HashSet<ObjectRef<Service>> = store

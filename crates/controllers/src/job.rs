@@ -52,16 +52,14 @@ struct Context {
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(
-    client: Client,
-    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
-) {
+pub async fn run(client: Client) {
     let (recorder, events) = owned::recorder(&client, "job-controller");
     let jobs: Api<Job> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
     let work = Controller::new(jobs, watcher::Config::default())
         .with_config(owned::controller_config())
-        .owns_shared_stream(pods)
+        .owns(pods, watcher::Config::default())
         .run(reconcile, owned::retry, context);
     owned::drive(work, events, "job").await;
 }

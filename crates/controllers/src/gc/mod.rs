@@ -17,14 +17,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
-
-use skiff_client::lean::MetadataOnly;
 
 use crate::resources::{Resources, Served};
 use actions::Actions;
@@ -40,7 +39,7 @@ const REDISCOVERY_DEBOUNCE: Duration = Duration::from_millis(200);
 /// The resource whose changes add or remove served resources.
 const CRD_RESOURCE: &str = "apiextensions.k8s.io/v1/customresourcedefinitions";
 
-type Change = (String, watcher::Event<MetadataOnly>);
+type Change = (String, watcher::Event<PartialObjectMeta<DynamicObject>>);
 
 /// One resource's metadata watch.
 struct Watch {
@@ -110,9 +109,8 @@ pub async fn run(client: Client) {
 }
 
 fn spawn_watch(client: &Client, served: &Served, changes: mpsc::Sender<Change>) -> JoinHandle<()> {
-    // Each object's metadata without managedFields; the rest of what the watch sends is
-    // skipped unread.
-    let api: Api<MetadataOnly> = Api::all_with(client.clone(), &served.resource);
+    let api: Api<PartialObjectMeta<DynamicObject>> =
+        Api::all_with(client.clone(), &served.resource);
     let key = served.key();
     tokio::spawn(async move {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
@@ -184,7 +182,7 @@ impl Collector {
     }
 
     /// Applies one watch event to the graph and queues the work it causes.
-    fn apply(&mut self, resource: &str, event: watcher::Event<MetadataOnly>) {
+    fn apply(&mut self, resource: &str, event: watcher::Event<PartialObjectMeta<DynamicObject>>) {
         let Some(watch) = self.watches.get_mut(resource) else {
             return; // a watch stopped after rediscovery: its last events are stale
         };
