@@ -151,13 +151,34 @@ async fn ca_certificates(
     }
 }
 
+/// How long a health check waits for the store to answer a read.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `/readyz` and `/healthz`: ready while the store answers a read (upstream's `etcd` check), so
+/// a server whose reads hang says so instead of "ok". `/livez` stays a plain "ok".
+async fn store_check(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> (axum::http::StatusCode, String) {
+    let reason =
+        match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.current_revision()).await {
+            Ok(Ok(_)) => return (axum::http::StatusCode::OK, "ok".into()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer from the store in {STORE_CHECK_TIMEOUT:?}"),
+        };
+    tracing::warn!(%reason, "health check: the store did not answer a read");
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        format!("[-]store failed: {reason}\nhealth check failed\n"),
+    )
+}
+
 /// The HTTP routes, without TLS: health, version and the API.
 pub fn router(state: ApiState) -> Router {
     // Open to anonymous callers, but a bearer token that fails authentication is a 401 here too.
     let open = Router::new()
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(store_check))
+        .route("/healthz", get(store_check))
         .route("/version", get(version))
         .route("/version/", get(version))
         .route("/cacerts", get(ca_certificates))

@@ -1759,6 +1759,16 @@ async fn creates_should_be_refused_in_missing_and_terminating_namespaces() {
 }
 
 #[tokio::test]
+async fn health_checks_should_answer_ok_while_the_store_reads() {
+    let api = api().await;
+    for path in ["/readyz", "/healthz", "/livez"] {
+        let reply = api.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.body.as_slice(), b"ok", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn http_layer_errors_should_carry_a_status_body() {
     let api = api().await;
     for (method, uri) in [

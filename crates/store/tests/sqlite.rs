@@ -1,5 +1,6 @@
 //! Behaviour specific to the embedded SQLite backend: durability across reopen, the data
-//! directory lock, bounded size under compaction, and snapshot save/restore.
+//! directory lock, bounded size under compaction, snapshot save/restore, and reads that do not
+//! depend on tokio's blocking pool.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -34,6 +35,43 @@ async fn revisions_should_survive_reopen_and_never_go_backwards() {
     let next = store.create("/b", value(1)).await.unwrap();
     assert_eq!(next, last + 1);
     assert_eq!(store.get("/a", None).await.unwrap().0, None);
+}
+
+/// Reads run on the store's own threads: with tokio's only blocking thread busy for good, reads
+/// (far more than there are reader threads) still answer. They used to be `spawn_blocking`
+/// tasks, which a stalled blocking pool left queued forever.
+#[test]
+fn reads_should_answer_while_the_blocking_pool_is_stalled() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (release, stalled) = std::sync::mpsc::channel::<()>();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let revision = store.create("/a", value(3)).await.unwrap();
+        // Occupies the only blocking thread until the end of the test.
+        let blocker = tokio::task::spawn_blocking(move || stalled.recv());
+        let reads = (0..64).map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move { store.get("/a", None).await })
+        });
+        let answers = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join_all(reads),
+        )
+        .await
+        .expect("reads must not wait for the blocking pool");
+        for answer in answers {
+            let (kv, _) = answer.unwrap().unwrap();
+            assert_eq!(kv.unwrap().mod_revision, revision);
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+    });
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! The embedded SQLite backend, skiff's default store.
 //!
 //! Group commit in two threads (`writer` applies and commits batches, `syncer` fsyncs them and
-//! acknowledges), a pool of read connections (`reader`) that never read past the durable
-//! revision, in-process watch fan-out (`watch_hub`), and an exclusive lock file so two processes
-//! never open the same data directory.
+//! acknowledges), reader threads with a connection each (`reader`) that never read past the
+//! durable revision, in-process watch fan-out (`watch_hub`), and an exclusive lock file so two
+//! processes never open the same data directory.
 
 mod ops;
 mod reader;
@@ -104,11 +104,12 @@ impl SqliteStore {
         let syncer = syncer::spawn(&wal_path, Arc::clone(&durable), Arc::clone(&hub))?;
         let (sender, requests) = mpsc::channel(4096);
         writer::spawn(conn, syncer, Arc::clone(&durable), requests)?;
+        let readers = Readers::start(&path, durable)?;
         tracing::info!(path = %path.display(), "opened sqlite store");
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: sender,
-                readers: Readers::new(path, durable),
+                readers,
                 hub,
                 _lock: lock,
             }),

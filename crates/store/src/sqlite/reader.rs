@@ -1,15 +1,25 @@
-//! Reads for the SQLite backend: a small pool of read-only connections used from blocking tasks.
+//! Reads for the SQLite backend: a fixed set of reader threads, each with its own read-only
+//! connection, taking read jobs from one queue.
 //!
 //! Each read runs in one deferred transaction, so it sees one consistent snapshot (WAL mode lets
 //! readers proceed while the writer commits). A read at revision R picks each key's newest
 //! version at or below R from the `(key, rev)` index of `log`; a tombstone there means absent.
+//!
+//! The threads are the store's own, like the writer and the syncer, and live as long as the
+//! store: reads do not go through tokio's blocking pool. They used to (a semaphore of eight
+//! permits, each moved into a `spawn_blocking` task), and under a 5,000-node benchmark every
+//! permit ended up held by a queued blocking task that no thread ever ran, while the pool had no
+//! thread left: every consistent read of the server hung for good with nothing logged. A queue
+//! served by threads that always exist cannot lose a read that way.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+use tokio::sync::oneshot;
 
 use super::schema;
 use super::syncer::Durable;
@@ -19,81 +29,112 @@ use crate::{
     Event, EventKind, KeyValue, RangeRequest, RangeResponse, Revision, StoreError, StoreResult,
 };
 
-/// Connections in the pool, and so reads running at once: more readers wait for one instead of
-/// opening a connection of their own (opening one parses the schema, maps the file, and its
-/// page cache starts cold; a profile of 64 API clients showed a quarter of the server's CPU in
-/// connections opened and closed again).
-const MAX_READERS: usize = 8;
+/// Reader threads, each with its own connection, and so reads running at once: more reads wait
+/// in the queue rather than opening connections of their own (opening one parses the schema,
+/// maps the file, and its page cache starts cold; a profile of 64 API clients showed a quarter
+/// of the server's CPU in connections opened and closed again).
+const READER_THREADS: usize = 8;
 
-/// The pool of read connections; clones share the pool.
+/// A read waiting for a thread: it runs on that thread's connection (opened on first use, so
+/// `Err` if it could not be).
+type Job = Box<dyn FnOnce(Result<&mut Connection, &StoreError>) + Send>;
+
+/// The reader threads' queue; clones share it. The threads end when the last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Readers {
-    pool: Arc<Pool>,
-}
-
-struct Pool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    /// One permit per connection: held by a read for its duration.
-    permits: Arc<tokio::sync::Semaphore>,
+    jobs: Sender<Job>,
     durable: Arc<Durable>,
 }
 
 impl Readers {
-    pub(crate) fn new(path: PathBuf, durable: Arc<Durable>) -> Self {
-        Self {
-            pool: Arc::new(Pool {
-                path,
-                idle: Mutex::new(Vec::new()),
-                permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
-                durable,
-            }),
+    /// Starts the reader threads for the database at `path`.
+    pub(crate) fn start(path: &Path, durable: Arc<Durable>) -> StoreResult<Self> {
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..READER_THREADS {
+            let queue = Arc::clone(&queue);
+            let path = path.to_path_buf();
+            std::thread::Builder::new()
+                .name(format!("skiff-sqlite-read-{index}"))
+                .spawn(move || serve(&path, &queue))?;
         }
+        Ok(Self { jobs, durable })
     }
 
-    /// Runs `read` on a pooled connection inside one read transaction, off the async runtime.
-    /// `read` gets the transaction, the current revision (never past the durable one) and the
-    /// compacted revision.
+    /// Runs `read` on a reader thread inside one read transaction. `read` gets the transaction,
+    /// the current revision (never past the durable one) and the compacted revision.
     pub(crate) async fn read<T, F>(&self, read: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, Revision, Revision) -> StoreResult<T> + Send + 'static,
     {
-        let this = Arc::clone(&self.pool);
-        // Held by the blocking task, so a read whose caller went away still counts.
-        let permit = Arc::clone(&self.pool.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let pooled = this
-                .idle
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .pop();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => schema::open_reader(&this.path)?,
+        let (reply, answer) = oneshot::channel();
+        let durable = Arc::clone(&self.durable);
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => in_transaction(conn, &durable, read),
+                Err(error) => Err(StoreError::Storage(format!(
+                    "could not open a read connection: {error}"
+                ))),
             };
-            let result = (|| {
-                let tx = conn.transaction()?;
-                let (committed, compacted) = schema::revisions(&tx)?;
-                let current = committed.min(this.durable.revision());
-                let value = read(&tx, current, compacted)?;
-                tx.finish()?;
-                Ok(value)
-            })();
-            let mut idle = this
-                .idle
+            // The caller may have gone away; the read is simply dropped then.
+            let _ = reply.send(result);
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Storage("the read failed on its reader thread".into()))?
+    }
+}
+
+/// A reader thread: takes one job at a time until the queue is closed. A job that panics loses
+/// its own answer (its caller gets an error) but not the thread; its connection is reopened.
+fn serve(path: &Path, queue: &Mutex<Receiver<Job>>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let job = {
+            let queue = queue
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            idle.push(conn);
-            result
-        })
-        .await
-        .map_err(|error| StoreError::Storage(format!("read task failed: {error}")))?
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        let opened = match conn.take() {
+            Some(open) => Ok(open),
+            None => schema::open_reader(path),
+        };
+        match opened {
+            Ok(mut open) => {
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&mut open))));
+                match ran {
+                    Ok(()) => conn = Some(open),
+                    Err(_) => tracing::error!("a store read panicked; its connection is reopened"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "could not open a read connection");
+                job(Err(&error));
+            }
+        }
     }
+    tracing::debug!("sqlite reader stopped");
+}
+
+/// Runs `read` in one read transaction on `conn`.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    durable: &Durable,
+    read: impl FnOnce(&Connection, Revision, Revision) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let tx = conn.transaction()?;
+    let (committed, compacted) = schema::revisions(&tx)?;
+    let current = committed.min(durable.revision());
+    let value = read(&tx, current, compacted)?;
+    tx.finish()?;
+    Ok(value)
 }
 
 /// Resolves a requested revision against the current and compacted ones.
