@@ -4,10 +4,12 @@
 //! transport calls the API router directly instead of going through TCP and TLS; everything
 //! above the transport is the same code path. [`leader`] elects one active instance of a
 //! component through a Lease, as client-go's leader election does; [`events`] writes a
-//! component's Events; [`placement`] says which nodes a pod may run on.
+//! component's Events; [`placement`] says which nodes a pod may run on; [`lean`] decodes only
+//! the metadata a component reads.
 
 pub mod events;
 pub mod leader;
+pub mod lean;
 pub mod placement;
 
 use std::convert::Infallible;

@@ -52,16 +52,19 @@ pub enum DaemonSetError {
 type Context = crate::pods::Keeper;
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client, index: PodIndex) {
+pub async fn run(
+    client: Client,
+    index: PodIndex,
+    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
+) {
     let (context, events) = crate::pods::Keeper::new(client.clone(), "daemonset-controller", index);
     let sets: Api<DaemonSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let controller =
         Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
     let work = controller
-        .owns(pods, watcher::Config::default())
+        .owns_shared_stream(pods)
         // A node that comes, goes or changes may change where every DaemonSet runs.
         .watches(nodes, watcher::Config::default(), move |_: Node| {
             store

@@ -51,9 +51,11 @@ pub enum EndpointSliceError {
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client) {
+pub async fn run(
+    client: Client,
+    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
+) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     // The slices, cached: a pod whose labels no longer match is found through the slice that
     // lists it.
@@ -69,7 +71,7 @@ pub async fn run(client: Client) {
         .owns(slices, watcher::Config::default())
         // A pod concerns every Service in its namespace that selects it, and those whose
         // slices list it.
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+        .watches_shared_stream(pods, move |pod| {
             let namespace = pod.namespace().unwrap_or_default();
             let uid = pod.uid();
             let mut refs: std::collections::HashSet<ObjectRef<Service>> = store

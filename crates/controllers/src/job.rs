@@ -52,14 +52,16 @@ struct Context {
 }
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client) {
+pub async fn run(
+    client: Client,
+    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
+) {
     let (recorder, events) = owned::recorder(&client, "job-controller");
     let jobs: Api<Job> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let context = Arc::new(Context { client, recorder });
     let work = Controller::new(jobs, watcher::Config::default())
         .with_config(owned::controller_config())
-        .owns(pods, watcher::Config::default())
+        .owns_shared_stream(pods)
         .run(reconcile, owned::retry, context);
     owned::drive(work, events, "job").await;
 }

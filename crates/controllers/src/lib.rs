@@ -45,6 +45,7 @@ pub mod revisions;
 pub mod root_ca;
 pub mod service_account;
 pub mod service_lb;
+pub mod shared_pods;
 pub mod statefulset;
 
 /// How the controllers run.
@@ -128,26 +129,33 @@ async fn all(client: kube::Client, options: Options) {
             None => std::future::pending().await,
         }
     };
-    let (index, index_feed) = pods::PodIndex::start(&client);
+    // Every subscription is taken before the shared watch first runs.
+    let (shared, pods_feed) = shared_pods::SharedPods::start(&client);
+    let index = pods::PodIndex::new(&shared);
     tokio::join!(
-        index_feed,
+        pods_feed,
         certificates,
         gc::run(client.clone()),
         namespace::run(client.clone()),
-        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(client.clone(), index.clone()),
+        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(
+            client.clone(),
+            index.clone(),
+            shared.subscribe()
+        ),
         replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(
             client.clone(),
-            index.clone()
+            index.clone(),
+            shared.subscribe()
         ),
         deployment::run(client.clone()),
-        statefulset::run(client.clone(), index.clone()),
-        daemonset::run(client.clone(), index),
-        endpointslice::run(client.clone()),
+        statefulset::run(client.clone(), index.clone(), shared.subscribe()),
+        daemonset::run(client.clone(), index, shared.subscribe()),
+        endpointslice::run(client.clone(), shared.subscribe()),
         service_lb::run(client.clone()),
-        job::run(client.clone()),
+        job::run(client.clone(), shared.subscribe()),
         cronjob::run(client.clone(), options.clock.clone()),
         node_lifecycle::run(client.clone(), options.node_timing.clone()),
-        pod_gc::run(client.clone(), options.pod_gc.clone()),
+        pod_gc::run(client.clone(), options.pod_gc.clone(), shared.store()),
         ipam,
         service_account::run(client.clone()),
         root_ca

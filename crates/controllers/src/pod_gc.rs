@@ -1,5 +1,5 @@
 //! The pod garbage collector (upstream's `pod-garbage-collector`). Every period (20 s) it looks
-//! at a watch-fed cache of all pods — no request per pod, no list of them — and:
+//! at the shared pod watch's cache of all pods — no request per pod, no list of them — and:
 //!
 //! - force-deletes pods bound to a node that has not existed for the quarantine (40 s): no
 //!   agent will ever confirm their end;
@@ -14,15 +14,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
-use crate::pods::is_finished;
+use crate::shared_pods::PodSummary;
 
 /// How the collector runs.
 #[derive(Clone, Debug)]
@@ -45,48 +43,25 @@ impl Default for Options {
     }
 }
 
-/// Runs the collector until the task is dropped.
-pub async fn run(client: Client, options: Options) {
-    let (store, writer) = reflector::store::<Pod>();
-    let feed = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        // What the collector reads (its node, its phase, its age); the rest is not kept.
-        .modify(|pod| {
-            pod.metadata.managed_fields = None;
-            pod.metadata.annotations = None;
-            pod.metadata.labels = None;
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-            pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-                node_name: node,
-                ..Default::default()
-            });
-            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-                phase,
-                ..Default::default()
-            });
-        })
-        .reflect(writer)
-        .for_each(|_| std::future::ready(()));
-    let work = async {
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
-        let mut collector = Collector {
-            client: client.clone(),
-            options: options.clone(),
-            orphans: HashMap::new(),
-        };
-        let mut tick = tokio::time::interval(options.period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(error) = collector.pass(&store).await {
-                tracing::debug!(%error, "pod garbage collection pass");
-            }
-        }
+/// Runs the collector over `pods` (the shared pod watch's cache) until the task is dropped.
+pub async fn run(client: Client, options: Options, pods: Store<PodSummary>) {
+    if pods.wait_until_ready().await.is_err() {
+        return;
+    }
+    let period = options.period;
+    let mut collector = Collector {
+        client,
+        options,
+        orphans: HashMap::new(),
     };
-    tokio::join!(feed, work);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = collector.pass(&pods).await {
+            tracing::debug!(%error, "pod garbage collection pass");
+        }
+    }
 }
 
 struct Collector {
@@ -97,7 +72,7 @@ struct Collector {
 }
 
 impl Collector {
-    async fn pass(&mut self, store: &Store<Pod>) -> Result<(), kube::Error> {
+    async fn pass(&mut self, store: &Store<PodSummary>) -> Result<(), kube::Error> {
         let pods = store.state();
         let nodes: BTreeSet<String> = Api::<Node>::all(self.client.clone())
             .list(&ListParams::default())
@@ -113,16 +88,16 @@ impl Collector {
     /// Force-deletes pods whose node has been gone for the quarantine.
     async fn orphaned(
         &mut self,
-        pods: &[Arc<Pod>],
+        pods: &[Arc<PodSummary>],
         nodes: &BTreeSet<String>,
     ) -> Result<(), kube::Error> {
         let now = Instant::now();
-        let orphaned: Vec<&Arc<Pod>> = pods
+        let orphaned: Vec<&Arc<PodSummary>> = pods
             .iter()
             .filter(|p| {
                 p.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
+                    .node_name
+                    .as_deref()
                     .is_some_and(|n| !n.is_empty() && !nodes.contains(n))
             })
             .collect();
@@ -143,10 +118,10 @@ impl Collector {
     }
 
     /// Deletes the oldest finished pods beyond the threshold.
-    async fn terminated(&self, pods: &[Arc<Pod>]) -> Result<(), kube::Error> {
-        let mut finished: Vec<&Arc<Pod>> = pods
+    async fn terminated(&self, pods: &[Arc<PodSummary>]) -> Result<(), kube::Error> {
+        let mut finished: Vec<&Arc<PodSummary>> = pods
             .iter()
-            .filter(|p| is_finished(p) && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.is_finished() && p.metadata.deletion_timestamp.is_none())
             .collect();
         let surplus = finished
             .len()
@@ -167,7 +142,7 @@ impl Collector {
     }
 
     /// Deletes `pod` at once if it is still the one seen; whether it went.
-    async fn force_delete(&self, pod: &Pod) -> Result<bool, kube::Error> {
+    async fn force_delete(&self, pod: &PodSummary) -> Result<bool, kube::Error> {
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let params = DeleteParams {

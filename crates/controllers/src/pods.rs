@@ -2,8 +2,8 @@
 //! its controller, whether it still counts, since when it is Ready, whether it is available —
 //! and how they adopt an orphan or release a pod that stopped matching (through its
 //! ownerReferences, with a resourceVersion precondition so a pod changed meanwhile is left for
-//! the next pass). [`PodIndex`] is one watch of every pod's metadata shared by those
-//! controllers: they count pods from a consistent list by their selector, and find in the
+//! the next pass). [`PodIndex`] reads every pod's metadata from the shared pod watch
+//! ([`crate::shared_pods`]): they count pods from a consistent list by their selector, and find in the
 //! index only the pods they control that stopped matching it.
 
 use std::collections::BTreeMap;
@@ -13,15 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use k8s_openapi::jiff::Timestamp;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::owned;
+use crate::shared_pods::{PodSummary, SharedPods};
 
 /// A workload's selector, if it is one a controller may act on (not empty, parseable).
 pub(crate) fn selector(given: &LabelSelector) -> Option<Selector> {
@@ -170,27 +169,14 @@ impl Keeper {
     }
 }
 
-/// Every pod's metadata (name, labels, owners, resourceVersion), kept by one watch.
+/// Every pod's metadata (name, labels, owners, resourceVersion), from the shared pod watch.
 #[derive(Clone)]
-pub struct PodIndex(Store<PartialObjectMeta<Pod>>);
+pub struct PodIndex(Store<PodSummary>);
 
 impl PodIndex {
-    /// The index and the future that feeds it (run it as long as the index is used).
-    pub fn start(client: &kube::Client) -> (Self, impl Future<Output = ()> + use<>) {
-        let (store, writer) = reflector::store();
-        let feed = watcher(
-            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        // What the index is asked about; the rest (managedFields above all) is not kept.
-        .modify(|pod| {
-            pod.metadata.managed_fields = None;
-            pod.metadata.annotations = None;
-        })
-        .reflect(writer)
-        .for_each(|_| std::future::ready(()));
-        (PodIndex(store), feed)
+    /// The index over the shared pod watch's cache.
+    pub fn new(pods: &SharedPods) -> Self {
+        PodIndex(pods.store())
     }
 
     /// The pods in `namespace` whose controller is `uid` and whose labels `selector` does not
@@ -200,7 +186,7 @@ impl PodIndex {
         namespace: &str,
         uid: &str,
         selector: &Selector,
-    ) -> Vec<Arc<PartialObjectMeta<Pod>>> {
+    ) -> Vec<Arc<PodSummary>> {
         self.0
             .state()
             .into_iter()

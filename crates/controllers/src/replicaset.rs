@@ -121,16 +121,19 @@ replicated!(
 type Context = crate::pods::Keeper;
 
 /// Runs the controller of `K`s until the task is dropped.
-pub async fn run<K: Replicated>(client: Client, index: PodIndex) {
+pub async fn run<K: Replicated>(
+    client: Client,
+    index: PodIndex,
+    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
+) {
     let (context, events) = crate::pods::Keeper::new(client.clone(), K::COMPONENT, index);
     let sets: Api<K> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let controller =
         Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
     let work = controller
         // A pod's owner, or (an orphan) every ReplicaSet in its namespace that might adopt it.
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+        .watches_shared_stream(pods, move |pod| {
             let namespace = pod.namespace().unwrap_or_default();
             let owner = pod
                 .owner_references()

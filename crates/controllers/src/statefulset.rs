@@ -60,14 +60,17 @@ pub enum StatefulSetError {
 type Context = crate::pods::Keeper;
 
 /// Runs the controller until the task is dropped.
-pub async fn run(client: Client, index: PodIndex) {
+pub async fn run(
+    client: Client,
+    index: PodIndex,
+    pods: impl futures::Stream<Item = std::sync::Arc<crate::shared_pods::PodSummary>> + Send + 'static,
+) {
     let (context, events) =
         crate::pods::Keeper::new(client.clone(), "statefulset-controller", index);
     let sets: Api<StatefulSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let work = Controller::new(sets, watcher::Config::default())
         .with_config(owned::controller_config())
-        .owns(pods, watcher::Config::default())
+        .owns_shared_stream(pods)
         .run(reconcile, owned::retry, context);
     owned::drive(work, events, "statefulset").await;
 }

@@ -64,7 +64,10 @@ async fn pods_of_gone_nodes_and_the_oldest_finished_pods_beyond_the_threshold_sh
         quarantine: Duration::from_millis(300),
         terminated_threshold: 2,
     };
-    let collector = tokio::spawn(pod_gc::run(cluster.client("controllers"), options));
+    let controllers = cluster.client("controllers");
+    let (pods, feed) = skiff_controllers::shared_pods::SharedPods::start(&controllers);
+    let feed = tokio::spawn(feed);
+    let collector = tokio::spawn(pod_gc::run(controllers, options, pods.store()));
     eventually(
         "the stranded pod and the two oldest finished pods gone",
         || async { names(&client).await == ["done-c", "failed-d", "running"] },
@@ -77,4 +80,5 @@ async fn pods_of_gone_nodes_and_the_oldest_finished_pods_beyond_the_threshold_sh
         "nothing more goes"
     );
     collector.abort();
+    feed.abort();
 }

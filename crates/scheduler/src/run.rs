@@ -36,6 +36,7 @@ use crate::message;
 use crate::preempt::{self, Preemption, Victim};
 use crate::queue::Queue;
 use skiff_client::events::{Note, Recorder, Reporter};
+use skiff_client::lean::WatchedPod;
 
 /// Binds and status writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 64;
@@ -170,8 +171,9 @@ pub async fn run(client: Client, options: Options) {
         watcher::Config::default(),
     )
     .default_backoff();
-    let pods =
-        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
+    // Whole pods but for their managedFields, skipped unread.
+    let pods = watcher::watcher(Api::<WatchedPod>::all(client), watcher::Config::default())
+        .default_backoff();
     tokio::pin!(nodes, namespaces, pods, claims, volumes, events);
     let mut flush = tokio::time::interval(PARKED_FLUSH);
     loop {
@@ -283,7 +285,7 @@ impl Scheduler {
         }
     }
 
-    fn on_pod(&mut self, event: Event<Pod>) {
+    fn on_pod(&mut self, event: Event<WatchedPod>) {
         match event {
             Event::Init => {
                 self.pods_synced = false;
@@ -292,8 +294,8 @@ impl Scheduler {
                 self.pending.clear();
                 self.queue = Queue::default();
             }
-            Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod),
-            Event::Delete(pod) => self.remove_pod(&key_of(&pod)),
+            Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod.0),
+            Event::Delete(pod) => self.remove_pod(&key_of(&pod.0)),
             Event::InitDone => self.pods_synced = true,
         }
     }

@@ -5,15 +5,15 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::NamespaceResourceScope;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// A pod, lean.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Pod {
-    /// Name, namespace, uid, resourceVersion and deletionTimestamp; nothing else.
-    #[serde(deserialize_with = "lean_metadata")]
+    /// Identity, labels, owners and lifecycle; no managedFields or annotations.
+    #[serde(deserialize_with = "skiff_client::lean::metadata")]
     pub metadata: ObjectMeta,
     /// What the node runs.
     #[serde(default)]
@@ -58,34 +58,6 @@ pub struct Status {
     /// Pending, Running, Succeeded, Failed.
     #[serde(default)]
     pub phase: Option<String>,
-}
-
-/// The metadata fields kept.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-    #[serde(default)]
-    deletion_timestamp: Option<Time>,
-}
-
-fn lean_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
-    let meta = Meta::deserialize(deserializer)?;
-    Ok(ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        deletion_timestamp: meta.deletion_timestamp,
-        ..ObjectMeta::default()
-    })
 }
 
 impl kube::Resource for Pod {

@@ -17,13 +17,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
+
+use skiff_client::lean::MetadataOnly;
 
 use crate::resources::{Resources, Served};
 use actions::Actions;
@@ -39,7 +40,7 @@ const REDISCOVERY_DEBOUNCE: Duration = Duration::from_millis(200);
 /// The resource whose changes add or remove served resources.
 const CRD_RESOURCE: &str = "apiextensions.k8s.io/v1/customresourcedefinitions";
 
-type Change = (String, watcher::Event<PartialObjectMeta<DynamicObject>>);
+type Change = (String, watcher::Event<MetadataOnly>);
 
 /// One resource's metadata watch.
 struct Watch {
@@ -109,8 +110,9 @@ pub async fn run(client: Client) {
 }
 
 fn spawn_watch(client: &Client, served: &Served, changes: mpsc::Sender<Change>) -> JoinHandle<()> {
-    let api: Api<PartialObjectMeta<DynamicObject>> =
-        Api::all_with(client.clone(), &served.resource);
+    // Each object's metadata without managedFields; the rest of what the watch sends is
+    // skipped unread.
+    let api: Api<MetadataOnly> = Api::all_with(client.clone(), &served.resource);
     let key = served.key();
     tokio::spawn(async move {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
@@ -182,7 +184,7 @@ impl Collector {
     }
 
     /// Applies one watch event to the graph and queues the work it causes.
-    fn apply(&mut self, resource: &str, event: watcher::Event<PartialObjectMeta<DynamicObject>>) {
+    fn apply(&mut self, resource: &str, event: watcher::Event<MetadataOnly>) {
         let Some(watch) = self.watches.get_mut(resource) else {
             return; // a watch stopped after rediscovery: its last events are stale
         };

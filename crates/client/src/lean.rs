@@ -1,0 +1,217 @@
+//! Decoding what a component reads off an object and nothing more. A watch of every pod sends
+//! each pod whole, managedFields included, and k8s-openapi decodes managedFields into nested
+//! JSON maps: most of a pod's decoding cost for a reader that never looks at them. Types that
+//! follow many objects (the controllers' shared pod feed, simulated nodes, [`WatchedPod`] for
+//! the scheduler, [`MetadataOnly`] for the garbage collector) decode their `metadata` with
+//! [`metadata`], which keeps an object's identity, labels, owners and lifecycle and skips the
+//! rest (managedFields, annotations) unread.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::core::{ApiResource, DynamicResourceScope, NamespaceResourceScope};
+use serde::{Deserialize, Deserializer};
+
+/// The metadata fields kept.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Kept {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    creation_timestamp: Option<Time>,
+    #[serde(default)]
+    deletion_timestamp: Option<Time>,
+    #[serde(default)]
+    deletion_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default)]
+    finalizers: Option<Vec<String>>,
+}
+
+/// Decodes an object's `metadata` without its managedFields and annotations (use as
+/// `#[serde(deserialize_with = "skiff_client::lean::metadata")]`).
+pub fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+    let kept = Kept::deserialize(deserializer)?;
+    Ok(ObjectMeta {
+        name: kept.name,
+        generate_name: kept.generate_name,
+        namespace: kept.namespace,
+        uid: kept.uid,
+        resource_version: kept.resource_version,
+        generation: kept.generation,
+        creation_timestamp: kept.creation_timestamp,
+        deletion_timestamp: kept.deletion_timestamp,
+        deletion_grace_period_seconds: kept.deletion_grace_period_seconds,
+        labels: kept.labels,
+        owner_references: kept.owner_references,
+        finalizers: kept.finalizers,
+        ..ObjectMeta::default()
+    })
+}
+
+/// A whole Pod as a watch sends it, but for its managedFields and annotations, skipped unread
+/// (the scheduler follows every pod and reads neither).
+#[derive(Clone, Debug)]
+pub struct WatchedPod(pub Pod);
+
+impl<'de> Deserialize<'de> for WatchedPod {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Parts {
+            #[serde(deserialize_with = "metadata")]
+            metadata: ObjectMeta,
+            #[serde(default)]
+            spec: Option<PodSpec>,
+            #[serde(default)]
+            status: Option<PodStatus>,
+        }
+        let parts = Parts::deserialize(deserializer)?;
+        Ok(WatchedPod(Pod {
+            metadata: parts.metadata,
+            spec: parts.spec,
+            status: parts.status,
+        }))
+    }
+}
+
+impl kube::Resource for WatchedPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// Any object, of any resource, as a reader of its metadata alone sees it (the garbage
+/// collector): the lean metadata; everything else the watch sends is skipped unread.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MetadataOnly {
+    /// Identity, labels, owners and lifecycle.
+    #[serde(deserialize_with = "metadata")]
+    pub metadata: ObjectMeta,
+}
+
+impl kube::Resource for MetadataOnly {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(resource: &ApiResource) -> Cow<'_, str> {
+        resource.kind.as_str().into()
+    }
+    fn group(resource: &ApiResource) -> Cow<'_, str> {
+        resource.group.as_str().into()
+    }
+    fn version(resource: &ApiResource) -> Cow<'_, str> {
+        resource.version.as_str().into()
+    }
+    fn api_version(resource: &ApiResource) -> Cow<'_, str> {
+        resource.api_version.as_str().into()
+    }
+    fn plural(resource: &ApiResource) -> Cow<'_, str> {
+        resource.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Object {
+        #[serde(deserialize_with = "metadata")]
+        metadata: ObjectMeta,
+    }
+
+    #[test]
+    fn lean_metadata_should_keep_identity_labels_and_owners_and_skip_managed_fields() {
+        let object: Object = serde_json::from_value(json!({"metadata": {
+            "name": "p", "namespace": "d", "uid": "u", "resourceVersion": "9",
+            "creationTimestamp": "2026-12-04T00:00:00Z", "deletionTimestamp": "2026-12-05T00:00:00Z",
+            "labels": {"app": "web"}, "annotations": {"a": "b"}, "finalizers": ["f"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
+                "uid": "o", "controller": true}],
+            "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {"f:spec": {}}}],
+        }}))
+        .unwrap();
+        let meta = object.metadata;
+        assert_eq!(meta.name.as_deref(), Some("p"));
+        assert_eq!(meta.namespace.as_deref(), Some("d"));
+        assert_eq!(meta.uid.as_deref(), Some("u"));
+        assert_eq!(meta.resource_version.as_deref(), Some("9"));
+        assert!(meta.creation_timestamp.is_some() && meta.deletion_timestamp.is_some());
+        assert_eq!(meta.labels.unwrap()["app"], "web");
+        assert_eq!(meta.owner_references.unwrap()[0].uid, "o");
+        assert_eq!(meta.finalizers.unwrap(), ["f"]);
+        assert!(meta.managed_fields.is_none());
+        assert!(meta.annotations.is_none());
+    }
+
+    #[test]
+    fn a_watched_pod_should_keep_spec_and_status_and_skip_managed_fields() {
+        let pod: WatchedPod = serde_json::from_value(json!({
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "d",
+                "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"schedulerName": "default-scheduler", "containers": [{"name": "c"}]},
+            "status": {"phase": "Pending"},
+        }))
+        .unwrap();
+        let pod = pod.0;
+        assert!(pod.metadata.managed_fields.is_none());
+        assert_eq!(pod.spec.unwrap().containers[0].name, "c");
+        assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn metadata_only_should_name_the_resource_it_was_given() {
+        let resource = ApiResource {
+            group: "apps".into(),
+            version: "v1".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        };
+        let url = <MetadataOnly as kube::Resource>::url_path(&resource, Some("d"));
+        assert_eq!(url, "/apis/apps/v1/namespaces/d/deployments");
+    }
+}
