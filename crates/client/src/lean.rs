@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::core::{ApiResource, DynamicResourceScope, NamespaceResourceScope};
+use kube::core::{ApiResource, DynamicResourceScope};
 use serde::{Deserialize, Deserializer};
 
 /// The metadata fields kept.
@@ -65,10 +65,46 @@ pub fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta
     })
 }
 
+/// Implements `kube::Resource` for a lean type read from core/v1 `pods`, given where its
+/// `ObjectMeta` lies (`pod_resource!(MyPod, metadata)`).
+#[macro_export]
+macro_rules! pod_resource {
+    ($type:ty, $($field:ident).+) => {
+        impl ::kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = ::kube::core::NamespaceResourceScope;
+
+            fn kind(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "Pod".into()
+            }
+            fn group(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "".into()
+            }
+            fn version(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "v1".into()
+            }
+            fn plural(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "pods".into()
+            }
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.$($field).+
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.$($field).+
+            }
+        }
+    };
+}
+
 /// A whole Pod as a watch sends it, but for its managedFields and annotations, skipped unread
 /// (the scheduler follows every pod and reads neither).
 #[derive(Clone, Debug)]
-pub struct WatchedPod(pub Pod);
+pub struct WatchedPod {
+    /// The pod.
+    pub pod: Pod,
+}
 
 impl<'de> Deserialize<'de> for WatchedPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -82,37 +118,17 @@ impl<'de> Deserialize<'de> for WatchedPod {
             status: Option<PodStatus>,
         }
         let parts = Parts::deserialize(deserializer)?;
-        Ok(WatchedPod(Pod {
-            metadata: parts.metadata,
-            spec: parts.spec,
-            status: parts.status,
-        }))
+        Ok(WatchedPod {
+            pod: Pod {
+                metadata: parts.metadata,
+                spec: parts.spec,
+                status: parts.status,
+            },
+        })
     }
 }
 
-impl kube::Resource for WatchedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
+crate::pod_resource!(WatchedPod, pod.metadata);
 
 /// Any object, of any resource, as a reader of its metadata alone sees it (the garbage
 /// collector): the lean metadata; everything else the watch sends is skipped unread.
@@ -196,7 +212,7 @@ mod tests {
             "status": {"phase": "Pending"},
         }))
         .unwrap();
-        let pod = pod.0;
+        let pod = pod.pod;
         assert!(pod.metadata.managed_fields.is_none());
         assert_eq!(pod.spec.unwrap().containers[0].name, "c");
         assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));

@@ -10,13 +10,11 @@
 //! deleted), through an unbounded channel each: the controllers' trigger streams are always
 //! polled, so nothing waits on a slow reader and no event is dropped.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::core::NamespaceResourceScope;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
@@ -61,29 +59,7 @@ impl PodSummary {
     }
 }
 
-impl kube::Resource for PodSummary {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+skiff_client::pod_resource!(PodSummary, metadata);
 
 type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<PodSummary>>>>>;
 

@@ -294,8 +294,8 @@ impl Scheduler {
                 self.pending.clear();
                 self.queue = Queue::default();
             }
-            Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod.0),
-            Event::Delete(pod) => self.remove_pod(&key_of(&pod.0)),
+            Event::InitApply(pod) | Event::Apply(pod) => self.apply_pod(pod.pod),
+            Event::Delete(pod) => self.remove_pod(&key_of(&pod.pod)),
             Event::InitDone => self.pods_synced = true,
         }
     }

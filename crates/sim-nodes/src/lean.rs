@@ -3,10 +3,7 @@
 //! (managedFields, the rest of the spec and status) is skipped unread, so following every pod
 //! of a large cluster costs the tool little; the fields kept are those a kubelet acts on here.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::NamespaceResourceScope;
 use serde::Deserialize;
 
 /// A pod, lean.
@@ -60,29 +57,7 @@ pub struct Status {
     pub phase: Option<String>,
 }
 
-impl kube::Resource for Pod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+skiff_client::pod_resource!(Pod, metadata);
 
 #[cfg(test)]
 mod tests {
