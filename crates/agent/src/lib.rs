@@ -88,11 +88,7 @@ pub struct Options {
 
 impl Options {
     fn containerd(&self) -> containerd::Paths {
-        containerd::Paths {
-            dir: self.data_dir.join("containerd"),
-            cni_conf_dir: self.data_dir.join("cni").join("net.d"),
-            sandbox_image: images::PAUSE_IMAGE.into(),
-        }
+        containerd_paths(&self.data_dir)
     }
 
     fn socket(&self) -> PathBuf {
@@ -347,14 +343,23 @@ impl State {
     }
 }
 
+/// Where the containerd an agent supervises keeps its files, under the agent's data directory.
+fn containerd_paths(data_dir: &std::path::Path) -> containerd::Paths {
+    containerd::Paths {
+        dir: data_dir.join("containerd"),
+        cni_conf_dir: data_dir.join("cni").join("net.d"),
+        sandbox_image: images::PAUSE_IMAGE.into(),
+    }
+}
+
 /// Removes everything the agent that ran with `data_dir` made on this machine (see [`reset`]);
 /// `false` if no agent ran there.
 pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
-    let Ok(bytes) = std::fs::read(data_dir.join("agent.json")) else {
-        return false;
-    };
-    let Ok(state) = serde_json::from_slice::<State>(&bytes) else {
-        return false;
+    let state = std::fs::read(data_dir.join("agent.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<State>(&bytes).ok());
+    let Some(state) = state else {
+        return stop_unregistered(data_dir).await;
     };
     let options = Options {
         node_name: state.node_name,
@@ -377,6 +382,20 @@ pub async fn reset_data_dir(data_dir: &std::path::Path) -> bool {
         },
     };
     reset(&options, &state.pod_cidr).await;
+    true
+}
+
+/// Stops the containerd of an agent that ended before it registered its node: it starts
+/// containerd first and records `agent.json` only once the node has its pod CIDR, so a server
+/// stopped while its API did not answer left a containerd that nothing else would stop. Such an
+/// agent made no pods, network or cgroups yet. `false` if it started no containerd either.
+async fn stop_unregistered(data_dir: &std::path::Path) -> bool {
+    let paths = containerd_paths(data_dir);
+    if !paths.pid_file().exists() {
+        return false;
+    }
+    containerd::stop(&paths).await;
+    pods::tmpfs::unmount_below(data_dir);
     true
 }
 
@@ -405,5 +424,39 @@ pub async fn reset(options: &Options, pod_cidr: &str) {
         // What its containerd left mounted (sandboxes' shm, rootfs of containers it could not
         // stop because it was not running) goes too.
         pods::tmpfs::unmount_below(&options.data_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reset_should_find_nothing_where_no_agent_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!reset_data_dir(dir.path()).await);
+    }
+
+    /// An agent stopped before it registered leaves only containerd's pid file; the reset stops
+    /// that process only if it is the containerd of this directory, never a stranger.
+    #[tokio::test]
+    async fn reset_of_an_unregistered_agent_should_leave_other_processes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let paths = containerd_paths(dir.path());
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        std::fs::write(paths.pid_file(), stranger.id().to_string()).unwrap();
+        assert!(reset_data_dir(dir.path()).await);
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "the stranger was stopped"
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
     }
 }
