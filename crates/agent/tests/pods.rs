@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -154,7 +155,6 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
             {"name": "b", "image": "busybox:1.36"}, {"name": "a", "image": "busybox:1.36"}]}),
     )
     .await;
-    // (A container is Running a moment before its first status pass finds it ready.)
     w.wait_for("web", "the pod running and ready", |s| {
         s["phase"] == "Running"
             && s["containerStatuses"]
@@ -225,6 +225,39 @@ async fn a_pod_should_run_and_report_its_status_as_kubelet_does() {
             && reasons.contains(&"Pulling: Pulling image \"busybox:1.36\"".to_string())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_without_probes_should_be_ready_in_the_same_status_that_says_running() {
+    // kubelet writes phase Running with the container ready when nothing probes it: a client
+    // that reads the pod once it runs and writes it back must not race a second status write.
+    let w = world().await;
+    w.create(
+        "once",
+        json!({"containers": [{"name": "a", "image": "busybox:1.36"}]}),
+    )
+    .await;
+    let params = kube::api::WatchParams::default().fields("metadata.name=once");
+    let mut events = Box::pin(w.pods.watch(&params, "0").await.unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("the pod to run within 30 s")
+            .expect("the watch to go on")
+            .unwrap();
+        let (kube::api::WatchEvent::Added(pod) | kube::api::WatchEvent::Modified(pod)) = event
+        else {
+            continue;
+        };
+        let status = status(&pod);
+        let ready = status["containerStatuses"][0]["ready"] == true;
+        seen.push((status["phase"].clone(), ready));
+        if status["phase"] == "Running" {
+            assert!(ready, "Running before ready: {seen:?}");
+            break;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

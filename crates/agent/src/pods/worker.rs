@@ -404,6 +404,10 @@ impl Worker {
         }
         let nothing_runs =
             !self.runtime.any_running() && !self.runtime.sandboxes.iter().any(|s| s.ready);
+        // Containers this pass started are tracked before the status is written, so one
+        // without probes is ready in the same status that says Running, as kubelet's is (a
+        // second write a moment later would fail a client's read-then-replace of the pod).
+        self.probes.track(&pod, &self.runtime, Instant::now());
         self.write_status(&pod, &waiting, deleting && nothing_runs)
             .await;
         if deleting && nothing_runs {
