@@ -2055,3 +2055,51 @@ async fn pod_creates_should_resolve_their_priority_class_as_upstreams_admission_
         .await;
     assert_eq!(mismatch.status, StatusCode::FORBIDDEN);
 }
+
+/// As upstream strips the fields a write resets from its ownership: a pod's creator does not
+/// own the `status` its defaults set, and a status write does not touch the creator's entry.
+#[tokio::test]
+async fn a_pods_creator_should_own_no_status_fields() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let created = api
+        .json("POST", &format!("{pods}?fieldManager=creator"), pod)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let created = created.json();
+    assert_eq!(created["status"]["phase"], "Pending", "{created}");
+    let entries = created["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{created}");
+    assert!(
+        entries[0]["fieldsV1"].get("f:status").is_none(),
+        "{created}"
+    );
+    assert!(entries[0]["fieldsV1"].get("f:spec").is_some(), "{created}");
+    let patched = api
+        .call(
+            "PATCH",
+            &format!("{pods}/p/status?fieldManager=node"),
+            Some("application/merge-patch+json"),
+            json!({"status": {"phase": "Running"}})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.json());
+    let patched = patched.json();
+    let entries = patched["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{patched}");
+    assert_eq!(
+        entries[0], created["metadata"]["managedFields"][0],
+        "{patched}"
+    );
+    assert_eq!(entries[1]["manager"], "node", "{patched}");
+    assert_eq!(entries[1]["subresource"], "status", "{patched}");
+    assert_eq!(
+        entries[1]["fieldsV1"]["f:status"]["f:phase"],
+        json!({}),
+        "{patched}"
+    );
+}

@@ -94,6 +94,17 @@ pub struct Writer<'a> {
     pub now: &'a str,
     /// `status`, or empty for the main resource.
     pub subresource: &'a str,
+    /// The write resets `status` (a write of the main resource of a kind with a status
+    /// subresource), so it takes no status field, as upstream strips reset fields from
+    /// ownership: a pod's creator does not own the `status.phase` its defaults set.
+    pub resets_status: bool,
+}
+
+impl Writer<'_> {
+    /// Whether this write may take the field `path` (false for status fields it resets).
+    fn may_own(&self, path: &Path) -> bool {
+        !(self.resets_status && path.first().is_some_and(|f| f == "f:status"))
+    }
 }
 
 fn entries(object: &Value) -> Vec<Entry> {
@@ -205,9 +216,14 @@ fn record_whole(
     };
     let new_fields = owned_fields(new, shape);
     let changed: FieldSet = match old {
-        None => new_fields.clone(),
+        None => new_fields
+            .iter()
+            .filter(|p| writer.may_own(p))
+            .cloned()
+            .collect(),
         Some(old) => new_fields
             .iter()
+            .filter(|p| writer.may_own(p))
             .filter(|p| {
                 // A map or list item itself (`.`) changes only by appearing.
                 if p.last().is_some_and(|e| e == ".") {
@@ -435,6 +451,7 @@ mod tests {
             api_version: "apps/v1".into(),
             now: "2026-01-01T00:00:00Z",
             subresource: "",
+            resets_status: false,
         }
     }
 
@@ -531,6 +548,7 @@ mod tests {
                 api_version: "v1".into(),
                 now: "t",
                 subresource: "",
+                resets_status: false,
             },
         );
         let mut edited = created.clone();
@@ -545,6 +563,7 @@ mod tests {
                 api_version: "v1".into(),
                 now: "t",
                 subresource: "",
+                resets_status: false,
             },
         );
         let managed = edited["metadata"]["managedFields"].as_array().unwrap();

@@ -45,6 +45,7 @@ pub fn record(new: &mut Value, old: &Value, shape: &Shape, writer: &Writer<'_>) 
     if walk.ambiguous {
         return false;
     }
+    walk.changed.retain(|path| writer.may_own(path));
     let stored: &[Value] = old
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
@@ -443,6 +444,7 @@ mod tests {
             api_version: "v1".into(),
             now: "2026-12-04T00:00:00Z",
             subresource,
+            resets_status: false,
         }
     }
 
