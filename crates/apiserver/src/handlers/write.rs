@@ -242,8 +242,7 @@ pub(super) fn writer<'a>(
         api_version: request.info.api_version(),
         now,
         subresource,
-        resets_status: subresource.is_empty()
-            && request.info.subresources.iter().any(|s| s == "status"),
+        resets_status: subresource.is_empty() && request.info.has_subresource("status"),
     }
 }
 
