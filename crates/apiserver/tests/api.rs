@@ -369,6 +369,60 @@ async fn watch_without_resource_version_should_start_with_the_current_state() {
 }
 
 #[tokio::test]
+async fn a_watch_behind_the_cache_should_follow_it_again_once_caught_up() {
+    // A ring of 4 events: a watch from revision 1 starts on a store watch of its own.
+    let api = api_with_cache(4).await;
+    for i in 0..10 {
+        api.json("POST", CMS, cm(&format!("a{i}"), json!({}))).await;
+    }
+    // (A consistent list waits for the cache, whose own store watch is then open.)
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let idle = api.store.open_watches();
+    let uri = format!("{CMS}?watch=1&resourceVersion=1&timeoutSeconds=3");
+    let watch = {
+        let api = Api {
+            router: api.router.clone(),
+            store: api.store.clone(),
+        };
+        tokio::spawn(async move { watch_lines(&api, &uri).await })
+    };
+    // Once past the history, it reads the ring again and its store watch is closed.
+    let mut open = Vec::new();
+    for _ in 0..40 {
+        open.push(api.store.open_watches());
+        if open.len() > 2 && *open.last().unwrap() == idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        open.last(),
+        Some(&idle),
+        "the store watch is closed: {open:?}"
+    );
+    for i in 0..3 {
+        api.json("POST", CMS, cm(&format!("b{i}"), json!({}))).await;
+    }
+    let names: Vec<String> = watch
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let wanted: Vec<String> = (0..10)
+        .map(|i| format!("ADDED a{i}"))
+        .chain((0..3).map(|i| format!("ADDED b{i}")))
+        .collect();
+    assert_eq!(names, wanted, "every change once, in order");
+}
+
+#[tokio::test]
 async fn watch_on_a_compacted_revision_should_answer_410_gone() {
     // A ring of 2 events: revision 1 is soon out of the cache, then compacted in the store.
     let api = api_with_cache(2).await;

@@ -61,6 +61,11 @@ impl MemoryStore {
         }
     }
 
+    /// How many watch streams are open on this store, for tests that look beneath the API.
+    pub fn open_watches(&self) -> usize {
+        self.shared.hub.watchers()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-write; the state is still
         // consistent because every write mutates it only after all checks pass.

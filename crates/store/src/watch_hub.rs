@@ -51,6 +51,11 @@ impl WatchHub {
         let _ = self.ring.send(Arc::new(event));
     }
 
+    /// How many watchers are open (the ring's subscribers).
+    pub(crate) fn watchers(&self) -> usize {
+        self.ring.receiver_count()
+    }
+
     /// Starts a watcher. Subscribes before any history is read (see the module doc).
     pub(crate) fn watch<H: History>(
         &self,

@@ -166,6 +166,12 @@ impl WatchCache {
         self.latest.subscribe()
     }
 
+    /// Whether the ring holds every event after `after` (so [`WatchCache::read_after`] can
+    /// answer from it).
+    pub fn holds_after(&self, after: Revision) -> bool {
+        after >= self.ring.read().unwrap_or_else(|p| p.into_inner()).since
+    }
+
     /// Up to `max` events under `prefix` after `after`, or `None` if the ring no longer (or
     /// not yet) holds everything after `after`.
     pub fn read_after(

@@ -1,8 +1,9 @@
 //! The live part of a watch: the changes after a revision, read from the watch cache's ring
-//! while it holds them and from a store watch otherwise, yielded as chunks of event lines for
-//! the response body to send. The body itself drives it: no task or channel of its own sits
-//! between the ring and the connection, so a change reaches each watcher with one wake-up, and
-//! a watcher that goes away is dropped with its connection.
+//! while it holds them, and from a store watch otherwise until the watch has caught up with
+//! what the ring holds; yielded as chunks of event lines for the response body to send. The
+//! body itself drives it: no task or channel of its own sits between the ring and the
+//! connection, so a change reaches each watcher with one wake-up, and a watcher that goes away
+//! is dropped with its connection.
 
 use std::time::Duration;
 
@@ -113,7 +114,14 @@ impl Follower {
                     match item {
                         Some(Ok(event)) => {
                             self.after = event.revision();
-                            if let Some(line) = self.watch.translate_store(&event) {
+                            let line = self.watch.translate_store(&event);
+                            let cache = &self.watch.state.watch_cache;
+                            if cache.holds_after(self.after) {
+                                // Caught up with the ring: follow it again (the store watch
+                                // decodes every event for this watcher alone).
+                                self.source = Source::Cache(cache.subscribe());
+                            }
+                            if let Some(line) = line {
                                 return Some(line);
                             }
                         }
