@@ -4,7 +4,6 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde_json::Value;
 use skiff_apimachinery::ApiError;
 
 /// What representation the client asked for.
@@ -69,7 +68,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 /// A JSON (or YAML) response.
-pub fn value(status: StatusCode, value: &Value, format: Format) -> Response {
+pub fn value<T: serde::Serialize>(status: StatusCode, value: &T, format: Format) -> Response {
     let (body, content_type) = if format == Format::Yaml {
         match serde_saphyr::to_string(value) {
             Ok(yaml) => (yaml.into_bytes(), "application/yaml"),

@@ -131,23 +131,41 @@ pub fn canonical_order(object: &mut Value) {
 /// Encodes an object for storage, without its resource version, its fields in upstream's
 /// order (see [`canonical_order`]; what the watch cache copies without decoding).
 pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(&Stored(object))
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+    serde_json::to_vec(&Ordered {
+        object,
+        resource_version: false,
+    })
+    .map(Bytes::from)
+    .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
 }
 
-/// An object as it is stored: `kind`, `apiVersion`, `metadata` (in ObjectMeta's order, without
-/// `resourceVersion`), the other fields as given, `status` last.
-struct Stored<'a>(&'a Value);
+/// An object written with its fields in upstream's order, as [`canonical_order`] puts them,
+/// without copying it.
+pub fn in_order(object: &Value) -> impl serde::Serialize + '_ {
+    Ordered {
+        object,
+        resource_version: true,
+    }
+}
 
-/// An object's `metadata` in ObjectMeta's order, without `resourceVersion`.
-struct StoredMeta<'a>(&'a serde_json::Map<String, Value>);
+/// An object in upstream's order: `kind`, `apiVersion`, `metadata` (in ObjectMeta's order,
+/// with `resourceVersion` or, as stored, without), the other fields as given, `status` last.
+struct Ordered<'a> {
+    object: &'a Value,
+    resource_version: bool,
+}
 
-impl serde::Serialize for Stored<'_> {
+/// An object's `metadata` in ObjectMeta's order, with or without `resourceVersion`.
+struct OrderedMeta<'a> {
+    meta: &'a serde_json::Map<String, Value>,
+    resource_version: bool,
+}
+
+impl serde::Serialize for Ordered<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Some(map) = self.0.as_object() else {
-            return self.0.serialize(serializer);
+        let Some(map) = self.object.as_object() else {
+            return self.object.serialize(serializer);
         };
         let mut out = serializer.serialize_map(Some(map.len()))?;
         for key in ["kind", "apiVersion"] {
@@ -156,7 +174,13 @@ impl serde::Serialize for Stored<'_> {
             }
         }
         match map.get("metadata") {
-            Some(Value::Object(meta)) => out.serialize_entry("metadata", &StoredMeta(meta))?,
+            Some(Value::Object(meta)) => {
+                let meta = OrderedMeta {
+                    meta,
+                    resource_version: self.resource_version,
+                };
+                out.serialize_entry("metadata", &meta)?;
+            }
             Some(other) => out.serialize_entry("metadata", other)?,
             None => {}
         }
@@ -173,17 +197,20 @@ impl serde::Serialize for Stored<'_> {
     }
 }
 
-impl serde::Serialize for StoredMeta<'_> {
+impl serde::Serialize for OrderedMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut out = serializer.serialize_map(None)?;
-        for key in META_ORDER.iter().filter(|k| **k != "resourceVersion") {
-            if let Some(value) = self.0.get(*key) {
+        for key in META_ORDER
+            .iter()
+            .filter(|k| self.resource_version || **k != "resourceVersion")
+        {
+            if let Some(value) = self.meta.get(*key) {
                 out.serialize_entry(key, value)?;
             }
         }
         for (key, value) in self
-            .0
+            .meta
             .iter()
             .filter(|(k, _)| !META_ORDER.contains(&k.as_str()))
         {
@@ -249,6 +276,19 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&decoded).unwrap(),
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"9","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
+        );
+    }
+
+    #[test]
+    fn an_object_written_in_order_should_read_as_one_put_in_order() {
+        let object = json!({"status": {"phase": "Running"}, "apiVersion": "v1",
+            "spec": {"b": 1, "a": 2}, "metadata": {"labels": {"x": "y"}, "zz": 1, "uid": "u",
+            "resourceVersion": "5", "name": "p"}, "kind": "Pod"});
+        let mut reordered = object.clone();
+        canonical_order(&mut reordered);
+        assert_eq!(
+            serde_json::to_string(&in_order(&object)).unwrap(),
+            serde_json::to_string(&reordered).unwrap()
         );
     }
 }

@@ -64,6 +64,10 @@ pub fn render_one(
     format: Format,
     status: StatusCode,
 ) -> Response {
+    if !matches!(format, Format::Table | Format::Metadata) {
+        // Written in upstream's order as it goes, not copied into it.
+        return respond::value(status, &storage::in_order(object), format);
+    }
     let reordered;
     let object = if storage::is_canonical(object) {
         object
@@ -86,8 +90,7 @@ pub fn render_one(
             );
             respond::value(status, &t, Format::Json)
         }
-        Format::Metadata => respond::value(status, &table::partial_metadata(object), Format::Json),
-        other => respond::value(status, object, other),
+        _ => respond::value(status, &table::partial_metadata(object), Format::Json),
     }
 }
 
