@@ -2,7 +2,7 @@
 //! (`f:name`, `k:{"name":"web"}`, `v:"a"`, and `.` for a map or list item itself), with the
 //! conversions to and from the FieldsV1 JSON tree stored in `metadata.managedFields`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -53,44 +53,157 @@ pub fn find_keyed<'a>(items: &'a [Value], key: &Map<String, Value>) -> Option<&'
     position_keyed(items, key).map(|at| &items[at])
 }
 
-/// The fields `value` sets, below `prefix`.
-pub fn collect(value: &Value, shape: &Shape, prefix: &mut Path, out: &mut FieldSet) {
+/// Where a walk of an object puts the fields it finds: the path grows and shrinks an element at
+/// a time, and [`Sink::field`] marks the path as one field.
+pub trait Sink {
+    /// Goes down to `element`.
+    fn push(&mut self, element: String);
+    /// Goes back up.
+    fn pop(&mut self);
+    /// The path is a field.
+    fn field(&mut self);
+    /// Whether the path is the object's root.
+    fn at_root(&self) -> bool;
+}
+
+/// A [`Sink`] that gathers a [`FieldSet`].
+#[derive(Default)]
+pub struct Paths {
+    prefix: Path,
+    /// The fields found.
+    pub set: FieldSet,
+}
+
+impl Sink for Paths {
+    fn push(&mut self, element: String) {
+        self.prefix.push(element);
+    }
+
+    fn pop(&mut self) {
+        self.prefix.pop();
+    }
+
+    fn field(&mut self) {
+        self.set.insert(self.prefix.clone());
+    }
+
+    fn at_root(&self) -> bool {
+        self.prefix.is_empty()
+    }
+}
+
+/// A [`Sink`] that builds the FieldsV1 tree itself, what [`to_fields_v1`] makes of the set
+/// [`Paths`] gathers, without a path per field (an object's first entry, at its create).
+pub struct Tree {
+    /// Each node's children by element; node 0 is the root.
+    nodes: Vec<BTreeMap<String, usize>>,
+    path: Path,
+    /// The nodes of `path`'s first elements that exist (a path becomes nodes only when it
+    /// holds a field).
+    at: Vec<usize>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self {
+            nodes: vec![BTreeMap::new()],
+            path: Vec::new(),
+            at: vec![0],
+        }
+    }
+}
+
+impl Tree {
+    /// Whether no field was found.
+    pub fn is_empty(&self) -> bool {
+        self.nodes[0].is_empty()
+    }
+
+    /// The FieldsV1 tree.
+    pub fn into_fields_v1(mut self) -> Value {
+        fn render(nodes: &mut [BTreeMap<String, usize>], node: usize) -> Value {
+            let children = std::mem::take(&mut nodes[node]);
+            let mut map = Map::with_capacity(children.len());
+            for (element, child) in children {
+                map.insert(element, render(nodes, child));
+            }
+            Value::Object(map)
+        }
+        render(&mut self.nodes, 0)
+    }
+}
+
+impl Sink for Tree {
+    fn push(&mut self, element: String) {
+        self.path.push(element);
+    }
+
+    fn pop(&mut self) {
+        self.path.pop();
+        self.at.truncate(self.path.len() + 1);
+    }
+
+    fn field(&mut self) {
+        while self.at.len() <= self.path.len() {
+            let parent = self.at[self.at.len() - 1];
+            let element = &self.path[self.at.len() - 1];
+            let next = self.nodes.len();
+            let child = *self.nodes[parent].entry(element.clone()).or_insert(next);
+            if child == next {
+                self.nodes.push(BTreeMap::new());
+            }
+            self.at.push(child);
+        }
+    }
+
+    fn at_root(&self) -> bool {
+        self.path.is_empty()
+    }
+}
+
+/// Marks `element` below the path as a field.
+fn field_below(out: &mut impl Sink, element: String) {
+    out.push(element);
+    out.field();
+    out.pop();
+}
+
+/// The fields `value` sets, below the sink's path.
+pub fn collect(value: &Value, shape: &Shape, out: &mut impl Sink) {
     match (shape.kind(value), value) {
         (Kind::Struct | Kind::Map, Value::Object(map)) if !map.is_empty() => {
-            if shape.kind(value) == Kind::Map && !prefix.is_empty() {
-                out.insert([prefix.as_slice(), &[".".to_string()]].concat());
+            if shape.kind(value) == Kind::Map && !out.at_root() {
+                field_below(out, ".".to_string());
             }
             for (key, child) in map {
-                prefix.push(format!("f:{key}"));
-                collect(child, &shape.child(key), prefix, out);
-                prefix.pop();
+                out.push(format!("f:{key}"));
+                collect(child, &shape.child(key), out);
+                out.pop();
             }
         }
         (Kind::Set, Value::Array(items)) => {
             for item in items {
-                prefix.push(format!("v:{item}"));
-                out.insert(prefix.clone());
-                prefix.pop();
+                field_below(out, format!("v:{item}"));
             }
         }
         (Kind::MapList(keys), Value::Array(items)) => {
             let item_shape = shape.items();
             for item in items {
-                prefix.push(key_element(item, &keys));
-                out.insert([prefix.as_slice(), &[".".to_string()]].concat());
+                out.push(key_element(item, &keys));
+                field_below(out, ".".to_string());
                 if let Value::Object(fields) = item {
                     for (key, child) in fields {
-                        prefix.push(format!("f:{key}"));
-                        collect(child, &item_shape.child(key), prefix, out);
-                        prefix.pop();
+                        out.push(format!("f:{key}"));
+                        collect(child, &item_shape.child(key), out);
+                        out.pop();
                     }
                 }
-                prefix.pop();
+                out.pop();
             }
         }
         _ => {
-            if !prefix.is_empty() {
-                out.insert(prefix.clone());
+            if !out.at_root() {
+                out.field();
             }
         }
     }

@@ -16,7 +16,9 @@ use serde_json::{Map, Value, json};
 use skiff_apimachinery::ApiError;
 use skiff_apimachinery::status::{Cause, Target};
 
-use fields::{FieldSet, Path, collect, from_fields_v1, get, remove, to_fields_v1};
+use fields::{
+    FieldSet, Path, Paths, Sink, Tree, collect, from_fields_v1, get, remove, to_fields_v1,
+};
 use shape::{Kind, Shape};
 
 /// One `managedFields` entry.
@@ -65,18 +67,14 @@ impl Entry {
     }
 
     fn to_value(&self) -> Value {
-        let mut entry = json!({
-            "manager": self.manager,
-            "operation": self.operation,
-            "apiVersion": self.api_version,
-            "time": self.time,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": to_fields_v1(&self.fields),
-        });
-        if !self.subresource.is_empty() {
-            entry["subresource"] = json!(self.subresource);
-        }
-        entry
+        entry_value(
+            &self.manager,
+            &self.operation,
+            &self.api_version,
+            &self.time,
+            &self.subresource,
+            to_fields_v1(&self.fields),
+        )
     }
 
     fn same(&self, manager: &str, operation: &str, subresource: &str) -> bool {
@@ -107,6 +105,29 @@ impl Writer<'_> {
     }
 }
 
+/// A `managedFields` entry as stored.
+fn entry_value(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    time: &Value,
+    subresource: &str,
+    fields_v1: Value,
+) -> Value {
+    let mut entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1,
+    });
+    if !subresource.is_empty() {
+        entry["subresource"] = json!(subresource);
+    }
+    entry
+}
+
 fn entries(object: &Value) -> Vec<Entry> {
     object
         .pointer("/metadata/managedFields")
@@ -123,6 +144,10 @@ fn store_entries(object: &mut Value, entries: Vec<Entry>) {
         .filter(|e| !e.fields.is_empty())
         .map(Entry::to_value)
         .collect();
+    set_entries(object, values);
+}
+
+fn set_entries(object: &mut Value, values: Vec<Value>) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         if values.is_empty() {
             meta.remove("managedFields");
@@ -134,39 +159,62 @@ fn store_entries(object: &mut Value, entries: Vec<Entry>) {
 
 /// The fields an object sets that managers own: everything but the server's own metadata.
 fn owned_fields(object: &Value, shape: &Shape) -> FieldSet {
-    let mut out = FieldSet::new();
-    let mut prefix = Vec::new();
+    let mut out = Paths::default();
+    walk_owned(object, shape, false, &mut out);
+    out.set
+}
+
+/// Walks the fields of `object` that managers own into `out`; `status` too unless
+/// `without_status`.
+fn walk_owned(object: &Value, shape: &Shape, without_status: bool, out: &mut impl Sink) {
     let root = match object.as_object() {
         Some(map) if matches!(shape.kind(object), Kind::Struct | Kind::Map) => map,
-        _ => {
-            collect(object, shape, &mut prefix, &mut out);
-            return out;
-        }
+        _ => return collect(object, shape, out),
     };
     for (key, value) in root {
         match (key.as_str(), value) {
             ("kind" | "apiVersion", _) => {}
+            ("status", _) if without_status => {}
             ("metadata", Value::Object(meta)) => {
                 let meta_shape = shape.child("metadata");
-                prefix.push("f:metadata".into());
+                out.push("f:metadata".into());
                 for (key, value) in meta
                     .iter()
                     .filter(|(k, _)| update::OWNED_METADATA.contains(&k.as_str()))
                 {
-                    prefix.push(format!("f:{key}"));
-                    collect(value, &meta_shape.child(key), &mut prefix, &mut out);
-                    prefix.pop();
+                    out.push(format!("f:{key}"));
+                    collect(value, &meta_shape.child(key), out);
+                    out.pop();
                 }
-                prefix.pop();
+                out.pop();
             }
             _ => {
-                prefix.push(format!("f:{key}"));
-                collect(value, &shape.child(key), &mut prefix, &mut out);
-                prefix.pop();
+                out.push(format!("f:{key}"));
+                collect(value, &shape.child(key), out);
+                out.pop();
             }
         }
     }
-    out
+}
+
+/// The managedFields of a new object that names none: one entry of `writer`'s with every field
+/// it may own, the FieldsV1 tree built as the object is walked.
+fn record_create(new: &mut Value, shape: &Shape, writer: &Writer<'_>) {
+    let mut tree = Tree::default();
+    walk_owned(new, shape, writer.resets_status, &mut tree);
+    let entries = if tree.is_empty() {
+        Vec::new()
+    } else {
+        vec![entry_value(
+            &writer.manager,
+            "Update",
+            &writer.api_version,
+            &json!(writer.now),
+            writer.subresource,
+            tree.into_fields_v1(),
+        )]
+    };
+    set_entries(new, entries);
 }
 
 /// The manager a request without `fieldManager` writes as: its user agent's program name.
@@ -186,10 +234,11 @@ pub fn default_manager(user_agent: Option<&str>) -> String {
 /// stored ones, so a client that drops the field cannot erase ownership.
 pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer: &Writer<'_>) {
     let given = new.pointer("/metadata/managedFields");
+    let gives_entries = given
+        .and_then(Value::as_array)
+        .is_some_and(|g| !g.is_empty());
     let replaced = writer.subresource.is_empty()
-        && given
-            .and_then(Value::as_array)
-            .is_some_and(|g| !g.is_empty())
+        && gives_entries
         && given != old.and_then(|o| o.pointer("/metadata/managedFields"));
     // An update of a stored object walks only what it changed (`update.rs`), unless the
     // entries are the caller's own.
@@ -197,6 +246,9 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, shape: &Shape, writer
         && update::record(new, old, shape, writer)
     {
         return;
+    }
+    if old.is_none() && !gives_entries {
+        return record_create(new, shape, writer);
     }
     record_whole(new, old, shape, writer, replaced);
 }
@@ -533,6 +585,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(after["data"], json!({"a": "1"}));
+    }
+
+    #[test]
+    fn a_create_should_record_the_entry_the_whole_walk_records() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "uid": "u", "labels": {"app": "web", "tier": ""},
+                "annotations": {}, "finalizers": [], "ownerReferences": [{"uid": "o", "name": "rs", "kind": "ReplicaSet", "apiVersion": "apps/v1", "controller": true}]},
+            "spec": {"containers": [
+                {"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 53, "protocol": "UDP"}],
+                 "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                 "args": ["-v", "-v"], "resources": {}},
+                {"name": "side", "image": "busybox", "command": []}],
+                "volumes": [{"name": "data", "emptyDir": {}}], "nodeSelector": {"disk": "ssd"},
+                "tolerations": [{"key": "k", "operator": "Exists"}, {"key": "k", "operator": "Exists"}]},
+            "status": {"phase": "Pending", "qosClass": "BestEffort"}});
+        let config_map =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        let empty = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "managedFields": []}});
+        let cases = [
+            (pod, Shape::builtin("", "Pod")),
+            (deployment(2, "a"), Shape::builtin("apps", "Deployment")),
+            (config_map, Shape::builtin("", "ConfigMap")),
+            (empty, Shape::builtin("", "ConfigMap")),
+        ];
+        for (object, shape) in cases {
+            for resets_status in [false, true] {
+                let writer = Writer {
+                    resets_status,
+                    ..writer("creator")
+                };
+                let mut whole = object.clone();
+                record_whole(&mut whole, None, &shape, &writer, false);
+                let mut create = object.clone();
+                record_create(&mut create, &shape, &writer);
+                assert_eq!(
+                    serde_json::to_string(&create).unwrap(),
+                    serde_json::to_string(&whole).unwrap()
+                );
+            }
+        }
     }
 
     #[test]
