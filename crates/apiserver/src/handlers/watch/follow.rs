@@ -61,6 +61,11 @@ impl Follower {
                         BATCH,
                     ) else {
                         // The ring no longer holds everything after `after`: go to the store.
+                        tracing::info!(
+                            prefix = %self.watch.prefix,
+                            after = self.after,
+                            "a watch is behind the watch cache's window: it reads the store until it catches up"
+                        );
                         self.source = Source::Store(None);
                         continue;
                     };
@@ -119,6 +124,11 @@ impl Follower {
                             if cache.holds_after(self.after) {
                                 // Caught up with the ring: follow it again (the store watch
                                 // decodes every event for this watcher alone).
+                                tracing::info!(
+                                    prefix = %self.watch.prefix,
+                                    after = self.after,
+                                    "a watch caught up with the watch cache's window"
+                                );
                                 self.source = Source::Cache(cache.subscribe());
                             }
                             if let Some(line) = line {
