@@ -35,6 +35,9 @@ pub(super) struct Follower {
     after: Revision,
     source: Source,
     ticker: Interval,
+    /// When the watch began following, and when it last read the ring (for the log).
+    opened: Instant,
+    last_read: Instant,
 }
 
 impl Follower {
@@ -45,6 +48,8 @@ impl Follower {
             after,
             source: Source::Cache(latest),
             ticker: bookmark_ticker(BOOKMARK_EVERY),
+            opened: Instant::now(),
+            last_read: Instant::now(),
         }
     }
 
@@ -64,11 +69,15 @@ impl Follower {
                         tracing::info!(
                             prefix = %self.watch.prefix,
                             after = self.after,
+                            newest = seen,
+                            opened_ms = self.opened.elapsed().as_millis(),
+                            unread_ms = self.last_read.elapsed().as_millis(),
                             "a watch is behind the watch cache's window: it reads the store until it catches up"
                         );
                         self.source = Source::Store(None);
                         continue;
                     };
+                    self.last_read = Instant::now();
                     let mut lines = Lines::default();
                     for event in &events {
                         self.after = event.revision;
