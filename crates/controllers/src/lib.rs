@@ -106,58 +106,67 @@ pub async fn run_until(client: kube::Client, options: Options, stop: impl Future
         .await;
 }
 
-/// Every controller, until the future is dropped.
+/// Every controller, each a task of its own (so that one busy controller can neither hold the
+/// others' watches unread nor keep them off the second core), until the future is dropped,
+/// which stops them all.
 async fn all(client: kube::Client, options: Options) {
-    let ipam = async {
-        match node_ipam::Range::parse(&options.cluster_cidr) {
-            Some(range) => node_ipam::run(client.clone(), range).await,
+    let mut tasks = tokio::task::JoinSet::new();
+    let cidr = options.cluster_cidr.clone();
+    let c = client.clone();
+    tasks.spawn(async move {
+        match node_ipam::Range::parse(&cidr) {
+            Some(range) => node_ipam::run(c, range).await,
             None => tracing::error!(
-                cidr = %options.cluster_cidr,
+                %cidr,
                 "the cluster CIDR does not parse (a.b.c.d/n, n at most 24)"
             ),
         }
-    };
-    let root_ca = async {
-        match options.root_ca.clone() {
-            Some(ca) => root_ca::run(client.clone(), ca).await,
-            None => std::future::pending().await,
-        }
-    };
-    let certificates = async {
-        match options.signer.clone() {
-            Some(signer) => csr::run(client.clone(), signer).await,
-            None => std::future::pending().await,
-        }
-    };
+    });
+    if let Some(ca) = options.root_ca.clone() {
+        tasks.spawn(root_ca::run(client.clone(), ca));
+    }
+    if let Some(signer) = options.signer.clone() {
+        tasks.spawn(csr::run(client.clone(), signer));
+    }
     // Every subscription is taken before the shared watch first runs.
     let (shared, pods_feed) = shared_pods::SharedPods::start(&client);
     let index = pods::PodIndex::new(&shared);
-    tokio::join!(
-        pods_feed,
-        certificates,
-        gc::run(client.clone()),
-        namespace::run(client.clone()),
-        replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(
-            client.clone(),
-            index.clone(),
-            shared.subscribe()
-        ),
-        replicaset::run::<k8s_openapi::api::core::v1::ReplicationController>(
-            client.clone(),
-            index.clone(),
-            shared.subscribe()
-        ),
-        deployment::run(client.clone()),
-        statefulset::run(client.clone(), index.clone(), shared.subscribe()),
-        daemonset::run(client.clone(), index, shared.subscribe()),
-        endpointslice::run(client.clone(), shared.subscribe()),
-        service_lb::run(client.clone()),
-        job::run(client.clone(), shared.subscribe()),
-        cronjob::run(client.clone(), options.clock.clone()),
-        node_lifecycle::run(client.clone(), options.node_timing.clone()),
-        pod_gc::run(client.clone(), options.pod_gc.clone(), shared.store()),
-        ipam,
-        service_account::run(client.clone()),
-        root_ca
-    );
+    tasks.spawn(gc::run(client.clone()));
+    tasks.spawn(namespace::run(client.clone()));
+    tasks.spawn(replicaset::run::<k8s_openapi::api::apps::v1::ReplicaSet>(
+        client.clone(),
+        index.clone(),
+        shared.subscribe(),
+    ));
+    tasks.spawn(replicaset::run::<
+        k8s_openapi::api::core::v1::ReplicationController,
+    >(client.clone(), index.clone(), shared.subscribe()));
+    tasks.spawn(deployment::run(client.clone()));
+    tasks.spawn(statefulset::run(
+        client.clone(),
+        index.clone(),
+        shared.subscribe(),
+    ));
+    tasks.spawn(daemonset::run(client.clone(), index, shared.subscribe()));
+    tasks.spawn(endpointslice::run(client.clone(), shared.subscribe()));
+    tasks.spawn(service_lb::run(client.clone()));
+    tasks.spawn(job::run(client.clone(), shared.subscribe()));
+    tasks.spawn(cronjob::run(client.clone(), options.clock.clone()));
+    tasks.spawn(node_lifecycle::run(
+        client.clone(),
+        options.node_timing.clone(),
+    ));
+    tasks.spawn(pod_gc::run(
+        client.clone(),
+        options.pod_gc.clone(),
+        shared.store(),
+    ));
+    tasks.spawn(service_account::run(client.clone()));
+    // The shared pod watch starts last: every subscriber above is taken.
+    tasks.spawn(pods_feed);
+    while let Some(result) = tasks.join_next().await {
+        if let Err(error) = result {
+            tracing::error!(%error, "a controller stopped");
+        }
+    }
 }
