@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -120,6 +121,75 @@ async fn background_deletion_should_collect_dependents_but_keep_those_with_a_liv
         cms.get("shared").await.unwrap().owner_references()[0].name,
         "other"
     );
+}
+
+/// A client whose requests are recorded (`METHOD path`) before they reach the API.
+fn recorded_client(cluster: &skiff_cluster::InProcess) -> (Client, Arc<Mutex<Vec<String>>>) {
+    use tower::ServiceExt;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let router = skiff_apiserver::for_component(cluster.router.clone(), "controllers");
+    let record = Arc::clone(&seen);
+    let service = tower::service_fn(move |request: http::Request<axum::body::Body>| {
+        record
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", request.method(), request.uri().path()));
+        router.clone().oneshot(request)
+    });
+    (skiff_client::in_process(service, "default"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_dependents_of_an_owner_the_collector_has_seen_should_cost_it_no_reads() {
+    let cluster = skiff_cluster::InProcess::start().await.unwrap();
+    let client = cluster.client("test");
+    let (collector, requests) = recorded_client(&cluster);
+    let _controllers = start_controllers(&collector);
+    let cms: Api<ConfigMap> = Api::default_namespaced(client);
+    let owner = config_map(&cms, "owner", &[], json!({})).await;
+    // Once the collector has seen the owner (its dependent's check reads nothing of it)...
+    config_map(&cms, "first", &[&owner], json!({})).await;
+    let before_owner = |requests: &Arc<Mutex<Vec<String>>>| {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/namespaces/default/configmaps/"))
+            .count()
+    };
+    let sentinel = config_map(&cms, "sentinel", &[], json!({})).await;
+    let mut dangling = sentinel.clone();
+    dangling.metadata.uid = Some("00000000-0000-4000-8000-000000000001".into());
+    config_map(&cms, "dangling", &[&dangling], json!({})).await;
+    eventually(
+        "a dependent of an unseen owner is checked and collected",
+        || gone(&cms, "dangling"),
+    )
+    .await;
+    let reads = before_owner(&requests);
+    // ...twenty more dependents of it are not checked through the API.
+    for i in 0..20 {
+        config_map(&cms, &format!("child-{i}"), &[&owner], json!({})).await;
+    }
+    // A dependent of an owner it has not seen is, and goes: after it, the collector has
+    // handled every change before it.
+    config_map(&cms, "dangling", &[&dangling], json!({})).await;
+    eventually("the second dangling dependent is collected", || {
+        gone(&cms, "dangling")
+    })
+    .await;
+    let added = before_owner(&requests) - reads;
+    assert!(
+        added <= 3,
+        "the collector read {added} config maps for 20 dependents of a seen owner and one dangling one"
+    );
+    cms.delete("owner", &delete_with("Background"))
+        .await
+        .unwrap();
+    eventually("the seen owner's dependents go with it", || async {
+        gone(&cms, "child-19").await && gone(&cms, "first").await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,16 @@
 //! The garbage collector's dependency graph: the objects it watches that matter to it, keyed
 //! by uid — those with owner references, and owners while they orphan or delete their
-//! dependents — and the reverse index from an owner's uid to its dependents. Objects with
-//! neither are not kept (whether an owner exists is always asked of the API), so memory grows
-//! with owned objects only. Pure data: applying a change returns the work that change makes
-//! necessary, so the rules are tested without an API.
+//! dependents — and the reverse index from an owner's uid to its dependents. Every other object
+//! is only remembered as observed, in a few bytes (`observed.rs`), so a new dependent of an
+//! owner the watches have shown needs no API check; any other owner is asked of the API. Pure
+//! data: applying a change returns the work that change makes necessary, so the rules are
+//! tested without an API.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::observed::Observed;
 
 /// Finalizer: orphan the dependents, then let the owner go.
 pub const ORPHAN: &str = "orphan";
@@ -98,6 +101,7 @@ pub enum Task {
 pub struct Graph {
     nodes: HashMap<String, Node>,
     dependents: HashMap<String, BTreeSet<String>>,
+    observed: Observed,
 }
 
 impl Graph {
@@ -126,18 +130,30 @@ impl Graph {
             .collect()
     }
 
-    /// The uids of the nodes watched through `resource`.
+    /// The uids of the objects watched through `resource`: the nodes and the observed.
     pub fn uids_of(&self, resource: &str) -> HashSet<String> {
         self.nodes
             .values()
             .filter(|n| n.resource == resource)
             .map(|n| n.uid.clone())
+            .chain(self.observed.uids_of(resource))
             .collect()
+    }
+
+    /// Whether `owner` exists as far as the watches know and is not being deleted with its
+    /// dependents in mind (orphaning or foreground): then a dependent of it needs no check.
+    fn owner_known(&self, owner: &OwnerReference) -> bool {
+        self.observed.holds(owner)
+            && self
+                .nodes
+                .get(&owner.uid)
+                .is_none_or(|n| n.deletion == Deletion::Alive)
     }
 
     /// Adds or updates a node; returns the work the change calls for.
     pub fn upsert(&mut self, node: Node) -> Vec<Task> {
         let uid = node.uid.clone();
+        self.observed.insert(&node.resource, &uid, &node.name);
         let old = self.nodes.remove(&uid);
         let mut tasks = Vec::new();
         let owners_changed = old.as_ref().is_none_or(|o| o.owners != node.owners);
@@ -157,7 +173,7 @@ impl Graph {
                 .or_default()
                 .insert(uid.clone());
         }
-        if owners_changed && !node.owners.is_empty() {
+        if owners_changed && !node.owners.iter().all(|o| self.owner_known(o)) {
             tasks.push(Task::AttemptDelete(uid.clone()));
         }
         if owners_changed && let Some(old) = &old {
@@ -196,6 +212,7 @@ impl Graph {
 
     /// Removes a node (the object is gone); returns the work that calls for.
     pub fn remove(&mut self, uid: &str) -> Vec<Task> {
+        self.observed.remove(uid);
         let mut tasks: Vec<Task> = self
             .dependents(uid)
             .into_iter()
@@ -264,6 +281,83 @@ mod tests {
                 .upsert(node("d", vec![owner_ref("o", false)], Deletion::Alive))
                 .is_empty()
         );
+    }
+
+    /// A node with a canonical uuid (as the API server gives), named `name`.
+    fn observed_node(uid: &str, name: &str, owners: Vec<OwnerReference>) -> Node {
+        Node {
+            name: name.into(),
+            ..node(uid, owners, Deletion::Alive)
+        }
+    }
+
+    fn uuid(n: u8) -> String {
+        format!("00000000-0000-4000-8000-0000000000{n:02x}")
+    }
+
+    fn reference_to(uid: &str, name: &str) -> OwnerReference {
+        OwnerReference {
+            name: name.into(),
+            ..owner_ref(uid, false)
+        }
+    }
+
+    #[test]
+    fn a_new_dependent_of_an_observed_owner_should_need_no_api_check() {
+        let mut graph = Graph::default();
+        let (owner, unseen) = (uuid(1), uuid(2));
+        assert!(graph.upsert(observed_node(&owner, "o", vec![])).is_empty());
+        assert!(graph.node(&owner).is_none());
+        let known = graph.upsert(observed_node(
+            &uuid(3),
+            "d1",
+            vec![reference_to(&owner, "o")],
+        ));
+        assert!(known.is_empty());
+        assert_eq!(graph.dependents(&owner).len(), 1);
+        // An owner not seen (yet), or a reference whose name is not the observed object's,
+        // is asked of the API.
+        let d2 = uuid(4);
+        let tasks = graph.upsert(observed_node(&d2, "d2", vec![reference_to(&unseen, "u")]));
+        assert_eq!(tasks, [Task::AttemptDelete(d2.clone())]);
+        let d3 = uuid(5);
+        let tasks = graph.upsert(observed_node(&d3, "d3", vec![reference_to(&owner, "x")]));
+        assert_eq!(tasks, [Task::AttemptDelete(d3.clone())]);
+        // Once the owner is gone its dependents are checked, and a new one is too.
+        let mut tasks = graph.remove(&owner);
+        tasks.sort();
+        assert_eq!(
+            tasks,
+            [
+                Task::AttemptDelete(uuid(3)),
+                Task::AttemptDelete(d3.clone())
+            ]
+        );
+        let d4 = uuid(6);
+        let tasks = graph.upsert(observed_node(&d4, "d4", vec![reference_to(&owner, "o")]));
+        assert_eq!(tasks, [Task::AttemptDelete(d4)]);
+    }
+
+    #[test]
+    fn a_dependent_of_an_owner_deleting_in_the_foreground_should_be_checked() {
+        let mut graph = Graph::default();
+        let owner = uuid(1);
+        graph.upsert(Node {
+            name: "o".into(),
+            ..node(&owner, vec![], Deletion::DeletingDependents)
+        });
+        let d = uuid(2);
+        let tasks = graph.upsert(observed_node(&d, "d", vec![reference_to(&owner, "o")]));
+        assert_eq!(tasks, [Task::AttemptDelete(d)]);
+    }
+
+    #[test]
+    fn objects_without_owners_should_count_among_their_resources_uids() {
+        let mut graph = Graph::default();
+        graph.upsert(observed_node(&uuid(1), "plain", vec![]));
+        graph.upsert(node("d", vec![owner_ref("x", false)], Deletion::Alive));
+        let uids = graph.uids_of("/v1/configmaps");
+        assert_eq!(uids, HashSet::from([uuid(1), "d".to_string()]));
     }
 
     #[test]

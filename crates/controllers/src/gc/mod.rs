@@ -11,6 +11,7 @@
 
 mod actions;
 mod graph;
+mod observed;
 mod queue;
 
 use std::collections::{HashMap, HashSet};
@@ -218,8 +219,8 @@ impl Collector {
                     .flat_map(|uid| self.graph.remove(uid))
                     .collect();
                 if relisted {
-                    // Owners without owners of their own are not in the graph: one that
-                    // vanished unseen shows only in its dependents' check.
+                    // An owner with a uid the graph does not keep (not a canonical uuid)
+                    // that vanished unseen shows only in its dependents' check.
                     let resources = &self.resources;
                     tasks.extend(self.graph.recheck_owned(|owner| {
                         resources
