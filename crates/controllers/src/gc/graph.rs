@@ -120,12 +120,15 @@ impl Graph {
             .collect()
     }
 
-    /// A check of every object with an owner reference that `owned_by` selects (after a relist
-    /// of the owners' resource: an owner may have vanished unseen).
+    /// A check of every object with an owner reference that `owned_by` selects and that the
+    /// watches do not vouch for (after a relist of the owners' resource: an owner may have
+    /// vanished unseen). Owners the relist showed again are observed, and those it missed were
+    /// removed with their dependents' checks: what is left are owners whose uid the graph does
+    /// not keep.
     pub fn recheck_owned(&self, owned_by: impl Fn(&OwnerReference) -> bool) -> Vec<Task> {
         self.nodes
             .values()
-            .filter(|n| n.owners.iter().any(&owned_by))
+            .filter(|n| n.owners.iter().any(|o| owned_by(o) && !self.owner_known(o)))
             .map(|n| Task::AttemptDelete(n.uid.clone()))
             .collect()
     }
@@ -349,6 +352,27 @@ mod tests {
         let d = uuid(2);
         let tasks = graph.upsert(observed_node(&d, "d", vec![reference_to(&owner, "o")]));
         assert_eq!(tasks, [Task::AttemptDelete(d)]);
+    }
+
+    #[test]
+    fn a_relist_should_recheck_only_dependents_of_owners_the_watches_do_not_vouch_for() {
+        let mut graph = Graph::default();
+        let owner = uuid(1);
+        graph.upsert(observed_node(&owner, "o", vec![]));
+        graph.upsert(observed_node(
+            &uuid(2),
+            "seen",
+            vec![reference_to(&owner, "o")],
+        ));
+        graph.upsert(node(
+            "unkept",
+            vec![owner_ref("not-a-uuid", false)],
+            Deletion::Alive,
+        ));
+        assert_eq!(
+            graph.recheck_owned(|_| true),
+            [Task::AttemptDelete("unkept".into())]
+        );
     }
 
     #[test]

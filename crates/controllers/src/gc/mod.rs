@@ -220,7 +220,8 @@ impl Collector {
                     .collect();
                 if relisted {
                     // An owner with a uid the graph does not keep (not a canonical uuid)
-                    // that vanished unseen shows only in its dependents' check.
+                    // that vanished unseen shows only in its dependents' check; the others
+                    // were removed above with their dependents' checks.
                     let resources = &self.resources;
                     tasks.extend(self.graph.recheck_owned(|owner| {
                         resources
