@@ -2,14 +2,15 @@
 //! each pod whole, managedFields included, and k8s-openapi decodes managedFields into nested
 //! JSON maps: most of a pod's decoding cost for a reader that never looks at them. Types that
 //! follow many objects (the controllers' shared pod feed, simulated nodes, [`WatchedPod`] for
-//! the scheduler, [`MetadataOnly`] for the garbage collector) decode their `metadata` with
+//! the scheduler, [`WatchedNode`] for every reader of nodes, [`MetadataOnly`] for the garbage
+//! collector) decode their `metadata` with
 //! [`metadata`], which keeps an object's identity, labels, owners and lifecycle and skips the
 //! rest (managedFields, annotations) unread.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::core::{ApiResource, DynamicResourceScope};
 use serde::{Deserialize, Deserializer};
@@ -130,6 +131,65 @@ impl<'de> Deserialize<'de> for WatchedPod {
 
 crate::pod_resource!(WatchedPod, pod.metadata);
 
+/// A whole Node as a watch sends it, but for its managedFields and annotations, skipped unread,
+/// and the images it holds (`status.images`), dropped: none of the components that follow every
+/// node (the scheduler, the load balancer, pod CIDR allocation) reads them, and at thousands of
+/// nodes whole Nodes kept by each were most of the server's memory.
+#[derive(Clone, Debug)]
+pub struct WatchedNode {
+    /// The node.
+    pub node: Node,
+}
+
+impl<'de> Deserialize<'de> for WatchedNode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Parts {
+            #[serde(deserialize_with = "metadata")]
+            metadata: ObjectMeta,
+            #[serde(default)]
+            spec: Option<NodeSpec>,
+            #[serde(default)]
+            status: Option<NodeStatus>,
+        }
+        let mut parts = Parts::deserialize(deserializer)?;
+        if let Some(status) = parts.status.as_mut() {
+            status.images = None;
+        }
+        Ok(WatchedNode {
+            node: Node {
+                metadata: parts.metadata,
+                spec: parts.spec,
+                status: parts.status,
+            },
+        })
+    }
+}
+
+impl kube::Resource for WatchedNode {
+    type DynamicType = ();
+    type Scope = kube::core::ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Node".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "nodes".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.node.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.node.metadata
+    }
+}
+
 /// Any object, of any resource, as a reader of its metadata alone sees it (the garbage
 /// collector): the lean metadata; everything else the watch sends is skipped unread.
 #[derive(Clone, Debug, Deserialize)]
@@ -176,6 +236,30 @@ mod tests {
     struct Object {
         #[serde(deserialize_with = "metadata")]
         metadata: ObjectMeta,
+    }
+
+    #[test]
+    fn a_watched_node_should_keep_spec_and_status_but_not_managed_fields_or_images() {
+        let watched: WatchedNode = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n", "labels": {"zone": "a"}, "annotations": {"a": "b"},
+                "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {}}]},
+            "spec": {"podCIDR": "10.64.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "allocatable": {"cpu": "4"}, "images": [{"names": ["busybox"], "sizeBytes": 1}]},
+        }))
+        .unwrap();
+        let node = watched.node;
+        assert_eq!(node.metadata.name.as_deref(), Some("n"));
+        assert_eq!(node.metadata.labels.unwrap()["zone"], "a");
+        assert!(node.metadata.managed_fields.is_none() && node.metadata.annotations.is_none());
+        let spec = node.spec.unwrap();
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.64.0.0/24"));
+        assert_eq!(spec.taints.unwrap()[0].key, "k");
+        let status = node.status.unwrap();
+        assert_eq!(status.addresses.unwrap()[0].address, "10.0.0.1");
+        assert!(status.allocatable.unwrap().contains_key("cpu"));
+        assert!(status.images.is_none());
     }
 
     #[test]

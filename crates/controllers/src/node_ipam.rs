@@ -15,6 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use skiff_client::lean::WatchedNode;
 
 /// The default cluster CIDR.
 pub const CLUSTER_CIDR: &str = "10.42.0.0/16";
@@ -61,12 +62,32 @@ impl Range {
     }
 }
 
+/// What is kept of a Node: the two fields allocation reads (a whole Node is ~20 KiB).
+struct Seen {
+    resource_version: Option<String>,
+    pod_cidr: Option<String>,
+}
+
+impl Seen {
+    fn of(node: &Node) -> Self {
+        Self {
+            resource_version: node.metadata.resource_version.clone(),
+            pod_cidr: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.clone())
+                .filter(|c| !c.is_empty()),
+        }
+    }
+}
+
 /// Gives every Node without a pod CIDR one from `range`, until the future is dropped.
 pub async fn run(client: Client, range: Range) {
-    let api: Api<Node> = Api::all(client);
-    let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
+    let api: Api<Node> = Api::all(client.clone());
+    let stream = watcher::watcher(Api::<WatchedNode>::all(client), watcher::Config::default())
+        .default_backoff();
     tokio::pin!(stream);
-    let mut nodes: std::collections::HashMap<String, Node> = std::collections::HashMap::new();
+    let mut nodes: std::collections::HashMap<String, Seen> = std::collections::HashMap::new();
     let mut synced = false;
     let mut pending: Vec<String> = Vec::new();
     while let Some(event) = stream.next().await {
@@ -77,7 +98,7 @@ pub async fn run(client: Client, range: Range) {
             }
             Ok(Event::InitApply(node) | Event::Apply(node)) => {
                 let name = node.name_any();
-                nodes.insert(name.clone(), node);
+                nodes.insert(name.clone(), Seen::of(&node.node));
                 pending.push(name);
             }
             Ok(Event::Delete(node)) => {
@@ -96,24 +117,17 @@ pub async fn run(client: Client, range: Range) {
             let Some(node) = nodes.get(&name) else {
                 continue;
             };
-            if node
-                .spec
-                .as_ref()
-                .and_then(|s| s.pod_cidr.as_deref())
-                .is_some_and(|c| !c.is_empty())
-            {
+            if node.pod_cidr.is_some() {
                 continue;
             }
-            let taken: BTreeSet<String> = nodes
-                .values()
-                .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-                .collect();
+            let taken: BTreeSet<String> =
+                nodes.values().filter_map(|n| n.pod_cidr.clone()).collect();
             let Some(cidr) = range.first_free(&taken) else {
                 tracing::error!(node = %name, "the cluster CIDR has no free /24 left for a node");
                 continue;
             };
             let patch = json!({
-                "metadata": {"resourceVersion": node.resource_version()},
+                "metadata": {"resourceVersion": node.resource_version},
                 "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
             });
             match api
@@ -122,7 +136,7 @@ pub async fn run(client: Client, range: Range) {
             {
                 Ok(updated) => {
                     tracing::info!(node = %name, %cidr, "pod CIDR allocated");
-                    nodes.insert(name, updated);
+                    nodes.insert(name, Seen::of(&updated));
                 }
                 Err(error) => {
                     // A conflict means the Node changed; its event comes and is handled again.

@@ -15,7 +15,7 @@
 //! unhealthy: then the trouble is more likely the network than the nodes. Pods of nodes that are
 //! gone are [`crate::pod_gc`]'s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::owned;
@@ -27,6 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use skiff_client::events::{Note, Recorder};
+use skiff_client::lean::WatchedNode;
 use skiff_client::placement::tolerates;
 use tokio::time::Instant;
 
@@ -159,7 +160,13 @@ impl Lifecycle {
     async fn pass(&mut self) -> Result<(), kube::Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let all_nodes = nodes.list(&ListParams::default()).await?.items;
+        // Without managedFields, annotations and images: every node, every pass.
+        let all_nodes = Api::<WatchedNode>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|watched| watched.node);
         let renewals: BTreeMap<String, Option<Timestamp>> = leases
             .list(&ListParams::default())
             .await?
@@ -168,7 +175,8 @@ impl Lifecycle {
             .map(|l| (l.name_any(), l.spec.and_then(|s| s.renew_time).map(|t| t.0)))
             .collect();
         let now = Instant::now();
-        let names: Vec<String> = all_nodes.iter().map(ResourceExt::name_any).collect();
+        let all_nodes: Vec<Node> = all_nodes.collect();
+        let names: HashSet<String> = all_nodes.iter().map(ResourceExt::name_any).collect();
         self.seen.retain(|name, _| names.contains(name));
         let mut unhealthy = 0;
         let mut updated = Vec::new();

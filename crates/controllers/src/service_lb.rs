@@ -12,10 +12,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use skiff_client::lean::WatchedNode;
+use tokio::sync::watch;
 
 /// The field manager of the status it writes.
 const MANAGER: &str = "service-lb-controller";
@@ -30,27 +31,34 @@ pub enum ServiceLbError {
 
 struct Context {
     client: Client,
-    nodes: Store<Node>,
+    /// Every address a Ready node publishes, sorted, once each.
+    addresses: watch::Receiver<Arc<Vec<String>>>,
 }
 
 /// Publishes LoadBalancer Services at their nodes' addresses until the task is dropped.
 pub async fn run(client: Client) {
-    let (nodes, writer) = reflector::store();
     // Every Service is looked at again only when the addresses the nodes publish change (a
     // node's Ready flips, one joins or goes), not on every node status write. Each node event
     // costs the node's own addresses, not a pass over every node: at 5,000 nodes joining, a
     // sort of every node's addresses per event took half the server's CPU and, since every
-    // controller shares one task, held the others' watches unread for seconds.
+    // controller shares one task, held the others' watches unread for seconds. Nodes are not
+    // kept, only their addresses: a whole Node each cost ~20 KiB.
     let mut published = Published::default();
-    let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .filter_map(move |event| {
-            let changed = event.is_ok_and(|event| published.apply(&event));
-            async move { changed.then_some(()) }
-        });
+    let (publish, addresses) = watch::channel(Arc::new(Vec::new()));
+    let node_changes = watcher(
+        Api::<WatchedNode>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .filter_map(move |event| {
+        let changed = event.is_ok_and(|event| published.apply(&event));
+        if changed {
+            publish.send_replace(Arc::new(published.addresses()));
+        }
+        async move { changed.then_some(()) }
+    });
     let services: Api<Service> = Api::all(client.clone());
-    let context = Arc::new(Context { client, nodes });
+    let context = Arc::new(Context { client, addresses });
     Controller::new(services, watcher::Config::default())
         .reconcile_all_on(node_changes)
         .run(reconcile, error_policy, context)
@@ -103,7 +111,7 @@ struct Published {
 
 impl Published {
     /// Applies a node watch event; returns whether the set of published addresses changed.
-    fn apply(&mut self, event: &watcher::Event<Node>) -> bool {
+    fn apply(&mut self, event: &watcher::Event<WatchedNode>) -> bool {
         match event {
             watcher::Event::Init => {
                 self.relist = Some(Addresses::default());
@@ -111,7 +119,7 @@ impl Published {
             }
             watcher::Event::InitApply(node) => {
                 if let Some(relist) = self.relist.as_mut() {
-                    relist.set(&node.name_any(), node_addresses(node));
+                    relist.set(&node.name_any(), node_addresses(&node.node));
                 }
                 false
             }
@@ -123,9 +131,18 @@ impl Published {
                 }
                 None => false,
             },
-            watcher::Event::Apply(node) => self.current.set(&node.name_any(), node_addresses(node)),
+            watcher::Event::Apply(node) => self
+                .current
+                .set(&node.name_any(), node_addresses(&node.node)),
             watcher::Event::Delete(node) => self.current.set(&node.name_any(), Vec::new()),
         }
+    }
+}
+
+impl Published {
+    /// Every published address, sorted, once each.
+    fn addresses(&self) -> Vec<String> {
+        self.current.count.keys().cloned().collect()
     }
 }
 
@@ -167,17 +184,9 @@ impl Addresses {
     }
 }
 
-/// Every Ready node's published addresses, sorted, once each.
-fn ingress_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
-    let mut addresses: Vec<String> = nodes.iter().flat_map(|n| node_addresses(n)).collect();
-    addresses.sort();
-    addresses.dedup();
-    addresses
-}
-
-/// The ingress `service` should publish, given the cluster's nodes; `None` when the Service is
-/// not this controller's to publish.
-pub fn desired_ingress(service: &Service, nodes: &[Arc<Node>]) -> Option<Value> {
+/// The ingress `service` should publish, given the addresses the cluster's Ready nodes publish
+/// (sorted, once each); `None` when the Service is not this controller's to publish.
+fn desired_ingress(service: &Service, addresses: &[String]) -> Option<Value> {
     let spec = service.spec.as_ref()?;
     if spec.load_balancer_class.is_some() {
         return None;
@@ -186,15 +195,16 @@ pub fn desired_ingress(service: &Service, nodes: &[Arc<Node>]) -> Option<Value> 
         return Some(json!([]));
     }
     Some(Value::Array(
-        ingress_addresses(nodes)
-            .into_iter()
+        addresses
+            .iter()
             .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
             .collect(),
     ))
 }
 
 async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, ServiceLbError> {
-    let Some(wanted) = desired_ingress(&service, &context.nodes.state()) else {
+    let addresses = Arc::clone(&context.addresses.borrow());
+    let Some(wanted) = desired_ingress(&service, &addresses) else {
         return Ok(Action::await_change());
     };
     let current = service
@@ -239,11 +249,7 @@ async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Actio
 mod tests {
     use super::*;
 
-    fn node(ip: &str, ready: &str) -> Arc<Node> {
-        Arc::new(node_named(ip, ip, ready))
-    }
-
-    fn node_named(name: &str, ip: &str, ready: &str) -> Node {
+    fn node_named(name: &str, ip: &str, ready: &str) -> WatchedNode {
         serde_json::from_value(json!({"metadata": {"name": name}, "status": {
                 "conditions": [{"type": "Ready", "status": ready}],
                 "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": "h"}]}}))
@@ -291,11 +297,15 @@ mod tests {
             json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}}),
         )
         .expect("a service");
-        let nodes = [
-            node("10.0.0.2", "True"),
-            node("10.0.0.1", "True"),
-            node("10.0.0.3", "False"),
-        ];
+        let mut published = Published::default();
+        for (ip, ready) in [
+            ("10.0.0.2", "True"),
+            ("10.0.0.1", "True"),
+            ("10.0.0.3", "False"),
+        ] {
+            published.apply(&watcher::Event::Apply(node_named(ip, ip, ready)));
+        }
+        let nodes = published.addresses();
         assert_eq!(
             desired_ingress(&lb, &nodes),
             Some(json!([{"ip": "10.0.0.1", "ipMode": "VIP"}, {"ip": "10.0.0.2", "ipMode": "VIP"}]))

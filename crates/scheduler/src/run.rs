@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -36,7 +36,7 @@ use crate::message;
 use crate::preempt::{self, Preemption, Victim};
 use crate::queue::Queue;
 use skiff_client::events::{Note, Recorder, Reporter};
-use skiff_client::lean::WatchedPod;
+use skiff_client::lean::{WatchedNode, WatchedPod};
 
 /// Binds and status writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 64;
@@ -154,8 +154,12 @@ pub async fn run(client: Client, options: Options) {
         not_evicted,
         recorder,
     };
-    let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
+    // Whole nodes but for their managedFields, annotations and images.
+    let nodes = watcher::watcher(
+        Api::<WatchedNode>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
     let namespaces = watcher::watcher(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
@@ -267,17 +271,17 @@ impl Scheduler {
         self.queue.cluster_changed();
     }
 
-    fn on_node(&mut self, event: Event<Node>) {
+    fn on_node(&mut self, event: Event<WatchedNode>) {
         match event {
             Event::Init => {
                 self.nodes_synced = false;
                 self.cache.clear_nodes();
             }
-            Event::InitApply(node) | Event::Apply(node) => {
-                self.cache.upsert_node(node);
+            Event::InitApply(watched) | Event::Apply(watched) => {
+                self.cache.upsert_node(watched.node);
                 self.queue.cluster_changed();
             }
-            Event::Delete(node) => self.cache.remove_node(&node.name_any()),
+            Event::Delete(watched) => self.cache.remove_node(&watched.name_any()),
             Event::InitDone => {
                 self.nodes_synced = true;
                 self.queue.cluster_changed();
