@@ -38,6 +38,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use skiff_client::lean::WatchedNode;
 use skiff_client::placement::{first_untolerated, matches_affinity, tolerates};
 
 /// A reconcile failed; it is retried with back-off.
@@ -59,14 +60,14 @@ pub async fn run(
 ) {
     let (context, events) = crate::pods::Keeper::new(client.clone(), "daemonset-controller", index);
     let sets: Api<DaemonSet> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes: Api<WatchedNode> = Api::all(client.clone());
     let controller =
         Controller::new(sets, watcher::Config::default()).with_config(owned::controller_config());
     let store = controller.store();
     let work = controller
         .owns_shared_stream(pods)
         // A node that comes, goes or changes may change where every DaemonSet runs.
-        .watches(nodes, watcher::Config::default(), move |_: Node| {
+        .watches(nodes, watcher::Config::default(), move |_: WatchedNode| {
             store
                 .state()
                 .iter()
@@ -236,10 +237,13 @@ async fn reconcile(set: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action,
     let namespace = set.namespace().unwrap_or_default();
     let uid = set.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let nodes: Vec<Node> = Api::<Node>::all(context.client.clone())
+    let nodes: Vec<Node> = Api::<WatchedNode>::all(context.client.clone())
         .list(&ListParams::default())
         .await?
-        .items;
+        .items
+        .into_iter()
+        .map(|watched| watched.node)
+        .collect();
     let mut by_node: BTreeMap<String, NodePods> = BTreeMap::new();
     for stray in context.index.strayed(&namespace, &uid, &selector) {
         release(&pods_api, stray.as_ref(), &uid).await;

@@ -75,7 +75,7 @@ impl Collector {
     async fn pass(&mut self, store: &Store<PodSummary>) -> Result<(), kube::Error> {
         let pods = store.state();
         let nodes: BTreeSet<String> = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list_metadata(&ListParams::default())
             .await?
             .items
             .iter()
