@@ -107,18 +107,20 @@ pub struct WatchedPod {
     pub pod: Pod,
 }
 
+/// An object's lean metadata, its spec and its status, as watches send them.
+#[derive(Deserialize)]
+struct Parts<Spec, Status> {
+    #[serde(deserialize_with = "metadata")]
+    metadata: ObjectMeta,
+    #[serde(default = "Option::default")]
+    spec: Option<Spec>,
+    #[serde(default = "Option::default")]
+    status: Option<Status>,
+}
+
 impl<'de> Deserialize<'de> for WatchedPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Parts {
-            #[serde(deserialize_with = "metadata")]
-            metadata: ObjectMeta,
-            #[serde(default)]
-            spec: Option<PodSpec>,
-            #[serde(default)]
-            status: Option<PodStatus>,
-        }
-        let parts = Parts::deserialize(deserializer)?;
+        let parts = Parts::<PodSpec, PodStatus>::deserialize(deserializer)?;
         Ok(WatchedPod {
             pod: Pod {
                 metadata: parts.metadata,
@@ -133,8 +135,9 @@ crate::pod_resource!(WatchedPod, pod.metadata);
 
 /// A whole Node as a watch sends it, but for its managedFields and annotations, skipped unread,
 /// and the images it holds (`status.images`), dropped: none of the components that follow every
-/// node (the scheduler, the load balancer, pod CIDR allocation) reads them, and at thousands of
-/// nodes whole Nodes kept by each were most of the server's memory.
+/// node (the scheduler, the load balancer, pod CIDR allocation, node lifecycle, DaemonSets)
+/// reads them, and at thousands of nodes whole Nodes kept by some were most of the server's
+/// memory.
 #[derive(Clone, Debug)]
 pub struct WatchedNode {
     /// The node.
@@ -143,16 +146,7 @@ pub struct WatchedNode {
 
 impl<'de> Deserialize<'de> for WatchedNode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Parts {
-            #[serde(deserialize_with = "metadata")]
-            metadata: ObjectMeta,
-            #[serde(default)]
-            spec: Option<NodeSpec>,
-            #[serde(default)]
-            status: Option<NodeStatus>,
-        }
-        let mut parts = Parts::deserialize(deserializer)?;
+        let mut parts = Parts::<NodeSpec, NodeStatus>::deserialize(deserializer)?;
         if let Some(status) = parts.status.as_mut() {
             status.images = None;
         }
