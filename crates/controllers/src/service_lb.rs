@@ -41,7 +41,7 @@ pub async fn run(client: Client) {
     // node's Ready flips, one joins or goes), not on every node status write. Each node event
     // costs the node's own addresses, not a pass over every node: at 5,000 nodes joining, a
     // sort of every node's addresses per event took half the server's CPU and, since every
-    // controller shares one task, held the others' watches unread for seconds. Nodes are not
+    // controller then shared one task, held the others' watches unread for seconds. Nodes are not
     // kept, only their addresses: a whole Node each cost ~20 KiB.
     let mut published = Published::default();
     let (publish, addresses) = watch::channel(Arc::new(Vec::new()));
