@@ -160,6 +160,19 @@ impl<'de> Deserialize<'de> for WatchedNode {
     }
 }
 
+impl WatchedNode {
+    /// Every Node, listed without what [`WatchedNode`] leaves out.
+    pub async fn list_all(client: &kube::Client) -> Result<Vec<Node>, kube::Error> {
+        Ok(kube::Api::<WatchedNode>::all(client.clone())
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|watched| watched.node)
+            .collect())
+    }
+}
+
 impl kube::Resource for WatchedNode {
     type DynamicType = ();
     type Scope = kube::core::ClusterResourceScope;

@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -237,13 +237,7 @@ async fn reconcile(set: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action,
     let namespace = set.namespace().unwrap_or_default();
     let uid = set.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let nodes: Vec<Node> = Api::<WatchedNode>::all(context.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(|watched| watched.node)
-        .collect();
+    let nodes = WatchedNode::list_all(&context.client).await?;
     let mut by_node: BTreeMap<String, NodePods> = BTreeMap::new();
     for stray in context.index.strayed(&namespace, &uid, &selector) {
         release(&pods_api, stray.as_ref(), &uid).await;

@@ -161,12 +161,7 @@ impl Lifecycle {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
         // Without managedFields, annotations and images: every node, every pass.
-        let all_nodes = Api::<WatchedNode>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|watched| watched.node);
+        let all_nodes = WatchedNode::list_all(&self.client).await?;
         let renewals: BTreeMap<String, Option<Timestamp>> = leases
             .list(&ListParams::default())
             .await?
@@ -175,7 +170,6 @@ impl Lifecycle {
             .map(|l| (l.name_any(), l.spec.and_then(|s| s.renew_time).map(|t| t.0)))
             .collect();
         let now = Instant::now();
-        let all_nodes: Vec<Node> = all_nodes.collect();
         let names: HashSet<String> = all_nodes.iter().map(ResourceExt::name_any).collect();
         self.seen.retain(|name, _| names.contains(name));
         let mut unhealthy = 0;

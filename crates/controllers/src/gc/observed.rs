@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 /// What is kept of one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
-    /// Its resource, as a position in [`Observed::resources`].
+    /// Its resource, as numbered in [`Observed::resources`].
     resource: u16,
     /// A hash of its name.
     name: u64,
@@ -26,8 +26,8 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct Observed {
     objects: HashMap<u128, Seen>,
-    /// The resource keys seen, each once.
-    resources: Vec<String>,
+    /// The resource keys seen, each with its position (what [`Seen::resource`] holds).
+    resources: HashMap<String, u16>,
 }
 
 impl Observed {
@@ -64,25 +64,23 @@ impl Observed {
 
     /// The uids of the objects seen through `resource`.
     pub fn uids_of(&self, resource: &str) -> Vec<String> {
-        let Some(index) = self.resources.iter().position(|r| r == resource) else {
+        let Some(&index) = self.resources.get(resource) else {
             return Vec::new();
         };
         self.objects
             .iter()
-            .filter(|(_, seen)| usize::from(seen.resource) == index)
+            .filter(|(_, seen)| seen.resource == index)
             .map(|(uid, _)| format_uid(*uid))
             .collect()
     }
 
     fn resource_index(&mut self, resource: &str) -> Option<u16> {
-        let index = match self.resources.iter().position(|r| r == resource) {
-            Some(index) => index,
-            None => {
-                self.resources.push(resource.to_string());
-                self.resources.len() - 1
-            }
-        };
-        u16::try_from(index).ok()
+        if let Some(&index) = self.resources.get(resource) {
+            return Some(index);
+        }
+        let index = u16::try_from(self.resources.len()).ok()?;
+        self.resources.insert(resource.to_string(), index);
+        Some(index)
     }
 }
 
@@ -92,41 +90,20 @@ fn name_hash(name: &str) -> u64 {
     hasher.finish()
 }
 
-/// The number a canonical uuid spells; `None` for anything else.
+/// The number a canonical uuid spells (lowercase, hyphenated); `None` for anything else.
 fn parse_uid(uid: &str) -> Option<u128> {
-    let bytes = uid.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut value: u128 = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if b != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u128::from(digit);
-    }
-    Some(value)
+    // `uuid` also reads uppercase, braced and unhyphenated forms: only the canonical spelling
+    // round-trips through the number, so only it is kept.
+    let canonical = uid.len() == 36 && !uid.bytes().any(|b| b.is_ascii_uppercase());
+    canonical
+        .then(|| uuid::Uuid::try_parse(uid).ok())
+        .flatten()
+        .map(|uid| uid.as_u128())
 }
 
 /// The canonical uuid spelling of a number [`parse_uid`] read.
 fn format_uid(value: u128) -> String {
-    let hex = format!("{value:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    uuid::Uuid::from_u128(value).hyphenated().to_string()
 }
 
 #[cfg(test)]
