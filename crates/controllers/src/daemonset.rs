@@ -17,7 +17,8 @@
 //! ([`crate::revisions`]); pods carry their revision's `controller-revision-hash`. The status
 //! counts are written once per pass, only when they changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::pods::{
     PodIndex, adopt, available, controller_of, is_active, is_finished, ready_since, release,
 };
 use crate::revisions::{self, HASH_LABEL};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -36,7 +38,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use skiff_client::lean::WatchedNode;
 use skiff_client::placement::{first_untolerated, matches_affinity, tolerates};
@@ -66,16 +68,76 @@ pub async fn run(
     let store = controller.store();
     let work = controller
         .owns_shared_stream(pods)
-        // A node that comes, goes or changes may change where every DaemonSet runs.
-        .watches(nodes, watcher::Config::default(), move |_: WatchedNode| {
-            store
-                .state()
-                .iter()
-                .map(|set| ObjectRef::from_obj(set.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        // A node that comes, goes or changes its labels or taints may change where every
+        // DaemonSet runs.
+        .watches_stream(
+            placement_changes(
+                watcher::watcher(nodes, watcher::Config::default()).default_backoff(),
+            ),
+            move |_: WatchedNode| {
+                store
+                    .state()
+                    .iter()
+                    .map(|set| ObjectRef::from_obj(set.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(reconcile, owned::retry, context);
     owned::drive(work, events, "daemonset").await;
+}
+
+/// The nodes of `events` that may run other DaemonSet pods than before: a node that comes or
+/// goes, or whose labels or taints change (what [`placement`] reads; upstream's
+/// `shouldIgnoreNodeUpdate` also passes over the rest). A kubelet reports its status at least
+/// every five minutes, heartbeat times only: 5,000 nodes make 17 such updates a second, and each
+/// would start a pass of every DaemonSet, which lists every node and every one of its pods.
+fn placement_changes(
+    events: impl futures::Stream<Item = Result<watcher::Event<WatchedNode>, watcher::Error>>,
+) -> impl futures::Stream<Item = Result<WatchedNode, watcher::Error>> {
+    // What each node looked like, and during a relist what it looked like before it.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut before: HashMap<String, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Err(error) => Some(Err(error)),
+            Ok(watcher::Event::Init) => {
+                before = std::mem::take(&mut seen);
+                None
+            }
+            Ok(watcher::Event::InitApply(watched)) => {
+                let print = placement_print(&watched.node);
+                let name = watched.node.name_any();
+                let last = before.remove(&name).or_else(|| seen.get(&name).copied());
+                seen.insert(name, print);
+                (last != Some(print)).then_some(Ok(watched))
+            }
+            // Nodes gone while the watch was down are not known by name any more.
+            Ok(watcher::Event::InitDone) => {
+                before.clear();
+                None
+            }
+            Ok(watcher::Event::Apply(watched)) => {
+                let print = placement_print(&watched.node);
+                let last = seen.insert(watched.node.name_any(), print);
+                (last != Some(print)).then_some(Ok(watched))
+            }
+            Ok(watcher::Event::Delete(watched)) => {
+                seen.remove(&watched.node.name_any());
+                Some(Ok(watched))
+            }
+        };
+        futures::future::ready(changed)
+    })
+}
+
+/// A digest of what [`placement`] reads of a node: its labels and taints.
+fn placement_print(node: &Node) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    node.metadata.labels.hash(&mut hasher);
+    for taint in node.spec.iter().flat_map(|s| s.taints.iter().flatten()) {
+        (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// The tolerations upstream adds to every daemon pod (`AddOrUpdateDaemonPodTolerations`).
@@ -591,5 +653,65 @@ mod tests {
         assert_eq!(scaled(Some(&IntOrString::String("10%".into())), 15, 1), 2);
         assert_eq!(scaled(Some(&IntOrString::Int(3)), 15, 1), 3);
         assert_eq!(scaled(None, 15, 1), 1);
+    }
+
+    fn watched(name: &str, zone: &str, heartbeat: &str, taint: Option<&str>) -> WatchedNode {
+        let taints: Vec<serde_json::Value> = taint
+            .map(|key| json!({"key": key, "effect": "NoSchedule"}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"zone": zone}},
+            "spec": {"taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastHeartbeatTime": heartbeat}]}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn node_events_should_reach_daemonsets_only_when_labels_or_taints_change_or_nodes_come_and_go()
+     {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let t1 = "2026-12-06T10:00:00Z";
+        let t2 = "2026-12-06T10:05:00Z";
+        let events = vec![
+            Init,
+            InitApply(watched("n1", "a", t1, None)),
+            InitApply(watched("n2", "a", t1, None)),
+            InitDone,
+            // A heartbeat alone.
+            Apply(watched("n1", "a", t2, None)),
+            Apply(watched("n1", "b", t2, None)),
+            Apply(watched("n2", "a", t2, Some("dedicated"))),
+            Delete(watched("n2", "a", t2, Some("dedicated"))),
+            // A relist: n1 as it was, n2 back as it was before its deletion, n3 new.
+            Init,
+            InitApply(watched("n1", "b", t2, None)),
+            InitApply(watched("n2", "a", t2, Some("dedicated"))),
+            InitApply(watched("n3", "a", t1, None)),
+            InitDone,
+            Apply(watched("n3", "a", t2, None)),
+        ];
+        let passed: Vec<(String, String)> =
+            placement_changes(futures::stream::iter(events.into_iter().map(Ok)))
+                .map(|node| {
+                    let node = node.unwrap().node;
+                    (node.name_any(), node.labels()["zone"].clone())
+                })
+                .collect()
+                .await;
+        // The first list, the label, the taint, the deletion; the relist's n2 and n3.
+        let expected = [
+            ("n1", "a"),
+            ("n2", "a"),
+            ("n1", "b"),
+            ("n2", "a"),
+            ("n2", "a"),
+            ("n2", "a"),
+            ("n3", "a"),
+        ]
+        .map(|(n, z)| (n.to_string(), z.to_string()));
+        assert_eq!(passed, expected);
     }
 }
