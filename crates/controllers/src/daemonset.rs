@@ -104,22 +104,19 @@ fn placement_changes(
                 before = std::mem::take(&mut seen);
                 None
             }
-            Ok(watcher::Event::InitApply(watched)) => {
+            // During a relist `seen` starts empty and `before` holds the earlier look; between
+            // relists `before` is empty.
+            Ok(watcher::Event::InitApply(watched) | watcher::Event::Apply(watched)) => {
                 let print = placement_print(&watched.node);
                 let name = watched.node.name_any();
-                let last = before.remove(&name).or_else(|| seen.get(&name).copied());
-                seen.insert(name, print);
+                let earlier = before.remove(&name);
+                let last = seen.insert(name, print).or(earlier);
                 (last != Some(print)).then_some(Ok(watched))
             }
             // Nodes gone while the watch was down are not known by name any more.
             Ok(watcher::Event::InitDone) => {
                 before.clear();
                 None
-            }
-            Ok(watcher::Event::Apply(watched)) => {
-                let print = placement_print(&watched.node);
-                let last = seen.insert(watched.node.name_any(), print);
-                (last != Some(print)).then_some(Ok(watched))
             }
             Ok(watcher::Event::Delete(watched)) => {
                 seen.remove(&watched.node.name_any());
