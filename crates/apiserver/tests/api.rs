@@ -348,6 +348,30 @@ async fn watch_should_resume_from_a_resource_version_and_end_on_time() {
     assert_eq!(events[0]["object"]["data"]["k"], "2");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_quiet_watch_should_get_a_bookmark_every_thirty_seconds_until_its_timeout() {
+    let api = api().await;
+    let a = api.json("POST", CMS, cm("a", json!({}))).await.json();
+    let rv = a["metadata"]["resourceVersion"].as_str().unwrap();
+    let started = tokio::time::Instant::now();
+    // Time is paused: it jumps ahead whenever everything waits, so this takes no real time.
+    let reply = api
+        .get(&format!(
+            "{CMS}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=75"
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events: Vec<Value> = String::from_utf8(reply.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["BOOKMARK", "BOOKMARK"]);
+    assert_eq!(events[0]["object"]["metadata"]["resourceVersion"], rv);
+    assert_eq!(started.elapsed().as_secs(), 75);
+}
+
 #[tokio::test]
 async fn watch_without_resource_version_should_start_with_the_current_state() {
     let api = api().await;

@@ -22,8 +22,6 @@ use crate::watch_cache::{CachedEvent, Seen, Side, event_line};
 
 mod follow;
 
-use follow::Follower;
-
 use super::fields;
 use super::params::Params;
 use super::read;
@@ -102,15 +100,8 @@ pub async fn watch(
         .map(|object| watch.line("ADDED", object))
         .collect();
     let end_bookmark = (send_initial && watch.bookmarks).then(|| watch.bookmark(after, true));
-    let initial = futures::stream::iter(initial_events.into_iter().chain(end_bookmark));
-    let live = futures::stream::unfold(Follower::new(watch, after), |mut follower| async move {
-        let chunk = follower.next_chunk().await?;
-        Some((chunk, follower))
-    });
-    let stream = initial
-        .chain(live)
-        .take_until(tokio::time::sleep(timeout))
-        .map(Ok::<_, Infallible>);
+    let initial = initial_events.into_iter().chain(end_bookmark).collect();
+    let stream = follow::body(watch, initial, after, timeout).map(Ok::<_, Infallible>);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(

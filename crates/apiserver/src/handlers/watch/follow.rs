@@ -3,8 +3,10 @@
 //! what the ring holds; yielded as chunks of event lines for the response body to send. The
 //! body itself drives it: no task or channel of its own sits between the ring and the
 //! connection, so a change reaches each watcher with one wake-up, and a watcher that goes away
-//! is dropped with its connection.
+//! is dropped with its connection. One timer serves both the watch's end (`timeoutSeconds`) and
+//! its bookmarks: each wake-up of each of a thousand watchers polls it.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,7 +14,7 @@ use futures::StreamExt;
 use skiff_apimachinery::ApiError;
 use skiff_store::{Revision, StoreError, WatchStream};
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval};
+use tokio::time::{Instant, Sleep};
 
 use super::{BOOKMARK_EVERY, Watch};
 
@@ -34,27 +36,81 @@ pub(super) struct Follower {
     watch: Watch,
     after: Revision,
     source: Source,
-    ticker: Interval,
+    /// Lines sent before following: the initial ADDED events and the bookmark closing them.
+    initial: std::vec::IntoIter<Bytes>,
+    /// When the watch ends.
+    deadline: Instant,
+    /// Fires at the next bookmark (with `allowWatchBookmarks`) or at the end, whichever comes
+    /// first.
+    timer: Pin<Box<Sleep>>,
     /// When the watch began following, and when it last read the ring (for the log).
     opened: Instant,
     last_read: Instant,
 }
 
+/// The response body: the initial lines, then the changes after `after`, until `timeout`.
+pub(super) fn body(
+    watch: Watch,
+    initial: Vec<Bytes>,
+    after: Revision,
+    timeout: Duration,
+) -> impl futures::Stream<Item = Bytes> {
+    // Boxed, so that each chunk moves a pointer rather than the whole follower.
+    let follower = Box::new(Follower::new(watch, initial, after, timeout));
+    futures::stream::unfold(follower, |mut follower| async move {
+        let chunk = follower.next_chunk().await?;
+        Some((chunk, follower))
+    })
+}
+
 impl Follower {
-    pub(super) fn new(watch: Watch, after: Revision) -> Self {
+    fn new(watch: Watch, initial: Vec<Bytes>, after: Revision, timeout: Duration) -> Self {
         let latest = watch.state.watch_cache.subscribe();
+        let now = Instant::now();
+        // `timeoutSeconds` of any size: beyond thirty years is forever (as tokio's own sleep).
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let first = if watch.bookmarks {
+            (now + BOOKMARK_EVERY).min(deadline)
+        } else {
+            deadline
+        };
         Self {
             watch,
             after,
             source: Source::Cache(latest),
-            ticker: bookmark_ticker(BOOKMARK_EVERY),
-            opened: Instant::now(),
-            last_read: Instant::now(),
+            initial: initial.into_iter(),
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            opened: now,
+            last_read: now,
         }
     }
 
+    /// After the timer fired: the bookmark due (the timer is set for the next one), or `None`
+    /// when the watch is over. A timer never fires early: without bookmarks it is set for the
+    /// end.
+    fn on_timer(&mut self) -> Option<Bytes> {
+        let now = Instant::now();
+        if now >= self.deadline || !self.watch.bookmarks {
+            self.source = Source::Done;
+            return None;
+        }
+        let next = (now + BOOKMARK_EVERY).min(self.deadline);
+        self.timer.as_mut().reset(next);
+        Some(self.watch.bookmark(self.after, false))
+    }
+
     /// The next lines to send (`None`: the watch is over).
-    pub(super) async fn next_chunk(&mut self) -> Option<Bytes> {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(line) = self.initial.next() {
+            return Some(line);
+        }
+        // A watch whose changes never pause reaches neither `select!` below.
+        if self.timer.is_elapsed() {
+            return self.on_timer();
+        }
         loop {
             match &mut self.source {
                 Source::Done => return None,
@@ -97,10 +153,9 @@ impl Follower {
                         continue;
                     }
                     let closed = tokio::select! {
+                        biased;
                         changed = latest.changed() => changed.is_err(),
-                        _ = self.ticker.tick(), if self.watch.bookmarks => {
-                            return Some(self.watch.bookmark(self.after, false));
-                        }
+                        () = &mut self.timer => return self.on_timer(),
                     };
                     if closed {
                         self.source = Source::Done;
@@ -120,10 +175,9 @@ impl Follower {
                 }
                 Source::Store(Some(stream)) => {
                     let item = tokio::select! {
+                        biased;
                         item = stream.next() => item,
-                        _ = self.ticker.tick(), if self.watch.bookmarks => {
-                            return Some(self.watch.bookmark(self.after, false));
-                        }
+                        () = &mut self.timer => return self.on_timer(),
                     };
                     match item {
                         Some(Ok(event)) => {
@@ -171,11 +225,6 @@ impl Follower {
         };
         Watch::error_line(&error)
     }
-}
-
-/// An interval whose first tick comes one `period` from now.
-fn bookmark_ticker(period: Duration) -> Interval {
-    tokio::time::interval_at(Instant::now() + period, period)
 }
 
 /// Lines gathered from one read of the ring, sent as one chunk.
