@@ -105,6 +105,10 @@ impl Follower {
     /// The next lines to send (`None`: the watch is over).
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(line) = self.initial.next() {
+            if self.initial.len() == 0 {
+                // The list's own buffer goes now, not with the watch half an hour later.
+                self.initial = Vec::new().into_iter();
+            }
             return Some(line);
         }
         // A watch whose changes never pause reaches neither `select!` below.
