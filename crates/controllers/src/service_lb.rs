@@ -5,7 +5,7 @@
 //! a LoadBalancer loses its ingress.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,7 +16,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use skiff_client::lean::WatchedNode;
-use tokio::sync::watch;
 
 /// The field manager of the status it writes.
 const MANAGER: &str = "service-lb-controller";
@@ -31,8 +30,8 @@ pub enum ServiceLbError {
 
 struct Context {
     client: Client,
-    /// Every address a Ready node publishes, sorted, once each.
-    addresses: watch::Receiver<Arc<Vec<String>>>,
+    /// Every address a Ready node publishes: read by the passes of LoadBalancer Services alone.
+    published: Arc<Mutex<Published>>,
 }
 
 /// Publishes LoadBalancer Services at their nodes' addresses until the task is dropped.
@@ -41,24 +40,22 @@ pub async fn run(client: Client) {
     // node's Ready flips, one joins or goes), not on every node status write. Each node event
     // costs the node's own addresses, not a pass over every node: at 5,000 nodes joining, a
     // sort of every node's addresses per event took half the server's CPU and, since every
-    // controller then shared one task, held the others' watches unread for seconds. Nodes are not
-    // kept, only their addresses: a whole Node each cost ~20 KiB.
-    let mut published = Published::default();
-    let (publish, addresses) = watch::channel(Arc::new(Vec::new()));
+    // controller then shared one task, held the others' watches unread for seconds. The list of
+    // every address is built by passes of LoadBalancer Services only, not on each change (one
+    // per joining node). Nodes are not kept, only their addresses: a whole Node each cost ~20 KiB.
+    let published = Arc::new(Mutex::new(Published::default()));
+    let applied = Arc::clone(&published);
     let node_changes = watcher(
         Api::<WatchedNode>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .filter_map(move |event| {
-        let changed = event.is_ok_and(|event| published.apply(&event));
-        if changed {
-            publish.send_replace(Arc::new(published.addresses()));
-        }
+        let changed = event.is_ok_and(|event| lock(&applied).apply(&event));
         async move { changed.then_some(()) }
     });
     let services: Api<Service> = Api::all(client.clone());
-    let context = Arc::new(Context { client, addresses });
+    let context = Arc::new(Context { client, published });
     Controller::new(services, watcher::Config::default())
         .reconcile_all_on(node_changes)
         .run(reconcile, error_policy, context)
@@ -184,9 +181,18 @@ impl Addresses {
     }
 }
 
+/// The published addresses, read under their lock (a panic elsewhere cannot leave them
+/// half-applied: each event is applied whole or not at all).
+fn lock(published: &Mutex<Published>) -> std::sync::MutexGuard<'_, Published> {
+    published
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The ingress `service` should publish, given the addresses the cluster's Ready nodes publish
-/// (sorted, once each); `None` when the Service is not this controller's to publish.
-fn desired_ingress(service: &Service, addresses: &[String]) -> Option<Value> {
+/// (sorted, once each; asked for only for a LoadBalancer, as building them is a pass over every
+/// address); `None` when the Service is not this controller's to publish.
+fn desired_ingress(service: &Service, addresses: impl FnOnce() -> Vec<String>) -> Option<Value> {
     let spec = service.spec.as_ref()?;
     if spec.load_balancer_class.is_some() {
         return None;
@@ -195,7 +201,7 @@ fn desired_ingress(service: &Service, addresses: &[String]) -> Option<Value> {
         return Some(json!([]));
     }
     Some(Value::Array(
-        addresses
+        addresses()
             .iter()
             .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
             .collect(),
@@ -203,8 +209,8 @@ fn desired_ingress(service: &Service, addresses: &[String]) -> Option<Value> {
 }
 
 async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, ServiceLbError> {
-    let addresses = Arc::clone(&context.addresses.borrow());
-    let Some(wanted) = desired_ingress(&service, &addresses) else {
+    let addresses = || lock(&context.published).addresses();
+    let Some(wanted) = desired_ingress(&service, addresses) else {
         return Ok(Action::await_change());
     };
     let current = service
@@ -307,16 +313,18 @@ mod tests {
         }
         let nodes = published.addresses();
         assert_eq!(
-            desired_ingress(&lb, &nodes),
+            desired_ingress(&lb, || nodes.clone()),
             Some(json!([{"ip": "10.0.0.1", "ipMode": "VIP"}, {"ip": "10.0.0.2", "ipMode": "VIP"}]))
         );
         let cluster: Service =
             serde_json::from_value(json!({"spec": {"type": "ClusterIP"}})).expect("a service");
-        assert_eq!(desired_ingress(&cluster, &nodes), Some(json!([])));
+        // Only a LoadBalancer's pass builds the list of every address.
+        let unread = || -> Vec<String> { panic!("addresses built for a Service that needs none") };
+        assert_eq!(desired_ingress(&cluster, unread), Some(json!([])));
         let other: Service = serde_json::from_value(
             json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": "x/y"}}),
         )
         .expect("a service");
-        assert_eq!(desired_ingress(&other, &nodes), None);
+        assert_eq!(desired_ingress(&other, unread), None);
     }
 }
