@@ -181,8 +181,8 @@ impl Addresses {
     }
 }
 
-/// The published addresses, read under their lock (a panic elsewhere cannot leave them
-/// half-applied: each event is applied whole or not at all).
+/// The published addresses under their lock; a poisoned lock is read as it is (`apply` does
+/// not panic, and at worst an address would stay published until the next relist).
 fn lock(published: &Mutex<Published>) -> std::sync::MutexGuard<'_, Published> {
     published
         .lock()

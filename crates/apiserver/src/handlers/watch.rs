@@ -95,13 +95,13 @@ pub async fn watch(
         }
     };
     let selected: Vec<&Value> = initial.iter().filter(|o| watch.selected(o)).collect();
-    let initial_events: Vec<Bytes> = selected
+    let mut initial_events: Vec<Bytes> = selected
         .into_iter()
         .map(|object| watch.line("ADDED", object))
         .collect();
     let end_bookmark = (send_initial && watch.bookmarks).then(|| watch.bookmark(after, true));
-    let initial = initial_events.into_iter().chain(end_bookmark).collect();
-    let stream = follow::body(watch, initial, after, timeout).map(Ok::<_, Infallible>);
+    initial_events.extend(end_bookmark);
+    let stream = follow::body(watch, initial_events, after, timeout).map(Ok::<_, Infallible>);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
