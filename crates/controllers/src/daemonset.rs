@@ -91,6 +91,8 @@ pub async fn run(
 /// `shouldIgnoreNodeUpdate` also passes over the rest). A kubelet reports its status at least
 /// every five minutes, heartbeat times only: 5,000 nodes make 17 such updates a second, and each
 /// would start a pass of every DaemonSet, which lists every node and every one of its pods.
+/// (kube-runtime's `predicate_filter` does the same but for deletions: it drops a deleted node
+/// whose digest is unchanged, and a node that goes changes where DaemonSets run.)
 fn placement_changes(
     events: impl futures::Stream<Item = Result<watcher::Event<WatchedNode>, watcher::Error>>,
 ) -> impl futures::Stream<Item = Result<WatchedNode, watcher::Error>> {
