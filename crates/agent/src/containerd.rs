@@ -118,6 +118,16 @@ state = "{dir}/state"
     )
 }
 
+/// Whether process `pid` runs: it exists and has not ended (a zombie has, until its parent
+/// reaps it: [`revive`]'s child is this process's).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command's closing parenthesis.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
 /// Whether a containerd answers on `socket`.
 async fn answers(socket: &Path) -> bool {
     match Cri::new(socket) {
@@ -214,6 +224,24 @@ impl Supervisor {
     }
 }
 
+/// For a reset: starts again the containerd an agent ran on `paths` when it no longer answers
+/// (killed with everything else, as when a machine's processes all die), since only it can take
+/// its pods apart: their network namespaces, addresses and mounts. Nothing when no containerd
+/// ran there since the last reset (no pid file); [`stop`] ends it afterwards.
+pub async fn revive(paths: &Paths) {
+    if !paths.pid_file().exists() || answers(&paths.socket()).await {
+        return;
+    }
+    match spawn(paths).await {
+        Ok(_child) => {
+            tracing::info!(socket = %paths.socket().display(), "containerd started again for the reset")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "containerd could not be started for the reset; its pods' network namespaces stay");
+        }
+    }
+}
+
 /// Stops the containerd this agent's data directory records (teardown only): SIGTERM to that
 /// process, which must be a containerd started with this configuration.
 pub async fn stop(paths: &Paths) {
@@ -231,10 +259,36 @@ pub async fn stop(paths: &Paths) {
         .status()
         .await;
     for _ in 0..50 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !running(pid) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_file(paths.pid_file());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+    use super::*;
+
+    #[test]
+    fn a_zombie_should_count_as_ended_and_a_live_process_as_running() {
+        assert!(running(&std::process::id().to_string()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id().to_string();
+        // Not reaped yet: a zombie until `wait`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running(&pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!running(&pid), "an ended child not yet reaped");
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "still a zombie"
+        );
+        child.wait().unwrap();
+        assert!(!running(&pid));
+    }
 }

@@ -1310,7 +1310,45 @@ fn pods_should_run_on_the_servers_own_node_and_outlive_the_server() {
             .contains(&format!("skiff-proxy-{}", suffix(&name))),
         "the proxy's table after a clean stop"
     );
+    // A crash of the whole node (the server and its containerd killed, as when a machine's
+    // processes all die) leaves a running pod that only its containerd can take apart: the
+    // reset starts that containerd again for it.
+    node.restart();
+    let out = k33.apply_yaml(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: busybox:stable, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}]\n",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the orphan pod running", Duration::from_secs(60), || {
+        k33.jsonpath("pod/orphan", "{.status.phase}") == "Running"
+    });
+    node.crash();
+    let containerd =
+        std::fs::read_to_string(node.data.join("agent/containerd/containerd.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", containerd.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(Census::take(&node.data, &name).network_namespaces > before.network_namespaces);
     drop(node);
+    let after = Census::take(&dir.path().join("data"), &name);
+    assert_eq!(
+        (after.network_namespaces, after.addresses, after.cgroups),
+        (before.network_namespaces, before.addresses, before.cgroups),
+        "what a reset after a crash left: {after:?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        !mounts.contains(&*data.to_string_lossy()),
+        "mounts left below {}",
+        data.display()
+    );
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let bridge = format!("skiff{}", &suffix(&name));
     assert!(!String::from_utf8_lossy(&links.stdout).contains(&bridge));
