@@ -6,6 +6,11 @@ Environment:
                      the body of 4xx/5xx answers), for triage.
   SKIFF_LAST_TEST    optional file: the node id of the test running now, so that a run killed
                      from outside still says where it stopped.
+  SKIFF_TRIAGE       optional file: for each test that fails or errors, a few lines saying where
+                     it was (the suite's own frame) and what its namespace's pods and Events
+                     showed at that moment (the namespace is gone after the run). Tests that
+                     SKIFF_EXPECTED_FAILURES (the list's path) expects to fail, other than
+                     flaky ones, are left out.
 
 pytest-timeout arms one SIGALRM per test. When it fires during a fixture's setup (the fixtures
 that wait for a pod to run do), the fixtures' teardown runs with no timer left, and a teardown
@@ -17,9 +22,11 @@ skiff does not decode protobuf request bodies yet, and `kubectl create namespace
 suite's namespace fixture) sends one; this plugin sends that namespace as JSON instead.
 """
 import faulthandler
+import functools
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +39,8 @@ import pytest
 
 KUBECONFIG = Path(os.environ["SKIFF_KUBECONFIG"])
 HTTP_LOG = os.environ.get("SKIFF_HTTP_LOG")
+TRIAGE = os.environ.get("SKIFF_TRIAGE")
+EXPECTED_FAILURES = os.environ.get("SKIFF_EXPECTED_FAILURES")
 LAST_TEST = os.environ.get("SKIFF_LAST_TEST")
 _current = {"id": "-", "started": None}
 # A test that has run this long (pytest-timeout's limit is 20 s) is taken to hang.
@@ -85,6 +94,73 @@ def pytest_runtest_logstart(nodeid, location):
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logfinish(nodeid, location):
     _current["started"] = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if not TRIAGE or not report.failed or item.nodeid.split("/")[-1] in _expected():
+        return
+    lines = [f"{item.nodeid.split('/')[-1]} ({report.when}): "
+             f"{report.longreprtext.strip().splitlines()[-1][:200] if report.longreprtext else '?'}"]
+    lines += _where(report.longreprtext or "")
+    ns = item.funcargs.get("ns")
+    if isinstance(ns, str):
+        lines += _namespace_state(ns)
+    with open(TRIAGE, "a") as f:
+        f.write("\n".join(lines) + "\n\n")
+
+
+@functools.cache
+def _expected():
+    """The ids the expected-failures list expects to fail, without its flaky ones."""
+    ids = set()
+    if EXPECTED_FAILURES:
+        for line in Path(EXPECTED_FAILURES).read_text().splitlines():
+            test, _, reason = line.partition("#")
+            if test.strip() and not reason.strip().startswith("flaky:"):
+                ids.add(test.strip())
+    return ids
+
+
+def _where(traceback):
+    """The innermost frame of the suite's own files in a native traceback, with its line."""
+    tb = traceback.splitlines()
+    frames = [(i, m) for i, line in enumerate(tb)
+              if (m := re.match(r'\s*File ".*/kr8s/tests/([^"]+)", line (\d+), in (\S+)', line))]
+    if not frames:
+        return []
+    i, m = frames[-1]
+    code = tb[i + 1].strip() if i + 1 < len(tb) else ""
+    return [f"  at {m[1]}:{m[2]} in {m[3]}: {code}"[:220]]
+
+
+def _namespace_state(ns):
+    """Each pod's phase, conditions and container states, and the namespace's last Events."""
+    def get(kind):
+        try:
+            out = subprocess.run(["kubectl", "get", kind, "-n", ns, "-o", "json"],
+                                 capture_output=True, encoding="utf-8", timeout=15,
+                                 env={**os.environ, "KUBECONFIG": str(KUBECONFIG)})
+            return json.loads(out.stdout).get("items", []) if out.returncode == 0 else []
+        except (subprocess.SubprocessError, ValueError):
+            return []
+    lines = []
+    for pod in get("pods"):
+        status = pod.get("status", {})
+        conditions = " ".join(f"{c.get('type')}={c.get('status')}"
+                              for c in status.get("conditions", []))
+        states = " ".join(f"{c.get('name')}:{','.join(c.get('state', {})) or '?'}"
+                          f"{'(ready)' if c.get('ready') else ''}"
+                          for c in status.get("containerStatuses", []))
+        lines.append(f"  pod {pod['metadata']['name']}: {status.get('phase')} "
+                     f"ip={status.get('podIP')} {conditions} {states}"[:220])
+    events = sorted(get("events"), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    for event in events[-6:]:
+        lines.append(f"  event {event.get('type')} {event.get('reason')} "
+                     f"{event.get('involvedObject', {}).get('name')} x{event.get('count', 1)}: "
+                     f"{(event.get('message') or '').strip()}"[:220])
+    return lines
 
 
 def _watchdog():
