@@ -2,15 +2,17 @@
 //! each pod whole, managedFields included, and k8s-openapi decodes managedFields into nested
 //! JSON maps: most of a pod's decoding cost for a reader that never looks at them. Types that
 //! follow many objects (the controllers' shared pod feed, simulated nodes, [`WatchedPod`] for
-//! the scheduler, [`WatchedNode`] for every reader of nodes, [`MetadataOnly`] for the garbage
-//! collector) decode their `metadata` with
+//! the scheduler, [`WatchedNode`] for readers of whole nodes, [`NodeHealth`] for those of their
+//! health, [`MetadataOnly`] for the garbage collector) decode their `metadata` with
 //! [`metadata`], which keeps an object's identity, labels, owners and lifecycle and skips the
 //! rest (managedFields, annotations) unread.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Taint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::core::{ApiResource, DynamicResourceScope};
 use serde::{Deserialize, Deserializer};
@@ -66,26 +68,30 @@ pub fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta
     })
 }
 
-/// Implements `kube::Resource` for a lean type read from core/v1 `pods`, given where its
-/// `ObjectMeta` lies (`pod_resource!(MyPod, metadata)`).
+/// Implements `kube::Resource` for a lean type, given its group (`""` for core), version, kind,
+/// plural, scope and where its `ObjectMeta` lies
+/// (`lean_resource!(MyNode, "", "v1", "Node", "nodes", ClusterResourceScope, metadata)`).
 #[macro_export]
-macro_rules! pod_resource {
-    ($type:ty, $($field:ident).+) => {
+macro_rules! lean_resource {
+    (
+        $type:ty, $group:literal, $version:literal, $kind:literal, $plural:literal, $scope:ident,
+        $($field:ident).+
+    ) => {
         impl ::kube::Resource for $type {
             type DynamicType = ();
-            type Scope = ::kube::core::NamespaceResourceScope;
+            type Scope = ::kube::core::$scope;
 
             fn kind(_: &()) -> ::std::borrow::Cow<'_, str> {
-                "Pod".into()
+                $kind.into()
             }
             fn group(_: &()) -> ::std::borrow::Cow<'_, str> {
-                "".into()
+                $group.into()
             }
             fn version(_: &()) -> ::std::borrow::Cow<'_, str> {
-                "v1".into()
+                $version.into()
             }
             fn plural(_: &()) -> ::std::borrow::Cow<'_, str> {
-                "pods".into()
+                $plural.into()
             }
             fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.$($field).+
@@ -96,6 +102,15 @@ macro_rules! pod_resource {
                 &mut self.$($field).+
             }
         }
+    };
+}
+
+/// Implements `kube::Resource` for a lean type read from core/v1 `pods`, given where its
+/// `ObjectMeta` lies (`pod_resource!(MyPod, metadata)`).
+#[macro_export]
+macro_rules! pod_resource {
+    ($type:ty, $($field:ident).+) => {
+        $crate::lean_resource!($type, "", "v1", "Pod", "pods", NamespaceResourceScope, $($field).+);
     };
 }
 
@@ -173,29 +188,68 @@ impl WatchedNode {
     }
 }
 
-impl kube::Resource for WatchedNode {
-    type DynamicType = ();
-    type Scope = kube::core::ClusterResourceScope;
+crate::lean_resource!(
+    WatchedNode,
+    "",
+    "v1",
+    "Node",
+    "nodes",
+    ClusterResourceScope,
+    node.metadata
+);
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Node".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "nodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.node.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.node.metadata
+/// A Node as the controllers that judge its health read it (node lifecycle, and the pod
+/// garbage collector, which needs its name alone): the lean metadata, `spec.taints` and
+/// `status.conditions`; everything else (addresses, capacity, node info, images) is skipped
+/// unread, so a cache of thousands of them stays small.
+#[derive(Clone, Debug)]
+pub struct NodeHealth {
+    /// The node, with only those fields.
+    pub node: Node,
+}
+
+/// The spec fields [`NodeHealth`] keeps.
+#[derive(Deserialize)]
+struct HealthSpec {
+    #[serde(default)]
+    taints: Option<Vec<Taint>>,
+}
+
+/// The status fields [`NodeHealth`] keeps.
+#[derive(Deserialize)]
+struct HealthStatus {
+    #[serde(default)]
+    conditions: Option<Vec<NodeCondition>>,
+}
+
+impl<'de> Deserialize<'de> for NodeHealth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let parts = Parts::<HealthSpec, HealthStatus>::deserialize(deserializer)?;
+        Ok(NodeHealth {
+            node: Node {
+                metadata: parts.metadata,
+                spec: parts.spec.map(|s| NodeSpec {
+                    taints: s.taints,
+                    ..NodeSpec::default()
+                }),
+                status: parts.status.map(|s| NodeStatus {
+                    conditions: s.conditions,
+                    ..NodeStatus::default()
+                }),
+            },
+        })
     }
 }
+
+crate::lean_resource!(
+    NodeHealth,
+    "",
+    "v1",
+    "Node",
+    "nodes",
+    ClusterResourceScope,
+    node.metadata
+);
 
 /// Any object, of any resource, as a reader of its metadata alone sees it (the garbage
 /// collector): the lean metadata; everything else the watch sends is skipped unread.
@@ -267,6 +321,41 @@ mod tests {
         assert_eq!(status.addresses.unwrap()[0].address, "10.0.0.1");
         assert!(status.allocatable.unwrap().contains_key("cpu"));
         assert!(status.images.is_none());
+    }
+
+    #[test]
+    fn node_health_should_keep_taints_and_conditions_and_drop_the_rest() {
+        let health: NodeHealth = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n", "uid": "u", "resourceVersion": "7",
+                "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {}}]},
+            "spec": {"podCIDR": "10.64.0.0/24", "taints": [{"key": "k", "effect": "NoExecute"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "allocatable": {"cpu": "4"}, "nodeInfo": {"kubeletVersion": "v1.34.0",
+                "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                "kernelVersion": "", "kubeProxyVersion": "", "machineID": "",
+                "operatingSystem": "linux", "osImage": "", "systemUUID": ""},
+                "conditions": [{"type": "Ready", "status": "True",
+                    "lastHeartbeatTime": "2026-12-06T00:00:00Z"}]},
+        }))
+        .unwrap();
+        let node = health.node;
+        assert_eq!(node.metadata.name.as_deref(), Some("n"));
+        assert_eq!(node.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(node.metadata.resource_version.as_deref(), Some("7"));
+        assert!(node.metadata.managed_fields.is_none());
+        let spec = node.spec.unwrap();
+        assert_eq!(spec.taints.unwrap()[0].effect, "NoExecute");
+        assert!(spec.pod_cidr.is_none());
+        let status = node.status.unwrap();
+        let ready = &status.conditions.unwrap()[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "True")
+        );
+        assert!(ready.last_heartbeat_time.is_some());
+        assert!(status.addresses.is_none() && status.allocatable.is_none());
+        assert!(status.node_info.is_none());
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod revisions;
 pub mod root_ca;
 pub mod service_account;
 pub mod service_lb;
+pub mod shared_nodes;
 pub mod shared_pods;
 pub mod statefulset;
 
@@ -152,14 +153,18 @@ async fn all(client: kube::Client, options: Options) {
     tasks.spawn(service_lb::run(client.clone()));
     tasks.spawn(job::run(client.clone(), shared.subscribe()));
     tasks.spawn(cronjob::run(client.clone(), options.clock.clone()));
+    let (nodes, nodes_feed) = shared_nodes::start(&client);
+    tasks.spawn(nodes_feed);
     tasks.spawn(node_lifecycle::run(
         client.clone(),
         options.node_timing.clone(),
+        nodes.clone(),
     ));
     tasks.spawn(pod_gc::run(
         client.clone(),
         options.pod_gc.clone(),
         shared.store(),
+        nodes,
     ));
     tasks.spawn(service_account::run(client.clone()));
     // The shared pod watch starts last: every subscriber above is taken.

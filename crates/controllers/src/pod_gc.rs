@@ -1,5 +1,6 @@
 //! The pod garbage collector (upstream's `pod-garbage-collector`). Every period (20 s) it looks
-//! at the shared pod watch's cache of all pods — no request per pod, no list of them — and:
+//! at the shared pod watch's cache of all pods and the shared node cache — no request per pod,
+//! no list of pods or nodes — and:
 //!
 //! - force-deletes pods bound to a node that has not existed for the quarantine (40 s): no
 //!   agent will ever confirm their end;
@@ -14,10 +15,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
-use kube::runtime::reflector::Store;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use skiff_client::lean::NodeHealth;
 use tokio::time::Instant;
 
 use crate::shared_pods::PodSummary;
@@ -43,9 +45,14 @@ impl Default for Options {
     }
 }
 
-/// Runs the collector over `pods` (the shared pod watch's cache) until the task is dropped.
-pub async fn run(client: Client, options: Options, pods: Store<PodSummary>) {
-    if pods.wait_until_ready().await.is_err() {
+/// Runs the collector over `pods` and `nodes` (the shared caches) until the task is dropped.
+pub async fn run(
+    client: Client,
+    options: Options,
+    pods: Store<PodSummary>,
+    nodes: Store<NodeHealth>,
+) {
+    if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
         return;
     }
     let period = options.period;
@@ -58,7 +65,7 @@ pub async fn run(client: Client, options: Options, pods: Store<PodSummary>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(error) = collector.pass(&pods).await {
+        if let Err(error) = collector.pass(&pods, &nodes).await {
             tracing::debug!(%error, "pod garbage collection pass");
         }
     }
@@ -72,16 +79,13 @@ struct Collector {
 }
 
 impl Collector {
-    async fn pass(&mut self, store: &Store<PodSummary>) -> Result<(), kube::Error> {
+    async fn pass(
+        &mut self,
+        store: &Store<PodSummary>,
+        nodes: &Store<NodeHealth>,
+    ) -> Result<(), kube::Error> {
         let pods = store.state();
-        let nodes: BTreeSet<String> = Api::<Node>::all(self.client.clone())
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-        self.orphaned(&pods, &nodes).await?;
+        self.orphaned(&pods, nodes).await?;
         self.terminated(&pods).await
     }
 
@@ -89,7 +93,7 @@ impl Collector {
     async fn orphaned(
         &mut self,
         pods: &[Arc<PodSummary>],
-        nodes: &BTreeSet<String>,
+        nodes: &Store<NodeHealth>,
     ) -> Result<(), kube::Error> {
         let now = Instant::now();
         let orphaned: Vec<&Arc<PodSummary>> = pods
@@ -98,7 +102,7 @@ impl Collector {
                 p.spec
                     .node_name
                     .as_deref()
-                    .is_some_and(|n| !n.is_empty() && !nodes.contains(n))
+                    .is_some_and(|n| !n.is_empty() && nodes.get(&ObjectRef::new(n)).is_none())
             })
             .collect();
         let uids: BTreeSet<String> = orphaned.iter().filter_map(|p| p.uid()).collect();

@@ -15,7 +15,17 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use skiff_controllers::node_lifecycle::{self, Timing, UNREACHABLE};
+use skiff_controllers::shared_nodes;
 use support::eventually;
+
+/// The controller over a node cache of its own, as the controller manager runs it.
+fn start(cluster: &skiff_cluster::InProcess, timing: Timing) -> tokio::task::JoinHandle<()> {
+    let client = cluster.client("controllers");
+    let (nodes, feed) = shared_nodes::start(&client);
+    tokio::spawn(async move {
+        tokio::join!(feed, node_lifecycle::run(client, timing, nodes));
+    })
+}
 
 fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
@@ -115,7 +125,7 @@ async fn a_silent_node_should_be_tainted_and_its_pods_evicted_as_they_tolerate()
         period: Duration::from_millis(200),
         eviction_interval: Duration::ZERO,
     };
-    let controller = tokio::spawn(node_lifecycle::run(cluster.client("controllers"), timing));
+    let controller = start(&cluster, timing);
     let keep_alive = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -166,7 +176,7 @@ async fn silent_nodes_should_be_tainted_no_execute_one_per_eviction_interval() {
         period: Duration::from_millis(100),
         eviction_interval: Duration::from_secs(2),
     };
-    let controller = tokio::spawn(node_lifecycle::run(cluster.client("controllers"), timing));
+    let controller = start(&cluster, timing);
     let no_execute = |taints: &[String]| taints.contains(&format!("{UNREACHABLE}:NoExecute"));
     eventually("one node tainted NoExecute", || async {
         no_execute(&state(&client, "first").await.1)

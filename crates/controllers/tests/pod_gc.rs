@@ -67,7 +67,9 @@ async fn pods_of_gone_nodes_and_the_oldest_finished_pods_beyond_the_threshold_sh
     let controllers = cluster.client("controllers");
     let (pods, feed) = skiff_controllers::shared_pods::SharedPods::start(&controllers);
     let feed = tokio::spawn(feed);
-    let collector = tokio::spawn(pod_gc::run(controllers, options, pods.store()));
+    let (nodes, nodes_feed) = skiff_controllers::shared_nodes::start(&controllers);
+    let nodes_feed = tokio::spawn(nodes_feed);
+    let collector = tokio::spawn(pod_gc::run(controllers, options, pods.store(), nodes));
     eventually(
         "the stranded pod and the two oldest finished pods gone",
         || async { names(&client).await == ["done-c", "failed-d", "running"] },
@@ -81,4 +83,5 @@ async fn pods_of_gone_nodes_and_the_oldest_finished_pods_beyond_the_threshold_sh
     );
     collector.abort();
     feed.abort();
+    nodes_feed.abort();
 }
