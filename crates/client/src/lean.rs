@@ -114,6 +114,15 @@ macro_rules! pod_resource {
     };
 }
 
+/// Implements `kube::Resource` for a lean type read from core/v1 `nodes`, given where its
+/// `ObjectMeta` lies (`node_resource!(MyNode, metadata)`).
+#[macro_export]
+macro_rules! node_resource {
+    ($type:ty, $($field:ident).+) => {
+        $crate::lean_resource!($type, "", "v1", "Node", "nodes", ClusterResourceScope, $($field).+);
+    };
+}
+
 /// A whole Pod as a watch sends it, but for its managedFields and annotations, skipped unread
 /// (the scheduler follows every pod and reads neither).
 #[derive(Clone, Debug)]
@@ -188,15 +197,7 @@ impl WatchedNode {
     }
 }
 
-crate::lean_resource!(
-    WatchedNode,
-    "",
-    "v1",
-    "Node",
-    "nodes",
-    ClusterResourceScope,
-    node.metadata
-);
+crate::node_resource!(WatchedNode, node.metadata);
 
 /// A Node as the controllers that judge its health read it (node lifecycle, and the pod
 /// garbage collector, which needs its name alone): the lean metadata, `spec.taints` and
@@ -241,15 +242,7 @@ impl<'de> Deserialize<'de> for NodeHealth {
     }
 }
 
-crate::lean_resource!(
-    NodeHealth,
-    "",
-    "v1",
-    "Node",
-    "nodes",
-    ClusterResourceScope,
-    node.metadata
-);
+crate::node_resource!(NodeHealth, node.metadata);
 
 /// Any object, of any resource, as a reader of its metadata alone sees it (the garbage
 /// collector): the lean metadata; everything else the watch sends is skipped unread.
