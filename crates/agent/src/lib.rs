@@ -401,7 +401,8 @@ async fn stop_unregistered(data_dir: &std::path::Path) -> bool {
 
 /// Removes everything an agent with `options` made on this machine: its pods' sandboxes and
 /// containers, their cgroups, the guard, the bridge, and the containerd it started (by the pid
-/// it recorded; started again first if it was killed, to take the sandboxes apart). For tests and `skiff agent --reset`; a running agent must be stopped first.
+/// it recorded; started again first if it was killed, to take the sandboxes apart). For tests
+/// and `skiff agent --reset`; a running agent must be stopped first.
 pub async fn reset(options: &Options, pod_cidr: &str) {
     if let RuntimeSource::Supervised = options.runtime {
         containerd::revive(&options.containerd()).await;

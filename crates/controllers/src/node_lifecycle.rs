@@ -23,14 +23,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::owned;
-use futures::StreamExt;
+use crate::{owned, shared_nodes};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -171,14 +169,10 @@ struct Lifecycle {
 /// dropped.
 pub async fn run(client: Client, timing: Timing, nodes: Store<NodeHealth>) {
     let (recorder, events) = owned::recorder(&client, "node-controller");
-    let (leases, writer) = reflector::store::<Renewal>();
-    let lease_feed = watcher(
-        Api::<Renewal>::namespaced(client.clone(), "kube-node-lease"),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .for_each(|_| std::future::ready(()));
+    let (leases, lease_feed) = shared_nodes::cache(Api::<Renewal>::namespaced(
+        client.clone(),
+        "kube-node-lease",
+    ));
     let mut lifecycle = Lifecycle {
         client,
         timing,
