@@ -175,9 +175,11 @@ pub fn list_semantics(schema: &str, field: &str) -> Option<ListSemantics> {
         .map(|(_, semantics)| *semantics)
 }
 
-/// Every schema the table names (for tests that check the names exist).
-pub fn schemas() -> impl Iterator<Item = &'static str> {
-    TABLE.iter().map(|(name, _)| *name)
+/// Every (schema, field) the table names (for tests that check they exist).
+pub fn fields() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TABLE
+        .iter()
+        .flat_map(|(name, fields)| fields.iter().map(move |(field, _)| (*name, *field)))
 }
 
 #[cfg(test)]

@@ -197,6 +197,63 @@ fn desired_state(object: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// Makes `new` the stored object `old` with `new`'s status (none if it has none) and `new`'s
+/// resourceVersion (the stored one if it gives none): a status write changes nothing else. The
+/// fields `new` holds as stored are moved over, not copied from `old` (a patch's `new` is a
+/// copy of `old` already); the result has `old`'s field order.
+fn only_status(new: &mut Value, old: &Value) -> Result<(), ApiError> {
+    let resource_version = meta_str(new, "resourceVersion").map(str::to_string);
+    let Some(stored) = old.as_object() else {
+        *new = old.clone();
+        return Ok(());
+    };
+    let mut given = match std::mem::take(new) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut out = Map::new();
+    for (key, value) in stored {
+        let value = match (key.as_str(), given.remove(key)) {
+            ("status", Some(status)) => status,
+            ("status", None) => continue,
+            ("metadata", Some(meta)) if same_but_version(&meta, value) => meta,
+            (_, Some(same)) if same == *value => same,
+            _ => value.clone(),
+        };
+        out.insert(key.clone(), value);
+    }
+    if let Some(status) = given
+        .remove("status")
+        .filter(|_| !stored.contains_key("status"))
+    {
+        out.insert("status".into(), status);
+    }
+    *new = Value::Object(out);
+    let stored_version = || meta_str(old, "resourceVersion").map(str::to_string);
+    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        match resource_version.or_else(stored_version) {
+            Some(rv) => meta.insert("resourceVersion".into(), Value::String(rv)),
+            None => meta.remove("resourceVersion"),
+        };
+    } else if let Some(rv) = resource_version {
+        meta_mut(new)?.insert("resourceVersion".into(), Value::String(rv));
+    }
+    Ok(())
+}
+
+/// Whether two metadata say the same, resourceVersion aside.
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let rest =
+        |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
+    rest(a) == rest(b)
+        && a.iter()
+            .filter(|(k, _)| *k != "resourceVersion")
+            .all(|(k, v)| b.get(k) == Some(v))
+}
+
 /// Merges an update into the stored object's server-owned fields. `subresource` is `None` for
 /// the main resource or `Some("status")`.
 pub fn prepare_update(
@@ -223,20 +280,7 @@ pub fn prepare_update(
     }
     // A CSR's approval is written like its status.
     if matches!(subresource, Some("status" | "approval")) {
-        // Only the status changes; everything else stays as stored.
-        let status = new.get("status").cloned();
-        let resource_version = meta_str(new, "resourceVersion").map(str::to_string);
-        *new = old.clone();
-        if let Some(map) = new.as_object_mut() {
-            match status {
-                Some(status) => map.insert("status".into(), status),
-                None => map.remove("status"),
-            };
-        }
-        if let Some(rv) = resource_version {
-            meta_mut(new)?.insert("resourceVersion".into(), Value::String(rv));
-        }
-        return Ok(());
+        return only_status(new, old);
     }
     if info.has_subresource("status")
         && let Some(map) = new.as_object_mut()
@@ -301,6 +345,37 @@ mod tests {
         assert_eq!(name, "web-abcde");
         assert_eq!(object["metadata"]["uid"], "U");
         assert_eq!(object["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn a_status_write_should_change_only_the_status_and_keep_the_stored_order() {
+        let pods = info("pods");
+        let old = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "a", "resourceVersion": "7", "labels": {"x": "1"}},
+            "spec": {"nodeName": "n"}, "status": {"phase": "Pending"}});
+        // A patch's copy: resourceVersion dropped, spec and labels changed, status written.
+        let mut patched = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "labels": {"x": "2"}},
+            "spec": {"nodeName": "other"}, "status": {"phase": "Running"}, "extra": 1});
+        prepare_update(&pods, &mut patched, &old, Some("status")).unwrap();
+        let mut expected = old.clone();
+        expected["status"] = json!({"phase": "Running"});
+        assert_eq!(patched, expected);
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&patched), keys(&old));
+        // A resourceVersion given is kept (the write's precondition); no status removes it.
+        let mut given = json!({"metadata": {"name": "a", "resourceVersion": "5"}});
+        prepare_update(&pods, &mut given, &old, Some("status")).unwrap();
+        let mut expected = old.clone();
+        expected["metadata"]["resourceVersion"] = json!("5");
+        expected.as_object_mut().unwrap().remove("status");
+        assert_eq!(given, expected);
+        // A status where the stored object had none goes last.
+        let bare = json!({"metadata": {"name": "a"}, "spec": {}});
+        let mut first = json!({"status": {"phase": "Running"}, "metadata": {"name": "a"}});
+        prepare_update(&pods, &mut first, &bare, Some("status")).unwrap();
+        assert_eq!(keys(&first), ["metadata", "spec", "status"]);
+        assert_eq!(first["metadata"], json!({"name": "a"}));
     }
 
     #[test]

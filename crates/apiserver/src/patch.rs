@@ -13,7 +13,6 @@ use skiff_apimachinery::ApiError;
 
 use crate::body::PatchType;
 use crate::schemas;
-use skiff_apimachinery::lists::list_semantics;
 
 /// The most operations a JSON patch may carry (upstream's `maxJSONPatchOperations`).
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
@@ -90,12 +89,12 @@ fn list_merge(
     parent: Option<&str>,
     field: &str,
 ) -> Option<(Option<&'static str>, Option<&'static str>)> {
-    let parent = parent?;
-    let semantics = list_semantics(parent, field)?;
+    let property = schemas::property(parent?, field)?;
+    let semantics = property.semantics?;
     semantics
         .patch_strategy
         .filter(|s| s.starts_with("merge"))
-        .map(|_| (semantics.merge_key, schemas::field_schema(parent, field)))
+        .map(|_| (semantics.merge_key, property.definition))
 }
 
 fn without_directives(value: &Value) -> Value {

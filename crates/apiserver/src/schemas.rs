@@ -2,12 +2,13 @@
 //! annotated with the list semantics of `skiff_apimachinery::lists`. Strategic merge patch walks
 //! objects alongside these schemas to find each list's merge key; OpenAPI serves them.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
-use skiff_apimachinery::lists::list_semantics;
+use skiff_apimachinery::lists::{ListSemantics, list_semantics};
 use skiff_apimachinery::resources::builtin;
 
 use crate::types::{KindVisitor, with_type};
@@ -106,21 +107,60 @@ fn referenced(schema: &Value) -> Option<&str> {
     direct.or_else(wrapped).and_then(|r| r.rsplit('/').next())
 }
 
+/// A property of a built-in definition, resolved once for the walks of strategic merge patch
+/// and server-side apply, which ask about every field they pass.
+#[derive(Debug)]
+pub struct Property {
+    /// The property's schema, as written in its definition.
+    pub schema: &'static Value,
+    /// The name of the definition of its value (for a list: of its items), if it has one.
+    pub definition: Option<&'static str>,
+    /// How it merges, if it is a list that is not atomic.
+    pub semantics: Option<ListSemantics>,
+}
+
+/// Every definition's properties, by definition name and property name.
+type Properties = HashMap<&'static str, HashMap<&'static str, Property>>;
+
+fn properties() -> &'static Properties {
+    static PROPERTIES: OnceLock<Properties> = OnceLock::new();
+    PROPERTIES.get_or_init(|| {
+        let definitions = &index().definitions;
+        let resolve = |property: &Value| {
+            let name = referenced(property.get("items").unwrap_or(property))?;
+            definitions.get_key_value(name).map(|(k, _)| k.as_str())
+        };
+        definitions
+            .iter()
+            .map(|(parent, definition)| {
+                let fields = definition
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(field, schema)| {
+                        let property = Property {
+                            schema,
+                            definition: resolve(schema),
+                            semantics: list_semantics(parent, field),
+                        };
+                        (field.as_str(), property)
+                    })
+                    .collect();
+                (parent.as_str(), fields)
+            })
+            .collect()
+    })
+}
+
+/// Property `field` of definition `parent`, if it has one.
+pub fn property(parent: &str, field: &str) -> Option<&'static Property> {
+    properties().get(parent)?.get(field)
+}
+
 /// The schema name of field `field` of an object of schema `parent` (for a list: of its items).
 pub fn field_schema(parent: &str, field: &str) -> Option<&'static str> {
-    let property = index()
-        .definitions
-        .get(parent)?
-        .get("properties")?
-        .get(field)?;
-    let name = match property.get("items") {
-        Some(items) => referenced(items),
-        None => referenced(property),
-    }?;
-    index()
-        .definitions
-        .get_key_value(name)
-        .map(|(k, _)| k.as_str())
+    property(parent, field)?.definition
 }
 
 /// The interned name of a definition (`'static`, for walking).
@@ -131,25 +171,17 @@ pub fn field_schema_owned(name: &str) -> Option<&'static str> {
         .map(|(k, _)| k.as_str())
 }
 
-/// The schema of property `field` of definition `parent`, as written there.
-pub fn property(parent: &str, field: &str) -> Option<&'static Value> {
-    index()
-        .definitions
-        .get(parent)?
-        .get("properties")?
-        .get(field)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_schema_in_the_list_table_should_exist() {
-        for name in skiff_apimachinery::lists::schemas() {
+    fn every_field_in_the_list_table_should_be_a_property_of_its_schema() {
+        for (name, field) in skiff_apimachinery::lists::fields() {
+            let property = property(name, field);
             assert!(
-                index().definitions.contains_key(name),
-                "{name} is not a k8s-openapi schema"
+                property.is_some_and(|p| p.semantics.is_some()),
+                "{name}.{field} is not a property of a k8s-openapi schema"
             );
         }
     }

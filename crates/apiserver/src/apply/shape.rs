@@ -4,7 +4,6 @@
 //! CRD's structural schema; anything unknown is a struct whose lists are atomic.
 
 use serde_json::Value;
-use skiff_apimachinery::lists::list_semantics;
 
 use crate::schemas;
 
@@ -79,7 +78,7 @@ impl Shape {
                 kind: Kind::Struct,
             } => {
                 let property = schemas::property(parent, key);
-                let kind = if let Some(list) = list_semantics(parent, key) {
+                let kind = if let Some(list) = property.and_then(|p| p.semantics) {
                     match list.list_type {
                         "set" => Kind::Set,
                         "map" => {
@@ -87,13 +86,13 @@ impl Shape {
                         }
                         _ => Kind::AtomicList,
                     }
-                } else if property.is_some_and(|p| p.get("additionalProperties").is_some()) {
+                } else if property.is_some_and(|p| p.schema.get("additionalProperties").is_some()) {
                     Kind::Map
                 } else {
                     Kind::Struct
                 };
                 Self::Builtin {
-                    definition: schemas::field_schema(parent, key),
+                    definition: property.and_then(|p| p.definition),
                     kind,
                 }
             }

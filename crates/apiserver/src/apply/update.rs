@@ -121,6 +121,10 @@ impl Walk {
         parent: &Shape,
         prefix: &mut Path,
     ) {
+        // Equal (or absent) fields hold no region: no shape or path needed for them.
+        if new == old {
+            return;
+        }
         prefix.push(format!("f:{key}"));
         self.diff(new, old, &parent.child(key), prefix);
         prefix.pop();
@@ -128,11 +132,9 @@ impl Walk {
 
     /// Diffs two versions of the node at `prefix`, noting where they differ.
     fn diff(&mut self, new: Option<&Value>, old: Option<&Value>, shape: &Shape, prefix: &mut Path) {
-        let (new, old) = match (new, old) {
-            (None, None) => return,
-            (Some(new), Some(old)) if new == old => return,
-            (Some(new), Some(old)) => (new, old),
-            _ => return self.found.push(prefix.clone()),
+        // [`Self::field`] has passed over equal nodes.
+        let (Some(new), Some(old)) = (new, old) else {
+            return self.found.push(prefix.clone());
         };
         let kind = shape.kind(new);
         if kind != shape.kind(old) {
