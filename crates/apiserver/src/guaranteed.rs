@@ -50,8 +50,9 @@ pub enum Decision {
 /// What a guaranteed update did (or, in a dry run, would have done).
 #[derive(Debug)]
 pub enum Outcome {
-    /// The object as stored, with its resourceVersion (the old one when nothing changed).
-    Written(Value),
+    /// The object as stored, with its resourceVersion (the old one when nothing changed), and
+    /// the bytes stored (none when nothing was).
+    Written(Value, Option<storage::Stored>),
     /// The object as it was removed, with the deletion's revision as its resourceVersion.
     Deleted(Value),
 }
@@ -60,7 +61,15 @@ impl Outcome {
     /// The object either way.
     pub fn object(&self) -> &Value {
         match self {
-            Self::Written(object) | Self::Deleted(object) => object,
+            Self::Written(object, _) | Self::Deleted(object) => object,
+        }
+    }
+
+    /// What the write stored, if it stored something.
+    pub fn stored(&self) -> Option<&storage::Stored> {
+        match self {
+            Self::Written(_, stored) => stored.as_ref(),
+            Self::Deleted(_) => None,
         }
     }
 }
@@ -279,17 +288,14 @@ async fn write(
         if let Some(fields) = read.old.pointer("/metadata/managedFields") {
             meta.insert("managedFields".into(), fields.clone());
         }
-        return Ok(Outcome::Written(new));
+        return Ok(Outcome::Written(new, None));
     }
     if site.dry_run {
-        return Ok(Outcome::Written(new));
+        return Ok(Outcome::Written(new, None));
     }
     let taken = allocation::allocate_update(state, site.info, &mut new, read.old).await?;
-    let revision = match state
-        .store
-        .update(site.key, storage::encode(&new)?, expected)
-        .await
-    {
+    let bytes = storage::encode(&new)?;
+    let revision = match state.store.update(site.key, bytes.clone(), expected).await {
         Ok(revision) => revision,
         Err(error) => {
             allocation::release(state, taken).await;
@@ -298,7 +304,10 @@ async fn write(
     };
     allocation::release_replaced(state, read.old, &new).await;
     stamp(&mut new, revision)?;
-    Ok(Outcome::Written(new))
+    Ok(Outcome::Written(
+        new,
+        Some(storage::Stored { bytes, revision }),
+    ))
 }
 
 /// Whether `new` says what `stored` says: the same fields (in any order), but for the resource

@@ -88,6 +88,15 @@ pub fn value<T: serde::Serialize>(status: StatusCode, value: &T, format: Format)
             Err(e) => return error(&ApiError::Internal(format!("encoding JSON: {e}"))),
         }
     };
+    with_body(status, body, content_type)
+}
+
+/// JSON written already, sent as it is.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    with_body(status, body, "application/json")
+}
+
+fn with_body(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response

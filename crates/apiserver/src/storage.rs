@@ -139,6 +139,16 @@ pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
     .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
 }
 
+/// The bytes a write stored and the revision it stored them at: enough to answer the write
+/// with the object as a read would send it, without encoding it again.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// What [`encode`] made of the object.
+    pub bytes: Bytes,
+    /// The object's new resource version.
+    pub revision: Revision,
+}
+
 /// An object written with its fields in upstream's order, as [`canonical_order`] puts them,
 /// without copying it.
 pub fn in_order(object: &Value) -> impl serde::Serialize + '_ {

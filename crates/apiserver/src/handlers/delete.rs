@@ -283,7 +283,7 @@ pub async fn delete(
     })
     .await?;
     let status = match outcome {
-        Outcome::Written(_) => accepted,
+        Outcome::Written(..) => accepted,
         Outcome::Deleted(_) => StatusCode::OK,
     };
     Ok(render_one(

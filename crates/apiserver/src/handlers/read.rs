@@ -94,6 +94,24 @@ pub fn render_one(
     }
 }
 
+/// Renders an object just written as [`render_one`] does; as JSON, from the bytes the write
+/// stored (copied as text, as the watch cache renders them) instead of encoding it again.
+pub fn render_written(
+    state: &ApiState,
+    info: &ResourceInfo,
+    object: &Value,
+    stored: Option<&storage::Stored>,
+    format: Format,
+    status: StatusCode,
+) -> Response {
+    if let Some(stored) = stored.filter(|_| format == Format::Json)
+        && let Ok(body) = CachedObject::whole_from_stored(&stored.bytes, stored.revision)
+    {
+        return respond::json(status, body);
+    }
+    render_one(state, info, object, format, status)
+}
+
 /// A page of a list.
 pub struct Listed {
     /// The selected objects.

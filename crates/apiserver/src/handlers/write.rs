@@ -11,7 +11,7 @@ use skiff_apimachinery::status::Target;
 use skiff_apimachinery::{ApiError, ResourceInfo};
 
 use super::params::Params;
-use super::read::render_one;
+use super::read::{render_one, render_written};
 use super::write_request::WriteRequest;
 use crate::allocation;
 use crate::apply;
@@ -183,7 +183,8 @@ async fn create_object(
     let allocation = allocation::allocate(state, info, &mut object, &name).await?;
     // In the order it is stored and sent in, so the answer is rendered without a copy.
     storage::canonical_order(&mut object);
-    let revision = match state.store.create(&key, storage::encode(&object)?).await {
+    let bytes = storage::encode(&object)?;
+    let revision = match state.store.create(&key, bytes.clone()).await {
         Ok(revision) => revision,
         Err(error) => {
             allocation::release(state, allocation).await;
@@ -192,8 +193,16 @@ async fn create_object(
     };
     meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
     crd_written(state, info).await;
+    let stored = storage::Stored { bytes, revision };
     Ok(with_warnings(
-        render_one(state, info, &object, request.format, StatusCode::CREATED),
+        render_written(
+            state,
+            info,
+            &object,
+            Some(&stored),
+            request.format,
+            StatusCode::CREATED,
+        ),
         &warnings,
     ))
 }
@@ -424,10 +433,11 @@ fn reply(
     warnings: &[String],
 ) -> Response {
     with_warnings(
-        render_one(
+        render_written(
             state,
             request.info,
             outcome.object(),
+            outcome.stored(),
             request.format,
             StatusCode::OK,
         ),

@@ -114,6 +114,19 @@ impl CachedObject {
         }
     }
 
+    /// The JSON a read sends for an object stored as `stored` at `revision`: what
+    /// [`Self::write_whole`] writes for it.
+    pub fn whole_from_stored(
+        stored: &[u8],
+        revision: skiff_store::Revision,
+    ) -> Result<Vec<u8>, skiff_apimachinery::ApiError> {
+        // Not kept: the key names nothing.
+        let object = Self::from_stored("", stored, revision)?;
+        let mut whole = Vec::with_capacity(object.size());
+        object.write_whole(&mut whole);
+        Ok(whole)
+    }
+
     /// The whole object, decoded.
     pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         let mut whole = Vec::with_capacity(self.size());
@@ -190,6 +203,26 @@ mod tests {
         same_as_decoded(b"{ \"kind\": \"Spaced\", \"metadata\": {\"name\": \"a\"} }");
         same_as_decoded(br#"{"kind":"Dup","kind":"Twice","metadata":{"name":"a"}}"#);
         same_as_decoded(br#"{"kind":"Esc\u00e9","metadata":{"name":"a"}}"#);
+    }
+
+    #[test]
+    fn a_written_object_should_be_sent_as_its_encoding_renders_it() {
+        let objects = [
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "d",
+                "uid": "u", "labels": {"a": "b"}, "managedFields": [{"manager": "m"}]},
+                "spec": {"x": [1, 2.5, 1e21, "é\n\"q\"\u{0001}"]}, "status": {"phase": "Running"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"},
+                "metadata": {"uid": "u", "name": "out of order"}}),
+        ];
+        for mut object in objects {
+            let bytes = crate::storage::encode(&object).unwrap();
+            object["metadata"]["resourceVersion"] = json!("42");
+            let sent = serde_json::to_vec(&crate::storage::in_order(&object)).unwrap();
+            assert_eq!(
+                String::from_utf8(CachedObject::whole_from_stored(&bytes, 42).unwrap()).unwrap(),
+                String::from_utf8(sent).unwrap()
+            );
+        }
     }
 
     fn whole(object: &CachedObject) -> Value {
