@@ -6,6 +6,7 @@
 //! are read from the watch cache's snapshot, as upstream's admission reads its informer; from
 //! the store while the snapshot is loading.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use skiff_apimachinery::status::{ApiError, Target};
 
@@ -26,8 +27,26 @@ pub const SYSTEM_CLASSES: [(&str, i64, &str); 2] = [
     ),
 ];
 
-/// Every PriorityClass, decoded.
-async fn classes(state: &ApiState) -> Result<Vec<Value>, ApiError> {
+/// What admission reads of a PriorityClass; every other field is skipped unread.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Class {
+    metadata: ClassMeta,
+    #[serde(default)]
+    value: i64,
+    #[serde(default)]
+    global_default: bool,
+    preemption_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClassMeta {
+    #[serde(default)]
+    name: String,
+}
+
+/// Every PriorityClass.
+async fn classes(state: &ApiState) -> Result<Vec<Class>, ApiError> {
     let info = state
         .registry
         .find("scheduling.k8s.io", "v1", "priorityclasses")
@@ -37,7 +56,7 @@ async fn classes(state: &ApiState) -> Result<Vec<Value>, ApiError> {
         return Ok(list
             .objects
             .iter()
-            .filter_map(|o| o.to_value().ok())
+            .filter_map(|o| serde_json::from_slice(o.item()).ok())
             .collect());
     }
     let target = Target::new("scheduling.k8s.io", "priorityclasses", "");
@@ -51,7 +70,14 @@ async fn classes(state: &ApiState) -> Result<Vec<Value>, ApiError> {
         })
         .await
         .map_err(|e| storage::api_error(e, &target))?;
-    listed.kvs.iter().map(storage::decode).collect()
+    listed
+        .kvs
+        .iter()
+        .map(|kv| {
+            serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::Internal(format!("stored PriorityClass: {e}")))
+        })
+        .collect()
 }
 
 /// Resolves the priority of the pod `object` (named `name` in errors) before it is stored.
@@ -74,26 +100,24 @@ pub async fn admit(state: &ApiState, object: &mut Value, name: &str) -> Result<(
         Some(wanted) => Some(
             classes
                 .iter()
-                .find(|c| c.pointer("/metadata/name").and_then(Value::as_str) == Some(wanted))
+                .find(|c| c.metadata.name == *wanted)
                 .ok_or_else(|| {
                     forbidden(format!("no PriorityClass with name {wanted} was found"))
                 })?,
         ),
         None => classes
             .iter()
-            .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
-            .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0)),
+            .filter(|c| c.global_default)
+            .min_by_key(|c| c.value),
     };
-    let value = class
-        .and_then(|c| c.get("value").and_then(Value::as_i64))
-        .unwrap_or(0);
+    let value = class.map_or(0, |c| c.value);
     if let Some(given) = given.filter(|g| *g != value) {
         return Err(forbidden(format!(
             "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
         )));
     }
     let policy = class
-        .and_then(|c| c.get("preemptionPolicy").and_then(Value::as_str))
+        .and_then(|c| c.preemption_policy.as_deref())
         .unwrap_or("PreemptLowerPriority")
         .to_string();
     let given_policy = spec.get("preemptionPolicy").and_then(Value::as_str);
@@ -103,8 +127,8 @@ pub async fn admit(state: &ApiState, object: &mut Value, name: &str) -> Result<(
         )));
     }
     if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-        if let Some(class) = class.and_then(|c| c.pointer("/metadata/name")).cloned() {
-            spec.insert("priorityClassName".into(), class);
+        if let Some(class) = class {
+            spec.insert("priorityClassName".into(), json!(class.metadata.name));
         }
         spec.insert("priority".into(), json!(value));
         spec.entry("preemptionPolicy").or_insert(json!(policy));

@@ -10,7 +10,8 @@
 //! controller has made it, a race every script that creates a namespace and then a pod can
 //! lose). Its node fetches the token once the account is there.
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 use skiff_apimachinery::status::{ApiError, Target};
 
 use crate::state::ApiState;
@@ -26,23 +27,36 @@ const VOLUME_PREFIX: &str = "kube-api-access-";
 /// tell a projected token from a legacy one).
 const TOKEN_SECONDS: i64 = 3607;
 
+/// What admission reads of a ServiceAccount; every other field is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Account {
+    automount_service_account_token: Option<bool>,
+}
+
 /// The account `name` in `namespace`, from the watch cache or (when the cache lacks it, e.g.
 /// just created) the store.
-async fn account(state: &ApiState, namespace: &str, name: &str) -> Result<Option<Value>, ApiError> {
+async fn account(
+    state: &ApiState,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Account>, ApiError> {
     let info = state
         .registry
         .find("", "v1", "serviceaccounts")
         .ok_or_else(|| ApiError::Internal("serviceaccounts are not registered".into()))?;
     let key = storage::key(&info, Some(namespace), name);
-    if let Some(cached) = state.watch_cache.get(&key) {
-        return cached
-            .to_value()
+    let decode = |bytes: &[u8]| {
+        serde_json::from_slice(bytes)
             .map(Some)
-            .map_err(|e| ApiError::Internal(e.to_string()));
+            .map_err(|e| ApiError::Internal(format!("stored service account: {e}")))
+    };
+    if let Some(cached) = state.watch_cache.get(&key) {
+        return decode(cached.item());
     }
     let target = Target::new("", "serviceaccounts", name);
     match state.store.get(&key, None).await {
-        Ok((Some(kv), _)) => storage::decode(&kv).map(Some),
+        Ok((Some(kv), _)) => decode(&kv.value),
         Ok((None, _)) => Ok(None),
         Err(error) => Err(storage::api_error(error, &target)),
     }
@@ -64,9 +78,9 @@ fn volume(name: &str) -> Value {
 }
 
 /// Whether some container of `spec` already mounts something at [`MOUNT_PATH`].
-fn mounted_already(spec: &Value) -> bool {
+fn mounted_already(spec: &Map<String, Value>) -> bool {
     ["initContainers", "containers"].iter().any(|list| {
-        spec.get(list)
+        spec.get(*list)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -105,13 +119,12 @@ pub async fn admit(
             ),
         });
     }
-    let opted =
-        |v: Option<&Value>| v.and_then(|a| a.get("automountServiceAccountToken")?.as_bool());
-    let automount = opted(Some(&Value::Object(spec.clone())))
-        .or_else(|| opted(found.as_ref()))
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or_else(|| found?.automount_service_account_token)
         .unwrap_or(true);
-    let spec_value = Value::Object(spec.clone());
-    if !automount || mounted_already(&spec_value) {
+    if !automount || mounted_already(spec) {
         return Ok(());
     }
     let volume_name = format!("{VOLUME_PREFIX}{suffix}");
@@ -144,9 +157,18 @@ mod tests {
     #[test]
     fn an_existing_mount_at_the_path_should_be_left_alone() {
         let spec = json!({"containers": [{"name": "c", "volumeMounts": [{"name": "mine", "mountPath": MOUNT_PATH}]}]});
-        assert!(mounted_already(&spec));
+        assert!(mounted_already(spec.as_object().unwrap()));
         let other = json!({"containers": [{"name": "c", "volumeMounts": [{"name": "x", "mountPath": "/data"}]}]});
-        assert!(!mounted_already(&other));
+        assert!(!mounted_already(other.as_object().unwrap()));
+    }
+
+    #[test]
+    fn an_account_should_be_read_for_its_automount_choice_alone() {
+        let stored = br#"{"metadata":{"name":"default","managedFields":[{"manager":"m"}]},"automountServiceAccountToken":false,"secrets":[{"name":"s"}]}"#;
+        let account: Account = serde_json::from_slice(stored).unwrap();
+        assert_eq!(account.automount_service_account_token, Some(false));
+        let silent: Account = serde_json::from_slice(br#"{"metadata":{}}"#).unwrap();
+        assert_eq!(silent.automount_service_account_token, None);
     }
 
     #[test]
