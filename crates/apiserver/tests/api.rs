@@ -2037,6 +2037,57 @@ async fn yaml_alias_bomb_should_be_refused_with_a_400_on_every_yaml_write() {
 }
 
 #[tokio::test]
+async fn pod_creates_should_mount_their_accounts_token_unless_the_account_opts_out() {
+    let api = api().await;
+    let accounts = "/api/v1/namespaces/default/serviceaccounts";
+    for (name, automount) in [("quiet", Some(false)), ("robot", None)] {
+        let mut account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name}, "secrets": [{"name": "s"}]});
+        if let Some(automount) = automount {
+            account["automountServiceAccountToken"] = json!(automount);
+        }
+        let created = api
+            .call(
+                "POST",
+                accounts,
+                Some("application/json"),
+                serde_json::to_vec(&account).unwrap(),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+    }
+    let create = |name: &str, account: &str| {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"serviceAccountName": account,
+                "containers": [{"name": "c", "image": "busybox"}]}});
+        api.call(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            Some("application/json"),
+            serde_json::to_vec(&pod).unwrap(),
+        )
+    };
+    let mounts = |pod: &Value| {
+        pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let quiet = create("quiet", "quiet").await;
+    assert_eq!(quiet.status, StatusCode::CREATED);
+    assert_eq!(mounts(&quiet.json()), 0, "{}", quiet.json());
+    let robot = create("robot", "robot").await;
+    assert_eq!(robot.status, StatusCode::CREATED);
+    assert_eq!(mounts(&robot.json()), 1, "{}", robot.json());
+    assert!(
+        robot.json()["spec"]["volumes"][0]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    );
+    let missing = create("missing", "nobody").await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn pod_creates_should_resolve_their_priority_class_as_upstreams_admission_does() {
     let api = api().await;
     let pod = |name: &str, extra: Value| {

@@ -268,7 +268,8 @@ async fn run_pods(client: &Client, nodes: &HashMap<String, Simulated>) {
             let name = pod.name_any();
             let result = match action {
                 pods::Action::Start => {
-                    let status = pods::running_status(&pod, &pod_ip, &host_ip, &now());
+                    let now = now();
+                    let status = pods::running_status(&pod, &pod_ip, &host_ip, &now);
                     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                         .await
                         .map(drop)

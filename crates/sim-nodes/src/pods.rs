@@ -3,7 +3,7 @@
 //! (it is being deleted: there is nothing to stop, so it goes at once, as a kubelet deletes a
 //! pod whose containers have stopped), or left alone; [`running_status`] is that status.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::lean::{Container, Pod};
 
@@ -29,63 +29,147 @@ pub fn decide(pod: &Pod) -> Action {
     }
 }
 
+/// The status patch of a started pod: written straight into the request body (no JSON tree is
+/// built for it), in the order a kubelet writes the fields.
+#[derive(Debug, Serialize)]
+pub struct Started<'a> {
+    status: Status<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    phase: &'static str,
+    #[serde(rename = "hostIP")]
+    host_ip: &'a str,
+    #[serde(rename = "hostIPs")]
+    host_ips: [Ip<'a>; 1],
+    #[serde(rename = "podIP")]
+    pod_ip: &'a str,
+    #[serde(rename = "podIPs")]
+    pod_ips: [Ip<'a>; 1],
+    start_time: &'a str,
+    conditions: [Condition<'a>; 5],
+    container_statuses: Vec<ContainerStatus<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    init_container_statuses: Vec<ContainerStatus<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Ip<'a> {
+    ip: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Condition<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    status: &'static str,
+    last_probe_time: Option<&'a str>,
+    last_transition_time: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerStatus<'a> {
+    name: &'a str,
+    image: &'a str,
+    #[serde(rename = "imageID")]
+    image_id: String,
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ready: bool,
+    started: bool,
+    restart_count: i32,
+    state: State<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum State<'a> {
+    #[serde(rename_all = "camelCase")]
+    Running { started_at: &'a str },
+    #[serde(rename_all = "camelCase")]
+    Terminated {
+        exit_code: i32,
+        reason: &'static str,
+        started_at: &'a str,
+        finished_at: &'a str,
+    },
+}
+
 /// The status of `pod` with every container running and ready.
-pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &str) -> Value {
+pub fn running_status<'a>(
+    pod: &'a Pod,
+    pod_ip: &'a str,
+    host_ip: &'a str,
+    now: &'a str,
+) -> Started<'a> {
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
-    let container = |c: &Container, running: bool| {
-        let state = if running {
-            json!({"running": {"startedAt": now}})
-        } else {
-            json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}})
-        };
-        json!({
-            "name": c.name,
-            "image": c.image.clone().unwrap_or_default(),
-            "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()),
-            "containerID": format!("sim://{uid}/{}", c.name),
-            "ready": running,
-            "started": running,
-            "restartCount": 0,
-            "state": state,
-        })
+    let container = |c: &'a Container, running: bool| {
+        let image = c.image.as_deref().unwrap_or_default();
+        ContainerStatus {
+            name: &c.name,
+            image,
+            image_id: format!("sim://{image}"),
+            container_id: format!("sim://{uid}/{}", c.name),
+            ready: running,
+            started: running,
+            restart_count: 0,
+            state: if running {
+                State::Running { started_at: now }
+            } else {
+                State::Terminated {
+                    exit_code: 0,
+                    reason: "Completed",
+                    started_at: now,
+                    finished_at: now,
+                }
+            },
+        }
     };
-    let containers: Vec<Value> = pod
-        .spec
-        .containers
-        .iter()
-        .map(|c| container(c, true))
-        .collect();
-    let init: Vec<Value> = pod
-        .spec
-        .init_containers
-        .iter()
-        .map(|c| container(c, c.restart_policy.as_deref() == Some("Always")))
-        .collect();
-    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    let mut status = json!({
-        "phase": "Running",
-        "hostIP": host_ip,
-        "hostIPs": [{"ip": host_ip}],
-        "podIP": pod_ip,
-        "podIPs": [{"ip": pod_ip}],
-        "startTime": now,
-        "conditions": [
-            condition("PodReadyToStartContainers"),
-            condition("Initialized"),
-            condition("Ready"),
-            condition("ContainersReady"),
-            condition("PodScheduled"),
-        ],
-        "containerStatuses": containers,
-    });
-    if !init.is_empty() {
-        status["initContainerStatuses"] = json!(init);
+    let condition = |type_| Condition {
+        type_,
+        status: "True",
+        last_probe_time: None,
+        last_transition_time: now,
+    };
+    Started {
+        status: Status {
+            phase: "Running",
+            host_ip,
+            host_ips: [Ip { ip: host_ip }],
+            pod_ip,
+            pod_ips: [Ip { ip: pod_ip }],
+            start_time: now,
+            conditions: [
+                condition("PodReadyToStartContainers"),
+                condition("Initialized"),
+                condition("Ready"),
+                condition("ContainersReady"),
+                condition("PodScheduled"),
+            ],
+            container_statuses: pod
+                .spec
+                .containers
+                .iter()
+                .map(|c| container(c, true))
+                .collect(),
+            init_container_statuses: pod
+                .spec
+                .init_containers
+                .iter()
+                .map(|c| container(c, c.restart_policy.as_deref() == Some("Always")))
+                .collect(),
+        },
     }
-    json!({"status": status})
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn pod(extra: Value) -> Pod {
@@ -119,13 +203,13 @@ mod tests {
 
     #[test]
     fn a_started_pod_should_be_running_and_ready_with_container_statuses() {
-        let status = running_status(
-            &pod(json!({})),
-            "10.64.1.2",
-            "198.18.0.2",
-            "2026-12-03T00:00:00Z",
-        );
-        let status = &status["status"];
+        let pod = pod(json!({}));
+        let started = running_status(&pod, "10.64.1.2", "198.18.0.2", "2026-12-03T00:00:00Z");
+        let started = serde_json::to_value(&started).unwrap();
+        let status = &started["status"];
+        assert_eq!(status["hostIPs"], json!([{"ip": "198.18.0.2"}]));
+        assert_eq!(status["conditions"][0]["lastProbeTime"], Value::Null);
+        assert_eq!(status["containerStatuses"][0]["imageID"], "sim://nginx");
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["podIP"], "10.64.1.2");
         assert_eq!(status["containerStatuses"][0]["ready"], true);
