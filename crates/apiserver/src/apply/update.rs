@@ -50,7 +50,13 @@ pub fn record(new: &mut Value, old: &Value, shape: &Shape, writer: &Writer<'_>) 
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let entries = walk.entries(stored, new, shape, writer);
+    // Entries kept as stored are moved from `new` when it holds the stored ones (a patch's
+    // copy, a status write), not copied.
+    let mut given = match new.pointer_mut("/metadata/managedFields") {
+        Some(Value::Array(given)) if given.as_slice() == stored => std::mem::take(given),
+        _ => Vec::new(),
+    };
+    let entries = walk.entries(stored, &mut given, new, shape, writer);
     if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
         if entries.is_empty() {
             meta.remove("managedFields");
@@ -301,23 +307,29 @@ impl Walk {
     }
 
     /// The new `managedFields`: `stored` with ownership inside the regions brought up to date.
+    /// `given` is a copy of `stored` to take the entries kept from, or empty. A new entry takes
+    /// the changed fields with it.
     fn entries(
-        &self,
+        &mut self,
         stored: &[Value],
+        given: &mut [Value],
         new: &Value,
         shape: &Shape,
         writer: &Writer<'_>,
     ) -> Vec<Value> {
         let mut out = Vec::with_capacity(stored.len() + 1);
         let mut recorded = self.changed.is_empty();
-        for value in stored {
+        for (at, value) in stored.iter().enumerate() {
             let mine = is_writers(value, writer);
             let touched = value
                 .get("fieldsV1")
                 .is_some_and(|tree| self.found.iter().any(|root| touches(tree, root)));
             let extend = mine && !recorded;
             if !touched && !extend {
-                out.push(value.clone());
+                out.push(match given.get_mut(at) {
+                    Some(copy) => copy.take(),
+                    None => value.clone(),
+                });
                 continue;
             }
             let Some(mut entry) = Entry::parse(value) else {
@@ -340,7 +352,8 @@ impl Walk {
             }
         }
         if !recorded {
-            out.push(Entry::new(writer, "Update", self.changed.clone()).to_value());
+            let changed = std::mem::take(&mut self.changed);
+            out.push(Entry::new(writer, "Update", changed).to_value());
         }
         out
     }

@@ -272,7 +272,7 @@ fn admit(
         .registry
         .find_custom(&info.group, &info.version, &info.plural)
     else {
-        return shapes::check_shape(info, object);
+        return check_builtin(info, object, old);
     };
     let Some(schema) = &custom.schema else {
         return Ok(Vec::new());
@@ -295,6 +295,29 @@ fn admit(
         ),
         causes: outcome.causes,
     })
+}
+
+/// A built-in object's shape check. managedFields equal to the stored ones were checked when
+/// they were stored and are left out of the typed decode (a pod's are much of its decoding).
+fn check_builtin(
+    info: &ResourceInfo,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<Vec<String>, ApiError> {
+    let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
+    let kept = match object.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) if stored.is_some() && meta.get("managedFields") == stored => {
+            meta.shift_remove("managedFields")
+        }
+        _ => None,
+    };
+    let checked = shapes::check_shape(info, object);
+    if let Some(fields) = kept
+        && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.insert("managedFields".into(), fields);
+    }
+    checked
 }
 
 /// Applies `fieldValidation` to the unknown fields of a request: `Strict` rejects them, `Warn`
@@ -581,5 +604,31 @@ pub async fn patch(
             create_object(state, request, object, bytes, true).await
         }
         outcome => Ok(reply(state, request, &outcome?, &warnings)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use skiff_apimachinery::resources::builtin;
+
+    use super::*;
+
+    #[test]
+    fn a_shape_check_should_pass_over_stored_managed_fields_and_keep_them() {
+        let pods = builtin().into_iter().find(|r| r.plural == "pods").unwrap();
+        let fields = json!([{"manager": "m", "operation": "Update", "fieldsV1": {"f:spec": {}}}]);
+        let old = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "managedFields": fields}, "spec": {}});
+        let mut status = old.clone();
+        status["status"] = json!({"phase": "Running"});
+        assert!(check_builtin(&pods, &mut status, Some(&old)).is_ok());
+        assert_eq!(status["metadata"]["managedFields"], fields);
+        let mut wrong = old.clone();
+        wrong["spec"]["nodeName"] = json!(7);
+        assert!(check_builtin(&pods, &mut wrong, Some(&old)).is_err());
+        let mut given = old.clone();
+        given["metadata"]["managedFields"] = json!([{"manager": 7}]);
+        assert!(check_builtin(&pods, &mut given, Some(&old)).is_err());
     }
 }
