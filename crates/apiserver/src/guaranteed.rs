@@ -25,7 +25,7 @@ use skiff_store::{KeyValue, Revision, StoreError};
 
 use crate::allocation;
 use crate::crd;
-use crate::objects::meta_mut;
+use crate::objects::{meta_mut, same_fields};
 use crate::state::ApiState;
 use crate::storage;
 
@@ -327,22 +327,6 @@ fn unchanged(stored: &Value, new: &Value) -> bool {
         },
         _ => a == b,
     })
-}
-
-/// Whether two maps have the same keys (a `resourceVersion` aside) and `same` holds for each
-/// key's two values.
-fn same_fields(
-    a: &serde_json::Map<String, Value>,
-    b: &serde_json::Map<String, Value>,
-    same: impl Fn(&str, &Value, &Value) -> bool,
-) -> bool {
-    let keys =
-        |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
-    keys(a) == keys(b)
-        && a.iter().all(|(key, value)| match b.get(key) {
-            Some(other) => same(key, value, other),
-            None => key == "resourceVersion",
-        })
 }
 
 /// Whether two managedFields lists say the same but for their entries' times.

@@ -243,15 +243,25 @@ fn only_status(new: &mut Value, old: &Value) -> Result<(), ApiError> {
 
 /// Whether two metadata say the same, resourceVersion aside.
 fn same_but_version(a: &Value, b: &Value) -> bool {
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return a == b;
-    };
-    let rest =
-        |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
-    rest(a) == rest(b)
-        && a.iter()
-            .filter(|(k, _)| *k != "resourceVersion")
-            .all(|(k, v)| b.get(k) == Some(v))
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => same_fields(a, b, |_, x, y| x == y),
+        _ => a == b,
+    }
+}
+
+/// Whether two maps have the same keys (a `resourceVersion` aside) and `same` holds for each
+/// key's two values.
+pub fn same_fields(
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let keys = |m: &Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+    keys(a) == keys(b)
+        && a.iter().all(|(key, value)| match b.get(key) {
+            Some(other) => same(key, value, other),
+            None => key == "resourceVersion",
+        })
 }
 
 /// Merges an update into the stored object's server-owned fields. `subresource` is `None` for
