@@ -294,8 +294,12 @@ async fn write(
         return Ok(Outcome::Written(new, None));
     }
     let taken = allocation::allocate_update(state, site.info, &mut new, read.old).await?;
-    let bytes = storage::encode(&new)?;
-    let revision = match state.store.update(site.key, bytes.clone(), expected).await {
+    let encoded = storage::encode(&new)?;
+    let revision = match state
+        .store
+        .update(site.key, encoded.bytes.clone(), expected)
+        .await
+    {
         Ok(revision) => revision,
         Err(error) => {
             allocation::release(state, taken).await;
@@ -306,7 +310,7 @@ async fn write(
     stamp(&mut new, revision)?;
     Ok(Outcome::Written(
         new,
-        Some(storage::Stored { bytes, revision }),
+        Some(storage::Stored { encoded, revision }),
     ))
 }
 

@@ -4,6 +4,8 @@
 //! version and is put back on every read), and the single mapping from store errors to API
 //! errors.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 use serde_json::Value;
 use skiff_apimachinery::status::Target;
@@ -128,15 +130,62 @@ pub fn canonical_order(object: &mut Value) {
     }
 }
 
+/// An object encoded for storage.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The JSON: no resource version, fields in upstream's order.
+    pub bytes: Bytes,
+    /// Where in `bytes` the metadata's `resourceVersion` goes (the end of the field before it,
+    /// or just inside the metadata's `{`); `None` when the object has no metadata map.
+    pub version_at: Option<usize>,
+}
+
 /// Encodes an object for storage, without its resource version, its fields in upstream's
-/// order (see [`canonical_order`]; what the watch cache copies without decoding).
-pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(&Ordered {
+/// order (see [`canonical_order`]; what the watch cache copies without decoding), noting where
+/// the resource version goes.
+pub fn encode(object: &Value) -> Result<Encoded, ApiError> {
+    let slot = Slot::default();
+    let mut out = Counted {
+        out: Vec::with_capacity(1024),
+        slot: &slot,
+    };
+    let ordered = Ordered {
         object,
         resource_version: false,
+        slot: Some(&slot),
+    };
+    serde::Serialize::serialize(&ordered, &mut serde_json::Serializer::new(&mut out))
+        .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))?;
+    Ok(Encoded {
+        bytes: Bytes::from(out.out),
+        version_at: slot.version_at.get(),
     })
-    .map(Bytes::from)
-    .map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+/// Where an encoding stands: the bytes written so far, and the resource version's place once
+/// passed.
+#[derive(Default)]
+struct Slot {
+    written: Cell<usize>,
+    version_at: Cell<Option<usize>>,
+}
+
+/// A writer that keeps [`Slot::written`] up to date (serde_json writes every token through).
+struct Counted<'a> {
+    out: Vec<u8>,
+    slot: &'a Slot,
+}
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        self.slot.written.set(self.out.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The bytes a write stored and the revision it stored them at: enough to answer the write
@@ -144,9 +193,36 @@ pub fn encode(object: &Value) -> Result<Bytes, ApiError> {
 #[derive(Clone, Debug)]
 pub struct Stored {
     /// What [`encode`] made of the object.
-    pub bytes: Bytes,
+    pub encoded: Encoded,
     /// The object's new resource version.
     pub revision: Revision,
+}
+
+impl Stored {
+    /// The object's JSON as a read sends it (what the watch cache renders from the stored
+    /// bytes): the stored bytes with the resource version written in its place. `None` when
+    /// the encoding noted no place for it.
+    pub fn whole(&self) -> Option<Vec<u8>> {
+        let bytes = &self.encoded.bytes;
+        let at = self.encoded.version_at?;
+        let (before, after) = (bytes.get(..at)?, bytes.get(at..)?);
+        // A field before it ends where the version goes; one after it starts with its comma.
+        let first = before.ends_with(b"{");
+        let last = after.starts_with(b"}");
+        let mut out = Vec::with_capacity(bytes.len() + 40);
+        out.extend_from_slice(before);
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"resourceVersion\":\"");
+        out.extend_from_slice(self.revision.to_string().as_bytes());
+        out.push(b'"');
+        if first && !last {
+            out.push(b',');
+        }
+        out.extend_from_slice(after);
+        Some(out)
+    }
 }
 
 /// An object written with its fields in upstream's order, as [`canonical_order`] puts them,
@@ -155,6 +231,7 @@ pub fn in_order(object: &Value) -> impl serde::Serialize + '_ {
     Ordered {
         object,
         resource_version: true,
+        slot: None,
     }
 }
 
@@ -163,12 +240,15 @@ pub fn in_order(object: &Value) -> impl serde::Serialize + '_ {
 struct Ordered<'a> {
     object: &'a Value,
     resource_version: bool,
+    /// Where to note the resource version's place (when it is left out).
+    slot: Option<&'a Slot>,
 }
 
 /// An object's `metadata` in ObjectMeta's order, with or without `resourceVersion`.
 struct OrderedMeta<'a> {
     meta: &'a serde_json::Map<String, Value>,
     resource_version: bool,
+    slot: Option<&'a Slot>,
 }
 
 impl serde::Serialize for Ordered<'_> {
@@ -188,6 +268,7 @@ impl serde::Serialize for Ordered<'_> {
                 let meta = OrderedMeta {
                     meta,
                     resource_version: self.resource_version,
+                    slot: self.slot,
                 };
                 out.serialize_entry("metadata", &meta)?;
             }
@@ -211,11 +292,14 @@ impl serde::Serialize for OrderedMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut out = serializer.serialize_map(None)?;
-        for key in META_ORDER
-            .iter()
-            .filter(|k| self.resource_version || **k != "resourceVersion")
-        {
-            if let Some(value) = self.meta.get(*key) {
+        for key in META_ORDER {
+            if key == "resourceVersion" && !self.resource_version {
+                if let Some(slot) = self.slot {
+                    slot.version_at.set(Some(slot.written.get()));
+                }
+                continue;
+            }
+            if let Some(value) = self.meta.get(key) {
                 out.serialize_entry(key, value)?;
             }
         }
@@ -276,7 +360,7 @@ mod tests {
         let object = json!({"status": {"phase": "Running"}, "apiVersion": "v1",
             "spec": {"b": 1, "a": 2}, "metadata": {"labels": {"x": "y"}, "zz": 1, "uid": "u",
             "resourceVersion": "5", "name": "p"}, "kind": "Pod"});
-        let stored = encode(&object).unwrap();
+        let stored = encode(&object).unwrap().bytes;
         assert_eq!(
             std::str::from_utf8(&stored).unwrap(),
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#

@@ -95,7 +95,8 @@ pub fn render_one(
 }
 
 /// Renders an object just written as [`render_one`] does; as JSON, from the bytes the write
-/// stored (copied as text, as the watch cache renders them) instead of encoding it again.
+/// stored with the resource version written in where the encoding noted its place (the bytes
+/// the watch cache renders for them) instead of encoding it again.
 pub fn render_written(
     state: &ApiState,
     info: &ResourceInfo,
@@ -104,10 +105,14 @@ pub fn render_written(
     format: Format,
     status: StatusCode,
 ) -> Response {
-    if let Some(stored) = stored.filter(|_| format == Format::Json)
-        && let Ok(body) = CachedObject::whole_from_stored(&stored.bytes, stored.revision)
-    {
-        return respond::json(status, body);
+    if let Some(stored) = stored.filter(|_| format == Format::Json) {
+        let body = match stored.whole() {
+            Some(body) => Ok(body),
+            None => CachedObject::whole_from_stored(&stored.encoded.bytes, stored.revision),
+        };
+        if let Ok(body) = body {
+            return respond::json(status, body);
+        }
     }
     render_one(state, info, object, format, status)
 }

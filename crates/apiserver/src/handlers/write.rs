@@ -183,8 +183,8 @@ async fn create_object(
     let allocation = allocation::allocate(state, info, &mut object, &name).await?;
     // In the order it is stored and sent in, so the answer is rendered without a copy.
     storage::canonical_order(&mut object);
-    let bytes = storage::encode(&object)?;
-    let revision = match state.store.create(&key, bytes.clone()).await {
+    let encoded = storage::encode(&object)?;
+    let revision = match state.store.create(&key, encoded.bytes.clone()).await {
         Ok(revision) => revision,
         Err(error) => {
             allocation::release(state, allocation).await;
@@ -193,7 +193,7 @@ async fn create_object(
     };
     meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
     crd_written(state, info).await;
-    let stored = storage::Stored { bytes, revision };
+    let stored = storage::Stored { encoded, revision };
     Ok(with_warnings(
         render_written(
             state,

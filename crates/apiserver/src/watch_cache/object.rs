@@ -215,12 +215,46 @@ mod tests {
                 "metadata": {"uid": "u", "name": "out of order"}}),
         ];
         for mut object in objects {
-            let bytes = crate::storage::encode(&object).unwrap();
+            let bytes = crate::storage::encode(&object).unwrap().bytes;
             object["metadata"]["resourceVersion"] = json!("42");
             let sent = serde_json::to_vec(&crate::storage::in_order(&object)).unwrap();
             assert_eq!(
                 String::from_utf8(CachedObject::whole_from_stored(&bytes, 42).unwrap()).unwrap(),
                 String::from_utf8(sent).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_written_object_with_its_version_in_place_should_be_what_the_cache_renders() {
+        let objects = [
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "d",
+                "uid": "u", "resourceVersion": "3", "generation": 2, "labels": {"a": "b"},
+                "managedFields": [{"manager": "m"}]}, "spec": {"x": "é\n\u{0001}"},
+                "status": {"phase": "Running"}}),
+            json!({"apiVersion": "v1", "data": {"k": "v"}, "metadata": {"uid": "u", "name": "n"}}),
+            json!({"kind": "Only", "metadata": {"name": "n"}}),
+            json!({"kind": "Generation", "metadata": {"generation": 1, "zz": "unknown"}}),
+            json!({"kind": "Unknown", "metadata": {"zz": 1}, "spec": {}}),
+            json!({"metadata": {}, "spec": {"a": 1}}),
+            json!({"kind": "Empty", "apiVersion": "v1", "metadata": {}}),
+        ];
+        for object in objects {
+            let stored = crate::storage::Stored {
+                encoded: crate::storage::encode(&object).unwrap(),
+                revision: 1234,
+            };
+            let cached = CachedObject::whole_from_stored(&stored.encoded.bytes, 1234).unwrap();
+            assert_eq!(
+                String::from_utf8(stored.whole().unwrap()).unwrap(),
+                String::from_utf8(cached).unwrap(),
+                "{object}"
+            );
+        }
+        for without_place in [json!({"kind": "NoMeta"}), json!({"metadata": "text"})] {
+            assert_eq!(
+                crate::storage::encode(&without_place).unwrap().version_at,
+                None
             );
         }
     }

@@ -11,7 +11,7 @@ use skiff_store::Revision;
 
 use crate::storage;
 
-/// An object's fields, each value as its JSON text.
+/// An object's or its metadata's fields, each value as its JSON text.
 struct Fields<'a>(Vec<(String, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -34,6 +34,41 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
+/// A top-level field's value: as its JSON text, or, for `metadata`, as its fields (read in the
+/// same pass, so the metadata is not scanned twice).
+enum Part<'a> {
+    Text(&'a RawValue),
+    Metadata(Fields<'a>),
+}
+
+/// An object's fields, `metadata`'s apart.
+struct Object<'a>(Vec<(String, Part<'a>)>);
+
+impl<'de> Deserialize<'de> for Object<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Object<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let part = if key == "metadata" {
+                        Part::Metadata(map.next_value()?)
+                    } else {
+                        Part::Text(map.next_value()?)
+                    };
+                    fields.push((key, part));
+                }
+                Ok(Object(fields))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
 /// The rendered object: `{"kind":…,"apiVersion":…}` then the rest, where the rest starts, and
 /// where `metadata`'s value lies in the rest.
 pub struct Rendered {
@@ -48,7 +83,7 @@ pub fn render(stored: &[u8], revision: Revision) -> Option<Rendered> {
     if !compact(stored) {
         return None;
     }
-    let Fields(fields) = serde_json::from_slice(stored).ok()?;
+    let Object(fields) = serde_json::from_slice(stored).ok()?;
     // Upstream's order: kind, apiVersion, metadata, the rest, status last.
     let rank = |key: &str| match key {
         "kind" => 0,
@@ -62,19 +97,15 @@ pub fn render(stored: &[u8], revision: Revision) -> Option<Rendered> {
     }
     let mut out = Vec::with_capacity(stored.len() + 32);
     let types = fields.iter().take_while(|(k, _)| rank(k) < 2).count();
-    write_fields(&fields[..types], &mut out, |_, raw, out| {
-        out.extend_from_slice(raw.get().as_bytes());
-        Some(())
-    })?;
+    write_fields(&fields[..types], &mut out, write_part(revision))?;
     let split = out.len();
     let mut metadata = None;
-    write_fields(&fields[types..], &mut out, |key, raw, out| {
+    let mut part = write_part(revision);
+    write_fields(&fields[types..], &mut out, |key, value, out| {
         let start = out.len();
+        part(key, value, out)?;
         if key == "metadata" {
-            write_metadata(raw, revision, out)?;
             metadata = Some((start - split, out.len() - split));
-        } else {
-            out.extend_from_slice(raw.get().as_bytes());
         }
         Some(())
     })?;
@@ -85,11 +116,22 @@ pub fn render(stored: &[u8], revision: Revision) -> Option<Rendered> {
     })
 }
 
+/// Writes a top-level field's value: its text, or the metadata with `revision` written in.
+fn write_part(revision: Revision) -> impl FnMut(&str, &Part<'_>, &mut Vec<u8>) -> Option<()> {
+    move |_, part, out| match part {
+        Part::Text(raw) => {
+            out.extend_from_slice(raw.get().as_bytes());
+            Some(())
+        }
+        Part::Metadata(Fields(fields)) => write_metadata(fields, revision, out),
+    }
+}
+
 /// Writes `fields` as one JSON object, each value by `value`.
-fn write_fields(
-    fields: &[(String, &RawValue)],
+fn write_fields<T>(
+    fields: &[(String, T)],
     out: &mut Vec<u8>,
-    mut value: impl FnMut(&str, &RawValue, &mut Vec<u8>) -> Option<()>,
+    mut value: impl FnMut(&str, &T, &mut Vec<u8>) -> Option<()>,
 ) -> Option<()> {
     out.push(b'{');
     for (at, (key, raw)) in fields.iter().enumerate() {
@@ -105,39 +147,49 @@ fn write_fields(
 }
 
 /// Writes the metadata with `resourceVersion` in ObjectMeta's order.
-fn write_metadata(raw: &RawValue, revision: Revision, out: &mut Vec<u8>) -> Option<()> {
-    let Fields(fields) = serde_json::from_str(raw.get()).ok()?;
+fn write_metadata(
+    fields: &[(String, &RawValue)],
+    revision: Revision,
+    out: &mut Vec<u8>,
+) -> Option<()> {
     if !fields
         .iter()
         .map(|(k, _)| storage::meta_rank(k))
         .is_sorted()
-        || has_duplicates(&fields)
+        || has_duplicates(fields)
     {
         return None;
     }
     let version = format!("\"{revision}\"");
-    let version = RawValue::from_string(version).ok()?;
     let rank = storage::meta_rank("resourceVersion");
     let at = fields
         .iter()
         .position(|(k, _)| storage::meta_rank(k) >= rank)
         .unwrap_or(fields.len());
-    let mut with_version: Vec<(String, &RawValue)> = Vec::with_capacity(fields.len() + 1);
-    with_version.extend(fields[..at].iter().cloned());
-    with_version.push(("resourceVersion".into(), &version));
-    with_version.extend(
-        fields[at..]
-            .iter()
-            .filter(|(k, _)| k != "resourceVersion")
-            .cloned(),
-    );
-    write_fields(&with_version, out, |_, raw, out| {
-        out.extend_from_slice(raw.get().as_bytes());
+    let mut first = true;
+    let mut field = |key: &str, text: &str, out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, key).ok()?;
+        out.push(b':');
+        out.extend_from_slice(text.as_bytes());
         Some(())
-    })
+    };
+    out.push(b'{');
+    for (key, raw) in &fields[..at] {
+        field(key, raw.get(), out)?;
+    }
+    field("resourceVersion", &version, out)?;
+    for (key, raw) in fields[at..].iter().filter(|(k, _)| k != "resourceVersion") {
+        field(key, raw.get(), out)?;
+    }
+    out.push(b'}');
+    Some(())
 }
 
-fn has_duplicates(fields: &[(String, &RawValue)]) -> bool {
+fn has_duplicates<T>(fields: &[(String, T)]) -> bool {
     fields
         .iter()
         .enumerate()
@@ -202,5 +254,8 @@ mod tests {
         assert!(render(br#"{"kind":"P\u001F"}"#, 7).is_none());
         assert!(render(br#"{"kind":"P\/"}"#, 7).is_none());
         assert!(render(br#"{"metadata":{"uid":"u","name":"p"}}"#, 7).is_none());
+        assert!(render(br#"{"metadata":"text"}"#, 7).is_none());
+        assert!(render(br#"{"metadata":{"name":"p"},"metadata":{"name":"q"}}"#, 7).is_none());
+        assert!(render(br#"{"metadata":{"name":"p","name":"q"}}"#, 7).is_none());
     }
 }
