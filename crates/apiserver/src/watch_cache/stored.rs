@@ -97,11 +97,12 @@ pub fn render(stored: &[u8], revision: Revision) -> Option<Rendered> {
     }
     let mut out = Vec::with_capacity(stored.len() + 32);
     let types = fields.iter().take_while(|(k, _)| rank(k) < 2).count();
-    write_fields(&fields[..types], &mut out, write_part(revision))?;
+    let (types, rest) = fields.split_at(types);
+    write_fields(named(types), &mut out, write_part(revision))?;
     let split = out.len();
     let mut metadata = None;
     let mut part = write_part(revision);
-    write_fields(&fields[types..], &mut out, |key, value, out| {
+    write_fields(named(rest), &mut out, |key, value, out| {
         let start = out.len();
         part(key, value, out)?;
         if key == "metadata" {
@@ -127,28 +128,33 @@ fn write_part(revision: Revision) -> impl FnMut(&str, &Part<'_>, &mut Vec<u8>) -
     }
 }
 
+/// Each field with its name as a `&str`.
+fn named<T>(fields: &[(String, T)]) -> impl Iterator<Item = (&str, &T)> {
+    fields.iter().map(|(key, value)| (key.as_str(), value))
+}
+
 /// Writes `fields` as one JSON object, each value by `value`.
-fn write_fields<T>(
-    fields: &[(String, T)],
+fn write_fields<'a, T: 'a>(
+    fields: impl IntoIterator<Item = (&'a str, T)>,
     out: &mut Vec<u8>,
-    mut value: impl FnMut(&str, &T, &mut Vec<u8>) -> Option<()>,
+    mut value: impl FnMut(&str, T, &mut Vec<u8>) -> Option<()>,
 ) -> Option<()> {
     out.push(b'{');
-    for (at, (key, raw)) in fields.iter().enumerate() {
+    for (at, (key, field)) in fields.into_iter().enumerate() {
         if at > 0 {
             out.push(b',');
         }
         serde_json::to_writer(&mut *out, key).ok()?;
         out.push(b':');
-        value(key, raw, out)?;
+        value(key, field, out)?;
     }
     out.push(b'}');
     Some(())
 }
 
 /// Writes the metadata with `resourceVersion` in ObjectMeta's order.
-fn write_metadata(
-    fields: &[(String, &RawValue)],
+fn write_metadata<'a>(
+    fields: &'a [(String, &'a RawValue)],
     revision: Revision,
     out: &mut Vec<u8>,
 ) -> Option<()> {
@@ -166,27 +172,19 @@ fn write_metadata(
         .iter()
         .position(|(k, _)| storage::meta_rank(k) >= rank)
         .unwrap_or(fields.len());
-    let mut first = true;
-    let mut field = |key: &str, text: &str, out: &mut Vec<u8>| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        serde_json::to_writer(&mut *out, key).ok()?;
-        out.push(b':');
+    let text = |(key, raw): (&'a str, &&'a RawValue)| (key, raw.get());
+    let with_version = named(&fields[..at])
+        .map(text)
+        .chain(std::iter::once(("resourceVersion", version.as_str())))
+        .chain(
+            named(&fields[at..])
+                .map(text)
+                .filter(|(k, _)| *k != "resourceVersion"),
+        );
+    write_fields(with_version, out, |_, text, out| {
         out.extend_from_slice(text.as_bytes());
         Some(())
-    };
-    out.push(b'{');
-    for (key, raw) in &fields[..at] {
-        field(key, raw.get(), out)?;
-    }
-    field("resourceVersion", &version, out)?;
-    for (key, raw) in fields[at..].iter().filter(|(k, _)| k != "resourceVersion") {
-        field(key, raw.get(), out)?;
-    }
-    out.push(b'}');
-    Some(())
+    })
 }
 
 fn has_duplicates<T>(fields: &[(String, T)]) -> bool {
