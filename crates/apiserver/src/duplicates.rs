@@ -47,7 +47,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
 }
 
 /// A key, borrowed from the body when it has no escapes.
-struct Key;
+pub(crate) struct Key;
 
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Cow<'de, str>;

@@ -4,15 +4,19 @@
 //! ObjectMeta's field order puts it. Anything else (JSON written otherwise, fields out of
 //! order) is left to the decoding path, which gives the same bytes.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use skiff_store::Revision;
 
+use crate::duplicates::Key;
 use crate::storage;
 
-/// An object's or its metadata's fields, each value as its JSON text.
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+/// An object's or its metadata's fields, each value as its JSON text (keys borrowed from the
+/// stored bytes unless escaped).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -24,8 +28,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    fields.push(entry);
+                while let Some(key) = map.next_key_seed(Key)? {
+                    fields.push((key, map.next_value()?));
                 }
                 Ok(Fields(fields))
             }
@@ -42,7 +46,7 @@ enum Part<'a> {
 }
 
 /// An object's fields, `metadata`'s apart.
-struct Object<'a>(Vec<(String, Part<'a>)>);
+struct Object<'a>(Vec<(Cow<'a, str>, Part<'a>)>);
 
 impl<'de> Deserialize<'de> for Object<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -54,7 +58,7 @@ impl<'de> Deserialize<'de> for Object<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
                 let mut fields = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(key) = map.next_key_seed(Key)? {
                     let part = if key == "metadata" {
                         Part::Metadata(map.next_value()?)
                     } else {
@@ -129,8 +133,8 @@ fn write_part(revision: Revision) -> impl FnMut(&str, &Part<'_>, &mut Vec<u8>) -
 }
 
 /// Each field with its name as a `&str`.
-fn named<T>(fields: &[(String, T)]) -> impl Iterator<Item = (&str, &T)> {
-    fields.iter().map(|(key, value)| (key.as_str(), value))
+fn named<'a, T>(fields: &'a [(Cow<'_, str>, T)]) -> impl Iterator<Item = (&'a str, &'a T)> {
+    fields.iter().map(|(key, value)| (key.as_ref(), value))
 }
 
 /// Writes `fields` as one JSON object, each value by `value`.
@@ -154,7 +158,7 @@ fn write_fields<'a, T: 'a>(
 
 /// Writes the metadata with `resourceVersion` in ObjectMeta's order.
 fn write_metadata<'a>(
-    fields: &'a [(String, &'a RawValue)],
+    fields: &'a [(Cow<'a, str>, &'a RawValue)],
     revision: Revision,
     out: &mut Vec<u8>,
 ) -> Option<()> {
@@ -187,7 +191,7 @@ fn write_metadata<'a>(
     })
 }
 
-fn has_duplicates<T>(fields: &[(String, T)]) -> bool {
+fn has_duplicates<T>(fields: &[(Cow<'_, str>, T)]) -> bool {
     fields
         .iter()
         .enumerate()
@@ -198,40 +202,46 @@ fn has_duplicates<T>(fields: &[(String, T)]) -> bool {
 /// strings only the escapes it uses (`\"`, `\\`, the short control escapes, `\u00XX` for
 /// other control characters).
 fn compact(json: &[u8]) -> bool {
-    let mut in_string = false;
     let mut at = 0;
     while at < json.len() {
         let byte = json[at];
         at += 1;
-        if !in_string {
-            match byte {
-                b'"' => in_string = true,
-                b' ' | b'\n' | b'\r' | b'\t' => return false,
-                _ => {}
-            }
-            continue;
-        }
         match byte {
-            b'"' => in_string = false,
-            b'\\' => match json.get(at) {
-                Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => at += 1,
-                Some(b'u') => {
-                    let control = json.get(at + 1..at + 5).is_some_and(|hex| {
-                        hex.starts_with(b"00")
-                            && matches!(hex[2], b'0' | b'1')
-                            && matches!(hex[3], b'0'..=b'9' | b'a'..=b'f')
-                    });
-                    if !control {
-                        return false;
-                    }
-                    at += 5;
-                }
-                _ => return false,
+            b'"' => match string_end(json, at) {
+                Some(end) => at = end,
+                None => return false,
             },
+            b' ' | b'\n' | b'\r' | b'\t' => return false,
             _ => {}
         }
     }
     true
+}
+
+/// Where the string whose text starts at `at` ends (just past its closing quote), if its
+/// escapes are all ones serde_json writes. The text between escapes is skipped by `memchr`:
+/// strings (the data, the managedFields keys) are most of an object's bytes.
+fn string_end(json: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        at += memchr::memchr2(b'"', b'\\', json.get(at..)?)?;
+        if json[at] == b'"' {
+            return Some(at + 1);
+        }
+        match json.get(at + 1)? {
+            b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+            b'u' => {
+                let hex = json.get(at + 2..at + 6)?;
+                let control = hex.starts_with(b"00")
+                    && matches!(hex[2], b'0' | b'1')
+                    && matches!(hex[3], b'0'..=b'9' | b'a'..=b'f');
+                if !control {
+                    return None;
+                }
+                at += 6;
+            }
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +258,12 @@ mod tests {
             String::from_utf8(rendered.bytes).unwrap(),
             r#"{"kind":"Pod"}{"metadata":{"name":"p","uid":"u","resourceVersion":"7","labels":{"a":"\u001fé\\"}},"spec":{}}"#
         );
+        let escaped = render(br#"{"kind":"Pod","metadata":{"name":"p"},"a\"b":1}"#, 7).unwrap();
+        assert_eq!(
+            String::from_utf8(escaped.bytes).unwrap(),
+            r#"{"kind":"Pod"}{"metadata":{"name":"p","resourceVersion":"7"},"a\"b":1}"#,
+            "an escaped key is written back as it was read"
+        );
         assert!(render(br#"{"kind": "Pod"}"#, 7).is_none());
         assert!(render(br#"{"kind":"P\u001F"}"#, 7).is_none());
         assert!(render(br#"{"kind":"P\/"}"#, 7).is_none());
@@ -255,5 +271,19 @@ mod tests {
         assert!(render(br#"{"metadata":"text"}"#, 7).is_none());
         assert!(render(br#"{"metadata":{"name":"p"},"metadata":{"name":"q"}}"#, 7).is_none());
         assert!(render(br#"{"metadata":{"name":"p","name":"q"}}"#, 7).is_none());
+    }
+
+    #[test]
+    fn compactness_should_be_judged_outside_strings_and_by_the_escapes_inside_them() {
+        assert!(compact(br#"{"a":"x y\"\n\\","b":[1,"\u001f"]}"#));
+        assert!(compact(b"{}"));
+        assert!(!compact(br#"{"a": 1}"#));
+        assert!(!compact(br#"{"a":"x\"}"#), "unterminated");
+        assert!(
+            !compact(br#"{"a":"\u00e9"}"#),
+            "not an escape serde_json writes"
+        );
+        assert!(!compact(br#"{"a":"\u00"}"#), "short escape");
+        assert!(!compact(br#"{"a":"\/"}"#));
     }
 }
