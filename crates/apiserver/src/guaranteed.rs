@@ -74,6 +74,28 @@ impl Outcome {
     }
 }
 
+/// Keeps what a write stored for the object's next write, when the object has a status (see
+/// [`crate::recent_writes`]).
+pub fn remember(state: &ApiState, info: &ResourceInfo, key: &str, outcome: Outcome) {
+    if let Outcome::Written(object, Some(stored)) = outcome {
+        remember_written(state, info, key, stored.revision, object);
+    }
+}
+
+/// Keeps `object`, just written at `key` with `revision`, when it has a status.
+pub fn remember_written(
+    state: &ApiState,
+    info: &ResourceInfo,
+    key: &str,
+    revision: Revision,
+    object: Value,
+) {
+    if info.has_subresource("status") {
+        let now = state.clock.now();
+        state.recent_writes.remember(key, revision, object, now);
+    }
+}
+
 /// Where the object is and how the write is made.
 #[derive(Clone, Copy)]
 pub struct Site<'a> {
@@ -103,8 +125,12 @@ pub async fn current(
     Ok((kv, object))
 }
 
-/// The watch cache's copy of the object at `key` with its revision, if it has one.
+/// The object at `key` as this server last wrote it, else the watch cache's copy, with its
+/// revision, if either has one.
 fn cached(state: &ApiState, key: &str) -> Option<(Revision, Value)> {
+    if let Some(written) = state.recent_writes.take(key, state.clock.now()) {
+        return Some(written);
+    }
     let object = state.watch_cache.get(key)?.to_value().ok()?;
     let revision = object
         .pointer("/metadata/resourceVersion")?
@@ -435,6 +461,7 @@ mod tests {
             watch_cache,
             advertise: "127.0.0.1:6443".into(),
             recent_deletions: crate::recent_deletions::RecentDeletions::default(),
+            recent_writes: crate::recent_writes::RecentWrites::default(),
             kubelet: None,
             join_secret: None,
             ca_cert: None,

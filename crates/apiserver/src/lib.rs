@@ -22,6 +22,7 @@ mod patch;
 mod printers;
 mod priority;
 mod recent_deletions;
+mod recent_writes;
 mod registry;
 mod request;
 mod respond;
@@ -214,6 +215,7 @@ pub async fn in_process(
         watch_cache,
         advertise: "127.0.0.1:6443".into(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
+        recent_writes: recent_writes::RecentWrites::default(),
         kubelet: None,
         join_secret: None,
         ca_cert: None,
@@ -296,6 +298,7 @@ pub async fn start(
         watch_cache,
         advertise: SocketAddr::new(reachable, address.port()).to_string(),
         recent_deletions: recent_deletions::RecentDeletions::default(),
+        recent_writes: recent_writes::RecentWrites::default(),
         kubelet: Some(Arc::new(kubelet)),
         join_secret: Some(join.secret),
         ca_cert: Some(pki.ca_cert.clone()),

@@ -27,6 +27,8 @@ pub struct Inner {
     pub watch_cache: Arc<crate::watch_cache::WatchCache>,
     /// Namespaces this server deleted recently (their lookups go to the store).
     pub recent_deletions: crate::recent_deletions::RecentDeletions,
+    /// The objects this server wrote last, decoded, for their next write.
+    pub recent_writes: crate::recent_writes::RecentWrites,
     /// The client of node agents (`pods/log`), when this server has a certificate for them.
     pub kubelet: Option<Arc<crate::kubelet::KubeletClient>>,
     /// The join token's secret: a bearer token naming a joining node (`None`: nodes cannot

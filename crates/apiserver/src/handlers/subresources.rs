@@ -10,7 +10,7 @@ use skiff_apimachinery::status::Target;
 
 use super::write_request::WriteRequest;
 use crate::body;
-use crate::guaranteed::{Decision, guaranteed_update};
+use crate::guaranteed::{self, Decision, guaranteed_update};
 use crate::respond::{self, Format};
 use crate::state::ApiState;
 use crate::storage;
@@ -43,7 +43,7 @@ pub async fn bind(
     let key = storage::key(request.info, request.namespace, name);
     let site = request.site(&key, &target)?;
     let now = crate::clock::rfc3339(state.clock.now());
-    guaranteed_update(state, site, |_, old| {
+    let outcome = guaranteed_update(state, site, |_, old| {
         let stored = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
         if let Some(uid) = uid.as_deref().filter(|u| *u != stored) {
             return Err(ApiError::ConflictMessage {
@@ -85,6 +85,7 @@ pub async fn bind(
         })
     })
     .await?;
+    guaranteed::remember(state, request.info, &key, outcome);
     Ok(respond::value(
         StatusCode::CREATED,
         &success(),

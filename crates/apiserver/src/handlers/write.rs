@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::body::{self, PatchType};
 use crate::crd;
 use crate::guaranteed::{
-    Decision, Outcome, check_uid_precondition, crd_written, guaranteed_update, is_crd,
+    self, Decision, Outcome, check_uid_precondition, crd_written, guaranteed_update, is_crd,
 };
 use crate::objects::{self, meta_mut, meta_str};
 use crate::patch;
@@ -194,17 +194,16 @@ async fn create_object(
     meta_mut(&mut object)?.insert("resourceVersion".into(), json!(revision.to_string()));
     crd_written(state, info).await;
     let stored = storage::Stored { encoded, revision };
-    Ok(with_warnings(
-        render_written(
-            state,
-            info,
-            &object,
-            Some(&stored),
-            request.format,
-            StatusCode::CREATED,
-        ),
-        &warnings,
-    ))
+    let response = render_written(
+        state,
+        info,
+        &object,
+        Some(&stored),
+        request.format,
+        StatusCode::CREATED,
+    );
+    guaranteed::remember_written(state, info, &key, revision, object);
+    Ok(with_warnings(response, &warnings))
 }
 
 /// Whether `info` is a custom resource.
@@ -444,28 +443,28 @@ pub async fn update(
         })
     })
     .await?;
-    Ok(reply(state, request, &outcome, &warnings))
+    Ok(reply(state, request, &key, outcome, &warnings))
 }
 
-/// The answer to an update or patch: the object as stored (or as removed, when the write
-/// released its last finalizer).
+/// The answer to an update or patch of the object at `key`: the object as stored (or as
+/// removed, when the write released its last finalizer), which is then kept for its next write.
 fn reply(
     state: &ApiState,
     request: &WriteRequest<'_>,
-    outcome: &Outcome,
+    key: &str,
+    outcome: Outcome,
     warnings: &[String],
 ) -> Response {
-    with_warnings(
-        render_written(
-            state,
-            request.info,
-            outcome.object(),
-            outcome.stored(),
-            request.format,
-            StatusCode::OK,
-        ),
-        warnings,
-    )
+    let response = render_written(
+        state,
+        request.info,
+        outcome.object(),
+        outcome.stored(),
+        request.format,
+        StatusCode::OK,
+    );
+    guaranteed::remember(state, request.info, key, outcome);
+    with_warnings(response, warnings)
 }
 
 /// What one replacement is made over.
@@ -603,7 +602,7 @@ pub async fn patch(
             meta_mut(&mut object)?.insert("name".into(), json!(name));
             create_object(state, request, object, bytes, true).await
         }
-        outcome => Ok(reply(state, request, &outcome?, &warnings)),
+        outcome => Ok(reply(state, request, &key, outcome?, &warnings)),
     }
 }
 
