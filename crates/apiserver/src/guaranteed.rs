@@ -77,22 +77,13 @@ impl Outcome {
 /// Keeps what a write stored for the object's next write, when the object has a status (see
 /// [`crate::recent_writes`]).
 pub fn remember(state: &ApiState, info: &ResourceInfo, key: &str, outcome: Outcome) {
-    if let Outcome::Written(object, Some(stored)) = outcome {
-        remember_written(state, info, key, stored.revision, object);
-    }
-}
-
-/// Keeps `object`, just written at `key` with `revision`, when it has a status.
-pub fn remember_written(
-    state: &ApiState,
-    info: &ResourceInfo,
-    key: &str,
-    revision: Revision,
-    object: Value,
-) {
-    if info.has_subresource("status") {
+    if let Outcome::Written(object, Some(stored)) = outcome
+        && info.has_subresource("status")
+    {
         let now = state.clock.now();
-        state.recent_writes.remember(key, revision, object, now);
+        state
+            .recent_writes
+            .remember(key, stored.revision, object, now);
     }
 }
 

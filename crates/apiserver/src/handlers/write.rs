@@ -202,7 +202,7 @@ async fn create_object(
         request.format,
         StatusCode::CREATED,
     );
-    guaranteed::remember_written(state, info, &key, revision, object);
+    guaranteed::remember(state, info, &key, Outcome::Written(object, Some(stored)));
     Ok(with_warnings(response, &warnings))
 }
 
