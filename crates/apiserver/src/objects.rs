@@ -197,6 +197,12 @@ fn desired_state(object: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// Whether a write through `subresource` changes nothing but the object's `status`: the rest
+/// is kept as stored. A CSR's approval is written like its status.
+pub fn writes_only_status(subresource: &str) -> bool {
+    matches!(subresource, "status" | "approval")
+}
+
 /// Makes `new` the stored object `old` with `new`'s status (none if it has none) and `new`'s
 /// resourceVersion (the stored one if it gives none): a status write changes nothing else. The
 /// fields `new` holds as stored are moved over, not copied from `old` (a patch's `new` is a
@@ -288,8 +294,7 @@ pub fn prepare_update(
         }
         return Ok(());
     }
-    // A CSR's approval is written like its status.
-    if matches!(subresource, Some("status" | "approval")) {
+    if subresource.is_some_and(writes_only_status) {
         return only_status(new, old);
     }
     if info.has_subresource("status")

@@ -2,7 +2,7 @@
 //! (`f:name`, `k:{"name":"web"}`, `v:"a"`, and `.` for a map or list item itself), with the
 //! conversions to and from the FieldsV1 JSON tree stored in `metadata.managedFields`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
@@ -93,66 +93,72 @@ impl Sink for Paths {
 }
 
 /// A [`Sink`] that builds the FieldsV1 tree itself, what [`to_fields_v1`] makes of the set
-/// [`Paths`] gathers, without a path per field (an object's first entry, at its create).
+/// [`Paths`] gathers, without a path per field (an object's first entry, at its create): each
+/// element of the path holds the children found under it so far, and goes into its parent when
+/// it is popped, if it is a field or holds one. Children are sorted as a set's tree is.
+#[derive(Default)]
 pub struct Tree {
-    /// Each node's children by element; node 0 is the root.
-    nodes: Vec<BTreeMap<String, usize>>,
-    path: Path,
-    /// The nodes of `path`'s first elements that exist (a path becomes nodes only when it
-    /// holds a field).
-    at: Vec<usize>,
-}
-
-impl Default for Tree {
-    fn default() -> Self {
-        Self {
-            nodes: vec![BTreeMap::new()],
-            path: Vec::new(),
-            at: vec![0],
-        }
-    }
+    /// The path: each element, its children so far, and whether it is itself a field.
+    path: Vec<(String, Map<String, Value>, bool)>,
+    root: Map<String, Value>,
 }
 
 impl Tree {
     /// Whether no field was found.
     pub fn is_empty(&self) -> bool {
-        self.nodes[0].is_empty()
+        self.root.is_empty()
     }
 
     /// The FieldsV1 tree.
     pub fn into_fields_v1(mut self) -> Value {
-        fn render(nodes: &mut [BTreeMap<String, usize>], node: usize) -> Value {
-            let children = std::mem::take(&mut nodes[node]);
-            let mut map = Map::with_capacity(children.len());
-            for (element, child) in children {
-                map.insert(element, render(nodes, child));
+        self.root.sort_keys();
+        Value::Object(self.root)
+    }
+}
+
+/// Puts `children` under `element` of `parent`, merged with what is there (two list items
+/// with the same key name one node, as in a set).
+fn merge_node(parent: &mut Map<String, Value>, element: String, children: Map<String, Value>) {
+    match parent.get_mut(&element).and_then(Value::as_object_mut) {
+        Some(existing) => {
+            for (element, grandchildren) in children {
+                let grandchildren = match grandchildren {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                };
+                merge_node(existing, element, grandchildren);
             }
-            Value::Object(map)
+            existing.sort_keys();
         }
-        render(&mut self.nodes, 0)
+        None => {
+            parent.insert(element, Value::Object(children));
+        }
     }
 }
 
 impl Sink for Tree {
     fn push(&mut self, element: String) {
-        self.path.push(element);
+        self.path.push((element, Map::new(), false));
     }
 
     fn pop(&mut self) {
-        self.path.pop();
-        self.at.truncate(self.path.len() + 1);
+        let Some((element, mut children, is_field)) = self.path.pop() else {
+            return;
+        };
+        if !is_field && children.is_empty() {
+            return;
+        }
+        children.sort_keys();
+        let parent = match self.path.last_mut() {
+            Some((_, parent, _)) => parent,
+            None => &mut self.root,
+        };
+        merge_node(parent, element, children);
     }
 
     fn field(&mut self) {
-        while self.at.len() <= self.path.len() {
-            let parent = self.at[self.at.len() - 1];
-            let element = &self.path[self.at.len() - 1];
-            let next = self.nodes.len();
-            let child = *self.nodes[parent].entry(element.clone()).or_insert(next);
-            if child == next {
-                self.nodes.push(BTreeMap::new());
-            }
-            self.at.push(child);
+        if let Some((_, _, is_field)) = self.path.last_mut() {
+            *is_field = true;
         }
     }
 

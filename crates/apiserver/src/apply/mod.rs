@@ -105,7 +105,8 @@ impl Writer<'_> {
     }
 }
 
-/// A `managedFields` entry as stored.
+/// A `managedFields` entry as stored. Built field by field: `json!` would copy `fields_v1`
+/// (it serializes its values), and an object's first entry names every field it sets.
 fn entry_value(
     manager: &str,
     operation: &str,
@@ -114,18 +115,17 @@ fn entry_value(
     subresource: &str,
     fields_v1: Value,
 ) -> Value {
-    let mut entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": time,
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1,
-    });
+    let mut entry = Map::with_capacity(7);
+    entry.insert("manager".into(), Value::String(manager.into()));
+    entry.insert("operation".into(), Value::String(operation.into()));
+    entry.insert("apiVersion".into(), Value::String(api_version.into()));
+    entry.insert("time".into(), time.clone());
+    entry.insert("fieldsType".into(), Value::String("FieldsV1".into()));
+    entry.insert("fieldsV1".into(), fields_v1);
     if !subresource.is_empty() {
-        entry["subresource"] = json!(subresource);
+        entry.insert("subresource".into(), Value::String(subresource.into()));
     }
-    entry
+    Value::Object(entry)
 }
 
 fn entries(object: &Value) -> Vec<Entry> {

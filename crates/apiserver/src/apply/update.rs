@@ -31,7 +31,18 @@ pub fn record(new: &mut Value, old: &Value, shape: &Shape, writer: &Writer<'_>) 
         return false;
     };
     let mut walk = Walk::default();
-    walk.roots(new_map, old_map, shape);
+    if crate::objects::writes_only_status(writer.subresource) {
+        // The rest was kept as stored (`objects::prepare_update`): only `status` can differ.
+        walk.field(
+            "status",
+            new_map.get("status"),
+            old_map.get("status"),
+            shape,
+            &mut Vec::new(),
+        );
+    } else {
+        walk.roots(new_map, old_map, shape);
+    }
     if walk.ambiguous {
         return false;
     }
@@ -567,6 +578,12 @@ mod tests {
                 }
                 let (manager, subresource) = managers[rng.random_range(0..managers.len())];
                 let writer = writer(manager, subresource);
+                if crate::objects::writes_only_status(subresource) {
+                    // A status write keeps the rest as stored (`objects::prepare_update`).
+                    let status = new["status"].take();
+                    new = stored.clone();
+                    new["status"] = status;
+                }
                 let mut whole = new.clone();
                 record_whole(&mut whole, Some(&stored), &shape, &writer, false);
                 let mut walked = new;
