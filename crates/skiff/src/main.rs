@@ -15,9 +15,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// The allocator: mimalloc, measured against glibc's malloc in BENCHMARKS.md.
+/// The allocator: jemalloc, measured against mimalloc and glibc's malloc in BENCHMARKS.md
+/// (its thread caches take frees of memory another thread allocated cheaply, which a tokio
+/// runtime's tasks do all the time).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Kubernetes in one small binary.
 #[derive(Parser)]
