@@ -271,7 +271,7 @@ pub fn same_fields(
 }
 
 /// Merges an update into the stored object's server-owned fields. `subresource` is `None` for
-/// the main resource or `Some("status")`.
+/// the main resource, or the subresource written (`status`, `approval`, `ephemeralcontainers`).
 pub fn prepare_update(
     info: &ResourceInfo,
     new: &mut Value,

@@ -119,19 +119,19 @@ impl Tree {
 /// Puts `children` under `element` of `parent`, merged with what is there (two list items
 /// with the same key name one node, as in a set).
 fn merge_node(parent: &mut Map<String, Value>, element: String, children: Map<String, Value>) {
-    match parent.get_mut(&element).and_then(Value::as_object_mut) {
-        Some(existing) => {
-            for (element, grandchildren) in children {
-                let grandchildren = match grandchildren {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                };
-                merge_node(existing, element, grandchildren);
+    match parent.entry(element) {
+        serde_json::map::Entry::Occupied(mut existing) => {
+            if let Value::Object(existing) = existing.get_mut() {
+                for (element, grandchildren) in children {
+                    if let Value::Object(grandchildren) = grandchildren {
+                        merge_node(existing, element, grandchildren);
+                    }
+                }
+                existing.sort_keys();
             }
-            existing.sort_keys();
         }
-        None => {
-            parent.insert(element, Value::Object(children));
+        serde_json::map::Entry::Vacant(vacant) => {
+            vacant.insert(Value::Object(children));
         }
     }
 }

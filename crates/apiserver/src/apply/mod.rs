@@ -71,7 +71,7 @@ impl Entry {
             &self.manager,
             &self.operation,
             &self.api_version,
-            &self.time,
+            self.time.clone(),
             &self.subresource,
             to_fields_v1(&self.fields),
         )
@@ -96,12 +96,18 @@ pub struct Writer<'a> {
     /// subresource), so it takes no status field, as upstream strips reset fields from
     /// ownership: a pod's creator does not own the `status.phase` its defaults set.
     pub resets_status: bool,
+    /// The write changes nothing but `status` (a built-in kind's status subresource: the rest
+    /// is kept as stored, and a default it gains belongs to no one), so only `status` is
+    /// compared and only status fields are taken.
+    pub only_status: bool,
 }
 
 impl Writer<'_> {
-    /// Whether this write may take the field `path` (false for status fields it resets).
+    /// Whether this write may take the field `path`: not a status field it resets, nor a
+    /// field outside the status it writes only.
     fn may_own(&self, path: &Path) -> bool {
-        !(self.resets_status && path.first().is_some_and(|f| f == "f:status"))
+        let in_status = path.first().is_some_and(|f| f == "f:status");
+        !(self.resets_status && in_status || self.only_status && !in_status)
     }
 }
 
@@ -111,7 +117,7 @@ fn entry_value(
     manager: &str,
     operation: &str,
     api_version: &str,
-    time: &Value,
+    time: Value,
     subresource: &str,
     fields_v1: Value,
 ) -> Value {
@@ -119,7 +125,7 @@ fn entry_value(
     entry.insert("manager".into(), Value::String(manager.into()));
     entry.insert("operation".into(), Value::String(operation.into()));
     entry.insert("apiVersion".into(), Value::String(api_version.into()));
-    entry.insert("time".into(), time.clone());
+    entry.insert("time".into(), time);
     entry.insert("fieldsType".into(), Value::String("FieldsV1".into()));
     entry.insert("fieldsV1".into(), fields_v1);
     if !subresource.is_empty() {
@@ -209,7 +215,7 @@ fn record_create(new: &mut Value, shape: &Shape, writer: &Writer<'_>) {
             &writer.manager,
             "Update",
             &writer.api_version,
-            &json!(writer.now),
+            json!(writer.now),
             writer.subresource,
             tree.into_fields_v1(),
         )]
@@ -504,6 +510,7 @@ mod tests {
             now: "2026-01-01T00:00:00Z",
             subresource: "",
             resets_status: false,
+            only_status: false,
         }
     }
 
@@ -641,6 +648,7 @@ mod tests {
                 now: "t",
                 subresource: "",
                 resets_status: false,
+                only_status: false,
             },
         );
         let mut edited = created.clone();
@@ -656,6 +664,7 @@ mod tests {
                 now: "t",
                 subresource: "",
                 resets_status: false,
+                only_status: false,
             },
         );
         let managed = edited["metadata"]["managedFields"].as_array().unwrap();

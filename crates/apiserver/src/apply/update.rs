@@ -31,8 +31,7 @@ pub fn record(new: &mut Value, old: &Value, shape: &Shape, writer: &Writer<'_>) 
         return false;
     };
     let mut walk = Walk::default();
-    if crate::objects::writes_only_status(writer.subresource) {
-        // The rest was kept as stored (`objects::prepare_update`): only `status` can differ.
+    if writer.only_status {
         walk.field(
             "status",
             new_map.get("status"),
@@ -471,6 +470,7 @@ mod tests {
             now: "2026-12-04T00:00:00Z",
             subresource,
             resets_status: false,
+            only_status: subresource == "status",
         }
     }
 
@@ -578,11 +578,14 @@ mod tests {
                 }
                 let (manager, subresource) = managers[rng.random_range(0..managers.len())];
                 let writer = writer(manager, subresource);
-                if crate::objects::writes_only_status(subresource) {
-                    // A status write keeps the rest as stored (`objects::prepare_update`).
-                    let status = new["status"].take();
-                    new = stored.clone();
-                    new["status"] = status;
+                if writer.only_status {
+                    // What a status write keeps as stored stays so.
+                    let pods = skiff_apimachinery::resources::builtin()
+                        .into_iter()
+                        .find(|r| r.plural == "pods")
+                        .unwrap();
+                    crate::objects::prepare_update(&pods, &mut new, &stored, Some(subresource))
+                        .unwrap();
                 }
                 let mut whole = new.clone();
                 record_whole(&mut whole, Some(&stored), &shape, &writer, false);

@@ -251,6 +251,7 @@ pub(super) fn writer<'a>(
         now,
         subresource,
         resets_status: subresource.is_empty() && request.info.has_subresource("status"),
+        only_status: false,
     }
 }
 
@@ -504,7 +505,12 @@ pub(super) fn prepare_replacement(
     crate::validation::validate_update(info, &new, change.old)?;
     if !change.applied {
         let now = crate::clock::rfc3339(state.clock.now());
-        let writer = writer(request, &now, change.subresource.unwrap_or_default());
+        let subresource = change.subresource.unwrap_or_default();
+        let writer = apply::Writer {
+            // A custom resource's schema may default or prune more than status (`admit`).
+            only_status: objects::writes_only_status(subresource) && !is_custom(state, info),
+            ..writer(request, &now, subresource)
+        };
         apply::record_update(&mut new, Some(change.old), &shape(state, info), &writer);
     }
     check_finalizers(&new, change.old, change.target, &info.kind)?;
