@@ -578,10 +578,7 @@ mod tests {
     }
 
     fn info() -> ResourceInfo {
-        skiff_apimachinery::resources::builtin()
-            .into_iter()
-            .find(|i| i.kind == "Service")
-            .expect("services are built in")
+        crate::test_support::builtin_info("services")
     }
 
     #[test]

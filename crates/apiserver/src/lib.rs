@@ -33,6 +33,8 @@ pub mod state;
 mod storage;
 mod strategy;
 mod table;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod tokens;
 mod types;

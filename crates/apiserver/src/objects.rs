@@ -338,11 +338,7 @@ pub fn prepare_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_apimachinery::resources::builtin;
-
-    fn info(plural: &str) -> ResourceInfo {
-        builtin().into_iter().find(|r| r.plural == plural).unwrap()
-    }
+    use crate::test_support::builtin_info as info;
 
     #[test]
     fn names_should_follow_dns_1123() {

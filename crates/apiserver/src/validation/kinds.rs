@@ -587,12 +587,8 @@ pub fn check_update(info: &ResourceInfo, new: &Value, old: &Value, errors: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::builtin_info as info;
     use serde_json::json;
-    use skiff_apimachinery::resources::builtin;
-
-    fn info(plural: &str) -> ResourceInfo {
-        builtin().into_iter().find(|r| r.plural == plural).unwrap()
-    }
 
     fn errors(plural: &str, object: Value) -> Vec<String> {
         let mut errors = Vec::new();

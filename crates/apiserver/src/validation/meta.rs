@@ -284,12 +284,8 @@ pub fn object_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::builtin_info as info;
     use serde_json::json;
-    use skiff_apimachinery::resources::builtin;
-
-    fn info(plural: &str) -> ResourceInfo {
-        builtin().into_iter().find(|r| r.plural == plural).unwrap()
-    }
 
     fn check(plural: &str, meta: Value) -> Vec<String> {
         let info = info(plural);

@@ -234,6 +234,7 @@ pub fn prune(object: &mut Value, paths: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::builtin_info as info;
     use serde_json::json;
 
     #[test]
@@ -244,13 +245,6 @@ mod tests {
             &["spec.containers[0].name1".into(), "extra".into()],
         );
         assert_eq!(object, json!({"spec": {"containers": [{"name": "a"}]}}));
-    }
-
-    fn info(plural: &str) -> ResourceInfo {
-        skiff_apimachinery::resources::builtin()
-            .into_iter()
-            .find(|r| r.plural == plural)
-            .unwrap()
     }
 
     #[test]
