@@ -184,6 +184,41 @@ async fn stale_update_should_conflict_with_upstreams_message() {
 }
 
 #[tokio::test]
+async fn an_update_decided_on_a_stale_copy_should_be_decided_again_on_the_stored_object() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let created = api.json("POST", pods, pod).await.json();
+    // Another writer changes the pod behind this server's copy of its last write.
+    let key = "/registry/core/pods/default/p";
+    let (kv, _) = api.store.get(key, None).await.unwrap();
+    let kv = kv.unwrap();
+    let mut changed: Value = serde_json::from_slice(&kv.value).unwrap();
+    changed["metadata"]["labels"] = json!({"by": "other"});
+    api.store
+        .update(
+            key,
+            serde_json::to_vec(&changed).unwrap().into(),
+            kv.mod_revision,
+        )
+        .await
+        .unwrap();
+    // A status write without a resourceVersion is first decided on the stale copy, conflicts,
+    // and is decided again from its body on the stored object.
+    let mut status = created;
+    status["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    status["status"]["phase"] = json!("Running");
+    let reply = api.json("PUT", &format!("{pods}/p/status"), status).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+    let stored = api.get(&format!("{pods}/p")).await.json();
+    assert_eq!(stored["status"]["phase"], "Running");
+    assert_eq!(stored["metadata"]["labels"]["by"], "other");
+}
+
+#[tokio::test]
 async fn generation_should_bump_on_spec_changes_and_status_should_be_separate() {
     let api = api().await;
     let deployments = "/apis/apps/v1/namespaces/default/deployments";

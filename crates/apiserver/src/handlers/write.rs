@@ -409,9 +409,7 @@ pub async fn update(
     bytes: &[u8],
 ) -> Result<Response, ApiError> {
     let info = request.info;
-    let mut incoming = body::object(request.headers, bytes)?;
-    objects::check_type(info, &mut incoming)?;
-    objects::check_namespace(info, &mut incoming, request.namespace)?;
+    let incoming = replacement(request, bytes)?;
     crate::validation::check_url_name(&incoming, name)?;
     let precondition = meta_str(&incoming, "resourceVersion")
         .map(storage::parse_revision)
@@ -425,10 +423,17 @@ pub async fn update(
     let uid = meta_str(&incoming, "uid")
         .filter(|uid| !uid.is_empty())
         .map(str::to_string);
+    // The first attempt takes the decoded body; a retry (rare) decodes it again rather than
+    // every write copying it.
+    let mut first = Some(incoming);
     let outcome = guaranteed_update(state, site, |_, old| {
         if let Some(uid) = &uid {
             check_uid_precondition(uid, old, &target)?;
         }
+        let incoming = match first.take() {
+            Some(incoming) => incoming,
+            None => replacement(request, bytes)?,
+        };
         let change = Change {
             old,
             target: &target,
@@ -436,7 +441,7 @@ pub async fn update(
             applied: false,
             bytes,
         };
-        let (object, found) = prepare_replacement(state, request, &change, incoming.clone())?;
+        let (object, found) = prepare_replacement(state, request, &change, incoming)?;
         warnings = found;
         Ok(Decision::Write {
             object,
@@ -445,6 +450,14 @@ pub async fn update(
     })
     .await?;
     Ok(reply(state, request, &key, outcome, &warnings))
+}
+
+/// A PUT's body as an object of the request's kind, in the request's namespace.
+fn replacement(request: &WriteRequest<'_>, bytes: &[u8]) -> Result<Value, ApiError> {
+    let mut incoming = body::object(request.headers, bytes)?;
+    objects::check_type(request.info, &mut incoming)?;
+    objects::check_namespace(request.info, &mut incoming, request.namespace)?;
+    Ok(incoming)
 }
 
 /// The answer to an update or patch of the object at `key`: the object as stored (or as
