@@ -91,7 +91,8 @@ fn port_key(port: u16) -> String {
     format!("{PORT_KEYS}{port}")
 }
 
-fn is_service(info: &ResourceInfo) -> bool {
+/// Whether `info` is the core Service resource, whose writes allocate.
+pub fn is_service(info: &ResourceInfo) -> bool {
     info.kind == "Service" && info.group.is_empty()
 }
 

@@ -1,7 +1,7 @@
 //! The one write path of every existing object, upstream's `GuaranteedUpdate`: read the object,
-//! let the caller decide from it (write a new version, delete it, or fail with an `ApiError`),
-//! commit with a compare-and-swap on the revision read, and on a conflict read again and decide
-//! again. Update, patch, apply, scale, status, binding, finalize and delete all go through
+//! let the caller decide from it (write a new version, edit it in place, delete it, or fail with
+//! an `ApiError`), commit with a compare-and-swap on the revision read, and on a conflict read
+//! again and decide again. Update, patch, apply, scale, status, binding, finalize and delete all go through
 //! [`guaranteed_update`], so they share its rules:
 //! - a write with an explicit `resourceVersion` precondition is not retried: a stale one is 409;
 //! - a write that leaves a deleting object without finalizers removes the object;
@@ -33,8 +33,7 @@ use crate::storage;
 pub const RETRIES: usize = 16;
 
 /// What a write decides from the object it read.
-#[derive(Debug)]
-pub enum Decision {
+pub enum Decision<'a> {
     /// Store this version: a compare-and-swap on `precondition` when given (a stale one is a
     /// 409, not retried), else on the revision read (retried on conflicts).
     Write {
@@ -43,6 +42,10 @@ pub enum Decision {
         /// The caller's `resourceVersion` precondition.
         precondition: Option<Revision>,
     },
+    /// Store the object read, changed in place by this edit, which always changes it (a
+    /// compare-and-swap on the revision read, retried on conflicts). The object is not copied:
+    /// for a small change to a large object (a binding) the copy cost more than the rest.
+    Edit(Box<dyn FnOnce(&mut Value) + Send + 'a>),
     /// Remove the object (a compare-and-swap on the revision read).
     Delete,
 }
@@ -134,13 +137,13 @@ fn cached(state: &ApiState, key: &str) -> Option<(Revision, Value)> {
 /// Reads, decides, commits; retries the whole on conflicts unless the decision carried a
 /// precondition. `decide` sees the object's revision and the decoded object, and may be called
 /// more than once.
-pub async fn guaranteed_update<F>(
+pub async fn guaranteed_update<'d, F>(
     state: &ApiState,
     site: Site<'_>,
     mut decide: F,
 ) -> Result<Outcome, ApiError>
 where
-    F: FnMut(Revision, &Value) -> Result<Decision, ApiError>,
+    F: FnMut(Revision, &Value) -> Result<Decision<'d>, ApiError>,
 {
     let mut try_cache = !site.dry_run;
     for _ in 0..RETRIES {
@@ -165,7 +168,7 @@ where
         };
         let precondition = match &decision {
             Decision::Write { precondition, .. } => *precondition,
-            Decision::Delete => None,
+            Decision::Edit(_) | Decision::Delete => None,
         };
         if from_cache && precondition.is_some_and(|p| p != revision) {
             continue;
@@ -237,11 +240,27 @@ async fn commit(
     site: &Site<'_>,
     revision: Revision,
     old: Value,
-    decision: Decision,
+    decision: Decision<'_>,
     from_cache: bool,
 ) -> Result<Outcome, Failed> {
     let (mut removed, expected) = match decision {
         Decision::Delete => (old, revision),
+        Decision::Edit(edit) => {
+            // Only a Service's write compares the versions after deciding (its allocations).
+            let kept = allocation::is_service(site.info).then(|| old.clone());
+            let mut new = old;
+            edit(&mut new);
+            if finalized(&new) {
+                (new, revision)
+            } else {
+                let read = Read {
+                    revision,
+                    old: kept.as_ref(),
+                    from_cache,
+                };
+                return write(state, site, read, new, None).await;
+            }
+        }
         Decision::Write {
             object,
             precondition,
@@ -252,7 +271,7 @@ async fn commit(
         } => {
             let read = Read {
                 revision,
-                old: &old,
+                old: Some(&old),
                 from_cache,
             };
             return write(state, site, read, object, precondition).await;
@@ -281,7 +300,9 @@ async fn commit(
 /// The state a write was decided on.
 struct Read<'a> {
     revision: Revision,
-    old: &'a Value,
+    /// The object read; none after an edit in place of anything but a Service (an edit always
+    /// changes the object, and only a Service's allocations look at the old version).
+    old: Option<&'a Value>,
     from_cache: bool,
 }
 
@@ -296,13 +317,16 @@ async fn write(
     // A write that changes nothing is not a write: no new revision, no watch event. Field
     // order does not count, nor do the times of managedFields entries (upstream keeps the old
     // ones when nothing else changed), so a controller re-applying the same object settles.
-    if expected == read.revision && unchanged(read.old, &new) {
+    if let Some(old) = read.old
+        && expected == read.revision
+        && unchanged(old, &new)
+    {
         if read.from_cache {
             return Err(Failed::Stale);
         }
         let meta = meta_mut(&mut new)?;
         meta.insert("resourceVersion".into(), json!(read.revision.to_string()));
-        if let Some(fields) = read.old.pointer("/metadata/managedFields") {
+        if let Some(fields) = old.pointer("/metadata/managedFields") {
             meta.insert("managedFields".into(), fields.clone());
         }
         return Ok(Outcome::Written(new, None));
@@ -310,7 +334,10 @@ async fn write(
     if site.dry_run {
         return Ok(Outcome::Written(new, None));
     }
-    let taken = allocation::allocate_update(state, site.info, &mut new, read.old).await?;
+    let taken = match read.old {
+        Some(old) => allocation::allocate_update(state, site.info, &mut new, old).await?,
+        None => allocation::Allocation::default(),
+    };
     let encoded = storage::encode(&new)?;
     let revision = match state
         .store
@@ -323,7 +350,9 @@ async fn write(
             return Err(Failed::Store(error));
         }
     };
-    allocation::release_replaced(state, read.old, &new).await;
+    if let Some(old) = read.old {
+        allocation::release_replaced(state, old, &new).await;
+    }
     stamp(&mut new, revision)?;
     Ok(Outcome::Written(
         new,
@@ -492,6 +521,33 @@ mod tests {
         assert_eq!(seen[0].1, "old");
         assert_eq!(seen[1], (current, json!("new")));
         assert_eq!(outcome.object()["data"], json!({"k": "new", "k2": "added"}));
+    }
+
+    #[tokio::test]
+    async fn an_edit_of_a_stale_cached_copy_should_be_made_again_on_the_stores() {
+        let (state, current) = stale_cache().await;
+        let target = Target::new("", "configmaps", "c");
+        let info = state.registry.find("", "v1", "configmaps").unwrap();
+        let mut seen = Vec::new();
+        let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
+            seen.push((revision, old["data"]["k"].clone()));
+            Ok(Decision::Edit(Box::new(|object: &mut Value| {
+                object["data"]["k2"] = json!("added");
+            })))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], (current, json!("new")));
+        let expected = json!({"k": "new", "k2": "added"});
+        assert_eq!(outcome.object()["data"], expected);
+        let (kv, _) = state.store.get(KEY, None).await.unwrap();
+        let stored = storage::decode(&kv.unwrap()).unwrap();
+        assert_eq!(stored["data"], expected);
+        assert_eq!(
+            stored["metadata"]["resourceVersion"],
+            outcome.object()["metadata"]["resourceVersion"]
+        );
     }
 
     #[tokio::test]

@@ -43,6 +43,8 @@ pub async fn bind(
     let key = storage::key(request.info, request.namespace, name);
     let site = request.site(&key, &target)?;
     let now = crate::clock::rfc3339(state.clock.now());
+    let (node, now) = (node.as_str(), now.as_str());
+    let annotations = binding.pointer("/metadata/annotations");
     let outcome = guaranteed_update(state, site, |_, old| {
         let stored = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
         if let Some(uid) = uid.as_deref().filter(|u| *u != stored) {
@@ -73,16 +75,13 @@ pub async fn bind(
                 ),
             });
         }
-        let mut new = old.clone();
-        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("nodeName".into(), json!(node));
-        }
-        annotate(&mut new, binding.pointer("/metadata/annotations"));
-        mark_scheduled(&mut new, &now);
-        Ok(Decision::Write {
-            object: new,
-            precondition: None,
-        })
+        Ok(Decision::Edit(Box::new(move |pod: &mut Value| {
+            if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            annotate(pod, annotations);
+            mark_scheduled(pod, now);
+        })))
     })
     .await?;
     guaranteed::remember(state, request.info, &key, outcome);
