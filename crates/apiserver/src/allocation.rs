@@ -91,9 +91,14 @@ fn port_key(port: u16) -> String {
     format!("{PORT_KEYS}{port}")
 }
 
-/// Whether `info` is the core Service resource, whose writes allocate.
-pub fn is_service(info: &ResourceInfo) -> bool {
+fn is_service(info: &ResourceInfo) -> bool {
     info.kind == "Service" && info.group.is_empty()
+}
+
+/// Whether a write of `info` looks at the version it replaces ([`allocate_update`],
+/// [`release_replaced`]): a Service's, which keeps or gives back its ClusterIP and NodePorts.
+pub fn compares_versions(info: &ResourceInfo) -> bool {
+    is_service(info)
 }
 
 /// Whether creating `object` takes pooled resources (a Service's ClusterIP or NodePorts).

@@ -5,7 +5,8 @@
 //! [`guaranteed_update`], so they share its rules:
 //! - a write with an explicit `resourceVersion` precondition is not retried: a stale one is 409;
 //! - a write that leaves a deleting object without finalizers removes the object;
-//! - a write that changes nothing is no write (no new revision, no watch event);
+//! - a write that changes nothing is no write (no new revision, no watch event); an edit in
+//!   place is trusted to change the object and is not compared;
 //! - after a commit, the resource's hooks run (custom resources are re-served after a CRD
 //!   changes, a Service's ClusterIP is given back when it is removed).
 //!
@@ -42,9 +43,10 @@ pub enum Decision<'a> {
         /// The caller's `resourceVersion` precondition.
         precondition: Option<Revision>,
     },
-    /// Store the object read, changed in place by this edit, which always changes it (a
-    /// compare-and-swap on the revision read, retried on conflicts). The object is not copied:
-    /// for a small change to a large object (a binding) the copy cost more than the rest.
+    /// Store the object read, changed in place by this edit (a compare-and-swap on the
+    /// revision read, retried on conflicts). The object is not copied: for a small change to a
+    /// large object (a binding) the copy cost more than the rest. The edit must change the
+    /// object: it is not compared with the version read, so it is always a new revision.
     Edit(Box<dyn FnOnce(&mut Value) + Send + 'a>),
     /// Remove the object (a compare-and-swap on the revision read).
     Delete,
@@ -243,40 +245,39 @@ async fn commit(
     decision: Decision<'_>,
     from_cache: bool,
 ) -> Result<Outcome, Failed> {
-    let (mut removed, expected) = match decision {
-        Decision::Delete => (old, revision),
+    let (new, precondition, old) = match decision {
+        Decision::Delete => return delete(state, site, old, revision).await,
+        Decision::Write {
+            object,
+            precondition,
+        } => (object, precondition, Some(old)),
         Decision::Edit(edit) => {
-            // Only a Service's write compares the versions after deciding (its allocations).
-            let kept = allocation::is_service(site.info).then(|| old.clone());
+            // An edit always changes the object: the old version is kept only where the
+            // write's allocations compare it with the new one.
+            let kept = allocation::compares_versions(site.info).then(|| old.clone());
             let mut new = old;
             edit(&mut new);
-            if finalized(&new) {
-                (new, revision)
-            } else {
-                let read = Read {
-                    revision,
-                    old: kept.as_ref(),
-                    from_cache,
-                };
-                return write(state, site, read, new, None).await;
-            }
-        }
-        Decision::Write {
-            object,
-            precondition,
-        } if finalized(&object) => (object, precondition.unwrap_or(revision)),
-        Decision::Write {
-            object,
-            precondition,
-        } => {
-            let read = Read {
-                revision,
-                old: Some(&old),
-                from_cache,
-            };
-            return write(state, site, read, object, precondition).await;
+            (new, None, kept)
         }
     };
+    if finalized(&new) {
+        return delete(state, site, new, precondition.unwrap_or(revision)).await;
+    }
+    let read = Read {
+        revision,
+        old: old.as_ref(),
+        from_cache,
+    };
+    write(state, site, read, new, precondition).await
+}
+
+/// Removes the object (`removed`, as it goes) with a compare-and-swap on `expected`.
+async fn delete(
+    state: &ApiState,
+    site: &Site<'_>,
+    mut removed: Value,
+    expected: Revision,
+) -> Result<Outcome, Failed> {
     if site.dry_run {
         return Ok(Outcome::Deleted(removed));
     }
@@ -300,8 +301,8 @@ async fn commit(
 /// The state a write was decided on.
 struct Read<'a> {
     revision: Revision,
-    /// The object read; none after an edit in place of anything but a Service (an edit always
-    /// changes the object, and only a Service's allocations look at the old version).
+    /// The object read; none after an edit in place, unless the write's allocations compare
+    /// it with the new version (an edit always changes the object).
     old: Option<&'a Value>,
     from_cache: bool,
 }
@@ -473,7 +474,11 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let state = ApiState::new(Inner {
+        (state(store, watch_cache), current)
+    }
+
+    fn state(store: Arc<dyn Store>, watch_cache: Arc<crate::watch_cache::WatchCache>) -> ApiState {
+        ApiState::new(Inner {
             store,
             registry: crate::registry::Registry::builtin(),
             clock: Arc::new(crate::clock::SystemClock),
@@ -487,8 +492,7 @@ mod tests {
             ca_cert: None,
             openapi: std::sync::RwLock::new(None),
             service_network: crate::allocation::ServiceNetwork::default(),
-        });
-        (state, current)
+        })
     }
 
     fn site<'a>(info: &'a ResourceInfo, target: &'a Target) -> Site<'a> {
@@ -547,6 +551,49 @@ mod tests {
         assert_eq!(
             stored["metadata"]["resourceVersion"],
             outcome.object()["metadata"]["resourceVersion"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edit_of_a_service_should_allocate_and_give_back_its_node_ports() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let key = "/registry/core/services/default/s";
+        let service = r#"{"kind":"Service","apiVersion":"v1","metadata":{"name":"s","namespace":"default"},"spec":{"type":"ClusterIP","ports":[{"port":80,"protocol":"TCP"}]}}"#;
+        store.create(key, Bytes::from(service)).await.unwrap();
+        let watch_cache = crate::watch_cache::WatchCache::start(Arc::clone(&store), 100)
+            .await
+            .unwrap();
+        let state = state(store, watch_cache);
+        let info = state.registry.find("", "v1", "services").unwrap();
+        let target = Target::new("", "services", "s");
+        let site = Site {
+            key,
+            ..site(&info, &target)
+        };
+        let set_type = |kind: &'static str| {
+            move |_: Revision, _: &Value| {
+                Ok(Decision::Edit(Box::new(move |service: &mut Value| {
+                    service["spec"]["type"] = json!(kind);
+                    if let Some(port) = service["spec"]["ports"][0].as_object_mut() {
+                        port.remove("nodePort");
+                    }
+                })))
+            }
+        };
+        let taken = guaranteed_update(&state, site, set_type("NodePort"))
+            .await
+            .unwrap();
+        let port = taken.object()["spec"]["ports"][0]["nodePort"]
+            .as_u64()
+            .expect("a NodePort is allocated");
+        let port_key = format!("/registry/skiff/servicenodeports/{port}");
+        assert!(state.store.get(&port_key, None).await.unwrap().0.is_some());
+        guaranteed_update(&state, site, set_type("ClusterIP"))
+            .await
+            .unwrap();
+        assert!(
+            state.store.get(&port_key, None).await.unwrap().0.is_none(),
+            "the NodePort is given back"
         );
     }
 

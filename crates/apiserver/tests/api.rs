@@ -11,7 +11,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use skiff_apiserver::auth::{Caller, User};
-use skiff_apiserver::clock::SystemClock;
+use skiff_apiserver::clock::{FixedClock, SystemClock};
 use skiff_store::Store;
 use skiff_store::memory::MemoryStore;
 use tower::ServiceExt;
@@ -185,7 +185,18 @@ async fn stale_update_should_conflict_with_upstreams_message() {
 
 #[tokio::test]
 async fn an_update_decided_on_a_stale_copy_should_be_decided_again_on_the_stored_object() {
-    let api = api().await;
+    // A fixed clock: the server's copy of its last write does not age out, so the first
+    // attempt is certain to decide on it.
+    let cluster = skiff_cluster::InProcess::with(
+        skiff_apiserver::watch_cache::DEFAULT_CAPACITY,
+        Arc::new(FixedClock(jiff::Timestamp::now())),
+    )
+    .await
+    .unwrap();
+    let api = Api {
+        router: cluster.router,
+        store: cluster.store,
+    };
     let pods = "/api/v1/namespaces/default/pods";
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     let created = api.json("POST", pods, pod).await.json();

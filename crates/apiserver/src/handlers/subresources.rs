@@ -43,6 +43,7 @@ pub async fn bind(
     let key = storage::key(request.info, request.namespace, name);
     let site = request.site(&key, &target)?;
     let now = crate::clock::rfc3339(state.clock.now());
+    // Borrowed, so that the edit (a `move` closure, made on each attempt) copies references.
     let (node, now) = (node.as_str(), now.as_str());
     let annotations = binding.pointer("/metadata/annotations");
     let outcome = guaranteed_update(state, site, |_, old| {

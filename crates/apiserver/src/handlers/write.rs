@@ -131,8 +131,7 @@ async fn create_object(
     applied: bool,
 ) -> Result<Response, ApiError> {
     let info = request.info;
-    objects::check_type(info, &mut object)?;
-    objects::check_namespace(info, &mut object, request.namespace)?;
+    request.check_object(&mut object)?;
     let now = crate::clock::rfc3339(state.clock.now());
     let uid = uuid::Uuid::new_v4().to_string();
     let name = objects::prepare_create(info, &mut object, &now, &uid, &random_suffix())?;
@@ -455,8 +454,7 @@ pub async fn update(
 /// A PUT's body as an object of the request's kind, in the request's namespace.
 fn replacement(request: &WriteRequest<'_>, bytes: &[u8]) -> Result<Value, ApiError> {
     let mut incoming = body::object(request.headers, bytes)?;
-    objects::check_type(request.info, &mut incoming)?;
-    objects::check_namespace(request.info, &mut incoming, request.namespace)?;
+    request.check_object(&mut incoming)?;
     Ok(incoming)
 }
 
@@ -580,8 +578,7 @@ pub async fn patch(
             patch::apply(kind, &mut new, &patch_body, schema.as_deref())?;
             new
         };
-        objects::check_type(info, &mut new)?;
-        objects::check_namespace(info, &mut new, request.namespace)?;
+        request.check_object(&mut new)?;
         crate::validation::check_url_name(&new, name)?;
         // A resourceVersion in the patch is a precondition; otherwise patch the fresh object.
         let precondition = match meta_str(&new, "resourceVersion") {

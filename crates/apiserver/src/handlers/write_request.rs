@@ -2,6 +2,7 @@
 //! its request. Kept apart from the handlers so they depend on it and not on each other.
 
 use http::HeaderMap;
+use serde_json::Value;
 use skiff_apimachinery::status::Target;
 use skiff_apimachinery::{ApiError, ResourceInfo};
 
@@ -32,5 +33,12 @@ impl WriteRequest<'_> {
             target,
             dry_run: self.params.dry_run()?,
         })
+    }
+
+    /// Checks an object's `apiVersion`, `kind` and namespace against the request's resource and
+    /// path, filling in what it leaves out.
+    pub fn check_object(&self, object: &mut Value) -> Result<(), ApiError> {
+        crate::objects::check_type(self.info, object)?;
+        crate::objects::check_namespace(self.info, object, self.namespace)
     }
 }
