@@ -43,7 +43,14 @@ pub fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert(
+        // In its place among the stored (ordered) fields, so nothing needs to move.
+        let rank = meta_rank("resourceVersion");
+        let at = meta
+            .keys()
+            .position(|key| meta_rank(key) > rank)
+            .unwrap_or(meta.len());
+        meta.shift_insert(
+            at,
             "resourceVersion".into(),
             Value::String(revision.to_string()),
         );
@@ -92,7 +99,8 @@ fn reorder(map: &mut serde_json::Map<String, Value>, first: &[&str]) {
     }
     let mut ordered = serde_json::Map::with_capacity(map.len());
     for key in first {
-        if let Some((k, v)) = map.remove_entry(*key) {
+        // Shifted out, so the rest keep their order.
+        if let Some((k, v)) = map.shift_remove_entry(*key) {
             ordered.insert(k, v);
         }
     }
@@ -123,9 +131,10 @@ pub fn canonical_order(object: &mut Value) {
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
         reorder(meta, &META_ORDER);
     }
-    let status = map.remove_entry("status");
     reorder(map, &["kind", "apiVersion", "metadata"]);
-    if let Some((k, v)) = status {
+    if map.keys().next_back().is_some_and(|last| last != "status")
+        && let Some((k, v)) = map.shift_remove_entry("status")
+    {
         map.insert(k, v);
     }
 }
@@ -370,6 +379,26 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&decoded).unwrap(),
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"9","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
+        );
+    }
+
+    #[test]
+    fn canonical_order_should_keep_the_other_fields_as_given() {
+        let mut object = json!({"x": 1, "status": {}, "kind": "K", "y": 2,
+            "metadata": {"b": 1, "name": "n", "a": 2, "uid": "u", "c": 3}, "z": 3});
+        canonical_order(&mut object);
+        assert_eq!(
+            serde_json::to_string(&object).unwrap(),
+            r#"{"kind":"K","metadata":{"name":"n","uid":"u","b":1,"a":2,"c":3},"x":1,"y":2,"z":3,"status":{}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&in_order(
+                &json!({"x": 1, "status": {}, "kind": "K", "y": 2,
+                "metadata": {"b": 1, "name": "n", "a": 2, "uid": "u", "c": 3}, "z": 3})
+            ))
+            .unwrap(),
+            serde_json::to_string(&object).unwrap(),
+            "the order objects are stored in"
         );
     }
 
