@@ -505,53 +505,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_decided_on_a_stale_cached_copy_should_be_decided_again_on_the_stores() {
-        let (state, current) = stale_cache().await;
-        let target = Target::new("", "configmaps", "c");
-        let info = state.registry.find("", "v1", "configmaps").unwrap();
-        let mut seen = Vec::new();
-        let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
-            seen.push((revision, old["data"]["k"].clone()));
-            let mut new = old.clone();
-            new["data"]["k2"] = json!("added");
-            Ok(Decision::Write {
-                object: new,
-                precondition: None,
+    async fn a_write_or_edit_decided_on_a_stale_cached_copy_should_be_made_again_on_the_stores() {
+        for edit in [false, true] {
+            let (state, current) = stale_cache().await;
+            let target = Target::new("", "configmaps", "c");
+            let info = state.registry.find("", "v1", "configmaps").unwrap();
+            let mut seen = Vec::new();
+            let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
+                seen.push((revision, old["data"]["k"].clone()));
+                let add = |object: &mut Value| object["data"]["k2"] = json!("added");
+                if edit {
+                    return Ok(Decision::Edit(Box::new(add)));
+                }
+                let mut new = old.clone();
+                add(&mut new);
+                Ok(Decision::Write {
+                    object: new,
+                    precondition: None,
+                })
             })
-        })
-        .await
-        .unwrap();
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert_eq!(seen[0].1, "old");
-        assert_eq!(seen[1], (current, json!("new")));
-        assert_eq!(outcome.object()["data"], json!({"k": "new", "k2": "added"}));
-    }
-
-    #[tokio::test]
-    async fn an_edit_of_a_stale_cached_copy_should_be_made_again_on_the_stores() {
-        let (state, current) = stale_cache().await;
-        let target = Target::new("", "configmaps", "c");
-        let info = state.registry.find("", "v1", "configmaps").unwrap();
-        let mut seen = Vec::new();
-        let outcome = guaranteed_update(&state, site(&info, &target), |revision, old| {
-            seen.push((revision, old["data"]["k"].clone()));
-            Ok(Decision::Edit(Box::new(|object: &mut Value| {
-                object["data"]["k2"] = json!("added");
-            })))
-        })
-        .await
-        .unwrap();
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert_eq!(seen[1], (current, json!("new")));
-        let expected = json!({"k": "new", "k2": "added"});
-        assert_eq!(outcome.object()["data"], expected);
-        let (kv, _) = state.store.get(KEY, None).await.unwrap();
-        let stored = storage::decode(&kv.unwrap()).unwrap();
-        assert_eq!(stored["data"], expected);
-        assert_eq!(
-            stored["metadata"]["resourceVersion"],
-            outcome.object()["metadata"]["resourceVersion"]
-        );
+            .await
+            .unwrap();
+            assert_eq!(seen.len(), 2, "edit {edit}: {seen:?}");
+            assert_eq!(seen[0].1, "old");
+            assert_eq!(seen[1], (current, json!("new")));
+            let expected = json!({"k": "new", "k2": "added"});
+            assert_eq!(outcome.object()["data"], expected);
+            let (kv, _) = state.store.get(KEY, None).await.unwrap();
+            let stored = storage::decode(&kv.unwrap()).unwrap();
+            assert_eq!(stored["data"], expected);
+            assert_eq!(
+                stored["metadata"]["resourceVersion"],
+                outcome.object()["metadata"]["resourceVersion"]
+            );
+        }
     }
 
     #[tokio::test]
