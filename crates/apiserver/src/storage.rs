@@ -43,7 +43,10 @@ pub fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        // In its place among the stored (ordered) fields, so nothing needs to move.
+        // In its place among the stored (ordered) fields, so nothing needs to move. Stored
+        // objects have none; one that does loses it first (`shift_insert` may only move an
+        // existing key to an index below the map's length).
+        meta.shift_remove("resourceVersion");
         let rank = meta_rank("resourceVersion");
         let at = meta
             .keys()
@@ -380,6 +383,18 @@ mod tests {
             serde_json::to_string(&decoded).unwrap(),
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"9","labels":{"x":"y"},"zz":1},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
         );
+    }
+
+    #[test]
+    fn a_stored_resource_version_should_give_way_to_the_revision_read() {
+        for stored in [
+            r#"{"kind":"K","metadata":{"name":"n","resourceVersion":"3"}}"#,
+            r#"{"kind":"K","metadata":{"resourceVersion":"3","name":"n","labels":{}}}"#,
+        ] {
+            let decoded = decode_at(stored.as_bytes(), 9).unwrap();
+            assert_eq!(decoded["metadata"]["resourceVersion"], "9");
+            assert!(is_canonical(&decoded), "{decoded}");
+        }
     }
 
     #[test]
