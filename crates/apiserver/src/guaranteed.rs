@@ -1,8 +1,8 @@
 //! The one write path of every existing object, upstream's `GuaranteedUpdate`: read the object,
 //! let the caller decide from it (write a new version, edit it in place, delete it, or fail with
 //! an `ApiError`), commit with a compare-and-swap on the revision read, and on a conflict read
-//! again and decide again. Update, patch, apply, scale, status, binding, finalize and delete all go through
-//! [`guaranteed_update`], so they share its rules:
+//! again and decide again. Update, patch, apply, scale, status, binding, finalize and delete
+//! all go through [`guaranteed_update`], so they share its rules:
 //! - a write with an explicit `resourceVersion` precondition is not retried: a stale one is 409;
 //! - a write that leaves a deleting object without finalizers removes the object;
 //! - a write that changes nothing is no write (no new revision, no watch event); an edit in

@@ -39,7 +39,11 @@ async fn api() -> Api {
 }
 
 async fn api_with_cache(capacity: usize) -> Api {
-    let cluster = skiff_cluster::InProcess::with(capacity, Arc::new(SystemClock))
+    api_with(capacity, Arc::new(SystemClock)).await
+}
+
+async fn api_with(capacity: usize, clock: Arc<dyn skiff_apiserver::clock::Clock>) -> Api {
+    let cluster = skiff_cluster::InProcess::with(capacity, clock)
         .await
         .unwrap();
     Api {
@@ -187,16 +191,11 @@ async fn stale_update_should_conflict_with_upstreams_message() {
 async fn an_update_decided_on_a_stale_copy_should_be_decided_again_on_the_stored_object() {
     // A fixed clock: the server's copy of its last write does not age out, so the first
     // attempt is certain to decide on it.
-    let cluster = skiff_cluster::InProcess::with(
+    let api = api_with(
         skiff_apiserver::watch_cache::DEFAULT_CAPACITY,
         Arc::new(FixedClock(jiff::Timestamp::now())),
     )
-    .await
-    .unwrap();
-    let api = Api {
-        router: cluster.router,
-        store: cluster.store,
-    };
+    .await;
     let pods = "/api/v1/namespaces/default/pods";
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     let created = api.json("POST", pods, pod).await.json();
