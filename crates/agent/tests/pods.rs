@@ -111,7 +111,27 @@ async fn world() -> World {
     }
 }
 
+/// The agent stops before its directory is removed: a detached agent could otherwise write a
+/// pod's volumes again into a directory already gone.
+impl Drop for World {
+    fn drop(&mut self) {
+        self.agent.abort();
+        let agent = &mut self.agent;
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let _ = agent.await;
+            })
+        });
+    }
+}
+
 impl World {
+    /// Stops the agent and waits until it has.
+    async fn stop_agent(&mut self) {
+        self.agent.abort();
+        let _ = (&mut self.agent).await;
+    }
+
     /// Creates the pod `name` with `spec` in `default`.
     async fn create(&self, name: &str, spec: Value) {
         self.pods
@@ -432,10 +452,9 @@ async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
     }
     let keep = w.pods.get("keep").await.unwrap().uid().unwrap();
     let gone = w.pods.get("gone").await.unwrap().uid().unwrap();
-    w.agent.abort();
     // (Down for good before anything changes: an agent still finishing its last steps could
     // otherwise see the deletion itself.)
-    let _ = (&mut w.agent).await;
+    w.stop_agent().await;
     // While the agent is down, one pod is deleted for good (as `--grace-period=0 --force`).
     w.pods
         .delete(
@@ -447,7 +466,7 @@ async fn a_restarted_agent_should_adopt_running_pods_and_remove_unknown_ones() {
         )
         .await
         .unwrap();
-    let _agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
+    w.agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
     eventually("the deleted pod's containers removed", || async {
         w.runtime.attempts(&gone, "c") == 0 && w.runtime.sandbox_count() == 1
     })
@@ -615,9 +634,8 @@ async fn the_agent_should_end_pods_past_their_deadline_or_over_their_empty_dir_l
         !w.runtime.running(&hoarder, "c")
     })
     .await;
-    w.agent.abort();
-    let _ = (&mut w.agent).await;
-    let _agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
+    w.stop_agent().await;
+    w.agent = start_agent(&w._cluster.client("node"), &w.runtime, w.dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(w.runtime.attempts(&hoarder, "c"), 1);
     assert!(!w.runtime.running(&hoarder, "c"));
@@ -868,7 +886,6 @@ async fn a_pod_should_get_a_token_of_its_service_account_bound_to_it() {
         .await
         .unwrap();
     assert!(quiet.spec.unwrap().volumes.is_none());
-    w.agent.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -917,7 +934,6 @@ async fn a_container_should_leave_its_termination_message_and_exit_reason_in_its
     assert_eq!(terminated("file")["reason"], "Completed");
     assert_eq!(terminated("oom")["reason"], "OOMKilled");
     assert_eq!(terminated("oom")["exitCode"], 137);
-    w.agent.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -962,7 +978,6 @@ async fn failing_lifecycle_hooks_should_be_reported_and_a_failed_post_start_shou
         "{:?}",
         w.kubelet_events().await
     );
-    w.agent.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
