@@ -10,6 +10,7 @@ mod body;
 pub mod bootstrap;
 pub mod certs;
 pub mod clock;
+mod coalesced;
 mod crd;
 mod duplicates;
 mod guaranteed;

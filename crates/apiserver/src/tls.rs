@@ -1,7 +1,8 @@
 //! HTTPS serving: a TLS accept loop (rustls; HTTP/2 through ALPN and HTTP/1.1) that hands each
 //! connection to hyper with the caller's certificate identity attached to every request.
 //! Client certificates are optional at the TLS layer so that anonymous probes (`/version`,
-//! `/healthz`) still connect; the API itself rejects anonymous callers.
+//! `/healthz`) still connect; the API itself rejects anonymous callers. The writes of a
+//! connection that chose HTTP/2 are sent in batches ([`Coalesced`]).
 //!
 //! A request hyper cannot parse (a URI over its 64 KiB, a head over [`MAX_HEAD_BYTES`], a
 //! malformed request line) never reaches the router: hyper answers it itself, with an empty body,
@@ -28,6 +29,7 @@ use tower::ServiceExt;
 
 use crate::auth;
 use crate::certs::Pki;
+use crate::coalesced::Coalesced;
 
 /// The most bytes of request line and headers a connection accepts.
 const MAX_HEAD_BYTES: usize = 1 << 20;
@@ -95,9 +97,14 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
                 }
             };
             let caller = auth::from_certificates(stream.get_ref().1.peer_certificates());
-            if let Err(error) =
+            // An HTTP/2 connection carries many streams' frames at once: sent in batches.
+            let served = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let io = StatusOnParseErrors::new(Coalesced::new(stream));
+                serve_connection(io, app, caller).await
+            } else {
                 serve_connection(StatusOnParseErrors::new(stream), app, caller).await
-            {
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
@@ -457,6 +464,64 @@ mod tests {
             assert!(headers.contains(&"content-length: 0".to_string()));
             assert_eq!(body, "");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_streams_on_one_http2_connection_should_each_get_their_whole_answer() {
+        use futures::StreamExt;
+        use http_body_util::{BodyExt, Empty};
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let app = app().route(
+            "/chunks",
+            axum::routing::get(|| async {
+                let chunks = futures::stream::iter(0..5).then(|i| async move {
+                    tokio::task::yield_now().await;
+                    Ok::<_, io::Error>(format!("chunk {i} {}\n", "x".repeat(300 * i)))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let serving = tokio::spawn(async move {
+            let io = StatusOnParseErrors::new(Coalesced::new(server));
+            serve_connection(io, app, auth::Caller(None)).await.ok();
+        });
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let expected: String = (0..5)
+            .map(|i| format!("chunk {i} {}\n", "x".repeat(300 * i)))
+            .collect();
+        let requests = (0..300).map(|i| {
+            let mut sender = sender.clone();
+            async move {
+                let path = if i % 3 == 0 { "/nope" } else { "/chunks" };
+                let request = http::Request::get(path)
+                    .body(Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let answer = sender.send_request(request).await.unwrap();
+                let status = answer.status();
+                let body = answer.into_body().collect().await.unwrap().to_bytes();
+                (path, status, body)
+            }
+        });
+        let answers = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join_all(requests),
+        );
+        for (path, status, body) in answers.await.expect("answers held back") {
+            if path == "/nope" {
+                assert_eq!(status, 404);
+                let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(status["reason"], "NotFound");
+            } else {
+                assert_eq!(status, 200);
+                assert_eq!(body, expected.as_bytes());
+            }
+        }
+        drop(sender);
+        serving.await.unwrap();
     }
 
     #[test]
