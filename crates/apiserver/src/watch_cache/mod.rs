@@ -135,6 +135,30 @@ struct Ring {
     since: Revision,
 }
 
+/// Events looked at from the newest back before a binary search (see [`first_after`]).
+const NEWEST: usize = 16;
+
+/// The position of the first of `items` (in order of revision) after `after`. A watch reads
+/// again as soon as there is news, so what it has not seen is nearly always the last few
+/// events: they are looked at from the back first, without a binary search over the whole ring.
+fn first_after<T>(
+    items: &VecDeque<T>,
+    after: Revision,
+    revision: impl Fn(&T) -> Revision,
+) -> usize {
+    let newer = items
+        .iter()
+        .rev()
+        .take(NEWEST)
+        .take_while(|item| revision(item) > after)
+        .count();
+    if newer < NEWEST {
+        items.len() - newer
+    } else {
+        items.partition_point(|item| revision(item) <= after)
+    }
+}
+
 /// The shared cache of recent events and of every live object.
 pub struct WatchCache {
     ring: RwLock<Ring>,
@@ -184,7 +208,7 @@ impl WatchCache {
         if after < ring.since {
             return None;
         }
-        let start = ring.events.partition_point(|e| e.revision <= after);
+        let start = first_after(&ring.events, after, |e| e.revision);
         Some(
             ring.events
                 .range(start..)
@@ -489,5 +513,23 @@ async fn recover(cache: &Weak<WatchCache>, error: &StoreError) -> Recovery {
         Recovery::Retry
     } else {
         Recovery::Gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_after_should_find_the_first_newer_event_near_the_head_or_far_behind_it() {
+        let ring: VecDeque<Revision> = (0..100).map(|i| 10 + 2 * i).collect();
+        let first = |after| first_after(&ring, after, |r| *r);
+        let expected = |after| ring.iter().position(|r| *r > after).unwrap_or(ring.len());
+        for after in [
+            0, 9, 10, 11, 100, 150, 170, 175, 176, 200, 207, 208, 209, 500,
+        ] {
+            assert_eq!(first(after), expected(after), "after {after}");
+        }
+        assert_eq!(first_after(&VecDeque::new(), 5, |r: &Revision| *r), 0);
     }
 }
