@@ -111,17 +111,22 @@ async fn world() -> World {
     }
 }
 
-/// The agent stops before its directory is removed: a detached agent could otherwise write a
-/// pod's volumes again into a directory already gone.
+/// The agent is stopped (aborted, and on these tests' multi-threaded runtime awaited) before
+/// its directory is removed: left running, it could write a pod's volumes again into a
+/// directory already gone. Its pod workers are aborted with it.
 impl Drop for World {
     fn drop(&mut self) {
         self.agent.abort();
-        let agent = &mut self.agent;
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let _ = agent.await;
-            })
-        });
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_threaded {
+            let agent = &mut self.agent;
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let _ = agent.await;
+                })
+            });
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! An HTTP/2 connection's writes, gathered into few TLS records and system calls.
 //!
-//! h2 writes each DATA frame of more than 256 bytes to its connection on its own and flushes
-//! after it, and tokio-rustls encrypts and sends every write at once: one event fanned out to
-//! 1,000 watches on one connection became 1,000 TLS records and 1,000 `writev` calls. Here the
-//! writes wait in a buffer, and a flush asked for after new writes first puts the connection's
-//! task at the back of the scheduler's queue (it yields once): the streams woken by the same
-//! event add their frames meanwhile, and the next flush with nothing new sends them together.
+//! h2 flushes its connection after each DATA frame of 256 bytes or more and at the end of each
+//! poll, a stream that sends wakes the connection's task (which tokio then runs next), and
+//! tokio-rustls encrypts and sends every write at once: one event fanned out to 1,000 watches
+//! on one connection became 1,000 TLS records and 1,000 `writev` calls. Here the writes wait in
+//! a buffer, and a flush asked for after new writes first puts the connection's task at the
+//! back of the scheduler's queue (it yields): the streams woken by the same event add their
+//! frames meanwhile, and a flush with nothing new since the yield sends them together. A batch
+//! is put off at most [`YIELDS`] times, so steady traffic cannot hold a frame back for long.
 //! Hand-written: hyper, h2 and tokio-rustls have no such option, and tokio's `BufWriter`
 //! flushes whenever asked.
 
@@ -19,6 +21,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// least this long goes straight through.
 const BATCH: usize = 64 * 1024;
 
+/// Flushes a batch may put off (each a yield of the task) before it is sent all the same.
+const YIELDS: u8 = 8;
+
+/// Buffer kept between batches; a larger one is given back once sent.
+const KEEP: usize = 16 * 1024;
+
 /// A connection whose writes are sent in batches (see the module doc).
 pub struct Coalesced<IO> {
     inner: IO,
@@ -27,6 +35,8 @@ pub struct Coalesced<IO> {
     sent: usize,
     /// Whether bytes were added since the task last yielded.
     fresh: bool,
+    /// Flushes this batch has put off.
+    yields: u8,
 }
 
 impl<IO> Coalesced<IO> {
@@ -36,6 +46,7 @@ impl<IO> Coalesced<IO> {
             buffer: Vec::new(),
             sent: 0,
             fresh: false,
+            yields: 0,
         }
     }
 }
@@ -51,7 +62,12 @@ impl<IO: AsyncWrite + Unpin> Coalesced<IO> {
             self.sent += n;
         }
         self.buffer.clear();
+        if self.buffer.capacity() > KEEP {
+            self.buffer = Vec::new();
+        }
         self.sent = 0;
+        self.fresh = false;
+        self.yields = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -63,7 +79,7 @@ impl<IO: AsyncWrite + Unpin> Coalesced<IO> {
         len: usize,
         write: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<Option<io::Result<usize>>> {
-        if self.buffer.len() + len <= BATCH {
+        if self.buffer.len() + len <= BATCH && len < BATCH {
             return Poll::Ready(None);
         }
         if let Err(error) = ready!(self.poll_send(cx)) {
@@ -76,13 +92,22 @@ impl<IO: AsyncWrite + Unpin> Coalesced<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Coalesced<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<IO> {
+    /// When the peer's side ends (an error, or the end of the stream), what is gathered is
+    /// sent if it can be at once: the caller may close without flushing.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
+        let ended = read.is_err() || (buf.remaining() > 0 && buf.filled().len() == before);
+        if ended && !this.buffer.is_empty() {
+            let _ = this.poll_send(cx);
+        }
+        Poll::Ready(read)
     }
 }
 
@@ -121,17 +146,18 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
         Poll::Ready(Ok(len))
     }
 
-    /// Not vectored: h2 then gathers frames of up to 1 KiB in its own buffer instead of
-    /// handing each one over on its own (and flushing after it) as it does past 256 bytes.
+    /// Not vectored: h2 then copies frames of less than 1 KiB into its own buffer instead of
+    /// flushing after each one of 256 bytes or more.
     fn is_write_vectored(&self) -> bool {
         false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.fresh && !this.buffer.is_empty() {
+        if this.fresh && this.yields < YIELDS && !this.buffer.is_empty() {
             // Tasks woken with this one may have frames for this connection: they run first.
             this.fresh = false;
+            this.yields += 1;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -264,6 +290,48 @@ mod tests {
         assert_eq!(write(&mut io, &mut cx, &big), 1000);
         assert_eq!(io.inner.writes, vec![vec![2], vec![3u8; 1000]]);
         assert!(io.buffer.is_empty());
+    }
+
+    #[test]
+    fn steady_writes_should_put_a_batch_off_only_so_many_times() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut io = Coalesced::new(Recorded::default());
+        for _ in 0..YIELDS {
+            write(&mut io, &mut cx, b"x");
+            assert!(!flush(&mut io, &mut cx));
+        }
+        write(&mut io, &mut cx, b"y");
+        assert!(flush(&mut io, &mut cx));
+        assert_eq!(io.inner.writes, vec![b"xxxxxxxxy".to_vec()]);
+        // The next batch may be put off again.
+        write(&mut io, &mut cx, b"z");
+        assert!(!flush(&mut io, &mut cx));
+    }
+
+    #[test]
+    fn a_write_of_a_whole_batch_should_go_straight_through() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut io = Coalesced::new(Recorded::default());
+        let big = vec![4u8; BATCH];
+        assert_eq!(write(&mut io, &mut cx, &big), BATCH);
+        assert_eq!(io.inner.writes, vec![big]);
+        assert!(io.buffer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_peers_stream_should_send_what_is_gathered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut io = Coalesced::new(near);
+        io.write_all(b"unflushed").await.unwrap();
+        far.shutdown().await.unwrap();
+        // The read that finds the end sends the gathered bytes.
+        assert_eq!(io.read(&mut [0; 16]).await.unwrap(), 0);
+        let mut got = [0; 9];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"unflushed");
     }
 
     #[test]

@@ -510,7 +510,13 @@ mod tests {
             std::time::Duration::from_secs(30),
             futures::future::join_all(requests),
         );
-        for (path, status, body) in answers.await.expect("answers held back") {
+        let answers = answers.await.expect("answers held back");
+        drop(sender);
+        tokio::time::timeout(std::time::Duration::from_secs(30), serving)
+            .await
+            .expect("the connection did not end")
+            .unwrap();
+        for (path, status, body) in answers {
             if path == "/nope" {
                 assert_eq!(status, 404);
                 let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -520,8 +526,6 @@ mod tests {
                 assert_eq!(body, expected.as_bytes());
             }
         }
-        drop(sender);
-        serving.await.unwrap();
     }
 
     #[test]

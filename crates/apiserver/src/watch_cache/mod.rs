@@ -531,5 +531,13 @@ mod tests {
             assert_eq!(first(after), expected(after), "after {after}");
         }
         assert_eq!(first_after(&VecDeque::new(), 5, |r: &Revision| *r), 0);
+        // A ring shorter than the scan, all of it newer; exactly one fewer newer than the scan.
+        let short: VecDeque<Revision> = (1..=5).collect();
+        assert_eq!(first_after(&short, 0, |r| *r), 0);
+        assert_eq!(first_after(&short, 3, |r| *r), 3);
+        let boundary = 208 - 2 * (NEWEST as Revision - 1);
+        assert_eq!(first(boundary - 1), expected(boundary - 1));
+        assert_eq!(ring.len() - first(boundary - 1), NEWEST);
+        assert_eq!(ring.len() - first(boundary), NEWEST - 1);
     }
 }
