@@ -7,7 +7,7 @@
 //! a buffer, and a flush asked for after new writes first puts the connection's task at the
 //! back of the scheduler's queue (it yields): the streams woken by the same event add their
 //! frames meanwhile, and a flush with nothing new since the yield sends them together. A batch
-//! is put off at most [`YIELDS`] times, so steady traffic cannot hold a frame back for long.
+//! is put off for at most [`LONGEST`], so steady traffic cannot hold a frame back for long.
 //! Hand-written: hyper, h2 and tokio-rustls have no such option, and tokio's `BufWriter`
 //! flushes whenever asked.
 
@@ -16,13 +16,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Duration, Instant};
 
 /// Bytes gathered at most: a write that would pass it sends the batch first, and a write at
 /// least this long goes straight through.
 const BATCH: usize = 64 * 1024;
 
-/// Flushes a batch may put off (each a yield of the task) before it is sent all the same.
-const YIELDS: u8 = 8;
+/// How long a batch may put off flushes (each a yield of the task) before it is sent all the
+/// same, however much is still being added.
+const LONGEST: Duration = Duration::from_millis(1);
 
 /// Buffer kept between batches; a larger one is given back once sent.
 const KEEP: usize = 16 * 1024;
@@ -35,8 +37,8 @@ pub struct Coalesced<IO> {
     sent: usize,
     /// Whether bytes were added since the task last yielded.
     fresh: bool,
-    /// Flushes this batch has put off.
-    yields: u8,
+    /// When this batch first put off a flush.
+    since: Option<Instant>,
 }
 
 impl<IO> Coalesced<IO> {
@@ -46,7 +48,7 @@ impl<IO> Coalesced<IO> {
             buffer: Vec::new(),
             sent: 0,
             fresh: false,
-            yields: 0,
+            since: None,
         }
     }
 }
@@ -67,7 +69,7 @@ impl<IO: AsyncWrite + Unpin> Coalesced<IO> {
         }
         self.sent = 0;
         self.fresh = false;
-        self.yields = 0;
+        self.since = None;
         Poll::Ready(Ok(()))
     }
 
@@ -154,12 +156,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.fresh && this.yields < YIELDS && !this.buffer.is_empty() {
-            // Tasks woken with this one may have frames for this connection: they run first.
-            this.fresh = false;
-            this.yields += 1;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        if this.fresh && !this.buffer.is_empty() {
+            let since = *this.since.get_or_insert_with(Instant::now);
+            if since.elapsed() < LONGEST {
+                // Tasks woken with this one may have frames for this connection: they run first.
+                this.fresh = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
@@ -292,18 +296,20 @@ mod tests {
         assert!(io.buffer.is_empty());
     }
 
-    #[test]
-    fn steady_writes_should_put_a_batch_off_only_so_many_times() {
+    #[tokio::test(start_paused = true)]
+    async fn steady_writes_should_put_a_batch_off_only_for_so_long() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut io = Coalesced::new(Recorded::default());
-        for _ in 0..YIELDS {
+        for _ in 0..20 {
             write(&mut io, &mut cx, b"x");
             assert!(!flush(&mut io, &mut cx));
+            tokio::time::advance(LONGEST / 40).await;
         }
+        tokio::time::advance(LONGEST / 2).await;
         write(&mut io, &mut cx, b"y");
         assert!(flush(&mut io, &mut cx));
-        assert_eq!(io.inner.writes, vec![b"xxxxxxxxy".to_vec()]);
+        assert_eq!(io.inner.writes, vec![[&[b'x'; 20][..], b"y"].concat()]);
         // The next batch may be put off again.
         write(&mut io, &mut cx, b"z");
         assert!(!flush(&mut io, &mut cx));
