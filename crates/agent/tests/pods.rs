@@ -113,13 +113,13 @@ async fn world() -> World {
 
 /// The agent is stopped (aborted, and on these tests' multi-threaded runtime awaited) before
 /// its directory is removed: left running, it could write a pod's volumes again into a
-/// directory already gone. Its pod workers are aborted with it.
+/// directory already gone. Its pod workers are aborted with it, though not awaited.
 impl Drop for World {
     fn drop(&mut self) {
         self.agent.abort();
         let multi_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_threaded {
+        if multi_threaded && !self.agent.is_finished() {
             let agent = &mut self.agent;
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {

@@ -4,112 +4,56 @@
 //! poll, a stream that sends wakes the connection's task (which tokio then runs next), and
 //! tokio-rustls encrypts and sends every write at once: one event fanned out to 1,000 watches
 //! on one connection became 1,000 TLS records and 1,000 `writev` calls. Here the writes wait in
-//! a buffer, and a flush asked for after new writes first puts the connection's task at the
-//! back of the scheduler's queue (it yields): the streams woken by the same event add their
-//! frames meanwhile, and a flush with nothing new since the yield sends them together. A batch
-//! is put off for at most [`LONGEST`], so steady traffic cannot hold a frame back for long.
-//! Hand-written: hyper, h2 and tokio-rustls have no such option, and tokio's `BufWriter`
-//! flushes whenever asked.
+//! tokio's `BufWriter`, and a flush asked for after new writes first puts the connection's task
+//! at the back of the scheduler's queue (it yields): the streams woken by the same event add
+//! their frames meanwhile, and a flush with nothing new since the yield sends them together.
+//! After [`LONGEST`] a batch yields no more, so steady traffic cannot keep putting it off.
+//! Hand-written is only that delay: `BufWriter` itself flushes whenever asked.
+//!
+//! h2 still flushes to make room after each frame of 1 KiB or more, so such frames cost a
+//! yield each; h2 has no option to write out its frames without flushing.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::time::{Duration, Instant};
 
 /// Bytes gathered at most: a write that would pass it sends the batch first, and a write at
-/// least this long goes straight through.
+/// least this long goes straight through (`BufWriter`'s capacity).
 const BATCH: usize = 64 * 1024;
 
-/// How long a batch may put off flushes (each a yield of the task) before it is sent all the
-/// same, however much is still being added.
+/// After this long a batch no longer puts a flush off (each put-off is a yield of the task),
+/// however much is still being added.
 const LONGEST: Duration = Duration::from_millis(1);
-
-/// Buffer kept between batches; a larger one is given back once sent.
-const KEEP: usize = 16 * 1024;
 
 /// A connection whose writes are sent in batches (see the module doc).
 pub struct Coalesced<IO> {
-    inner: IO,
-    buffer: Vec<u8>,
-    /// Bytes at the front of `buffer` already written to `inner`.
-    sent: usize,
+    inner: BufWriter<IO>,
     /// Whether bytes were added since the task last yielded.
     fresh: bool,
     /// When this batch first put off a flush.
     since: Option<Instant>,
 }
 
-impl<IO> Coalesced<IO> {
+impl<IO: AsyncWrite> Coalesced<IO> {
     pub fn new(inner: IO) -> Self {
         Self {
-            inner,
-            buffer: Vec::new(),
-            sent: 0,
+            inner: BufWriter::with_capacity(BATCH, inner),
             fresh: false,
             since: None,
         }
     }
 }
 
-impl<IO: AsyncWrite + Unpin> Coalesced<IO> {
-    /// Writes the whole buffer to `inner`.
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.buffer.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer[self.sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.sent += n;
-        }
-        self.buffer.clear();
-        if self.buffer.capacity() > KEEP {
-            self.buffer = Vec::new();
-        }
-        self.sent = 0;
-        self.fresh = false;
-        self.since = None;
-        Poll::Ready(Ok(()))
-    }
-
-    /// Makes room for `len` more bytes: `Some` when they were written straight through
-    /// (`write`) instead, being a batch's worth or more.
-    fn poll_room(
-        &mut self,
-        cx: &mut Context<'_>,
-        len: usize,
-        write: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<usize>>,
-    ) -> Poll<Option<io::Result<usize>>> {
-        if self.buffer.len() + len <= BATCH && len < BATCH {
-            return Poll::Ready(None);
-        }
-        if let Err(error) = ready!(self.poll_send(cx)) {
-            return Poll::Ready(Some(Err(error)));
-        }
-        if len >= BATCH {
-            return write(Pin::new(&mut self.inner), cx).map(Some);
-        }
-        Poll::Ready(None)
-    }
-}
-
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<IO> {
-    /// When the peer's side ends (an error, or the end of the stream), what is gathered is
-    /// sent if it can be at once: the caller may close without flushing.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
-        let ended = read.is_err() || (buf.remaining() > 0 && buf.filled().len() == before);
-        if ended && !this.buffer.is_empty() {
-            let _ = this.poll_send(cx);
-        }
-        Poll::Ready(read)
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
@@ -120,35 +64,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let through = |inner: Pin<&mut IO>, cx: &mut Context<'_>| inner.poll_write(cx, data);
-        if let Some(written) = ready!(this.poll_room(cx, data.len(), through)) {
-            return Poll::Ready(written);
-        }
-        this.buffer.extend_from_slice(data);
-        this.fresh |= !data.is_empty();
-        Poll::Ready(Ok(data.len()))
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
+        this.fresh |= !this.inner.buffer().is_empty();
+        Poll::Ready(Ok(written))
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let len = bufs.iter().map(|buf| buf.len()).sum();
-        let through =
-            |inner: Pin<&mut IO>, cx: &mut Context<'_>| inner.poll_write_vectored(cx, bufs);
-        if let Some(written) = ready!(this.poll_room(cx, len, through)) {
-            return Poll::Ready(written);
-        }
-        for buf in bufs {
-            this.buffer.extend_from_slice(buf);
-        }
-        this.fresh |= len > 0;
-        Poll::Ready(Ok(len))
-    }
-
-    /// Not vectored: h2 then copies frames of less than 1 KiB into its own buffer instead of
+    /// Not vectored (a vectored write takes its first non-empty slice, as `AsyncWrite`'s
+    /// default does): h2 then copies frames of less than 1 KiB into its own buffer instead of
     /// flushing after each one of 256 bytes or more.
     fn is_write_vectored(&self) -> bool {
         false
@@ -156,7 +78,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.fresh && !this.buffer.is_empty() {
+        if this.fresh && !this.inner.buffer().is_empty() {
             let since = *this.since.get_or_insert_with(Instant::now);
             if since.elapsed() < LONGEST {
                 // Tasks woken with this one may have frames for this connection: they run first.
@@ -165,14 +87,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
                 return Poll::Pending;
             }
         }
-        ready!(this.poll_send(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.fresh = false;
+        this.since = None;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -252,23 +174,20 @@ mod tests {
         // The first flush puts itself off and wakes its task.
         assert!(!flush(&mut io, &mut cx));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        assert!(io.inner.writes.is_empty());
+        assert!(io.inner.get_ref().writes.is_empty());
         // Meanwhile others write; the flush after that puts itself off once more.
-        let parts = [IoSlice::new(b"two "), IoSlice::new(b"three")];
-        assert!(matches!(
-            Pin::new(&mut io).poll_write_vectored(&mut cx, &parts),
-            Poll::Ready(Ok(9))
-        ));
+        assert_eq!(write(&mut io, &mut cx, b"two "), 4);
+        assert_eq!(write(&mut io, &mut cx, b"three"), 5);
         assert!(!flush(&mut io, &mut cx));
-        assert!(io.inner.writes.is_empty());
+        assert!(io.inner.get_ref().writes.is_empty());
         // Nothing new: all of it goes out in one write, then the connection is flushed.
         assert!(flush(&mut io, &mut cx));
-        assert_eq!(io.inner.writes, vec![b"one two three".to_vec()]);
-        assert_eq!(io.inner.flushes, 1);
+        assert_eq!(io.inner.get_ref().writes, vec![b"one two three".to_vec()]);
+        assert_eq!(io.inner.get_ref().flushes, 1);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
         // With nothing gathered a flush passes straight on.
         assert!(flush(&mut io, &mut cx));
-        assert_eq!(io.inner.flushes, 2);
+        assert_eq!(io.inner.get_ref().flushes, 2);
     }
 
     #[test]
@@ -282,18 +201,18 @@ mod tests {
         let half = vec![1u8; BATCH / 2];
         write(&mut io, &mut cx, &half);
         write(&mut io, &mut cx, &half);
-        assert!(io.inner.writes.is_empty());
+        assert!(io.inner.get_ref().writes.is_empty());
         // One byte more sends the batch (in as many writes as the connection takes).
         write(&mut io, &mut cx, &[2]);
-        let sent: Vec<u8> = io.inner.writes.concat();
+        let sent: Vec<u8> = io.inner.get_ref().writes.concat();
         assert_eq!(sent, [half.clone(), half].concat());
-        assert_eq!(io.buffer, vec![2]);
+        assert_eq!(io.inner.buffer(), &[2][..]);
         // A write of a batch or more: what is gathered goes first, then the write itself.
-        io.inner.writes.clear();
+        io.inner.get_mut().writes.clear();
         let big = vec![3u8; BATCH];
         assert_eq!(write(&mut io, &mut cx, &big), 1000);
-        assert_eq!(io.inner.writes, vec![vec![2], vec![3u8; 1000]]);
-        assert!(io.buffer.is_empty());
+        assert_eq!(io.inner.get_ref().writes, vec![vec![2], vec![3u8; 1000]]);
+        assert!(io.inner.buffer().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -309,7 +228,10 @@ mod tests {
         tokio::time::advance(LONGEST / 2).await;
         write(&mut io, &mut cx, b"y");
         assert!(flush(&mut io, &mut cx));
-        assert_eq!(io.inner.writes, vec![[&[b'x'; 20][..], b"y"].concat()]);
+        assert_eq!(
+            io.inner.get_ref().writes,
+            vec![[&[b'x'; 20][..], b"y"].concat()]
+        );
         // The next batch may be put off again.
         write(&mut io, &mut cx, b"z");
         assert!(!flush(&mut io, &mut cx));
@@ -322,22 +244,8 @@ mod tests {
         let mut io = Coalesced::new(Recorded::default());
         let big = vec![4u8; BATCH];
         assert_eq!(write(&mut io, &mut cx, &big), BATCH);
-        assert_eq!(io.inner.writes, vec![big]);
-        assert!(io.buffer.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_end_of_the_peers_stream_should_send_what_is_gathered() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (near, mut far) = tokio::io::duplex(1024);
-        let mut io = Coalesced::new(near);
-        io.write_all(b"unflushed").await.unwrap();
-        far.shutdown().await.unwrap();
-        // The read that finds the end sends the gathered bytes.
-        assert_eq!(io.read(&mut [0; 16]).await.unwrap(), 0);
-        let mut got = [0; 9];
-        far.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"unflushed");
+        assert_eq!(io.inner.get_ref().writes, vec![big]);
+        assert!(io.inner.buffer().is_empty());
     }
 
     #[test]
@@ -350,6 +258,6 @@ mod tests {
             Pin::new(&mut io).poll_shutdown(&mut cx),
             Poll::Ready(Ok(()))
         ));
-        assert_eq!(io.inner.writes, vec![b"last words".to_vec()]);
+        assert_eq!(io.inner.get_ref().writes, vec![b"last words".to_vec()]);
     }
 }

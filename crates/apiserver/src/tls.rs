@@ -97,10 +97,10 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
                 }
             };
             let caller = auth::from_certificates(stream.get_ref().1.peer_certificates());
-            // An HTTP/2 connection carries many streams' frames at once: sent in batches.
+            // An HTTP/2 connection carries many streams' frames at once: sent in batches. (Not
+            // through `StatusOnParseErrors`: a frame's payload is no HTTP/1 answer to rewrite.)
             let served = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let io = StatusOnParseErrors::new(Coalesced::new(stream));
-                serve_connection(io, app, caller).await
+                serve_connection(Coalesced::new(stream), app, caller).await
             } else {
                 serve_connection(StatusOnParseErrors::new(stream), app, caller).await
             };
@@ -482,8 +482,9 @@ mod tests {
             }),
         );
         let serving = tokio::spawn(async move {
-            let io = StatusOnParseErrors::new(Coalesced::new(server));
-            serve_connection(io, app, auth::Caller(None)).await.ok();
+            serve_connection(Coalesced::new(server), app, auth::Caller(None))
+                .await
+                .ok();
         });
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
