@@ -58,9 +58,20 @@ class SkiffCluster:
         if len(args) == 3 and args[:2] == ("create", "namespace"):
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args[2]}}
             args, kwargs = ("create", "-f", "-"), {**kwargs, "input": json.dumps(body)}
-        return subprocess.check_output(
-            [str(self.kubectl_path), *args], encoding="utf-8", timeout=60,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig_path)}, **kwargs)
+        try:
+            return subprocess.check_output(
+                [str(self.kubectl_path), *args], encoding="utf-8", timeout=60,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig_path)}, **kwargs)
+        except subprocess.CalledProcessError as error:
+            raise KubectlFailed(error.returncode, error.cmd, error.output, error.stderr) from None
+
+
+class KubectlFailed(subprocess.CalledProcessError):
+    """A failed kubectl whose message carries what it wrote to stderr (the triage shows it)."""
+
+    def __str__(self):
+        return f"{super().__str__()} stderr: {(self.stderr or '').strip()[:500]}"
 
 
 @pytest.fixture(scope="session", autouse=True)
