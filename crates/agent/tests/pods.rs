@@ -120,11 +120,8 @@ impl Drop for World {
         let multi_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_threaded && !self.agent.is_finished() {
-            let agent = &mut self.agent;
             tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(async {
-                    let _ = agent.await;
-                })
+                tokio::runtime::Handle::current().block_on(self.stop_agent())
             });
         }
     }
