@@ -371,6 +371,20 @@ async fn watch_lines(api: &Api, uri: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Each watch event as "TYPE name".
+fn type_and_name(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn watch_should_resume_from_a_resource_version_and_end_on_time() {
     let api = api().await;
@@ -472,18 +486,7 @@ async fn a_watch_behind_the_cache_should_follow_it_again_once_caught_up() {
     for i in 0..3 {
         api.json("POST", CMS, cm(&format!("b{i}"), json!({}))).await;
     }
-    let names: Vec<String> = watch
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["type"].as_str().unwrap(),
-                e["object"]["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let names = type_and_name(&watch.await.unwrap());
     let wanted: Vec<String> = (0..10)
         .map(|i| format!("ADDED a{i}"))
         .chain((0..3).map(|i| format!("ADDED b{i}")))
@@ -910,6 +913,72 @@ async fn many_watchers_should_share_the_watch_cache() {
     for watcher in watchers {
         assert_eq!(watcher.await.unwrap(), 20, "every watcher saw every event");
     }
+}
+
+#[tokio::test]
+async fn field_selected_watches_should_each_see_their_own_pods_from_shared_events() {
+    let api = api().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    let pod = |name: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    for (name, node) in [("a", "n1"), ("b", "n2"), ("c", "n1")] {
+        assert_eq!(
+            api.json("POST", pods, pod(name, node)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let mut running = api.get(&format!("{pods}/a")).await.json();
+    running["status"]["phase"] = json!("Running");
+    api.json("PUT", &format!("{pods}/a/status"), running).await;
+    // Bound to a node, a pod is deleted at once only without a grace period.
+    api.call(
+        "DELETE",
+        &format!("{pods}/c?gracePeriodSeconds=0"),
+        None,
+        vec![],
+    )
+    .await;
+    // Each watch reads the same cached events; what the selectors read of each is decoded
+    // once, whichever watch asks first.
+    let seen = |query: &'static str| {
+        let uri = format!("{pods}?watch=1&resourceVersion={rv}&timeoutSeconds=1&{query}");
+        let api = &api;
+        async move { type_and_name(&watch_lines(api, &uri).await) }
+    };
+    assert_eq!(
+        seen("fieldSelector=spec.nodeName%3Dn1").await,
+        ["ADDED a", "ADDED c", "MODIFIED a", "DELETED c"]
+    );
+    assert_eq!(seen("fieldSelector=spec.nodeName%3Dn2").await, ["ADDED b"]);
+    // A pod that starts passing a selector is ADDED; labels and fields together.
+    assert_eq!(
+        seen("fieldSelector=status.phase%3DRunning").await,
+        ["ADDED a"]
+    );
+    assert_eq!(
+        seen("fieldSelector=spec.nodeName%3Dn1&labelSelector=app%3Dc").await,
+        ["ADDED c", "DELETED c"]
+    );
+    // The name and namespace are read from the key.
+    assert_eq!(
+        seen("fieldSelector=metadata.name%3Da").await,
+        ["ADDED a", "MODIFIED a"]
+    );
+    assert_eq!(
+        seen(
+            "fieldSelector=metadata.namespace%3Ddefault,metadata.name!%3Da&labelSelector=app!%3Dc"
+        )
+        .await,
+        ["ADDED b"]
+    );
+    assert_eq!(
+        seen("fieldSelector=metadata.namespace%3Dother").await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]

@@ -44,12 +44,17 @@ fn supported(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Every field the kind can be selected on.
+pub fn selectable(kind: &str) -> impl Iterator<Item = &'static str> {
+    ["metadata.name", "metadata.namespace"]
+        .into_iter()
+        .chain(supported(kind).iter().copied())
+}
+
 /// Rejects fields the kind cannot be selected on, as upstream does.
 pub fn check(kind: &str, selector: &FieldSelector) -> Result<(), ApiError> {
     for field in selector.fields() {
-        if !matches!(field, "metadata.name" | "metadata.namespace")
-            && !supported(kind).contains(&field)
-        {
+        if !selectable(kind).any(|f| f == field) {
             return Err(ApiError::BadRequest(format!(
                 "field label not supported: {field}"
             )));

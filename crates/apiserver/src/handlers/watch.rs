@@ -40,6 +40,8 @@ struct Watch {
     state: ApiState,
     info: ResourceInfo,
     prefix: String,
+    /// The resource's key prefix, in every namespace.
+    resource_prefix: String,
     labels: LabelSelector,
     fields: FieldSelector,
     /// The selectors as cached objects are matched against (`None`: everything passes).
@@ -75,7 +77,9 @@ pub async fn watch(
         state: state.clone(),
         info: info.clone(),
         prefix: storage::prefix(info, namespace),
-        selection: Selection::new(&labels, &field_selector),
+        resource_prefix: storage::prefix(info, None),
+        selection: Selection::new(&labels, &field_selector)
+            .map(|selection| selection.every_field_of(&info.kind)),
         labels,
         fields: field_selector,
         format,
@@ -186,11 +190,21 @@ impl Watch {
         fields::selected(object, &self.labels, &self.fields)
     }
 
+    /// The namespace ("" for a cluster-scoped resource) and name in an object's key.
+    fn named<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let rest = key.strip_prefix(&self.resource_prefix)?;
+        if self.info.namespaced() {
+            rest.split_once('/')
+        } else {
+            Some(("", rest))
+        }
+    }
+
     /// Whether the object on `side` of a cached change passes this watch's selectors.
     fn selects_cached(&self, event: &CachedEvent, side: Side) -> bool {
-        let Some(object) = event.on(side) else {
+        if event.on(side).is_none() {
             return false;
-        };
+        }
         let Some(selection) = &self.selection else {
             return true;
         };
@@ -198,10 +212,22 @@ impl Watch {
             // The event's labels are decoded once for all watchers.
             return labels.matches(event.labels(side));
         }
-        selection.matches_cached(object).unwrap_or_else(|error| {
-            tracing::warn!(%error, key = object.key(), "a cached object does not decode");
-            false
-        })
+        if let Some((namespace, name)) = self.named(&event.key)
+            && let Some(selected) = selection.matches_named(event.labels(side), namespace, name)
+        {
+            // A selector on the name or namespace reads them from the key.
+            return selected;
+        }
+        // The fields selectors read are decoded once for all watchers of the kind.
+        let attrs = event.attrs(side, &self.info.kind, |object| {
+            selection
+                .decode(object)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, key = object.key(), "a cached object does not decode");
+                })
+                .ok()
+        });
+        attrs.is_some_and(|attrs| selection.matches(&attrs))
     }
 
     /// The watch event for a change (`new` after a put, `old` before it), if this watcher sees

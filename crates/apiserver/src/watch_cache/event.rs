@@ -1,8 +1,10 @@
 //! One change as watchers read it, with what every watcher of it would otherwise compute again:
-//! the objects' labels (decoded on first use, for label selectors) and the JSON lines of the
-//! watch event (rendered on first send, then shared by every watcher that sends the same line,
-//! as upstream's watch cache caches an event's serialization).
+//! the objects' labels (decoded on first use, for label selectors), the fields that field
+//! selectors read (decoded once for every watcher of the kind, as upstream's `GetAttrs`), and
+//! the JSON lines of the watch event (rendered on first send, then shared by every watcher that
+//! sends the same line, as upstream's watch cache caches an event's serialization).
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -77,6 +79,13 @@ struct Labels {
     labels: Option<Map<String, Value>>,
 }
 
+/// What field selectors read of both sides of a change, decoded for watchers of one kind.
+#[derive(Debug)]
+struct Attrs {
+    kind: Box<str>,
+    sides: [Option<Value>; 2],
+}
+
 /// One change, as watchers read it.
 #[derive(Debug)]
 pub struct CachedEvent {
@@ -94,6 +103,8 @@ pub struct CachedEvent {
     pub prev: Option<Arc<CachedObject>>,
     /// The labels of `prev` and `object`, decoded on first use.
     labels: OnceLock<[Option<Map<String, Value>>; 2]>,
+    /// What field selectors read of `prev` and `object`, decoded on first use.
+    attrs: OnceLock<Attrs>,
     /// The JSON line for each way a watcher sees the change, rendered on first use.
     lines: [OnceLock<Bytes>; 4],
 }
@@ -114,6 +125,7 @@ impl CachedEvent {
             object,
             prev,
             labels: OnceLock::new(),
+            attrs: OnceLock::new(),
             lines: Default::default(),
         }
     }
@@ -142,6 +154,29 @@ impl CachedEvent {
             .labels
             .get_or_init(|| [decode(self.on(Side::Old)), decode(self.on(Side::New))]);
         labels[usize::from(side == Side::New)].as_ref()
+    }
+
+    /// What a watcher of `kind` with a field selector reads of the object on `side`, decoded
+    /// by `decode` (which must decode every field `kind` can be selected on): once for all
+    /// watchers of the kind. `None` when there is no such object or it does not decode.
+    pub fn attrs(
+        &self,
+        side: Side,
+        kind: &str,
+        decode: impl Fn(&CachedObject) -> Option<Value>,
+    ) -> Option<Cow<'_, Value>> {
+        let attrs = self.attrs.get_or_init(|| Attrs {
+            kind: kind.into(),
+            sides: [Side::Old, Side::New].map(|side| self.on(side).and_then(&decode)),
+        });
+        if &*attrs.kind != kind {
+            // Two kinds stored under one key (never so among upstream's resources): decode
+            // for this one alone.
+            return self.on(side).and_then(decode).map(Cow::Owned);
+        }
+        attrs.sides[usize::from(side == Side::New)]
+            .as_ref()
+            .map(Cow::Borrowed)
     }
 
     /// The JSON line of the watch event a watcher that sees the change as `seen` sends:
@@ -208,6 +243,32 @@ mod tests {
         assert_eq!(event.labels(Side::Old).unwrap()["app"], "db");
         let bare = CachedEvent::new(3, "k", EventKind::Delete, None, None);
         assert!(bare.labels(Side::New).is_none());
+    }
+
+    #[test]
+    fn attrs_should_be_decoded_once_for_every_watcher_of_a_kind() {
+        let event = CachedEvent::new(
+            3,
+            "/registry/configmaps/default/a",
+            EventKind::Put,
+            Some(object(json!({"app": "web"}))),
+            None,
+        );
+        let decoded = std::cell::Cell::new(0);
+        let decode = |object: &CachedObject| {
+            decoded.set(decoded.get() + 1);
+            object.to_value().ok()
+        };
+        for _ in 0..3 {
+            let attrs = event.attrs(Side::New, "ConfigMap", decode).unwrap();
+            assert_eq!(attrs["metadata"]["name"], "a");
+            assert!(event.attrs(Side::Old, "ConfigMap", decode).is_none());
+        }
+        assert_eq!(decoded.get(), 1, "only the new side exists");
+        // Another kind under the same key decodes for itself, every time.
+        assert!(event.attrs(Side::New, "Other", decode).is_some());
+        assert!(event.attrs(Side::New, "Other", decode).is_some());
+        assert_eq!(decoded.get(), 3);
     }
 
     #[test]

@@ -283,6 +283,8 @@ struct WatchFigures {
     /// CPU per delivered event (one event to one watcher), in µs: the server's, the clients'.
     server_us: f64,
     client_us: f64,
+    /// The server's CPU per change (however many watchers receive it), in µs.
+    server_per_change_us: f64,
 }
 
 impl WatchFigures {
@@ -316,13 +318,25 @@ impl WatchFigures {
     }
 }
 
-/// `events` labelled creates through `api`, 5 ms apart, each awaited by `watchers` watches
-/// opened through `watching` (another client, or the same). `tag` keeps runs apart.
+/// Which changes each watcher of [`watch_latency`] selects.
+#[derive(Clone, Copy, PartialEq)]
+enum Selecting {
+    /// Every change, by their common label.
+    All,
+    /// One object, by a field selector on its name (watcher `i` the `i % events`-th): each
+    /// change reaches a few watchers and is checked by all, as each node agent selects its own
+    /// pods by `spec.nodeName`.
+    OneByName,
+}
+
+/// `events` labelled creates through `api`, 5 ms apart, awaited by `watchers` watches opened
+/// through `watching` (another client, or the same), each selecting as `selecting` says. `tag`
+/// keeps runs apart.
 async fn watch_latency(
     api: &Api<ConfigMap>,
     watching: &Api<ConfigMap>,
     server: u32,
-    watchers: usize,
+    (watchers, selecting): (usize, Selecting),
     events: usize,
     tag: &str,
 ) -> anyhow::Result<WatchFigures> {
@@ -338,14 +352,20 @@ async fn watch_latency(
         .resource_version
         .context("no resourceVersion")?;
     let mut tasks = Vec::new();
-    for _ in 0..watchers {
-        let stream = watching
-            .watch(&WatchParams::default().labels(&label).timeout(290), &rv)
-            .await?;
+    for i in 0..watchers {
+        let (params, awaited) = match selecting {
+            Selecting::All => (WatchParams::default().labels(&label), events),
+            Selecting::OneByName => (
+                WatchParams::default()
+                    .fields(&format!("metadata.name={tag}-watched-{}", i % events)),
+                1,
+            ),
+        };
+        let stream = watching.watch(&params.timeout(290), &rv).await?;
         tasks.push(tokio::spawn(async move {
             let mut stream = stream.boxed();
-            let mut seen = Vec::with_capacity(events);
-            while seen.len() < events {
+            let mut seen = Vec::with_capacity(awaited);
+            while seen.len() < awaited {
                 match stream.try_next().await? {
                     Some(WatchEvent::Added(cm)) => {
                         seen.push((cm.metadata.name.unwrap_or_default(), Instant::now()))
@@ -380,6 +400,7 @@ async fn watch_latency(
         }
     }
     let (server_us, client_us) = cpu.per(samples.len() as f64)?;
+    let server_per_change_us = server_us * samples.len() as f64 / events.max(1) as f64;
     let mut firsts: Vec<Duration> = spread.values().map(|r| r.0).collect();
     let mut lasts: Vec<Duration> = spread.values().map(|r| r.1).collect();
     firsts.sort();
@@ -392,6 +413,7 @@ async fn watch_latency(
         last_p50: quantile(&lasts, 0.5),
         server_us,
         client_us,
+        server_per_change_us,
     })
 }
 
@@ -500,10 +522,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         creates.server_us, creates.client_us, creates_h2.rate
     );
 
-    let watch = watch_latency(&cms, &cms, pid, options.watchers, 100, "own").await?;
+    let all = (options.watchers, Selecting::All);
+    let watch = watch_latency(&cms, &cms, pid, all, 100, "own").await?;
     watch.print(options.watchers, "on a connection each (kube-rs)");
-    let watch_h2 = watch_latency(&cms, &multiplexed, pid, options.watchers, 100, "h2").await?;
+    let watch_h2 = watch_latency(&cms, &multiplexed, pid, all, 100, "h2").await?;
     watch_h2.print(options.watchers, "on one HTTP/2 connection (as client-go)");
+    let by_name = (options.watchers, Selecting::OneByName);
+    let watch_named = watch_latency(&cms, &multiplexed, pid, by_name, 100, "named").await?;
+    watch_named.print(
+        options.watchers,
+        "on one HTTP/2 connection, each selecting one object by name",
+    );
+    eprintln!(
+        "  server CPU per change, checked by all {} watchers: {:.0} µs",
+        options.watchers, watch_named.server_per_change_us
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-pods");
     create_many(&pods, options.pods, |i| {
@@ -606,6 +639,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     watch.row(options.watchers, "a TLS connection each (kube-rs)");
     watch_h2.row(options.watchers, "one HTTP/2 connection (client-go's way)");
+    watch_named.row(
+        options.watchers,
+        "one HTTP/2 connection, each selecting one object by name",
+    );
+    println!(
+        "| server CPU per change, checked by {} watchers that each select one object by name | {:.0} µs | |",
+        options.watchers, watch_named.server_per_change_us
+    );
     println!(
         "| LIST {} pods (kube-rs, decoded into Pods), median / slowest of 5 | {} / {} | slowest is {:.4} of the 30 s SLO |",
         options.pods,

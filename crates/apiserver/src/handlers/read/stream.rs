@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use skiff_apimachinery::ResourceInfo;
 use skiff_apimachinery::selector::{FieldSelector, LabelSelector};
 
@@ -33,6 +33,8 @@ pub struct Selection {
     labels: LabelSelector,
     fields: FieldSelector,
     keep: Keep,
+    /// The field selector reads only the name and namespace, which an object's key holds.
+    fields_in_key: bool,
 }
 
 impl Selection {
@@ -44,17 +46,15 @@ impl Selection {
         let mut keep = Keep::nothing();
         keep.add(&["metadata", "labels"]);
         for field in fields.fields() {
-            // `fields::value` reads `source` as `source.component`, the others as written.
-            let path: Vec<&str> = match field {
-                "source" => vec!["source", "component"],
-                other => other.split('.').collect(),
-            };
-            keep.add(&path);
+            keep.add(&field_path(field));
         }
         Some(Self {
             labels: labels.clone(),
             fields: fields.clone(),
             keep,
+            fields_in_key: fields
+                .fields()
+                .all(|field| matches!(field, "metadata.name" | "metadata.namespace")),
         })
     }
 
@@ -69,13 +69,53 @@ impl Selection {
         self.fields.0.is_empty().then_some(&self.labels)
     }
 
+    /// Whether an object with `labels`, in `namespace` ("" for cluster-scoped ones) and named
+    /// `name`, is selected: what an object's key tells, with nothing decoded but the labels.
+    /// `None` when the field selector reads more than the name and namespace.
+    pub fn matches_named(
+        &self,
+        labels: Option<&Map<String, Value>>,
+        namespace: &str,
+        name: &str,
+    ) -> Option<bool> {
+        self.fields_in_key.then(|| {
+            self.labels.matches(labels)
+                && self.fields.matches(|field| match field {
+                    "metadata.name" => name.to_string(),
+                    _ => namespace.to_string(),
+                })
+        })
+    }
+
+    /// Widens what [`Selection::decode`] keeps of an object to every field `kind` can be
+    /// selected on, so that one decoding serves every watcher of the kind, whatever its
+    /// selectors (upstream's `GetAttrs`).
+    pub fn every_field_of(mut self, kind: &str) -> Self {
+        for field in fields::selectable(kind) {
+            self.keep.add(&field_path(field));
+        }
+        self
+    }
+
+    /// What the selectors read of a cached object, decoded.
+    pub fn decode(&self, object: &CachedObject) -> Result<Value, StreamError> {
+        self.keep
+            .decode(object.item())
+            .map_err(StreamError::Rendered)
+    }
+
     /// Whether a cached object is selected.
     pub fn matches_cached(&self, object: &CachedObject) -> Result<bool, StreamError> {
-        let value = self
-            .keep
-            .decode(object.item())
-            .map_err(StreamError::Rendered)?;
-        Ok(self.matches(&value))
+        Ok(self.matches(&self.decode(object)?))
+    }
+}
+
+/// Where in an object a selectable field is: `fields::value` reads `source` as
+/// `source.component`, the others as written.
+fn field_path(field: &str) -> Vec<&str> {
+    match field {
+        "source" => vec!["source", "component"],
+        other => other.split('.').collect(),
     }
 }
 
@@ -374,6 +414,35 @@ mod tests {
         assert_eq!(rows["rows"].as_array().unwrap().len(), 1);
         assert_eq!(rows["rows"][0]["cells"][0], "p2");
         assert!(Selection::new(&LabelSelector::default(), &FieldSelector::default()).is_none());
+    }
+
+    #[test]
+    fn selections_on_name_and_namespace_should_match_without_the_object() {
+        let selection = |labels: &str, fields: &str| {
+            Selection::new(
+                &LabelSelector::parse(labels).unwrap(),
+                &FieldSelector::parse(fields).unwrap(),
+            )
+            .unwrap()
+        };
+        let web = json!({"app": "web"});
+        let labels = web.as_object();
+        let named = selection("", "metadata.name=a,metadata.namespace!=kube-system");
+        assert_eq!(named.matches_named(labels, "default", "a"), Some(true));
+        assert_eq!(named.matches_named(labels, "default", "b"), Some(false));
+        assert_eq!(named.matches_named(labels, "kube-system", "a"), Some(false));
+        let with_labels = selection("app=db", "metadata.name=a");
+        assert_eq!(
+            with_labels.matches_named(labels, "default", "a"),
+            Some(false)
+        );
+        assert_eq!(
+            with_labels.matches_named(json!({"app": "db"}).as_object(), "", "a"),
+            Some(true)
+        );
+        // Any other field needs the object.
+        let on_node = selection("", "metadata.name=a,spec.nodeName=n1");
+        assert_eq!(on_node.matches_named(labels, "default", "a"), None);
     }
 
     /// One object of each kind with columns, every field a cell reads set, plus fields no cell
