@@ -931,9 +931,11 @@ async fn field_selected_watches_should_each_see_their_own_pods_from_shared_event
             StatusCode::CREATED
         );
     }
-    let mut running = api.get(&format!("{pods}/a")).await.json();
-    running["status"]["phase"] = json!("Running");
-    api.json("PUT", &format!("{pods}/a/status"), running).await;
+    for phase in ["Running", "Succeeded"] {
+        let mut pod = api.get(&format!("{pods}/a")).await.json();
+        pod["status"]["phase"] = json!(phase);
+        api.json("PUT", &format!("{pods}/a/status"), pod).await;
+    }
     // Bound to a node, a pod is deleted at once only without a grace period.
     api.call(
         "DELETE",
@@ -951,13 +953,20 @@ async fn field_selected_watches_should_each_see_their_own_pods_from_shared_event
     };
     assert_eq!(
         seen("fieldSelector=spec.nodeName%3Dn1").await,
-        ["ADDED a", "ADDED c", "MODIFIED a", "DELETED c"]
+        [
+            "ADDED a",
+            "ADDED c",
+            "MODIFIED a",
+            "MODIFIED a",
+            "DELETED c"
+        ]
     );
     assert_eq!(seen("fieldSelector=spec.nodeName%3Dn2").await, ["ADDED b"]);
-    // A pod that starts passing a selector is ADDED; labels and fields together.
+    // A pod that starts passing a selector is ADDED, one that stops is DELETED; labels and
+    // fields together.
     assert_eq!(
         seen("fieldSelector=status.phase%3DRunning").await,
-        ["ADDED a"]
+        ["ADDED a", "DELETED a"]
     );
     assert_eq!(
         seen("fieldSelector=spec.nodeName%3Dn1&labelSelector=app%3Dc").await,
@@ -966,7 +975,7 @@ async fn field_selected_watches_should_each_see_their_own_pods_from_shared_event
     // The name and namespace are read from the key.
     assert_eq!(
         seen("fieldSelector=metadata.name%3Da").await,
-        ["ADDED a", "MODIFIED a"]
+        ["ADDED a", "MODIFIED a", "MODIFIED a"]
     );
     assert_eq!(
         seen(
@@ -978,6 +987,23 @@ async fn field_selected_watches_should_each_see_their_own_pods_from_shared_event
     assert_eq!(
         seen("fieldSelector=metadata.namespace%3Dother").await,
         Vec::<String>::new()
+    );
+    // A cluster-scoped object's key has no namespace: it selects as "".
+    let namespaces = "/api/v1/namespaces";
+    for name in ["x", "y"] {
+        let namespace =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        api.json("POST", namespaces, namespace).await;
+    }
+    let uri =
+        |query: &str| format!("{namespaces}?watch=1&resourceVersion={rv}&timeoutSeconds=1&{query}");
+    assert_eq!(
+        type_and_name(&watch_lines(&api, &uri("fieldSelector=metadata.name%3Dy")).await),
+        ["ADDED y"]
+    );
+    assert_eq!(
+        type_and_name(&watch_lines(&api, &uri("fieldSelector=metadata.namespace%3D")).await),
+        ["ADDED x", "ADDED y"]
     );
 }
 

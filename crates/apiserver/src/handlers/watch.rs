@@ -78,8 +78,7 @@ pub async fn watch(
         info: info.clone(),
         prefix: storage::prefix(info, namespace),
         resource_prefix: storage::prefix(info, None),
-        selection: Selection::new(&labels, &field_selector)
-            .map(|selection| selection.every_field_of(&info.kind)),
+        selection: Selection::for_watch(&labels, &field_selector, &info.kind),
         labels,
         fields: field_selector,
         format,
@@ -191,7 +190,7 @@ impl Watch {
     }
 
     /// The namespace ("" for a cluster-scoped resource) and name in an object's key.
-    fn named<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+    fn namespace_and_name<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         let rest = key.strip_prefix(&self.resource_prefix)?;
         if self.info.namespaced() {
             rest.split_once('/')
@@ -212,8 +211,8 @@ impl Watch {
             // The event's labels are decoded once for all watchers.
             return labels.matches(event.labels(side));
         }
-        if let Some((namespace, name)) = self.named(&event.key)
-            && let Some(selected) = selection.matches_named(event.labels(side), namespace, name)
+        if let Some((namespace, name)) = self.namespace_and_name(&event.key)
+            && let Some(selected) = selection.matches_named(|| event.labels(side), namespace, name)
         {
             // A selector on the name or namespace reads them from the key.
             return selected;

@@ -157,8 +157,9 @@ impl CachedEvent {
     }
 
     /// What a watcher of `kind` with a field selector reads of the object on `side`, decoded
-    /// by `decode` (which must decode every field `kind` can be selected on): once for all
-    /// watchers of the kind. `None` when there is no such object or it does not decode.
+    /// by `decode` once for all watchers of the kind: `decode` must keep every field the kind
+    /// can be selected on (a watch's `Selection::for_watch` does), whichever watcher comes
+    /// first. `None` when there is no such object or it does not decode.
     pub fn attrs(
         &self,
         side: Side,
@@ -170,8 +171,8 @@ impl CachedEvent {
             sides: [Side::Old, Side::New].map(|side| self.on(side).and_then(&decode)),
         });
         if &*attrs.kind != kind {
-            // Two kinds stored under one key (never so among upstream's resources): decode
-            // for this one alone.
+            // Two kinds under one key (a custom resource whose kind was renamed in place, while
+            // watchers of the old name remain): decode for this one alone.
             return self.on(side).and_then(decode).map(Cow::Owned);
         }
         attrs.sides[usize::from(side == Side::New)]

@@ -2,7 +2,9 @@
 //! encoding since 1.33): the envelope first (kind, apiVersion, metadata, Table columns), then
 //! the items in chunks of about [`CHUNK`] bytes, then the closing brackets. Items are rendered
 //! objects (from the watch cache, or rendered from the store's values when read), copied out as
-//! they are sent, so memory stays at a chunk or two beyond the items themselves.
+//! they are sent, so memory stays at a chunk or two beyond the items themselves. The
+//! [`Selection`] that filters them also serves watches, with what a watch shares across its
+//! watchers (every field a kind can be selected on, decoded once; names read from keys).
 
 use std::sync::Arc;
 
@@ -58,7 +60,7 @@ impl Selection {
         })
     }
 
-    /// Whether a decoded object (whole, or decoded with [`Selection::keep`]) is selected.
+    /// Whether a decoded object (whole, or as [`Selection::decode`] decodes it) is selected.
     pub fn matches(&self, object: &Value) -> bool {
         fields::selected(object, &self.labels, &self.fields)
     }
@@ -69,32 +71,35 @@ impl Selection {
         self.fields.0.is_empty().then_some(&self.labels)
     }
 
-    /// Whether an object with `labels`, in `namespace` ("" for cluster-scoped ones) and named
-    /// `name`, is selected: what an object's key tells, with nothing decoded but the labels.
-    /// `None` when the field selector reads more than the name and namespace.
-    pub fn matches_named(
+    /// Whether an object in `namespace` ("" for cluster-scoped ones) and named `name` is
+    /// selected, its labels (asked for only when there is a label selector) given by `labels`:
+    /// what an object's key tells, with nothing else decoded. `None` when the field selector
+    /// reads more than the name and namespace.
+    pub fn matches_named<'a>(
         &self,
-        labels: Option<&Map<String, Value>>,
+        labels: impl FnOnce() -> Option<&'a Map<String, Value>>,
         namespace: &str,
         name: &str,
     ) -> Option<bool> {
         self.fields_in_key.then(|| {
-            self.labels.matches(labels)
+            (self.labels.is_empty() || self.labels.matches(labels()))
                 && self.fields.matches(|field| match field {
-                    "metadata.name" => name.to_string(),
-                    _ => namespace.to_string(),
+                    "metadata.name" => name,
+                    _ => namespace,
                 })
         })
     }
 
-    /// Widens what [`Selection::decode`] keeps of an object to every field `kind` can be
+    /// The selection of a watch of `kind`: [`Selection::new`], with what
+    /// [`Selection::decode`] keeps of an object widened to every field the kind can be
     /// selected on, so that one decoding serves every watcher of the kind, whatever its
-    /// selectors (upstream's `GetAttrs`).
-    pub fn every_field_of(mut self, kind: &str) -> Self {
+    /// selectors (upstream's `GetAttrs`; shared through `CachedEvent::attrs`).
+    pub fn for_watch(labels: &LabelSelector, fields: &FieldSelector, kind: &str) -> Option<Self> {
+        let mut selection = Self::new(labels, fields)?;
         for field in fields::selectable(kind) {
-            self.keep.add(&field_path(field));
+            selection.keep.add(&field_path(field));
         }
-        self
+        Some(selection)
     }
 
     /// What the selectors read of a cached object, decoded.
@@ -426,18 +431,20 @@ mod tests {
             .unwrap()
         };
         let web = json!({"app": "web"});
-        let labels = web.as_object();
+        let db = json!({"app": "db"});
+        let labels = || web.as_object();
         let named = selection("", "metadata.name=a,metadata.namespace!=kube-system");
-        assert_eq!(named.matches_named(labels, "default", "a"), Some(true));
-        assert_eq!(named.matches_named(labels, "default", "b"), Some(false));
-        assert_eq!(named.matches_named(labels, "kube-system", "a"), Some(false));
+        let unread = || -> Option<&Map<String, Value>> { panic!("no label selector") };
+        assert_eq!(named.matches_named(unread, "default", "a"), Some(true));
+        assert_eq!(named.matches_named(unread, "default", "b"), Some(false));
+        assert_eq!(named.matches_named(unread, "kube-system", "a"), Some(false));
         let with_labels = selection("app=db", "metadata.name=a");
         assert_eq!(
             with_labels.matches_named(labels, "default", "a"),
             Some(false)
         );
         assert_eq!(
-            with_labels.matches_named(json!({"app": "db"}).as_object(), "", "a"),
+            with_labels.matches_named(|| db.as_object(), "", "a"),
             Some(true)
         );
         // Any other field needs the object.
