@@ -495,6 +495,35 @@ async fn a_watch_behind_the_cache_should_follow_it_again_once_caught_up() {
 }
 
 #[tokio::test]
+async fn a_watch_of_a_quiet_resource_should_see_its_change_after_many_of_others() {
+    // A ring of 8: a secrets watch is not woken by the ConfigMaps' changes, only swept along.
+    let api = api_with_cache(8).await;
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let watch = {
+        let api = Api {
+            router: api.router.clone(),
+            store: api.store.clone(),
+        };
+        let uri = format!("{secrets}?watch=1&resourceVersion={rv}&timeoutSeconds=2");
+        tokio::spawn(async move { type_and_name(&watch_lines(&api, &uri).await) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..40 {
+        api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
+            .await;
+    }
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+    assert_eq!(
+        api.json("POST", secrets, secret).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(watch.await.unwrap(), ["ADDED s"]);
+}
+
+#[tokio::test]
 async fn watch_on_a_compacted_revision_should_answer_410_gone() {
     // A ring of 2 events: revision 1 is soon out of the cache, then compacted in the store.
     let api = api_with_cache(2).await;

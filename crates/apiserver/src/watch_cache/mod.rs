@@ -34,6 +34,7 @@ const LOAD_PAGE: usize = 256;
 mod event;
 mod object;
 mod stored;
+mod wakers;
 
 pub use event::{CachedEvent, Seen, Side, event_line};
 pub use object::CachedObject;
@@ -164,6 +165,8 @@ pub struct WatchCache {
     ring: RwLock<Ring>,
     snapshot: RwLock<Snapshot>,
     latest: watch::Sender<Revision>,
+    /// Each resource's watchers, woken by its changes.
+    wakers: wakers::Wakers,
     capacity: usize,
 }
 
@@ -179,15 +182,20 @@ impl WatchCache {
             }),
             snapshot: RwLock::new(Snapshot::default()),
             latest: watch::channel(now).0,
+            // A quarter of the ring: a watcher of a quiet resource moves on at least four
+            // times before the ring drops what it has not read.
+            wakers: wakers::Wakers::new(capacity / 4),
             capacity: capacity.max(1),
         });
         tokio::spawn(feed(Arc::downgrade(&cache), store, now));
         Ok(cache)
     }
 
-    /// Notified (with the newest revision) whenever events arrive.
-    pub fn subscribe(&self) -> watch::Receiver<Revision> {
-        self.latest.subscribe()
+    /// Notified when events of the resource whose keys start with `resource`
+    /// (`/registry/{group}/{plural}/`) arrive, and every quarter of the ring's capacity of
+    /// other events: with a revision up to which the ring holds every event.
+    pub fn subscribe_resource(&self, resource: &str) -> watch::Receiver<Revision> {
+        self.wakers.subscribe(resource, *self.latest.borrow())
     }
 
     /// Whether the ring holds every event after `after` (so [`WatchCache::read_after`] can
@@ -337,6 +345,7 @@ impl WatchCache {
                 }
             }
         }
+        self.wakers.changed(&event.kv.key, revision);
         self.latest.send_replace(revision);
     }
 
@@ -350,6 +359,7 @@ impl WatchCache {
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
         self.latest.send_replace(now);
+        self.wakers.wake_all(now);
     }
 
     /// Marks the snapshot as unusable until it is loaded again.

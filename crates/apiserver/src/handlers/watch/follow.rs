@@ -23,7 +23,8 @@ const BATCH: usize = 500;
 
 /// Where the changes come from.
 enum Source {
-    /// The watch cache's ring; the receiver wakes us when it moves on.
+    /// The watch cache's ring; the receiver wakes us when the watched resource changes (and
+    /// now and then when others do, so that our position keeps up with the ring).
     Cache(watch::Receiver<Revision>),
     /// A direct store watch (opened on first use), for history the ring no longer holds.
     Store(Option<WatchStream>),
@@ -65,7 +66,10 @@ pub(super) fn body(
 
 impl Follower {
     fn new(watch: Watch, initial: Vec<Bytes>, after: Revision, timeout: Duration) -> Self {
-        let latest = watch.state.watch_cache.subscribe();
+        let latest = watch
+            .state
+            .watch_cache
+            .subscribe_resource(&watch.resource_prefix);
         let now = Instant::now();
         // `timeoutSeconds` of any size: beyond thirty years is forever (as tokio's own sleep).
         let deadline = now
@@ -196,7 +200,9 @@ impl Follower {
                                     after = self.after,
                                     "a watch caught up with the watch cache's window"
                                 );
-                                self.source = Source::Cache(cache.subscribe());
+                                self.source = Source::Cache(
+                                    cache.subscribe_resource(&self.watch.resource_prefix),
+                                );
                             }
                             if let Some(line) = line {
                                 return Some(line);
