@@ -514,13 +514,53 @@ async fn a_watch_of_a_quiet_resource_should_see_its_change_after_many_of_others(
     for i in 0..40 {
         api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
             .await;
+        // Time for the cache's feed and the watch to run between the changes (as they do
+        // beside a server's requests).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Had the watch fallen behind the ring, it would now read a compacted store: 410 Gone.
+    let now = api.store.current_revision().await.unwrap();
+    api.store.compact(now).await.unwrap();
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
     assert_eq!(
         api.json("POST", secrets, secret).await.status,
         StatusCode::CREATED
     );
     assert_eq!(watch.await.unwrap(), ["ADDED s"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_resources_bookmark_should_carry_the_newest_revision() {
+    let api = api().await;
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let watch = {
+        let api = Api {
+            router: api.router.clone(),
+            store: api.store.clone(),
+        };
+        let uri = format!(
+            "/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=45"
+        );
+        // (`watch_lines` gives up after 10 s.)
+        tokio::spawn(async move { api.get(&uri).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A change of another resource does not wake the secrets watch; its bookmark still
+    // carries the newest revision.
+    let later = api.json("POST", CMS, cm("later", json!({}))).await.json();
+    let events: Vec<Value> = String::from_utf8(watch.await.unwrap().body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        later["metadata"]["resourceVersion"]
+    );
 }
 
 #[tokio::test]

@@ -193,9 +193,14 @@ impl WatchCache {
 
     /// Notified when events of the resource whose keys start with `resource`
     /// (`/registry/{group}/{plural}/`) arrive, and every quarter of the ring's capacity of
-    /// other events: with a revision up to which the ring holds every event.
+    /// other events: with a revision up to which the ring has held every event.
     pub fn subscribe_resource(&self, resource: &str) -> watch::Receiver<Revision> {
-        self.wakers.subscribe(resource, *self.latest.borrow())
+        self.wakers.subscribe(resource, self.newest_revision())
+    }
+
+    /// The newest revision in the ring (every event up to it has been pushed).
+    pub fn newest_revision(&self) -> Revision {
+        *self.latest.borrow()
     }
 
     /// Whether the ring holds every event after `after` (so [`WatchCache::read_after`] can

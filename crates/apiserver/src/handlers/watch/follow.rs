@@ -103,7 +103,24 @@ impl Follower {
         }
         let next = (now + BOOKMARK_EVERY).min(self.deadline);
         self.timer.as_mut().reset(next);
+        self.catch_up_quietly();
         Some(self.watch.bookmark(self.after, false))
+    }
+
+    /// Moves the position up to the watch cache's newest revision when nothing of the watched
+    /// resource is unread: a quiet resource's watcher is woken by other changes only now and
+    /// then, and its bookmarks should carry a revision as recent as the server's.
+    fn catch_up_quietly(&mut self) {
+        if !matches!(self.source, Source::Cache(_)) {
+            return;
+        }
+        let cache = &self.watch.state.watch_cache;
+        // First the newest revision: every event up to it is in the ring by then.
+        let newest = cache.newest_revision();
+        let unread = cache.read_after(self.after, &self.watch.prefix, 1);
+        if unread.is_some_and(|events| events.is_empty()) {
+            self.after = self.after.max(newest);
+        }
     }
 
     /// The next lines to send (`None`: the watch is over).
@@ -133,7 +150,7 @@ impl Follower {
                         tracing::info!(
                             prefix = %self.watch.prefix,
                             after = self.after,
-                            newest = seen,
+                            woken_at = seen,
                             opened_ms = self.opened.elapsed().as_millis(),
                             unread_ms = self.last_read.elapsed().as_millis(),
                             "a watch is behind the watch cache's window: it reads the store until it catches up"
