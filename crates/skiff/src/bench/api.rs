@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use skiff_store::Store;
@@ -318,6 +318,37 @@ impl WatchFigures {
     }
 }
 
+/// Creates from one client while `watchers` watches of another resource (Secrets, through
+/// `watching`) stay open and receive nothing: a change should wake only its own resource's
+/// watchers, so the server's CPU per create should stay where it is without them.
+async fn creates_beside_other_watchers(
+    api: &Api<ConfigMap>,
+    watching: &Api<Secret>,
+    server: u32,
+    watchers: usize,
+    duration: Duration,
+) -> anyhow::Result<CreateFigures> {
+    let version = watching
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .context("a list without resourceVersion")?;
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let stream = watching
+            .watch(&WatchParams::default().timeout(290), &version)
+            .await?;
+        tasks.push(tokio::spawn(stream.boxed().for_each(|_| async {})));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let figures = create_rate(api, server, 1, duration, "beside").await;
+    for task in &tasks {
+        task.abort();
+    }
+    figures
+}
+
 /// Which changes each watcher of [`watch_latency`] selects.
 #[derive(Clone, Copy, PartialEq)]
 enum Selecting {
@@ -537,6 +568,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "  server CPU per change, checked by all {} watchers: {:.0} µs",
         options.watchers, watch_named.server_per_change_us
     );
+    let secrets: Api<Secret> = Api::namespaced(multiplexed.clone().into_client(), "bench");
+    let beside =
+        creates_beside_other_watchers(&cms, &secrets, pid, options.watchers, duration).await?;
+    eprintln!(
+        "api: 1 client beside {} watchers of Secrets: {:.0} creates/s, server CPU per create {:.0} µs (none open: {:.0} µs)",
+        options.watchers, beside.rate, beside.server_us, one.server_us
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bench-pods");
     create_many(&pods, options.pods, |i| {
@@ -646,6 +684,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!(
         "| server CPU per change, checked by {} watchers that each select one object by name | {:.0} µs | |",
         options.watchers, watch_named.server_per_change_us
+    );
+    println!(
+        "| server CPU per create, 1 client, with {} watchers of another resource (Secrets) open / with none | {:.0} µs / {:.0} µs | {:.2} of the cost with none |",
+        options.watchers,
+        beside.server_us,
+        one.server_us,
+        beside.server_us / one.server_us.max(f64::EPSILON)
     );
     println!(
         "| LIST {} pods (kube-rs, decoded into Pods), median / slowest of 5 | {} / {} | slowest is {:.4} of the 30 s SLO |",
