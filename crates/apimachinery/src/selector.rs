@@ -478,6 +478,15 @@ impl FieldSelector {
         self.0.iter().map(|(f, _, _)| f.as_str())
     }
 
+    /// The value an equality term (`field=value`) requires of `field`, if there is one: an
+    /// object whose `field` has another value is never selected.
+    pub fn required(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, equal, _)| *equal && f == field)
+            .map(|(_, _, value)| value.as_str())
+    }
+
     /// Whether an object is selected; `field` returns a field's value ("" when unset).
     pub fn matches<S: AsRef<str>>(&self, field: impl Fn(&str) -> S) -> bool {
         self.0
@@ -646,5 +655,13 @@ mod tests {
             FieldSelector::parse("a=b\\x").unwrap_err().0,
             "invalid field selector: invalid escape sequence: \\x"
         );
+    }
+
+    #[test]
+    fn a_field_selectors_required_value_should_come_from_an_equality_term_only() {
+        let f = FieldSelector::parse("spec.nodeName!=,metadata.name==web").unwrap();
+        assert_eq!(f.required("metadata.name"), Some("web"));
+        assert_eq!(f.required("spec.nodeName"), None);
+        assert_eq!(FieldSelector::default().required("metadata.name"), None);
     }
 }

@@ -564,6 +564,82 @@ async fn a_quiet_resources_bookmark_should_carry_the_newest_revision() {
 }
 
 #[tokio::test]
+async fn a_watch_of_one_name_should_see_its_changes_after_many_of_other_names() {
+    // A ring of 8: a watch of one ConfigMap's name is not woken by the others' changes, only
+    // swept along.
+    let api = api_with_cache(8).await;
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let watch = {
+        let api = Api {
+            router: api.router.clone(),
+            store: api.store.clone(),
+        };
+        let uri = format!(
+            "{CMS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtarget&timeoutSeconds=2"
+        );
+        tokio::spawn(async move { type_and_name(&watch_lines(&api, &uri).await) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..40 {
+        api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
+            .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Had the watch fallen behind the ring, it would now read a compacted store: 410 Gone.
+    let now = api.store.current_revision().await.unwrap();
+    api.store.compact(now).await.unwrap();
+    assert_eq!(
+        api.json("POST", CMS, cm("target", json!({}))).await.status,
+        StatusCode::CREATED
+    );
+    api.json("POST", CMS, cm("after", json!({}))).await;
+    let target = format!("{CMS}/target");
+    assert_eq!(
+        api.json("PUT", &target, cm("target", json!({"v": "2"})))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(watch.await.unwrap(), ["ADDED target", "MODIFIED target"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bookmark_of_a_watch_of_one_name_should_carry_the_newest_revision() {
+    let api = api().await;
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let watch = {
+        let api = Api {
+            router: api.router.clone(),
+            store: api.store.clone(),
+        };
+        let uri = format!(
+            "{CMS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtarget&allowWatchBookmarks=true&timeoutSeconds=45"
+        );
+        // (`watch_lines` gives up after 10 s.)
+        tokio::spawn(async move { api.get(&uri).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Another ConfigMap's change does not wake the watch and stays unread; the bookmark still
+    // carries the newest revision.
+    let later = api.json("POST", CMS, cm("later", json!({}))).await.json();
+    let events: Vec<Value> = String::from_utf8(watch.await.unwrap().body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        later["metadata"]["resourceVersion"]
+    );
+}
+
+#[tokio::test]
 async fn watch_on_a_compacted_revision_should_answer_410_gone() {
     // A ring of 2 events: revision 1 is soon out of the cache, then compacted in the store.
     let api = api_with_cache(2).await;

@@ -247,6 +247,17 @@ impl Watch {
         Some(self.line(seen.event_type(), object))
     }
 
+    /// The one object name this watch's field selector requires, if any: its follower is
+    /// woken by the changes of objects of that name only.
+    fn pinned_name(&self) -> Option<&str> {
+        self.fields.required("metadata.name")
+    }
+
+    /// Whether a cached change is seen by this watch (passes its selectors before or after).
+    fn concerns(&self, event: &CachedEvent) -> bool {
+        self.selects_cached(event, Side::Old) || self.selects_cached(event, Side::New)
+    }
+
     /// [`Watch::translate`] for an event from the watch cache.
     fn translate_cached(&mut self, event: &CachedEvent) -> Option<Bytes> {
         let was = self.selects_cached(event, Side::Old);

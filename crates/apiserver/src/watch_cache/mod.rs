@@ -192,10 +192,16 @@ impl WatchCache {
     }
 
     /// Notified when events of the resource whose keys start with `resource`
-    /// (`/registry/{group}/{plural}/`) arrive, and every quarter of the ring's capacity of
-    /// other events: with a revision up to which the ring has held every event.
-    pub fn subscribe_resource(&self, resource: &str) -> watch::Receiver<Revision> {
-        self.wakers.subscribe(resource, self.newest_revision())
+    /// (`/registry/{group}/{plural}/`) arrive, only those of the objects called `name` when
+    /// one is given, and every quarter of the ring's capacity of other events: with a
+    /// revision up to which the ring has held every event.
+    pub fn subscribe_resource(
+        &self,
+        resource: &str,
+        name: Option<&str>,
+    ) -> watch::Receiver<Revision> {
+        self.wakers
+            .subscribe(resource, name, self.newest_revision())
     }
 
     /// The newest revision in the ring (every event up to it has been pushed).

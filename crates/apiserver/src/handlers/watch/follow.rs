@@ -69,7 +69,7 @@ impl Follower {
         let latest = watch
             .state
             .watch_cache
-            .subscribe_resource(&watch.resource_prefix);
+            .subscribe_resource(&watch.resource_prefix, watch.pinned_name());
         let now = Instant::now();
         // `timeoutSeconds` of any size: beyond thirty years is forever (as tokio's own sleep).
         let deadline = now
@@ -107,9 +107,10 @@ impl Follower {
         Some(self.watch.bookmark(self.after, false))
     }
 
-    /// Moves the position up to the watch cache's newest revision when nothing of the watched
-    /// resource is unread: a quiet resource's watcher is woken by other changes only now and
-    /// then, and its bookmarks should carry a revision as recent as the server's.
+    /// Moves the position up to the watch cache's newest revision when nothing for this watch
+    /// is unread: a quiet resource's watcher, or a watcher of one name, is woken by other
+    /// changes only now and then, and its bookmarks should carry a revision as recent as the
+    /// server's.
     fn catch_up_quietly(&mut self) {
         if !matches!(self.source, Source::Cache(_)) {
             return;
@@ -117,8 +118,16 @@ impl Follower {
         let cache = &self.watch.state.watch_cache;
         // First the newest revision: every event up to it is in the ring by then.
         let newest = cache.newest_revision();
-        let unread = cache.read_after(self.after, &self.watch.prefix, 1);
-        if unread.is_some_and(|events| events.is_empty()) {
+        let caught_up = match self.watch.pinned_name() {
+            // The other names' changes stay unread (they do not wake it): none may be its own.
+            Some(_) => cache
+                .read_after(self.after, &self.watch.prefix, usize::MAX)
+                .is_some_and(|events| !events.iter().any(|event| self.watch.concerns(event))),
+            None => cache
+                .read_after(self.after, &self.watch.prefix, 1)
+                .is_some_and(|events| events.is_empty()),
+        };
+        if caught_up {
             self.after = self.after.max(newest);
         }
     }
@@ -217,9 +226,10 @@ impl Follower {
                                     after = self.after,
                                     "a watch caught up with the watch cache's window"
                                 );
-                                self.source = Source::Cache(
-                                    cache.subscribe_resource(&self.watch.resource_prefix),
-                                );
+                                self.source = Source::Cache(cache.subscribe_resource(
+                                    &self.watch.resource_prefix,
+                                    self.watch.pinned_name(),
+                                ));
                             }
                             if let Some(line) = line {
                                 return Some(line);
