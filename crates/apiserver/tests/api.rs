@@ -494,33 +494,41 @@ async fn a_watch_behind_the_cache_should_follow_it_again_once_caught_up() {
     assert_eq!(names, wanted, "every change once, in order");
 }
 
-#[tokio::test]
-async fn a_watch_of_a_quiet_resource_should_see_its_change_after_many_of_others() {
-    // A ring of 8: a secrets watch is not woken by the ConfigMaps' changes, only swept along.
-    let api = api_with_cache(8).await;
+/// Opens a watch at `uri` (its `resourceVersion` appended) from a new ConfigMap's revision,
+/// then creates 40 other ConfigMaps, with time between them for the cache's feed and the
+/// watch to run (as they do beside a server's requests), and compacts the store: a watch that
+/// fell behind the ring would now read compacted history and end with 410 Gone. The watch
+/// gives its events as "TYPE name".
+async fn watch_through_other_changes(api: &Api, uri: &str) -> tokio::task::JoinHandle<Vec<String>> {
     let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
     let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
     assert_eq!(api.get(CMS).await.status, StatusCode::OK);
-    let secrets = "/api/v1/namespaces/default/secrets";
     let watch = {
         let api = Api {
             router: api.router.clone(),
             store: api.store.clone(),
         };
-        let uri = format!("{secrets}?watch=1&resourceVersion={rv}&timeoutSeconds=2");
+        let uri = format!("{uri}&resourceVersion={rv}");
         tokio::spawn(async move { type_and_name(&watch_lines(&api, &uri).await) })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..40 {
         api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
             .await;
-        // Time for the cache's feed and the watch to run between the changes (as they do
-        // beside a server's requests).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Had the watch fallen behind the ring, it would now read a compacted store: 410 Gone.
     let now = api.store.current_revision().await.unwrap();
     api.store.compact(now).await.unwrap();
+    watch
+}
+
+#[tokio::test]
+async fn a_watch_of_a_quiet_resource_should_see_its_change_after_many_of_others() {
+    // A ring of 8: a secrets watch is not woken by the ConfigMaps' changes, only swept along.
+    let api = api_with_cache(8).await;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let watch =
+        watch_through_other_changes(&api, &format!("{secrets}?watch=1&timeoutSeconds=2")).await;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
     assert_eq!(
         api.json("POST", secrets, secret).await.status,
@@ -529,67 +537,13 @@ async fn a_watch_of_a_quiet_resource_should_see_its_change_after_many_of_others(
     assert_eq!(watch.await.unwrap(), ["ADDED s"]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_quiet_resources_bookmark_should_carry_the_newest_revision() {
-    let api = api().await;
-    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
-    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
-    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
-    let watch = {
-        let api = Api {
-            router: api.router.clone(),
-            store: api.store.clone(),
-        };
-        let uri = format!(
-            "/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=45"
-        );
-        // (`watch_lines` gives up after 10 s.)
-        tokio::spawn(async move { api.get(&uri).await })
-    };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // A change of another resource does not wake the secrets watch; its bookmark still
-    // carries the newest revision.
-    let later = api.json("POST", CMS, cm("later", json!({}))).await.json();
-    let events: Vec<Value> = String::from_utf8(watch.await.unwrap().body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["type"], "BOOKMARK");
-    assert_eq!(
-        events[0]["object"]["metadata"]["resourceVersion"],
-        later["metadata"]["resourceVersion"]
-    );
-}
-
 #[tokio::test]
 async fn a_watch_of_one_name_should_see_its_changes_after_many_of_other_names() {
     // A ring of 8: a watch of one ConfigMap's name is not woken by the others' changes, only
     // swept along.
     let api = api_with_cache(8).await;
-    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
-    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
-    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
-    let watch = {
-        let api = Api {
-            router: api.router.clone(),
-            store: api.store.clone(),
-        };
-        let uri = format!(
-            "{CMS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtarget&timeoutSeconds=2"
-        );
-        tokio::spawn(async move { type_and_name(&watch_lines(&api, &uri).await) })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for i in 0..40 {
-        api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
-            .await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Had the watch fallen behind the ring, it would now read a compacted store: 410 Gone.
-    let now = api.store.current_revision().await.unwrap();
-    api.store.compact(now).await.unwrap();
+    let uri = format!("{CMS}?watch=1&fieldSelector=metadata.name%3Dtarget&timeoutSeconds=2");
+    let watch = watch_through_other_changes(&api, &uri).await;
     assert_eq!(
         api.json("POST", CMS, cm("target", json!({}))).await.status,
         StatusCode::CREATED
@@ -605,9 +559,10 @@ async fn a_watch_of_one_name_should_see_its_changes_after_many_of_other_names() 
     assert_eq!(watch.await.unwrap(), ["ADDED target", "MODIFIED target"]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_bookmark_of_a_watch_of_one_name_should_carry_the_newest_revision() {
-    let api = api().await;
+/// The events of a watch at `uri` (its `resourceVersion` appended; with bookmarks, ending
+/// after 45 s of paused time) from a new ConfigMap's revision, when another ConfigMap,
+/// also returned, is created a second in.
+async fn events_beside_another_change(api: &Api, uri: &str) -> (Vec<Value>, Value) {
     let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
     let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
     assert_eq!(api.get(CMS).await.status, StatusCode::OK);
@@ -616,21 +571,47 @@ async fn a_bookmark_of_a_watch_of_one_name_should_carry_the_newest_revision() {
             router: api.router.clone(),
             store: api.store.clone(),
         };
-        let uri = format!(
-            "{CMS}?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtarget&allowWatchBookmarks=true&timeoutSeconds=45"
-        );
+        let uri = format!("{uri}&resourceVersion={rv}");
         // (`watch_lines` gives up after 10 s.)
         tokio::spawn(async move { api.get(&uri).await })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Another ConfigMap's change does not wake the watch and stays unread; the bookmark still
-    // carries the newest revision.
     let later = api.json("POST", CMS, cm("later", json!({}))).await.json();
-    let events: Vec<Value> = String::from_utf8(watch.await.unwrap().body)
+    let events = String::from_utf8(watch.await.unwrap().body)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    (events, later)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_resources_bookmark_should_carry_the_newest_revision() {
+    let api = api().await;
+    // A change of another resource does not wake the secrets watch; its bookmark still
+    // carries the newest revision.
+    let (events, later) = events_beside_another_change(
+        &api,
+        "/api/v1/namespaces/default/secrets?watch=1&allowWatchBookmarks=true&timeoutSeconds=45",
+    )
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        later["metadata"]["resourceVersion"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bookmark_of_a_watch_of_one_name_should_carry_the_newest_revision() {
+    let api = api().await;
+    // Another ConfigMap's change does not wake the watch and stays unread; the bookmark still
+    // carries the newest revision.
+    let uri = format!(
+        "{CMS}?watch=1&fieldSelector=metadata.name%3Dtarget&allowWatchBookmarks=true&timeoutSeconds=45"
+    );
+    let (events, later) = events_beside_another_change(&api, &uri).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "BOOKMARK");
     assert_eq!(
