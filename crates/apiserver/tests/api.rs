@@ -494,23 +494,37 @@ async fn a_watch_behind_the_cache_should_follow_it_again_once_caught_up() {
     assert_eq!(names, wanted, "every change once, in order");
 }
 
+/// Creates a ConfigMap, waits for the cache to hold it, and runs `watch` on a copy of `api`
+/// with `uri` and the ConfigMap's `resourceVersion` appended.
+async fn watch_from_a_new_revision<T, F>(
+    api: &Api,
+    uri: &str,
+    watch: impl FnOnce(Api, String) -> F,
+) -> tokio::task::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
+    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
+    let copy = Api {
+        router: api.router.clone(),
+        store: api.store.clone(),
+    };
+    tokio::spawn(watch(copy, format!("{uri}&resourceVersion={rv}")))
+}
+
 /// Opens a watch at `uri` (its `resourceVersion` appended) from a new ConfigMap's revision,
 /// then creates 40 other ConfigMaps, with time between them for the cache's feed and the
 /// watch to run (as they do beside a server's requests), and compacts the store: a watch that
 /// fell behind the ring would now read compacted history and end with 410 Gone. The watch
 /// gives its events as "TYPE name".
 async fn watch_through_other_changes(api: &Api, uri: &str) -> tokio::task::JoinHandle<Vec<String>> {
-    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
-    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
-    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
-    let watch = {
-        let api = Api {
-            router: api.router.clone(),
-            store: api.store.clone(),
-        };
-        let uri = format!("{uri}&resourceVersion={rv}");
-        tokio::spawn(async move { type_and_name(&watch_lines(&api, &uri).await) })
-    };
+    let watch = watch_from_a_new_revision(api, uri, |api, uri| async move {
+        type_and_name(&watch_lines(&api, &uri).await)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..40 {
         api.json("POST", CMS, cm(&format!("other{i}"), json!({})))
@@ -563,18 +577,9 @@ async fn a_watch_of_one_name_should_see_its_changes_after_many_of_other_names() 
 /// after 45 s of paused time) from a new ConfigMap's revision, when another ConfigMap,
 /// also returned, is created a second in.
 async fn events_beside_another_change(api: &Api, uri: &str) -> (Vec<Value>, Value) {
-    let start = api.json("POST", CMS, cm("start", json!({}))).await.json();
-    let rv = start["metadata"]["resourceVersion"].as_str().unwrap();
-    assert_eq!(api.get(CMS).await.status, StatusCode::OK);
-    let watch = {
-        let api = Api {
-            router: api.router.clone(),
-            store: api.store.clone(),
-        };
-        let uri = format!("{uri}&resourceVersion={rv}");
-        // (`watch_lines` gives up after 10 s.)
-        tokio::spawn(async move { api.get(&uri).await })
-    };
+    // (`watch_lines` gives up after 10 s.)
+    let watch =
+        watch_from_a_new_revision(api, uri, |api, uri| async move { api.get(&uri).await }).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = api.json("POST", CMS, cm("later", json!({}))).await.json();
     let events = String::from_utf8(watch.await.unwrap().body)

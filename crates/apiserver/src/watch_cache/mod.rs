@@ -165,7 +165,7 @@ pub struct WatchCache {
     ring: RwLock<Ring>,
     snapshot: RwLock<Snapshot>,
     latest: watch::Sender<Revision>,
-    /// Each resource's watchers, woken by its changes.
+    /// Each resource's watchers (and each watched name's), woken by their changes.
     wakers: wakers::Wakers,
     capacity: usize,
 }
@@ -193,7 +193,7 @@ impl WatchCache {
 
     /// Notified when events of the resource whose keys start with `resource`
     /// (`/registry/{group}/{plural}/`) arrive, only those of the objects called `name` when
-    /// one is given, and every quarter of the ring's capacity of other events: with a
+    /// one is given, and by every change once a quarter of the ring's capacity: with a
     /// revision up to which the ring has held every event.
     pub fn subscribe_resource(
         &self,

@@ -1,6 +1,6 @@
 //! Who is woken by a change: the watchers of the changed resource, not every watcher of every
 //! resource. Each resource's watchers share one channel of the newest revision they need to
-//! read up to; a change sends on its own resource's channel only. A watcher reads nothing while
+//! read up to; a change sends on its own resource's channel (and its name's, below) only. A watcher reads nothing while
 //! other resources change, so its position falls behind them; every [`Wakers::sweep_every`]
 //! changes, every channel is sent the newest revision, so that a quiet watcher moves its
 //! position on long before the ring drops the events it has not read.

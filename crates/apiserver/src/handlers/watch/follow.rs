@@ -23,8 +23,9 @@ const BATCH: usize = 500;
 
 /// Where the changes come from.
 enum Source {
-    /// The watch cache's ring; the receiver wakes us when the watched resource changes (and
-    /// now and then when others do, so that our position keeps up with the ring).
+    /// The watch cache's ring; the receiver wakes us when the watched resource changes (only
+    /// its object of one name, for a watch of one name), and now and then when others do, so
+    /// that our position keeps up with the ring.
     Cache(watch::Receiver<Revision>),
     /// A direct store watch (opened on first use), for history the ring no longer holds.
     Store(Option<WatchStream>),
